@@ -1,0 +1,293 @@
+"""The ``hqgnn`` command line: train, evaluate, recommend, export, data stats, bench, serve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from .config import RunConfig, load_config
+from .errors import HqgnnError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Graph recommendation with Hessian-aware quantized embeddings (LightGCN + HQ-GNN).")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
+bench_app = typer.Typer(no_args_is_help=True, help="Micro-benchmarks.")
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+err = Console(stderr=True)
+out = Console()
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=err, show_path=False)], force=True)
+
+
+def _parse_ks(ks: list[str]) -> list[int]:
+    try:
+        values = [int(p) for k in ks for p in str(k).split(",") if p.strip()]
+    except ValueError:
+        raise HqgnnError(f"--k expects integers, got {ks!r}") from None
+    if not values or min(values) < 1:
+        raise HqgnnError("--k values must be >= 1")
+    return values
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML config file ([data] [model] [quant] [train] [eval]).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Folder holding named datasets (else $HQGNN_DATA, else download).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")] = Path("runs/latest"),
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    dim: Annotated[Optional[int], typer.Option(help="Embedding dimension.")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="LightGCN layers (0 = matrix factorization).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
+    reg: Annotated[Optional[float], typer.Option(help="L2 weight on the batch's layer-0 embeddings.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="BPR triples per step.")] = None,
+    bits: Annotated[Optional[int], typer.Option(help="Quantize to b-bit codes (1..8); 0 = full precision.")] = None,
+    estimator: Annotated[Optional[str], typer.Option(help="Gradient estimator: none | ste | gste.")] = None,
+    delta: Annotated[Optional[float], typer.Option(help="Fix the GSTE delta (default: from the Hessian trace).")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Warm start the encoder from a run directory.")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs.")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Early stop after N validations without improvement (0 = off).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for data splits, init and sampling.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config field: section.field=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its last checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final metrics.")] = False,
+) -> None:
+    """Train a LightGCN (optionally quantized with HQ-GNN) and evaluate it on the test split."""
+    _setup_logging(quiet)
+    cfg = load_config(config)
+    if resume and config is None and (out / "config.toml").exists():
+        cfg = load_config(out / "config.toml")
+    flags = {
+        "data.source": data, "data.data_dir": data_dir, "train.epochs": epochs, "model.dim": dim, "model.layers": layers,
+        "train.lr": lr, "train.reg": reg, "train.batch_size": batch_size, "quant.bits": bits, "quant.estimator": estimator,
+        "quant.delta": delta, "train.init_from": init_from, "train.eval_every": eval_every, "train.patience": patience,
+        "train.device": device, "train.seed": seed,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            cfg.set(key, value)
+    if seed is not None:
+        cfg.data.seed = seed
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HqgnnError(f"--set expects section.field=value, got {item!r}")
+        cfg.set(key.strip(), value.strip())
+    _check_quant(cfg)
+    from .train.pipeline import run_training
+
+    metrics = run_training(cfg, out, resume=resume, progress=not quiet and sys.stderr.isatty())
+    _print_metrics(metrics["test"], title=f"test metrics ({out})")
+    out_line = {k: metrics[k] for k in ("best_epoch", "train_seconds")}
+    err.print(f"best epoch {out_line['best_epoch']}, {out_line['train_seconds']:.1f}s; wrote {out}")
+
+
+def _check_quant(cfg: RunConfig) -> None:
+    q = cfg.quant
+    if q.estimator not in ("none", "ste", "gste"):
+        raise HqgnnError(f"--estimator must be none, ste or gste, got {q.estimator!r}")
+    if not 0 <= q.bits <= 8:
+        raise HqgnnError(f"--bits must be 0 (full precision) or 1..8, got {q.bits}")
+    if q.bits and q.estimator == "none":
+        q.estimator = "gste"
+    if q.estimator != "none" and not q.bits:
+        raise HqgnnError(f"--estimator {q.estimator} needs --bits 1..8")
+    if q.scale not in ("row", "tensor"):
+        raise HqgnnError(f"quant.scale must be row or tensor, got {q.scale!r}")
+
+
+def _print_metrics(metrics: dict[str, float], title: str) -> None:
+    table = Table(title=title)
+    ks = sorted({int(k.split("@")[1]) for k in metrics})
+    names = sorted({k.split("@")[0] for k in metrics}, key=["recall", "ndcg", "precision", "hit_rate"].index)
+    table.add_column("metric")
+    for k in ks:
+        table.add_column(f"@{k}", justify="right")
+    for name in names:
+        table.add_row(name, *(f"{metrics[f'{name}@{k}']:.4f}" for k in ks))
+    out.print(table)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    data: Annotated[Optional[str], typer.Option(help="Evaluate on other data with the same ids (default: the run's).")] = None,
+    k: Annotated[list[str], typer.Option("--k", help="Cut-offs, e.g. --k 20,50 or --k 20 --k 50.")] = ["20", "50"],
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Full-ranking test metrics of a run (seen items masked), scored exactly as served."""
+    from .data import load_dataset
+    from .eval import RankingEvaluator
+    from .recommender import Recommender
+    from .run import load_run
+    from .train.trainer import resolve_device
+
+    run = load_run(run_dir)
+    cfg = run.config
+    if data is not None:
+        cfg.data.source = data
+    ds = load_dataset(cfg.data)
+    if ds.n_users != run.n_users or ds.n_items != run.n_items:
+        raise HqgnnError(f"{cfg.data.source}: {ds.n_users} users / {ds.n_items} items, but the run has "
+                         f"{run.n_users} / {run.n_items}")
+    dev = resolve_device(device)
+    rec = Recommender(run, str(dev))
+    ev = RankingEvaluator(ds.matrix(ds.test), ds.matrix(ds.seen), _parse_ks(k), dev)
+    metrics = ev.evaluate(scorer=rec._user_scorer)
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        _print_metrics(metrics, title=f"test metrics ({run_dir})")
+
+
+@app.command()
+def recommend(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    user: Annotated[str, typer.Option("--user", help="User id, in your own id space.")],
+    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
+    include_seen: Annotated[bool, typer.Option(help="Also return items the user interacted with.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Top-K items for one user, in the user's own ids."""
+    from .recommender import Recommender
+    from .run import load_run
+
+    if k < 1:
+        raise HqgnnError(f"-k must be >= 1, got {k}")
+    run = load_run(run_dir)
+    try:
+        u = run.user_index(user)
+    except KeyError:
+        raise HqgnnError(f"{run_dir}: unknown user {user!r}") from None
+    scores, items = Recommender(run).recommend([u], k, exclude_seen=not include_seen)
+    recs = [{"item": run.item_ids[i].item(), "score": float(s)} for s, i in zip(scores[0], items[0]) if i >= 0]
+    if as_json:
+        print(json.dumps({"user": run.user_ids[u].item(), "items": recs}))
+    else:
+        table = Table(title=f"top {k} for user {user}")
+        table.add_column("rank", justify="right")
+        table.add_column("item")
+        table.add_column("score", justify="right")
+        for r, rec in enumerate(recs, 1):
+            table.add_row(str(r), str(rec["item"]), f"{rec['score']:.4f}")
+        out.print(table)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    out_path: Annotated[Path, typer.Option("--out", help="The .npz file to write.")],
+    faiss: Annotated[Optional[Path], typer.Option("--faiss", help="Also write FAISS indexes with this path prefix.")] = None,
+) -> None:
+    """Write embeddings (and codes + scales for quantized runs) with the original ids to an .npz."""
+    import numpy as np
+
+    from .io import save_npz
+    from .run import load_run
+
+    run = load_run(run_dir)
+    arrays = {k: v.numpy() for k, v in run.tables.items()}
+    arrays.update(user_ids=run.user_ids, item_ids=run.item_ids)
+    for key in ("user_codes", "item_codes"):
+        if key in arrays:
+            arrays[key] = arrays[key].astype(np.int8)
+    save_npz(out_path, **arrays)
+    err.print(f"wrote {out_path} ({', '.join(arrays)})")
+    if faiss is not None:
+        from .index.faiss_interop import export_faiss
+
+        for path in export_faiss(run, faiss):
+            err.print(f"wrote {path}")
+
+
+@data_app.command("stats")
+def data_stats(
+    path: Annotated[str, typer.Argument(help="synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Users, items, interactions, density, cold users and items of a dataset."""
+    from .data import dataset_stats
+
+    stats = dataset_stats(path)
+    if as_json:
+        print(json.dumps(stats, default=str))
+        return
+    table = Table(title=f"dataset {path}")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@bench_app.command("retrieval")
+def bench_retrieval(
+    items: Annotated[int, typer.Option(help="Catalog size.")] = 1_000_000,
+    dim: Annotated[int, typer.Option(help="Embedding dimension.")] = 64,
+    bits: Annotated[int, typer.Option(help="Code width (1..8).")] = 1,
+    queries: Annotated[int, typer.Option(help="Query batch size.")] = 1000,
+    k: Annotated[int, typer.Option("--k", help="Top-K.")] = 20,
+    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
+    from .index.bench import run_retrieval_bench
+
+    result = run_retrieval_bench(items=items, dim=dim, bits=bits, queries=queries, k=k, device=device)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{queries} queries, {items:,} items, d={dim}, {bits}-bit, top-{k} on {result['device']}")
+    table.add_column("engine")
+    table.add_column("queries/s", justify="right")
+    for name, qps in result["qps"].items():
+        table.add_row(name, "n/a" if qps is None else f"{qps:,.0f}")
+    out.print(table)
+    out.print(f"exact: {result['exact']}   bytes/item: {result['bytes_per_item']}")
+
+
+@app.command()
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="HQGNN_API_KEY", help="Require this key (header X-API-Key).")] = None,
+) -> None:
+    """Serve recommendations over HTTP (FastAPI + uvicorn)."""
+    from .serve import serve_run
+
+    serve_run(run_dir, host=host, port=port, api_key=api_key)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes become one 'error:' line and exit code 1 (2 for usage errors)."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="hqgnn")
+    except HqgnnError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""User-facing errors: one clear line, no traceback, non-zero exit."""
+
+from __future__ import annotations
+
+
+class HqgnnError(Exception):
+    """A mistake in the user's input or arguments (bad file, bad flag), shown as one line by the CLI."""
+
+
+class DataError(HqgnnError):
+    """Malformed or inconsistent input data; the message names the file and, where known, the line."""
+
+    def __init__(self, path: object, problem: str, line: int | None = None) -> None:
+        where = f"{path}" if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem

@@ -1,0 +1,235 @@
+"""The CodeIndex base class: argument checking, backend dispatch (numba / torch / triton), save & load."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .common import (
+    Exclusion,
+    ItemScale,
+    empty_exclusion_arrays,
+    normalize_exclusion,
+    normalize_query_scale,
+    to_numpy,
+)
+from .packing import as_int8_codes, check_code_range
+
+__all__ = ["BACKENDS", "CodeIndex", "SearchResult"]
+
+BACKENDS = ("auto", "numba", "torch", "triton")
+
+SearchResult = tuple[Any, Any]  # (scores float32 (B, k), ids int64 (B, k)): numpy on CPU, torch on CUDA
+
+
+def _device_str(device: object) -> str:
+    s = str(device)
+    if s.startswith("cuda"):
+        return s if ":" in s else "cuda"
+    if s != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
+    return s
+
+
+class CodeIndex:
+    """Exact top-k over integer item codes; subclasses store the packed codes for one bit width.
+
+    ``search`` returns ``(scores, ids)``: float32 and int64 arrays of shape (B, k), sorted by score
+    descending with ties broken by lower item id; slots beyond the eligible items hold id -1 and
+    score -inf. On ``device='cpu'`` they are numpy arrays; on CUDA they are torch tensors on that
+    device (so results stay on the GPU for a following re-rank or serving step).
+    """
+
+    bits: int
+    n: int
+    dim: int
+    device: str
+    backend: str
+    _scale: ItemScale
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _search_numba(self, qc: np.ndarray, k: int, qs: np.ndarray, ex: Exclusion | None, mode: str):
+        raise NotImplementedError
+
+    def _packed_arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _packed_code_bytes(self) -> int:
+        raise NotImplementedError
+
+    def codes(self) -> np.ndarray:
+        """The item codes as an int8 (n, d) array (unpacked from storage)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------- common
+    def _setup(self, device: object, backend: str) -> None:
+        self.device = _device_str(device)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "auto":
+            if self.device == "cpu":
+                backend = "numba"
+            else:
+                from .kernels_gpu import triton_available
+
+                backend = "triton" if triton_available() else "torch"
+        if backend == "numba" and self.device != "cpu":
+            raise ValueError("the numba backend runs on CPU only")
+        if backend == "triton" and self.device == "cpu":
+            raise ValueError("the triton backend needs a CUDA device")
+        self.backend = backend
+        self._torch_engine = None
+        if backend in ("torch", "triton"):
+            self._torch_engine = self._make_torch_engine()
+
+    def _make_torch_engine(self):
+        from .kernels_gpu import TorchCodeSearcher
+
+        return TorchCodeSearcher(self.codes(), self._scale, self.bits, self.device,
+                                 use_triton=self.backend == "triton")
+
+    @property
+    def item_scale(self) -> np.ndarray | float | None:
+        """Per-row scales (float32 (n,)), the per-tensor scale (float), or None."""
+        if not self._scale.given:
+            return None
+        return self._scale.values if self._scale.per_row else float(self._scale.values[0])
+
+    @property
+    def bytes_per_item(self) -> float:
+        """Bytes held per item by this index's search copy: packed codes (incl. the kernels'
+        padding of d and n) + 4 for a per-row float32 scale."""
+        scale = 4 if self._scale.per_row else 0
+        if self._torch_engine is not None:
+            return self._torch_engine.code_bytes / max(self.n, 1) + scale
+        return self._packed_code_bytes() / max(self.n, 1) + scale
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(n={self.n}, dim={self.dim}, bits={self.bits}, device={self.device!r}, "
+                f"backend={self.backend!r}, bytes_per_item={self.bytes_per_item:.1f})")
+
+    def search(self, query_codes: object, k: int, query_scales: object = None, exclude: object = None,
+               mode: str = "scaled") -> SearchResult:
+        """Exact top-k items for each query.
+
+        query_codes: (B, d) integer codes of the same bit width as the items.
+        query_scales: None (1.0), a scalar, or (B,) float scales; the score is
+            ``s_u * s_i * <c_u, c_i>`` (the dequantized inner product).
+        exclude: seen items per query, ``(indptr, indices)`` CSR over item ids (or a scipy CSR
+            matrix of shape (B, n)); excluded items are never returned.
+        mode: "scaled" (the score above) or, for 1-bit codes, "hamming": rank by smallest Hamming
+            distance only (scales ignored) -- the task of FAISS ``IndexBinaryFlat``; the returned
+            score is then ``d - 2 * hamming``.
+        """
+        if mode not in ("scaled", "hamming"):
+            raise ValueError(f"mode must be 'scaled' or 'hamming', got {mode!r}")
+        if mode == "hamming" and self.bits != 1:
+            raise ValueError("mode='hamming' needs 1-bit codes")
+        k = int(k)
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        qc = to_numpy(query_codes)  # codes are tiny; validation and packing happen on the host
+        if qc.ndim == 1:
+            qc = qc[None, :]
+        qc = as_int8_codes(qc, "query_codes")
+        if qc.shape[1] != self.dim:
+            raise ValueError(f"query_codes have dim {qc.shape[1]}, the index has dim {self.dim}")
+        check_code_range(qc, self.bits, "query_codes")
+        b = qc.shape[0]
+        qs = normalize_query_scale(query_scales, b)
+        ex = normalize_exclusion(exclude, b, self.n)
+        if k == 0 or b == 0 or self.n == 0:
+            return self._empty_result(b, k)
+        if self._torch_engine is not None:
+            scores, ids = self._torch_engine.search(qc, k, qs, ex, mode)
+            if self.device == "cpu":
+                return scores.numpy(), ids.numpy()
+            return scores, ids
+        return self._search_numba(qc, k, qs, ex, mode)
+
+    def _empty_result(self, b: int, k: int) -> SearchResult:
+        scores = np.full((b, k), -np.inf, np.float32)
+        ids = np.full((b, k), -1, np.int64)
+        if self.device != "cpu":
+            import torch
+
+            return torch.from_numpy(scores).to(self.device), torch.from_numpy(ids).to(self.device)
+        return scores, ids
+
+    # ----------------------------------------------------------------- helpers for numba paths
+    @staticmethod
+    def _ex_arrays(ex: Exclusion | None) -> tuple[np.ndarray, np.ndarray, bool]:
+        if ex is None or ex.nnz == 0:
+            p, i = empty_exclusion_arrays()
+            return p, i, False
+        return ex.indptr, ex.indices, True
+
+    @staticmethod
+    def _threads() -> int:
+        import numba
+
+        return int(numba.get_num_threads())
+
+    # --------------------------------------------------------------------- persistence
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "kind": type(self).__name__,
+            "bits": self.bits,
+            "n": self.n,
+            "dim": self.dim,
+            "scale": "row" if self._scale.per_row else ("tensor" if self._scale.given else "none"),
+            "tensor_scale": float(self._scale.values[0]) if not self._scale.per_row else None,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the packed codes (+ per-row scales) as .npy files in directory ``path`` (or one
+        .npz when ``path`` ends in .npz). No pickle; the directory form is memory-mappable."""
+        from .storage import write_index_files
+
+        arrays = dict(self._packed_arrays())
+        if self._scale.per_row:
+            arrays["scales"] = self._scale.values
+        write_index_files(path, self._meta(), arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: object = "cpu",
+             backend: str = "auto") -> "CodeIndex":
+        """Open an index written by :meth:`save`. With ``mmap`` (directory form) the codes are
+        memory-mapped read-only and searched in place, nothing is copied."""
+        from .storage import read_index_files
+
+        meta, arrays = read_index_files(path, mmap=mmap)
+        from .binary import BinaryCodeIndex
+        from .scalar import ScalarCodeIndex
+
+        kinds = {"BinaryCodeIndex": BinaryCodeIndex, "ScalarCodeIndex": ScalarCodeIndex}
+        kind = kinds.get(meta.get("kind"))
+        if kind is None:
+            raise ValueError(f"{path}: unknown index kind {meta.get('kind')!r}")
+        if cls is not CodeIndex and not issubclass(kind, cls):
+            raise ValueError(f"{path}: holds a {meta['kind']}, not a {cls.__name__}")
+        if meta["scale"] == "row":
+            scale = arrays["scales"]
+        elif meta["scale"] == "tensor":
+            scale = meta["tensor_scale"]
+        else:
+            scale = None
+        return kind._from_packed(arrays, meta, scale, device, backend)
+
+    @classmethod
+    def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: object, device: object,
+                     backend: str) -> "CodeIndex":
+        raise NotImplementedError
+
+
+def keys_to_scores(keys: np.ndarray, ids: np.ndarray, qs_abs: np.ndarray) -> np.ndarray:
+    """Scaled-mode float64 keys (sign of the query scale folded in) -> float32 scores s_u * key."""
+    with np.errstate(invalid="ignore"):
+        scores = (keys * qs_abs.astype(np.float64)[:, None]).astype(np.float32)
+    scores[ids < 0] = -np.inf
+    return scores

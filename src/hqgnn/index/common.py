@@ -1,0 +1,110 @@
+"""Argument normalization shared by the code indexes: scales, seen-item exclusion CSR, result padding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Exclusion", "ItemScale", "normalize_exclusion", "normalize_item_scale", "normalize_query_scale", "to_numpy"]
+
+
+def to_numpy(x: object) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(x)
+
+
+@dataclass(frozen=True)
+class ItemScale:
+    """Item scales: ``values`` float32 of length n (per row) or 1 (per tensor); ``stride`` 1 or 0.
+
+    ``per_row`` tells whether the index really stores n scales (memory accounting); ``None`` scale
+    means 1.0 and is stored as a per-tensor scale.
+    """
+
+    values: np.ndarray
+    stride: int
+    per_row: bool
+    given: bool  # False when no scale was passed (plain codes)
+
+    def dense(self, n: int) -> np.ndarray:
+        return self.values if self.stride == 1 else np.full(n, self.values[0], dtype=np.float32)
+
+
+def normalize_item_scale(scale: object, n: int) -> ItemScale:
+    if scale is None:
+        return ItemScale(np.ones(1, np.float32), 0, False, False)
+    arr = to_numpy(scale).astype(np.float32, copy=False).reshape(-1)
+    if arr.size == 1 and n != 1:
+        return ItemScale(np.ascontiguousarray(arr), 0, False, True)
+    if arr.size != n:
+        raise ValueError(f"item scales must be a scalar or have one value per item ({n}), got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("item scales must be finite")
+    return ItemScale(np.ascontiguousarray(arr), 1, True, True)
+
+
+def normalize_query_scale(scale: object, b: int) -> np.ndarray:
+    """Query scales -> float32 (b,); None means 1.0."""
+    if scale is None:
+        return np.ones(b, np.float32)
+    arr = to_numpy(scale).astype(np.float32, copy=False).reshape(-1)
+    if arr.size == 1:
+        return np.full(b, arr[0], np.float32)
+    if arr.size != b:
+        raise ValueError(f"query scales must be a scalar or one per query ({b}), got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("query scales must be finite")
+    return np.ascontiguousarray(arr)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Seen items per query as CSR: ``indices[indptr[q]:indptr[q+1]]`` sorted ascending (int64)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+
+def normalize_exclusion(exclude: object, b: int, n: int) -> Exclusion | None:
+    """Accept ``(indptr, indices)`` or a scipy CSR matrix of shape (b, n); sort each row."""
+    if exclude is None:
+        return None
+    if hasattr(exclude, "tocsr") and hasattr(exclude, "indptr"):
+        m = exclude.tocsr()
+        indptr, indices = m.indptr, m.indices
+    else:
+        try:
+            indptr, indices = exclude  # type: ignore[misc]
+        except (TypeError, ValueError):
+            raise TypeError("exclude must be (indptr, indices) or a scipy.sparse CSR matrix") from None
+    indptr = to_numpy(indptr).astype(np.int64, copy=False).reshape(-1)
+    indices = to_numpy(indices).astype(np.int64, copy=False).reshape(-1)
+    if indptr.size != b + 1:
+        raise ValueError(f"exclude indptr must have {b + 1} entries (one row per query), got {indptr.size}")
+    if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] > indices.size:
+        raise ValueError("exclude indptr must start at 0, be non-decreasing and fit indices")
+    indices = indices[: indptr[-1]]
+    if indices.size:
+        # rows must be sorted for the kernels' forward-pointer scan; sort only if needed
+        rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(indptr))
+        d = np.diff(indices)
+        same_row = rows[1:] == rows[:-1]
+        if np.any(d[same_row] < 0):
+            order = np.lexsort((indices, rows))
+            indices = indices[order]
+    return Exclusion(np.ascontiguousarray(indptr), np.ascontiguousarray(indices))
+
+
+def empty_exclusion_arrays() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(1, np.int64), np.zeros(1, np.int64)

@@ -1,0 +1,677 @@
+"""Multi-threaded CPU top-k kernels (numba, plus AVX2 micro-kernels written in LLVM IR) over packed codes.
+
+Design (why it is fast):
+* Work is split into tasks of up to 64 queries x a contiguous item range; a task streams its items
+  in small chunks that stay in L1 while 8-query register groups sweep them, so memory traffic is
+  (#queries / 64) x the code bytes instead of #queries x the code bytes.
+* Selection never sorts all scores. Each query keeps a running k-th best key ``tau`` and a small
+  candidate buffer. Per (8-query group, chunk) a cheap vectorized bound is computed (min Hamming
+  distance; min/max integer score combined with the chunk's scale range); only when the bound
+  can beat ``tau`` is the chunk re-scanned exactly for that query. For k << n almost every chunk
+  is rejected by one compare.
+* Exactness: ranking keys are float64 values that are exact (integer inner product times a float32
+  scale needs <= 45 significant bits), items are visited in increasing id per query, and a new item
+  enters only with key > tau, so ties go to the lower id. The final buffer is stably sorted.
+* b-bit inner products use ``vpmaddubsw`` (b <= 4, nibble codes; exact: no int16 saturation for
+  |q| <= 8, nibble <= 15) and ``vpmaddwd`` (b <= 8) emitted from LLVM IR, because numba's
+  auto-vectorizer does not produce them (measured ~15x slower). A portable numba fallback reads the
+  same layouts and is used when the host has no AVX2 (and by the tests, to cross-check).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = [
+    "HAVE_AVX2",
+    "binary_topk",
+    "merge_ranges",
+    "scalar_topk",
+    "choose_ranges",
+]
+
+QT = 64  # queries per task: a chunk of items is reused by this many queries while it sits in L1
+QG = 8  # queries per register group inside the micro-kernels
+
+
+def _host_has_avx2() -> bool:
+    if os.environ.get("HQGNN_DISABLE_SIMD", "").strip() not in ("", "0"):
+        return False
+    try:
+        import llvmlite.binding as llvm
+        from numba.core import config
+
+        if config.CPU_NAME is not None or config.CPU_FEATURES is not None:
+            # numba was told to compile for another CPU: only trust an explicit +avx2 feature
+            return "+avx2" in (config.CPU_FEATURES or "")
+        if not llvm.get_process_triple().startswith(("x86_64", "amd64")):
+            return False
+        return bool(llvm.get_host_cpu_features().get("avx2", False))
+    except Exception:  # pragma: no cover - exotic llvmlite builds
+        return False
+
+
+HAVE_AVX2: bool = _host_has_avx2()
+
+
+# ------------------------------------------------------------------------------------ popcount
+@intrinsic
+def _popcnt64(typingctx, x):
+    """llvm.ctpop.i64: one ``popcnt`` on x86 (numba has no popcount builtin)."""
+    sig = types.int64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
+
+
+# --------------------------------------------------------------------- LLVM IR micro-kernels
+def _gen_u4_ir() -> str:
+    """8 queries x (16-item blocks) nibble kernel; see packing.pack_nibble_blocked for the layout.
+
+    Signature: hq_u4_scores(items*, nblocks, ngroups, qvec*, out*, ostride) -- all i64.
+    out[r * ostride + 16 b + m] (int32) = sum_t q_r[t] * (code[m, t] + 8).
+    int16 accumulators are widened every 64 groups (<= 64 * 2 * 240 < 32767: no overflow).
+    """
+    v32, v16, w16 = "<32 x i8>", "<16 x i16>", "<16 x i32>"
+    c15 = "<" + ", ".join(["i8 15"] * 32) + ">"
+    c4 = "<" + ", ".join(["i8 4"] * 32) + ">"
+    L = [f"declare {v16} @llvm.x86.avx2.pmadd.ub.sw({v32}, {v32})"]
+    L.append("define void @hq_u4_scores(i64 %items, i64 %nblocks, i64 %ngroups, i64 %qvec, i64 %out, i64 %ostride) {")
+    L.append("entry:")
+    L.append("  %pit = inttoptr i64 %items to ptr")
+    L.append("  %pq = inttoptr i64 %qvec to ptr")
+    L.append("  %po = inttoptr i64 %out to ptr")
+    L.append("  %qrow = mul i64 %ngroups, 64")
+    for r in range(QG):
+        L.append(f"  %qo{r} = mul i64 %qrow, {r}")
+        L.append(f"  %qb{r} = getelementptr i8, ptr %pq, i64 %qo{r}")
+        L.append(f"  %oo{r} = mul i64 %ostride, {r}")
+    L.append("  %nz = icmp eq i64 %nblocks, 0")
+    L.append("  br i1 %nz, label %exit, label %bloop")
+    L.append("bloop:")
+    L.append("  %b = phi i64 [0, %entry], [%b1, %bstore]")
+    L.append("  %bbase = mul i64 %b, %ngroups")
+    L.append("  br label %cloop")
+    L.append("cloop:")
+    L.append("  %gc = phi i64 [0, %bloop], [%gce, %cend]")
+    for r in range(QG):
+        L.append(f"  %A{r} = phi {w16} [zeroinitializer, %bloop], [%An{r}, %cend]")
+    L.append("  %gce0 = add i64 %gc, 64")
+    L.append("  %gcl = icmp ult i64 %gce0, %ngroups")
+    L.append("  %gce = select i1 %gcl, i64 %gce0, i64 %ngroups")
+    L.append("  br label %gloop")
+    L.append("gloop:")
+    L.append("  %g = phi i64 [%gc, %cloop], [%g1, %gloop]")
+    for r in range(QG):
+        L.append(f"  %acc{r} = phi {v16} [zeroinitializer, %cloop], [%nacc{r}, %gloop]")
+    L.append("  %gi = add i64 %bbase, %g")
+    L.append("  %gib = mul i64 %gi, 32")
+    L.append("  %ip = getelementptr i8, ptr %pit, i64 %gib")
+    L.append(f"  %v = load {v32}, ptr %ip, align 1")
+    L.append(f"  %lo = and {v32} %v, {c15}")
+    L.append(f"  %sh = lshr {v32} %v, {c4}")
+    L.append("  %g64 = mul i64 %g, 64")
+    for r in range(QG):
+        L.append(f"  %qa{r}p = getelementptr i8, ptr %qb{r}, i64 %g64")
+        L.append(f"  %qh{r}p = getelementptr i8, ptr %qa{r}p, i64 32")
+        L.append(f"  %qa{r} = load {v32}, ptr %qa{r}p, align 1")
+        L.append(f"  %qh{r} = load {v32}, ptr %qh{r}p, align 1")
+        L.append(f"  %ma{r} = call {v16} @llvm.x86.avx2.pmadd.ub.sw({v32} %lo, {v32} %qa{r})")
+        L.append(f"  %mh{r} = call {v16} @llvm.x86.avx2.pmadd.ub.sw({v32} %sh, {v32} %qh{r})")
+        L.append(f"  %s{r} = add {v16} %ma{r}, %mh{r}")
+        L.append(f"  %nacc{r} = add {v16} %acc{r}, %s{r}")
+    L.append("  %g1 = add i64 %g, 1")
+    L.append("  %gcond = icmp ult i64 %g1, %gce")
+    L.append("  br i1 %gcond, label %gloop, label %cend")
+    L.append("cend:")
+    for r in range(QG):
+        L.append(f"  %x{r} = sext {v16} %nacc{r} to {w16}")
+        L.append(f"  %An{r} = add {w16} %A{r}, %x{r}")
+    L.append("  %cc = icmp ult i64 %gce, %ngroups")
+    L.append("  br i1 %cc, label %cloop, label %bstore")
+    L.append("bstore:")
+    L.append("  %b16 = mul i64 %b, 16")
+    for r in range(QG):
+        L.append(f"  %oi{r} = add i64 %oo{r}, %b16")
+        L.append(f"  %op{r} = getelementptr i32, ptr %po, i64 %oi{r}")
+        L.append(f"  store {w16} %An{r}, ptr %op{r}, align 4")
+    L.append("  %b1 = add i64 %b, 1")
+    L.append("  %bc = icmp ult i64 %b1, %nblocks")
+    L.append("  br i1 %bc, label %bloop, label %exit")
+    L.append("exit:")
+    L.append("  ret void")
+    L.append("}")
+    return "\n".join(L) + "\n"
+
+
+def _gen_s8_ir() -> str:
+    """8 queries x (8-item blocks) int8 kernel; see packing.pack_int8_blocked for the layout.
+
+    Signature: hq_s8_scores(items*, nblocks8, npairs, qvec*, out*, ostride) -- all i64.
+    out[r * ostride + 8 b + m] (int32) = sum_t q_r[t] * code[m, t]; vpmaddwd sums two int16
+    products into int32 (|pair| <= 2 * 128 * 128: exact).
+    """
+    v16b, v16, w8 = "<16 x i8>", "<16 x i16>", "<8 x i32>"
+    L = [f"declare {w8} @llvm.x86.avx2.pmadd.wd({v16}, {v16})"]
+    L.append("define void @hq_s8_scores(i64 %items, i64 %nblocks, i64 %npairs, i64 %qvec, i64 %out, i64 %ostride) {")
+    L.append("entry:")
+    L.append("  %pit = inttoptr i64 %items to ptr")
+    L.append("  %pq = inttoptr i64 %qvec to ptr")
+    L.append("  %po = inttoptr i64 %out to ptr")
+    L.append("  %qrow = mul i64 %npairs, 32")
+    for r in range(QG):
+        L.append(f"  %qo{r} = mul i64 %qrow, {r}")
+        L.append(f"  %qb{r} = getelementptr i8, ptr %pq, i64 %qo{r}")
+        L.append(f"  %oo{r} = mul i64 %ostride, {r}")
+    L.append("  %nz = icmp eq i64 %nblocks, 0")
+    L.append("  br i1 %nz, label %exit, label %bloop")
+    L.append("bloop:")
+    L.append("  %b = phi i64 [0, %entry], [%b1, %bstore]")
+    L.append("  %bbase = mul i64 %b, %npairs")
+    L.append("  br label %ploop")
+    L.append("ploop:")
+    L.append("  %p = phi i64 [0, %bloop], [%p1, %ploop]")
+    for r in range(QG):
+        L.append(f"  %acc{r} = phi {w8} [zeroinitializer, %bloop], [%nacc{r}, %ploop]")
+    L.append("  %pi = add i64 %bbase, %p")
+    L.append("  %pib = mul i64 %pi, 16")
+    L.append("  %ip = getelementptr i8, ptr %pit, i64 %pib")
+    L.append(f"  %xv = load {v16b}, ptr %ip, align 1")
+    L.append(f"  %xs = sext {v16b} %xv to {v16}")
+    L.append("  %p32 = mul i64 %p, 32")
+    for r in range(QG):
+        L.append(f"  %qp{r} = getelementptr i8, ptr %qb{r}, i64 %p32")
+        L.append(f"  %qv{r} = load {v16}, ptr %qp{r}, align 2")
+        L.append(f"  %m{r} = call {w8} @llvm.x86.avx2.pmadd.wd({v16} %xs, {v16} %qv{r})")
+        L.append(f"  %nacc{r} = add {w8} %acc{r}, %m{r}")
+    L.append("  %p1 = add i64 %p, 1")
+    L.append("  %pc = icmp ult i64 %p1, %npairs")
+    L.append("  br i1 %pc, label %ploop, label %bstore")
+    L.append("bstore:")
+    L.append("  %b8 = mul i64 %b, 8")
+    for r in range(QG):
+        L.append(f"  %oi{r} = add i64 %oo{r}, %b8")
+        L.append(f"  %op{r} = getelementptr i32, ptr %po, i64 %oi{r}")
+        L.append(f"  store {w8} %nacc{r}, ptr %op{r}, align 4")
+    L.append("  %b1 = add i64 %b, 1")
+    L.append("  %bc = icmp ult i64 %b1, %nblocks")
+    L.append("  br i1 %bc, label %bloop, label %exit")
+    L.append("exit:")
+    L.append("  ret void")
+    L.append("}")
+    return "\n".join(L) + "\n"
+
+
+def _ir_intrinsic(fn_name: str, ir_text_fn):
+    """A numba intrinsic calling ``fn_name`` (6 x i64 -> void) defined by LLVM IR text.
+
+    The IR is parsed into a code library linked into the caller (so ``cache=True`` stores the
+    machine code). Without AVX2 the intrinsic compiles to nothing; callers never reach it then.
+    """
+
+    @intrinsic
+    def _call(typingctx, a0, a1, a2, a3, a4, a5):
+        sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            if not HAVE_AVX2:
+                return context.get_dummy_value()
+            import llvmlite.binding as llvm
+
+            lib = context.codegen().create_library(fn_name)
+            lib.add_llvm_module(llvm.parse_assembly(ir_text_fn()))
+            context.active_code_library.add_linking_library(lib)
+            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 6)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, fn_name)
+            builder.call(fn, args)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return _call
+
+
+_u4_ir = _ir_intrinsic("hq_u4_scores", _gen_u4_ir)
+_s8_ir = _ir_intrinsic("hq_s8_scores", _gen_s8_ir)
+
+
+# ------------------------------------------------------- portable fallbacks (same layouts/results)
+@njit(cache=True)
+def _u4_portable(items, blk0, nblk, ngroups, qv, g0, buf):
+    for b in range(nblk):
+        base = (blk0 + b) * ngroups * 32
+        for r in range(QG):
+            row = g0 + r
+            for m in range(16):
+                s = 0
+                for g in range(ngroups):
+                    for rr in range(2):
+                        byte = np.int32(items[base + g * 32 + 2 * m + rr])
+                        s += (byte & 15) * np.int32(qv[row, 64 * g + rr])
+                        s += (byte >> 4) * np.int32(qv[row, 64 * g + 32 + rr])
+                buf[r, b * 16 + m] = s
+
+
+@njit(cache=True)
+def _s8_portable(items, blk0, nblk8, npairs, qv, g0, buf):
+    for b in range(nblk8):
+        base = (blk0 + b) * npairs * 16
+        for r in range(QG):
+            row = g0 + r
+            for m in range(8):
+                s = 0
+                for p in range(npairs):
+                    for rr in range(2):
+                        s += np.int32(items[base + p * 16 + 2 * m + rr]) * np.int32(qv[row, 16 * p + rr])
+                buf[r, b * 8 + m] = s
+
+
+# ------------------------------------------------------------------ running top-k per query
+# Hand-written selection/sorting (instead of np.partition / np.argsort): same speed on these small
+# buffers, but numba compiles them in a fraction of the time, which keeps cold test runs short.
+@njit(cache=True, inline="always")
+def _before(ka, ia, kb, ib):
+    """Result order: key descending, then id ascending (ids are unique, so this is total)."""
+    return ka > kb or (ka == kb and ia < ib)
+
+
+@njit(cache=True)
+def _sort_pairs(keys, ids, lo, hi):
+    """In-place heapsort of keys/ids[lo:hi] into result order (worst case O(m log m))."""
+    m = hi - lo
+    # max-heap on "comes later": the root is the last element in result order
+    for start in range(m // 2 - 1, -1, -1):
+        _sift(keys, ids, lo, start, m)
+    for end in range(m - 1, 0, -1):
+        tk = keys[lo]
+        ti = ids[lo]
+        keys[lo] = keys[lo + end]
+        ids[lo] = ids[lo + end]
+        keys[lo + end] = tk
+        ids[lo + end] = ti
+        _sift(keys, ids, lo, 0, end)
+
+
+@njit(cache=True)
+def _sift(keys, ids, lo, root, m):
+    while True:
+        c = 2 * root + 1
+        if c >= m:
+            return
+        if c + 1 < m and _before(keys[lo + c], ids[lo + c], keys[lo + c + 1], ids[lo + c + 1]):
+            c += 1
+        if _before(keys[lo + root], ids[lo + root], keys[lo + c], ids[lo + c]):
+            tk = keys[lo + root]
+            ti = ids[lo + root]
+            keys[lo + root] = keys[lo + c]
+            ids[lo + root] = ids[lo + c]
+            keys[lo + c] = tk
+            ids[lo + c] = ti
+            root = c
+        else:
+            return
+
+
+@njit(cache=True)
+def _kth_largest(vals, m, k):
+    """k-th largest of vals[:m] (vals is scratch, reordered). Quickselect, median-of-3 pivot."""
+    lo = 0
+    hi = m - 1
+    want = k - 1  # position in descending order
+    while lo < hi:
+        mid = (lo + hi) // 2
+        a = vals[lo]
+        b = vals[mid]
+        c = vals[hi]
+        piv = max(min(a, b), min(max(a, b), c))
+        i = lo
+        j = hi
+        while i <= j:
+            while vals[i] > piv:
+                i += 1
+            while vals[j] < piv:
+                j -= 1
+            if i <= j:
+                t = vals[i]
+                vals[i] = vals[j]
+                vals[j] = t
+                i += 1
+                j -= 1
+        if want <= j:
+            hi = j
+        elif want >= i:
+            lo = i
+        else:
+            return vals[want]
+    return vals[want]
+
+
+@njit(cache=True)
+def _compact(keys, ids, r, c, k, scratch):
+    """Keep the k best of the c buffered entries (ties: earlier = lower id); return (k, kth key)."""
+    for i in range(c):
+        scratch[i] = keys[r, i]
+    kth = _kth_largest(scratch, c, k)
+    ngt = 0
+    for i in range(c):
+        if keys[r, i] > kth:
+            ngt += 1
+    need = k - ngt
+    w = 0
+    for i in range(c):
+        v = keys[r, i]
+        if v > kth:
+            keys[r, w] = v
+            ids[r, w] = ids[r, i]
+            w += 1
+        elif v == kth and need > 0:
+            need -= 1
+            keys[r, w] = v
+            ids[r, w] = ids[r, i]
+            w += 1
+    return w, kth
+
+
+@njit(cache=True)
+def _push(keys, ids, cnt, tau, r, key, j, k, scratch):
+    c = cnt[r]
+    if c == keys.shape[1]:
+        c, t = _compact(keys, ids, r, c, k, scratch)
+        tau[r] = t
+        if not key > t:
+            cnt[r] = c
+            return
+    keys[r, c] = key
+    ids[r, c] = j
+    cnt[r] = c + 1
+
+
+@njit(cache=True)
+def _is_excluded(ex_idx, expos, r, e_end, j):
+    # exclusion lists are sorted and items arrive in increasing j, so a forward pointer suffices
+    p = expos[r]
+    while p < e_end and ex_idx[p] < j:
+        p += 1
+    expos[r] = p
+    return p < e_end and ex_idx[p] == j
+
+
+@njit(cache=True)
+def _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, qi):
+    c = cnt[r]
+    kr = keys[r]
+    ir_ = ids[r]
+    _sort_pairs(kr, ir_, 0, c)
+    m = min(k, c)
+    for i in range(m):
+        out_keys[rr, qi, i] = kr[i]
+        out_ids[rr, qi, i] = ir_[i]
+    for i in range(m, k):
+        out_keys[rr, qi, i] = -np.inf
+        out_ids[rr, qi, i] = -1
+
+
+@njit(cache=True)
+def _init_expos(ex_ptr, ex_idx, q0, nqq, jstart, expos):
+    for r in range(nqq):
+        a = ex_ptr[q0 + r]
+        b = ex_ptr[q0 + r + 1]
+        expos[r] = a + np.searchsorted(ex_idx[a:b], jstart)
+
+
+# ------------------------------------------------------------------------------- 1-bit codes
+@njit(cache=True)
+def _hmin8(q, g0, x, c0, c1, hmin):
+    """Min Hamming distance of 8 queries (rows g0..g0+7 of q) over items c0..c1 (x words)."""
+    W = q.shape[1]
+    if W == 1:
+        # one word per code: 8 queries live in registers and every loaded item word is reused 8x
+        q0 = q[g0, 0]
+        q1 = q[g0 + 1, 0]
+        q2 = q[g0 + 2, 0]
+        q3 = q[g0 + 3, 0]
+        q4 = q[g0 + 4, 0]
+        q5 = q[g0 + 5, 0]
+        q6 = q[g0 + 6, 0]
+        q7 = q[g0 + 7, 0]
+        m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.int64(1 << 30)
+        for j in range(c0, c1):
+            xj = x[j, 0]
+            m0 = min(m0, _popcnt64(q0 ^ xj))
+            m1 = min(m1, _popcnt64(q1 ^ xj))
+            m2 = min(m2, _popcnt64(q2 ^ xj))
+            m3 = min(m3, _popcnt64(q3 ^ xj))
+            m4 = min(m4, _popcnt64(q4 ^ xj))
+            m5 = min(m5, _popcnt64(q5 ^ xj))
+            m6 = min(m6, _popcnt64(q6 ^ xj))
+            m7 = min(m7, _popcnt64(q7 ^ xj))
+    else:
+        m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.int64(1 << 30)
+        for j in range(c0, c1):
+            h0 = h1 = h2 = h3 = h4 = h5 = h6 = h7 = np.int64(0)
+            for w in range(W):
+                xw = x[j, w]
+                h0 += _popcnt64(q[g0, w] ^ xw)
+                h1 += _popcnt64(q[g0 + 1, w] ^ xw)
+                h2 += _popcnt64(q[g0 + 2, w] ^ xw)
+                h3 += _popcnt64(q[g0 + 3, w] ^ xw)
+                h4 += _popcnt64(q[g0 + 4, w] ^ xw)
+                h5 += _popcnt64(q[g0 + 5, w] ^ xw)
+                h6 += _popcnt64(q[g0 + 6, w] ^ xw)
+                h7 += _popcnt64(q[g0 + 7, w] ^ xw)
+            m0 = min(m0, h0)
+            m1 = min(m1, h1)
+            m2 = min(m2, h2)
+            m3 = min(m3, h3)
+            m4 = min(m4, h4)
+            m5 = min(m5, h5)
+            m6 = min(m6, h6)
+            m7 = min(m7, h7)
+    hmin[0] = m0
+    hmin[1] = m1
+    hmin[2] = m2
+    hmin[3] = m3
+    hmin[4] = m4
+    hmin[5] = m5
+    hmin[6] = m6
+    hmin[7] = m7
+
+
+@njit(cache=True)
+def _hamming(q, qi, x, j):
+    h = np.int64(0)
+    for w in range(q.shape[1]):
+        h += _popcnt64(q[qi, w] ^ x[j, w])
+    return h
+
+
+@njit(parallel=True, cache=True)
+def binary_topk(q, x, n, k, scaled, d, scales, sstride, cmax, cmin, qmul, ex_ptr, ex_idx, has_ex,
+                n_ranges, chunk, out_keys, out_ids):
+    """Exact top-k over 1-bit codes.
+
+    q (B_pad8, W) / x (n, W) uint64 sign words. Hamming mode (scaled=False): key = -hamming.
+    Scaled mode: key = qmul[q] * (d - 2 h) * scales[j * sstride] with scales >= 0 (the index
+    complements the words of items with negative scale, and queries with negative scale, so the
+    bound below holds); cmax/cmin are each chunk's max/min scale. Results per item range rr go to
+    out_keys/out_ids[rr, query, :] (float64 keys, int64 ids; -inf/-1 padding).
+    """
+    B = qmul.shape[0]
+    nqt = (B + QT - 1) // QT
+    nchunks = (n + chunk - 1) // chunk
+    cpr = (nchunks + n_ranges - 1) // n_ranges
+    cap = 2 * k + 64
+    for t in prange(nqt * n_ranges):
+        qt = t // n_ranges
+        rr = t - qt * n_ranges
+        q0 = qt * QT
+        q1 = min(q0 + QT, B)
+        nqq = q1 - q0
+        ch0 = rr * cpr
+        ch1 = min(nchunks, ch0 + cpr)
+        keys = np.empty((nqq, cap), np.float64)
+        ids = np.empty((nqq, cap), np.int64)
+        cnt = np.zeros(nqq, np.int64)
+        tau = np.full(nqq, -np.inf)
+        scratch = np.empty(cap, np.float64)
+        expos = np.zeros(nqq, np.int64)
+        if has_ex:
+            _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
+        hmin = np.empty(QG, np.int64)
+        for ch in range(ch0, ch1):
+            c0 = ch * chunk
+            c1 = min(c0 + chunk, n)
+            for g0 in range(q0, q1, QG):
+                _hmin8(q, g0, x, c0, c1, hmin)
+                for r8 in range(min(QG, q1 - g0)):
+                    qi = g0 + r8
+                    r = qi - q0
+                    h = hmin[r8]
+                    if scaled:
+                        v = np.float64(d - 2 * h)
+                        if v >= 0:
+                            ub = qmul[qi] * (v * cmax[ch])
+                        else:
+                            ub = qmul[qi] * (v * cmin[ch])
+                    else:
+                        ub = np.float64(-h)
+                    if not ub > tau[r]:
+                        continue
+                    e_end = ex_ptr[qi + 1] if has_ex else 0
+                    for j in range(c0, c1):
+                        hj = _hamming(q, qi, x, j)
+                        if scaled:
+                            key = qmul[qi] * (np.float64(d - 2 * hj) * scales[j * sstride])
+                        else:
+                            key = np.float64(-hj)
+                        if key > tau[r]:
+                            if has_ex and _is_excluded(ex_idx, expos, r, e_end, j):
+                                continue
+                            _push(keys, ids, cnt, tau, r, key, j, k, scratch)
+        for r in range(nqq):
+            _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
+
+
+# ------------------------------------------------------------------------------ b-bit codes
+@njit(parallel=True, cache=True)
+def scalar_topk(qv, qoff, items, nibble, ngp, n, k, scales, sstride, cmax, cmin, ex_ptr, ex_idx, has_ex,
+                n_ranges, chunk, use_simd, out_keys, out_ids):
+    """Exact top-k over b-bit codes; key = (<q, c> as float64) * scales[j * sstride].
+
+    nibble=True: items from packing.pack_nibble_blocked, qv int8 from nibble_query_vectors and
+    ngp = #groups of 4 dims; raw kernel scores include + qoff[q]. nibble=False: items from
+    pack_int8_blocked, qv int16 from int8_query_vectors, ngp = #dim pairs, qoff = 0.
+    chunk is a multiple of 16; cmax/cmin are each chunk's max/min (signed) scale.
+    """
+    B = qoff.shape[0]
+    nqt = (B + QT - 1) // QT
+    nchunks = (n + chunk - 1) // chunk
+    cpr = (nchunks + n_ranges - 1) // n_ranges
+    cap = 2 * k + 64
+    qrow_bytes = qv.shape[1] * qv.itemsize
+    for t in prange(nqt * n_ranges):
+        qt = t // n_ranges
+        rr = t - qt * n_ranges
+        q0 = qt * QT
+        q1 = min(q0 + QT, B)
+        nqq = q1 - q0
+        ch0 = rr * cpr
+        ch1 = min(nchunks, ch0 + cpr)
+        keys = np.empty((nqq, cap), np.float64)
+        ids = np.empty((nqq, cap), np.int64)
+        cnt = np.zeros(nqq, np.int64)
+        tau = np.full(nqq, -np.inf)
+        scratch = np.empty(cap, np.float64)
+        expos = np.zeros(nqq, np.int64)
+        if has_ex:
+            _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
+        buf = np.empty((QG, chunk), np.int32)
+        for ch in range(ch0, ch1):
+            c0 = ch * chunk
+            c1 = min(c0 + chunk, n)
+            nvalid = c1 - c0
+            nblk = (nvalid + 15) // 16
+            blk0 = c0 // 16
+            smax = cmax[ch]
+            smin = cmin[ch]
+            for g0 in range(q0, q1, QG):
+                if nibble:
+                    if use_simd:
+                        _u4_ir(items.ctypes.data + blk0 * ngp * 32, nblk, ngp,
+                               qv.ctypes.data + g0 * qrow_bytes, buf.ctypes.data, chunk)
+                    else:
+                        _u4_portable(items, blk0, nblk, ngp, qv, g0, buf)
+                else:
+                    if use_simd:
+                        _s8_ir(items.ctypes.data + 2 * blk0 * ngp * 16, 2 * nblk, ngp,
+                               qv.ctypes.data + g0 * qrow_bytes, buf.ctypes.data, chunk)
+                    else:
+                        _s8_portable(items, 2 * blk0, 2 * nblk, ngp, qv, g0, buf)
+                for r8 in range(min(QG, q1 - g0)):
+                    qi = g0 + r8
+                    r = qi - q0
+                    off = qoff[qi]
+                    # vectorized integer min/max, then the bilinear bound over the chunk's scale range
+                    lo = np.int32(2147483647)
+                    hi = np.int32(-2147483647)
+                    for j in range(nvalid):
+                        s = buf[r8, j]
+                        lo = min(lo, s)
+                        hi = max(hi, s)
+                    iph = np.float64(hi - off)
+                    ipl = np.float64(lo - off)
+                    ub = max(max(iph * smax, iph * smin), max(ipl * smax, ipl * smin))
+                    if not ub > tau[r]:
+                        continue
+                    e_end = ex_ptr[qi + 1] if has_ex else 0
+                    for j in range(nvalid):
+                        key = np.float64(buf[r8, j] - off) * scales[(c0 + j) * sstride]
+                        if key > tau[r]:
+                            if has_ex and _is_excluded(ex_idx, expos, r, e_end, c0 + j):
+                                continue
+                            _push(keys, ids, cnt, tau, r, key, c0 + j, k, scratch)
+        for r in range(nqq):
+            _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
+
+
+# ---------------------------------------------------------------------- multi-range merge
+@njit(parallel=True, cache=True)
+def merge_ranges(keys, ids, k, out_keys, out_ids):
+    """keys/ids (R, B, k) per item range -> (B, k): order (key desc, id asc) over all ranges."""
+    R, B, _ = keys.shape
+    for qi in prange(B):
+        ck = np.empty(R * k, np.float64)
+        ci = np.empty(R * k, np.int64)
+        m = 0
+        for rr in range(R):
+            for i in range(k):
+                if ids[rr, qi, i] >= 0:
+                    ck[m] = keys[rr, qi, i]
+                    ci[m] = ids[rr, qi, i]
+                    m += 1
+        _sort_pairs(ck, ci, 0, m)
+        mm = min(k, m)
+        for i in range(mm):
+            out_keys[qi, i] = ck[i]
+            out_ids[qi, i] = ci[i]
+        for i in range(mm, k):
+            out_keys[qi, i] = -np.inf
+            out_ids[qi, i] = -1
+
+
+def choose_ranges(n_queries: int, n_chunks: int, threads: int) -> int:
+    """Split items into ranges only when there are too few query tasks to keep all threads busy."""
+    nqt = max(1, math.ceil(n_queries / QT))
+    if nqt >= 2 * threads:
+        return 1
+    return int(max(1, min(n_chunks, math.ceil(2 * threads / nqt))))

@@ -1,0 +1,202 @@
+"""Bit/nibble packing of integer codes into the layouts the search kernels read, and back."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "BLOCK_ITEMS",
+    "as_int8_codes",
+    "check_code_range",
+    "code_range",
+    "layout_for_bits",
+    "nibble_query_vectors",
+    "pack_int8_blocked",
+    "pack_nibble_blocked",
+    "pack_sign_bits",
+    "padded_dim",
+    "int8_query_vectors",
+    "unpack_int8_blocked",
+    "unpack_nibble_blocked",
+    "unpack_sign_bits",
+    "words_for_dim",
+]
+
+# b-bit layouts group items in blocks of 16 (one AVX2 register of int16 lanes); n is padded up to
+# a multiple of this with code-0 items that the search never returns.
+BLOCK_ITEMS = 16
+
+NIBBLE = "nibble16"  # b <= 4: two codes per byte, offset by +8 (unsigned nibble), item-blocked
+INT8 = "int8x8"  # 5 <= b <= 8: one code per byte, dimension pairs of 8-item blocks
+WORDS = "u64words"  # b == 1: sign bits, 64 dims per little-endian uint64 word
+
+
+def code_range(bits: int) -> tuple[int, int]:
+    """Inclusive (lo, hi) of valid codes: {-1, +1} for 1 bit, else [-2^(b-1), 2^(b-1) - 1]."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
+    if bits == 1:
+        return -1, 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def layout_for_bits(bits: int) -> str:
+    code_range(bits)
+    return WORDS if bits == 1 else (NIBBLE if bits <= 4 else INT8)
+
+
+def as_int8_codes(codes: object, name: str = "codes") -> np.ndarray:
+    """Any (n, d) integer-valued array/tensor -> C-contiguous int8 numpy array (no silent wrap)."""
+    try:
+        import torch
+
+        if isinstance(codes, torch.Tensor):
+            codes = codes.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a hard dependency of hqgnn
+        pass
+    arr = np.asarray(codes)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
+    if arr.dtype != np.int8:
+        if arr.dtype.kind == "f":
+            if arr.size and not np.array_equal(arr, np.round(arr)):
+                raise ValueError(f"{name} must be integer-valued")
+        elif arr.dtype.kind not in "iub":
+            raise ValueError(f"{name} must be an integer array, got dtype {arr.dtype}")
+        if arr.size and (arr.min() < -128 or arr.max() > 127):
+            raise ValueError(f"{name} values do not fit in int8")
+        arr = arr.astype(np.int8)
+    return np.ascontiguousarray(arr)
+
+
+def check_code_range(codes: np.ndarray, bits: int, name: str = "codes") -> None:
+    lo, hi = code_range(bits)
+    if codes.size == 0:
+        return
+    if bits == 1:
+        if not np.all(np.abs(codes) == 1):
+            raise ValueError(f"{name}: 1-bit codes must be -1 or +1")
+        return
+    cmin, cmax = int(codes.min()), int(codes.max())
+    if cmin < lo or cmax > hi:
+        raise ValueError(f"{name}: {bits}-bit codes must lie in [{lo}, {hi}], got [{cmin}, {cmax}]")
+
+
+def words_for_dim(d: int) -> int:
+    return max(1, -(-d // 64))
+
+
+def padded_dim(d: int, multiple: int) -> int:
+    return max(multiple, -(-d // multiple) * multiple)
+
+
+# ---------------------------------------------------------------- 1 bit: sign bits in uint64 words
+def pack_sign_bits(codes: np.ndarray) -> np.ndarray:
+    """(n, d) codes in {-1,+1} -> (n, ceil(d/64)) uint64, bit set where code == +1.
+
+    Dimension t goes to bit t % 8 of byte t // 8 (LSB first), so on a little-endian machine the
+    words' bytes are exactly FAISS' binary layout (``faiss.real_to_binary``/IndexBinary*).
+    d is padded up to a multiple of 64 with zero bits on both queries and items; a zero bit on both
+    sides XORs to 0, so padding never changes a Hamming distance (we always use the true d).
+    """
+    n, d = codes.shape
+    w = words_for_dim(d)
+    bits = np.zeros((n, w * 64), dtype=np.uint8)
+    bits[:, :d] = codes > 0
+    packed = np.packbits(bits, axis=1, bitorder="little")  # (n, 8w) bytes, dim t -> byte t//8 bit t%8
+    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64, copy=False).reshape(n, w)
+
+
+def unpack_sign_bits(words: np.ndarray, d: int) -> np.ndarray:
+    n = words.shape[0]
+    by = np.ascontiguousarray(words).astype("<u8", copy=False).view(np.uint8).reshape(n, -1)
+    bits = np.unpackbits(by, axis=1, bitorder="little")[:, :d]
+    return (bits.astype(np.int8) * 2 - 1).astype(np.int8)
+
+
+# ------------------------------------------------- b <= 4: nibbles, 16-item blocks, 4 dims a group
+def pack_nibble_blocked(codes: np.ndarray) -> np.ndarray:
+    """(n, d) codes in [-8, 7] -> flat uint8 array, 16-item blocks x ceil(d/4) groups x 32 bytes.
+
+    In group g of a block, byte 2*m + r holds item m's dims 4g+r (low nibble) and 4g+2+r (high
+    nibble), each stored as code + 8 (0..15). Masking the low nibbles of the 32 bytes gives item
+    m's dim pair (4g, 4g+1) in bytes (2m, 2m+1) -- exactly the operand layout of AVX2
+    ``vpmaddubsw`` with one query dim pair broadcast -- and the high nibbles the next pair.
+    Pads: items up to a multiple of 16, dims up to a multiple of 4, both with code 0.
+    """
+    n, d = codes.shape
+    npad = -(-max(n, 1) // BLOCK_ITEMS) * BLOCK_ITEMS
+    dp = padded_dim(d, 4)
+    u = np.full((npad, dp), 8, dtype=np.uint8)
+    u[:n, :d] = (codes.astype(np.int16) + 8).astype(np.uint8)
+    g = dp // 4
+    u = u.reshape(npad // BLOCK_ITEMS, BLOCK_ITEMS, g, 2, 2)  # [block, item, group, lo/hi pair, r]
+    byte = u[:, :, :, 0, :] | (u[:, :, :, 1, :] << 4)  # [block, item, group, r]
+    return np.ascontiguousarray(byte.transpose(0, 2, 1, 3)).reshape(-1)
+
+
+def unpack_nibble_blocked(packed: np.ndarray, n: int, d: int) -> np.ndarray:
+    dp = padded_dim(d, 4)
+    g = dp // 4
+    nb = packed.size // (g * 32)
+    byte = np.asarray(packed).reshape(nb, g, BLOCK_ITEMS, 2).transpose(0, 2, 1, 3)  # [b, m, g, r]
+    lo = (byte & 15).astype(np.int16) - 8
+    hi = (byte >> 4).astype(np.int16) - 8
+    out = np.stack([lo, hi], axis=3).reshape(nb * BLOCK_ITEMS, dp)  # [.., g, pair, r] -> dims
+    return out[:n, :d].astype(np.int8)
+
+
+def nibble_query_vectors(qcodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Queries for the nibble kernel: per query and dim pair, the pair repeated 16x (32 bytes).
+
+    Returns (vectors int8 (B_pad, ceil(d/4)*2 * 32), offsets int64 (B,)). Items are stored as
+    code + 8, so the kernel computes <q, c + 8> = <q, c> + 8 * sum(q); ``offsets`` is that second
+    term, subtracted afterwards. B is padded to a multiple of 8 (the kernel's query group).
+    """
+    b, d = qcodes.shape
+    dp = padded_dim(d, 4)
+    bp = -(-max(b, 1) // 8) * 8
+    q = np.zeros((bp, dp), dtype=np.int8)
+    q[:b, :d] = qcodes
+    pairs = q.reshape(bp, dp // 2, 1, 2)
+    vec = np.ascontiguousarray(np.broadcast_to(pairs, (bp, dp // 2, 16, 2))).reshape(bp, -1)
+    off = 8 * qcodes.astype(np.int64).sum(axis=1)
+    return vec, off
+
+
+# ------------------------------------------ 5..8 bits: int8, 8-item blocks, dimension pairs inside
+def pack_int8_blocked(codes: np.ndarray) -> np.ndarray:
+    """(n, d) int8 codes -> flat int8, 8-item blocks x ceil(d/2) pairs x 16 bytes.
+
+    Bytes (2m, 2m+1) of pair p hold item m's dims (2p, 2p+1): sign-extended to int16 this is the
+    operand of AVX2 ``vpmaddwd`` against one query dim pair broadcast 8x. Items are padded to a
+    multiple of 16 (so both layouts share the block count) and dims to even, with code 0.
+    """
+    n, d = codes.shape
+    npad = -(-max(n, 1) // BLOCK_ITEMS) * BLOCK_ITEMS
+    dp = padded_dim(d, 2)
+    x = np.zeros((npad, dp), dtype=np.int8)
+    x[:n, :d] = codes
+    x = x.reshape(npad // 8, 8, dp // 2, 2).transpose(0, 2, 1, 3)  # [block8, pair, item, r]
+    return np.ascontiguousarray(x).reshape(-1)
+
+
+def unpack_int8_blocked(packed: np.ndarray, n: int, d: int) -> np.ndarray:
+    dp = padded_dim(d, 2)
+    nb = packed.size // (8 * dp)
+    x = np.asarray(packed).reshape(nb, dp // 2, 8, 2).transpose(0, 2, 1, 3).reshape(nb * 8, dp)
+    return np.ascontiguousarray(x[:n, :d]).astype(np.int8, copy=False)
+
+
+def int8_query_vectors(qcodes16: np.ndarray) -> np.ndarray:
+    """Queries (int16, codes may be +128 after sign folding) for the int8 kernel.
+
+    Per query and dim pair, the pair repeated 8x as int16 (32 bytes); B padded to a multiple of 8.
+    """
+    b, d = qcodes16.shape
+    dp = padded_dim(d, 2)
+    bp = -(-max(b, 1) // 8) * 8
+    q = np.zeros((bp, dp), dtype=np.int16)
+    q[:b, :d] = qcodes16
+    pairs = q.reshape(bp, dp // 2, 1, 2)
+    return np.ascontiguousarray(np.broadcast_to(pairs, (bp, dp // 2, 8, 2))).reshape(bp, -1)

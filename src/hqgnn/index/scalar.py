@@ -1,0 +1,140 @@
+"""ScalarCodeIndex: exact top-k over b-bit (2..8) integer codes with per-row / per-tensor float32 scales."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import kernels_cpu as K
+from .base import CodeIndex, keys_to_scores
+from .binary import _merge
+from .common import Exclusion, normalize_item_scale
+from .packing import (
+    BLOCK_ITEMS,
+    INT8,
+    NIBBLE,
+    as_int8_codes,
+    check_code_range,
+    int8_query_vectors,
+    layout_for_bits,
+    nibble_query_vectors,
+    pack_int8_blocked,
+    pack_nibble_blocked,
+    padded_dim,
+    unpack_int8_blocked,
+    unpack_nibble_blocked,
+)
+
+__all__ = ["ScalarCodeIndex"]
+
+# Items per selection chunk: 8 queries x 256 int32 scores (8 KiB) plus the chunk's codes stay in L1.
+_CHUNK = 256
+
+
+class ScalarCodeIndex(CodeIndex):
+    """b-bit codes in [-2^(b-1), 2^(b-1) - 1], scored by s_u * s_i * <c_u, c_i> (integer dot product).
+
+    Storage (see :mod:`hqgnn.index.packing`): b <= 4 -> two codes per byte (nibbles, d/2 bytes per
+    item); 5 <= b <= 8 -> one int8 per code (d bytes per item). Items are padded to a multiple of 16
+    and d to a multiple of 4 (nibbles) / 2 (int8) with code 0; bytes_per_item reports the padded size.
+    1-bit {-1,+1} codes are accepted too (stored like 2-bit ones), but :class:`BinaryCodeIndex` is
+    8x smaller and faster for them.
+    """
+
+    def __init__(self, item_codes: object, item_scale: object = None, bits: int = 8, device: object = "cpu",
+                 backend: str = "auto") -> None:
+        codes = as_int8_codes(item_codes, "item_codes")
+        check_code_range(codes, bits, "item_codes")
+        layout = layout_for_bits(max(bits, 2))
+        packed = pack_nibble_blocked(codes) if layout == NIBBLE else pack_int8_blocked(codes)
+        self._init(packed, layout, codes.shape[0], codes.shape[1], bits, item_scale, device, backend)
+
+    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, bits: int, item_scale: object,
+              device: object, backend: str) -> None:
+        self.bits = int(bits)
+        self.n = int(n)
+        self.dim = int(dim)
+        self._layout = layout
+        self._packed = packed
+        if layout == NIBBLE:
+            self._ngp = padded_dim(dim, 4) // 4  # groups of 4 dims
+            want = -(-max(n, 1) // BLOCK_ITEMS) * self._ngp * 32
+        elif layout == INT8:
+            self._ngp = padded_dim(dim, 2) // 2  # dim pairs
+            want = -(-max(n, 1) // BLOCK_ITEMS) * BLOCK_ITEMS * self._ngp * 2
+        else:
+            raise ValueError(f"unknown layout {layout!r}")
+        if packed.size != want:
+            raise ValueError(f"packed codes have {packed.size} bytes, expected {want} for n={n}, dim={dim}")
+        self._scale = normalize_item_scale(item_scale, self.n)
+        self._chunk_bounds: tuple[np.ndarray, np.ndarray] | None = None
+        self._setup(device, backend)
+
+    @classmethod
+    def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: object, device: object,
+                     backend: str) -> "ScalarCodeIndex":
+        self = cls.__new__(cls)
+        self._init(np.asarray(arrays["codes"]).reshape(-1), meta["layout"], int(meta["n"]), int(meta["dim"]),
+                   int(meta["bits"]), scale, device, backend)
+        return self
+
+    def codes(self) -> np.ndarray:
+        if self._layout == NIBBLE:
+            return unpack_nibble_blocked(self._packed, self.n, self.dim)
+        return unpack_int8_blocked(self._packed, self.n, self.dim)
+
+    def _packed_arrays(self) -> dict[str, np.ndarray]:
+        return {"codes": self._packed}
+
+    def _packed_code_bytes(self) -> int:
+        return int(self._packed.nbytes)
+
+    def _meta(self) -> dict[str, Any]:
+        return {**super()._meta(), "layout": self._layout}
+
+    # -------------------------------------------------------------------------- numba search
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-chunk max/min item scale (signed) for the kernel's bilinear score bound."""
+        if self._chunk_bounds is None:
+            s = self._scale
+            nch = -(-self.n // _CHUNK)
+            if s.stride == 1:
+                pad = np.full(nch * _CHUNK, np.nan, np.float32)
+                pad[: self.n] = s.values
+                pad = pad.reshape(nch, _CHUNK)
+                cmax = np.nanmax(pad, axis=1).astype(np.float64)
+                cmin = np.nanmin(pad, axis=1).astype(np.float64)
+            else:
+                cmax = np.full(nch, s.values[0], np.float64)
+                cmin = cmax.copy()
+            self._chunk_bounds = (cmax, cmin)
+        return self._chunk_bounds
+
+    def _search_numba(self, qc: np.ndarray, k: int, qs: np.ndarray, ex: Exclusion | None, mode: str,
+                      use_simd: bool | None = None):
+        b = qc.shape[0]
+        # fold the sign of the query scale into the codes (exact: |code| <= 128 fits int16), so the
+        # kernel ranks by <sign(s_u) c_u, c_i> * s_i and the positive |s_u| is applied at the end
+        sign = np.sign(qs).astype(np.int16)
+        q16 = qc.astype(np.int16) * sign[:, None]
+        if self._layout == NIBBLE:
+            qv, qoff = nibble_query_vectors(q16.astype(np.int8))  # |q| <= 8 fits int8
+            nibble = True
+        else:
+            qv = int8_query_vectors(q16)
+            qoff = np.zeros(b, np.int64)
+            nibble = False
+        if use_simd is None:
+            use_simd = K.HAVE_AVX2
+        cmax, cmin = self._bounds()
+        ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
+        nch = -(-self.n // _CHUNK)
+        n_ranges = K.choose_ranges(b, nch, self._threads())
+        out_keys = np.empty((n_ranges, b, k), np.float64)
+        out_ids = np.empty((n_ranges, b, k), np.int64)
+        K.scalar_topk(qv, qoff, self._packed, nibble, self._ngp, self.n, k, self._scale.values, self._scale.stride,
+                      cmax, cmin, ex_ptr, ex_idx, has_ex, n_ranges, _CHUNK, bool(use_simd and K.HAVE_AVX2),
+                      out_keys, out_ids)
+        keys, ids = _merge(out_keys, out_ids, k)
+        return keys_to_scores(keys, ids, np.abs(qs)), ids

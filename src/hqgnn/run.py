@@ -1,0 +1,129 @@
+"""A run directory: what training writes (config, metrics, weights, tables, id maps) and how it is read back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import RunConfig, dump_config, load_config
+from .errors import HqgnnError
+from .io import atomic_path, save_npz, write_json, write_text
+
+CONFIG, METRICS, MODEL, TABLES, IDS, SEEN, CURVE = (
+    "config.toml", "metrics.json", "model.safetensors", "tables.safetensors", "ids.npz", "seen.npz", "curve.png",
+)
+
+
+def save_run(
+    run_dir: str | Path,
+    cfg: RunConfig,
+    metrics: dict[str, Any],
+    model_state: dict[str, torch.Tensor],
+    tables: dict[str, torch.Tensor],
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    seen: sp.csr_matrix,
+) -> None:
+    """Write every file of a finished run, each atomically."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / CONFIG, dump_config(cfg))
+    for name, tensors in ((MODEL, model_state), (TABLES, tables)):
+        with atomic_path(run_dir / name) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    save_npz(run_dir / IDS, user_ids=user_ids, item_ids=item_ids)
+    save_npz(run_dir / SEEN, indptr=seen.indptr.astype(np.int64), indices=seen.indices.astype(np.int64),
+             shape=np.asarray(seen.shape, dtype=np.int64))
+    write_json(run_dir / METRICS, metrics)
+
+
+def plot_curve(path: str | Path, history: list[dict[str, Any]], metric: str) -> None:
+    """Training loss and validation metric per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ep = [h["epoch"] for h in history]
+    ax.plot(ep, [h["loss"] for h in history], color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("BPR loss", color="tab:blue")
+    ev = [(h["epoch"], h[f"val_{metric}"]) for h in history if f"val_{metric}" in h]
+    if ev:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*ev), color="tab:red", marker="o", ms=3, label=f"val {metric}")
+        ax2.set_ylabel(f"validation {metric}", color="tab:red")
+    ax.set_title("hqgnn training curve")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class TrainedRun:
+    """A finished run loaded for evaluation, recommendation, export or serving."""
+
+    path: Path
+    config: RunConfig
+    metrics: dict[str, Any]
+    tables: dict[str, torch.Tensor]
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    seen: sp.csr_matrix
+
+    @property
+    def quantized(self) -> bool:
+        return "item_codes" in self.tables
+
+    @property
+    def bits(self) -> int:
+        return self.config.quant.bits if self.quantized else 0
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def _lookup(self, ids: np.ndarray, raw: Any, what: str) -> int:
+        key = str(raw)
+        if not hasattr(self, "_maps"):
+            self._maps: dict[str, dict[str, int]] = {}
+        if what not in self._maps:
+            self._maps[what] = {str(v): i for i, v in enumerate(ids.tolist())}
+        try:
+            return self._maps[what][key]
+        except KeyError:
+            raise KeyError(f"unknown {what} {raw!r}") from None
+
+    def user_index(self, raw: Any) -> int:
+        return self._lookup(self.user_ids, raw, "user")
+
+    def item_index(self, raw: Any) -> int:
+        return self._lookup(self.item_ids, raw, "item")
+
+
+def load_run(run_dir: str | Path) -> TrainedRun:
+    run_dir = Path(run_dir)
+    for name in (CONFIG, METRICS, TABLES, IDS, SEEN):
+        if not (run_dir / name).exists():
+            raise HqgnnError(f"{run_dir / name}: missing — is {run_dir} a finished hqgnn run directory?")
+    cfg = load_config(run_dir / CONFIG)
+    metrics = json.loads((run_dir / METRICS).read_text())
+    tables = load_file(str(run_dir / TABLES))
+    with np.load(run_dir / IDS, allow_pickle=False) as ids:
+        user_ids, item_ids = ids["user_ids"], ids["item_ids"]
+    with np.load(run_dir / SEEN, allow_pickle=False) as s:
+        seen = sp.csr_matrix((np.ones(len(s["indices"]), np.float32), s["indices"], s["indptr"]), shape=tuple(s["shape"]))
+    return TrainedRun(run_dir, cfg, metrics, tables, user_ids, item_ids, seen)

@@ -1,0 +1,240 @@
+"""The training loop: BPR + Adam through the (optional) quantizer, validation, early stopping, resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..config import RunConfig
+from ..data.dataset import InteractionData
+from ..errors import HqgnnError
+from ..eval import RankingEvaluator, code_scorer, embedding_scorer
+from ..graph import normalized_adjacency
+from ..io import atomic_path
+from ..models import QuantizedRecommender
+from ..models.hqgnn import bpr_from_tables
+from .checkpoint import load_checkpoint, save_checkpoint
+from .sampler import BPRSampler
+
+log = logging.getLogger("hqgnn.train")
+
+CHECKPOINT = "checkpoint.safetensors"
+BEST = "best.safetensors"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HqgnnError("--device cuda asked for, but torch sees no CUDA device")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise HqgnnError(f"unknown device {name!r} (use auto, cpu or cuda)")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    val: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    memory: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains a :class:`QuantizedRecommender` on ``data`` as ``cfg`` says; ``fit`` writes checkpoints to a run dir."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: InteractionData,
+        progress: bool = True,
+        on_epoch_end: Callable[[int], None] | None = None,
+    ) -> None:
+        self.cfg, self.data = cfg, data
+        self.device = resolve_device(cfg.train.device)
+        self.progress = progress
+        self.on_epoch_end = on_epoch_end
+        torch.manual_seed(cfg.train.seed)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.train.seed)
+        self.adj = normalized_adjacency(data.train, data.n_users, data.n_items, self.device) if cfg.model.layers else None
+        self.model = QuantizedRecommender(data.n_users, data.n_items, cfg.model, cfg.quant if cfg.quant.bits else None)
+        self.model.to(self.device)
+        if cfg.train.init_from:
+            self._warm_start(Path(cfg.train.init_from))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
+        self.sampler = BPRSampler(data.train, data.n_users, data.n_items, self.device, self.generator)
+        ks = cfg.eval.ks
+        eb = cfg.train.eval_batch_size
+        train_m = data.matrix(data.train)
+        self.val_eval = (
+            RankingEvaluator(data.matrix(data.val), train_m, ks, self.device, eb) if len(data.val) else None
+        )
+        self.test_eval = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), ks, self.device, eb)
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _warm_start(self, run_dir: Path) -> None:
+        path = run_dir / "model.safetensors"
+        if not path.exists():
+            raise HqgnnError(f"{path}: --init-from needs a finished run directory with model.safetensors")
+        weights = load_file(str(path))
+        emb = weights.get("encoder.embedding.weight")
+        if emb is None or emb.shape != self.model.encoder.embedding.weight.shape:
+            raise HqgnnError(f"{path}: encoder weights missing or of another shape (other data or --dim?)")
+        with torch.no_grad():
+            self.model.encoder.embedding.weight.copy_(emb)
+        if self.model.quantized and self.cfg.quant.learnable_scale:
+            with torch.no_grad():
+                users, items = self.model.final(self.adj)
+            self.model.user_quantizer.init_scale(users)
+            self.model.item_quantizer.init_scale(items)
+
+    @torch.no_grad()
+    def scorer(self):
+        """Scores exactly as served: integer codes x scales for quantized models, floats otherwise."""
+        self.model.eval()
+        if self.model.quantized:
+            c = self.model.codes(self.adj)
+            return code_scorer(c["user_codes"], c["user_scale"], c["item_codes"], c["item_scale"])
+        users, items = self.model.final(self.adj)
+        return embedding_scorer(users, items)
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        ev = self.test_eval if split == "test" else self.val_eval
+        if ev is None:
+            return {}
+        return ev.evaluate(self.scorer())
+
+    def estimate_delta(self) -> dict[str, float]:
+        """GSTE delta from the Hutchinson Hessian trace of the BPR loss w.r.t. the quantized embeddings.
+
+        Averaged over ``delta_batches`` mini-batches; trace, n and std(g) are taken over the rows the
+        batch touches (its unique users and items), not the whole table.
+        """
+        from ..quant import estimate_delta
+
+        qc = self.cfg.quant
+        with torch.no_grad():
+            user_f, item_f = self.model.final(self.adj)
+        results = []
+        for _ in range(max(1, qc.delta_batches)):
+            idx = torch.randint(len(self.sampler), (self.cfg.train.batch_size,), device=self.device,
+                                generator=self.generator)
+            u, p = self.sampler.users[idx], self.sampler.items[idx]
+            n = self.sampler.negatives(u)
+            uu, u_inv = torch.unique(u, return_inverse=True)
+            ii, i_inv = torch.unique(torch.cat([p, n]), return_inverse=True)
+            p_inv, n_inv = i_inv[: len(p)], i_inv[len(p) :]
+            with torch.no_grad():
+                qu, qi = self.model.quantize_rows(user_f, item_f, uu, ii)
+
+            def loss_fn(q: list[torch.Tensor]) -> torch.Tensor:
+                return bpr_from_tables(q[0], q[1], u_inv, p_inv, n_inv)
+
+            results.append(estimate_delta(loss_fn, [qu, qi], tol=qc.hutchinson_tol, max_probes=qc.hutchinson_max_probes,
+                                          generator=self.generator))
+        mean = lambda key, rs=results: float(np.mean([r[key] for r in rs]))  # noqa: E731
+        out = {"delta": mean("delta"), "trace": mean("trace"), "grad_std": mean("grad_std"), "probes": mean("probes")}
+        if qc.separate_delta:
+            out["delta_user"] = float(np.mean([r["parts"][0]["delta"] for r in results]))
+            out["delta_item"] = float(np.mean([r["parts"][1]["delta"] for r in results]))
+        self.model.user_quantizer.set_delta(out.get("delta_user", out["delta"]))
+        self.model.item_quantizer.set_delta(out.get("delta_item", out["delta"]))
+        return out
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        bs, reg = self.cfg.train.batch_size, self.cfg.train.reg
+        total = torch.zeros((), device=self.device)
+        n_batches = self.sampler.n_batches(bs)
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress, mininterval=0.5)
+        for users, pos, neg in self.sampler.epoch(bs):
+            loss, _ = self.model.bpr_loss(self.adj, users, pos, neg, reg)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach()
+            bar.update(1)
+        bar.close()
+        return float(total) / n_batches
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self, run_dir: str | Path, resume: bool = False) -> TrainResult:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tc, qc = self.cfg.train, self.cfg.quant
+        state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "best_val": {},
+                                 "bad_evals": 0, "train_seconds": 0.0, "history": [], "stopped": False}
+        ckpt = run_dir / CHECKPOINT
+        if resume:
+            if not ckpt.exists():
+                raise HqgnnError(f"{ckpt}: no checkpoint to resume from")
+            state = load_checkpoint(ckpt, self.model, self.optimizer, self.generator)
+            log.info("resumed from epoch %d", state["epoch"])
+        auto_delta = self.model.quantized and qc.estimator == "gste" and qc.delta < 0
+        t_start = time.perf_counter() - state["train_seconds"]
+        for epoch in range(state["epoch"], tc.epochs):
+            if state["stopped"]:
+                break
+            entry: dict[str, Any] = {"epoch": epoch + 1}
+            if auto_delta and epoch % max(1, qc.delta_every) == 0:
+                est = self.estimate_delta()
+                entry.update({f"gste_{k}": v for k, v in est.items()})
+                log.info("epoch %d: GSTE delta=%.4g (Hessian trace %.4g, std(g) %.3g, %d probes)",
+                         epoch + 1, est["delta"], est["trace"], est["grad_std"], est["probes"])
+            t0 = time.perf_counter()
+            entry["loss"] = self.train_epoch(epoch + 1)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            entry["epoch_seconds"] = time.perf_counter() - t0
+            over_budget = tc.max_seconds > 0 and time.perf_counter() - t_start >= tc.max_seconds
+            last = epoch + 1 == tc.epochs or over_budget
+            state["stopped"] = state["stopped"] or over_budget
+            if (epoch + 1) % max(1, tc.eval_every) == 0 or last:
+                val = self.evaluate("val")
+                entry.update({f"val_{k}": v for k, v in val.items()})
+                score = val.get(tc.select_metric, -entry["loss"])
+                if score > state["best_score"]:
+                    state.update(best_score=score, best_epoch=epoch + 1, best_val=val, bad_evals=0)
+                    self._save_weights(run_dir / BEST)
+                else:
+                    state["bad_evals"] += 1
+                log.info("epoch %d: loss %.4f  val %s %.4f  (best %.4f @ %d, %.2fs/epoch)", epoch + 1, entry["loss"],
+                         tc.select_metric, score, state["best_score"], state["best_epoch"], entry["epoch_seconds"])
+                if tc.patience and state["bad_evals"] >= tc.patience:
+                    log.info("early stop: no improvement in %d evaluations", tc.patience)
+                    state["stopped"] = True
+            entry["elapsed_seconds"] = time.perf_counter() - t_start
+            state["history"].append(entry)
+            state["epoch"] = epoch + 1
+            state["train_seconds"] = time.perf_counter() - t_start
+            if "val_" + tc.select_metric in entry or state["stopped"] or last:
+                save_checkpoint(ckpt, self.model, self.optimizer, self.generator, state)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch + 1)
+            if over_budget:
+                log.info("stopping: training budget of %.0fs reached", tc.max_seconds)
+                break
+        train_seconds = time.perf_counter() - t_start
+        if (run_dir / BEST).exists():
+            self.model.load_state_dict(load_file(str(run_dir / BEST)))
+        test = self.evaluate("test")
+        return TrainResult(best_epoch=state["best_epoch"], epochs_run=state["epoch"], train_seconds=train_seconds,
+                           val=state["best_val"], test=test, history=state["history"], memory=self.model.memory_report())
+
+    def _save_weights(self, path: Path) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))

@@ -1,0 +1,109 @@
+"""Ranking metrics on hand-computed cases; the batched evaluator against a slow NumPy reference."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from hqgnn.eval import RankingEvaluator, embedding_scorer, hit_rate_at_k, ndcg_at_k, precision_at_k, recall_at_k
+
+
+def test_metrics_hand_computed():
+    # one user, held-out items {1, 3}; ranking [3, 0, 1, 4, 2] -> hits at ranks 0 and 2
+    hits = torch.tensor([[True, False, True, False, False]])
+    n_rel = torch.tensor([2])
+    assert recall_at_k(hits, n_rel, 1).item() == pytest.approx(0.5)
+    assert recall_at_k(hits, n_rel, 2).item() == pytest.approx(0.5)
+    assert recall_at_k(hits, n_rel, 5).item() == pytest.approx(1.0)
+    assert precision_at_k(hits, n_rel, 5).item() == pytest.approx(0.4)
+    assert hit_rate_at_k(hits, n_rel, 1).item() == 1.0
+    ideal2 = 1 + 1 / math.log2(3)
+    assert ndcg_at_k(hits, n_rel, 2).item() == pytest.approx(1 / ideal2)
+    assert ndcg_at_k(hits, n_rel, 5).item() == pytest.approx((1 + 1 / math.log2(4)) / ideal2)
+
+
+def test_ndcg_ideal_uses_min_of_relevant_and_k():
+    # 5 relevant items, K = 2, both top slots hit -> perfect NDCG
+    hits = torch.tensor([[True, True, False]])
+    assert ndcg_at_k(hits, torch.tensor([5]), 2).item() == pytest.approx(1.0)
+    # 1 relevant item found at rank 1 (0-based): 1/log2(3)
+    hits = torch.tensor([[False, True, False]])
+    assert ndcg_at_k(hits, torch.tensor([1]), 3).item() == pytest.approx(1 / math.log2(3))
+
+
+def reference_metrics(scores, truth, exclude, ks):
+    """Slow and obvious: per user, mask, lexsort (score desc, index asc), count hits."""
+    n_users, n_items = scores.shape
+    sums = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg", "precision", "hit_rate") for k in ks}
+    users = 0
+    for u in range(n_users):
+        rel = set(truth[u].indices.tolist())
+        if not rel:
+            continue
+        users += 1
+        s = scores[u].astype(np.float64).copy()
+        s[exclude[u].indices] = -np.inf
+        order = np.lexsort((np.arange(n_items), -s))
+        for k in ks:
+            top = [i for i in order[:k] if s[i] != -np.inf]
+            hit = [i in rel for i in top]
+            sums[f"recall@{k}"] += sum(hit) / len(rel)
+            sums[f"precision@{k}"] += sum(hit) / k
+            sums[f"hit_rate@{k}"] += float(any(hit))
+            dcg = sum(1 / math.log2(r + 2) for r, h in enumerate(hit) if h)
+            idcg = sum(1 / math.log2(r + 2) for r in range(min(len(rel), k)))
+            sums[f"ndcg@{k}"] += dcg / idcg
+    return {key: v / users for key, v in sums.items()}
+
+
+def random_split(rng, n_users, n_items, density):
+    m = sp.random(n_users, n_items, density=density, format="csr", random_state=rng)
+    m.data[:] = 1
+    coin = sp.random(n_users, n_items, density=density, format="csr", random_state=rng)
+    coin.data[:] = 1
+    truth = (coin - coin.multiply(m)).tocsr()
+    truth.eliminate_zeros()
+    return truth, m.tocsr()
+
+
+@pytest.mark.parametrize("batch_size", [7, 1000])
+def test_evaluator_matches_reference_with_ties(batch_size):
+    rng = np.random.default_rng(0)
+    n_users, n_items, d = 60, 45, 4
+    truth, exclude = random_split(rng, n_users, n_items, 0.1)
+    # small-integer embeddings: many exact score ties, so tie-breaking is exercised
+    user_emb = torch.from_numpy(rng.integers(-1, 2, (n_users, d)).astype(np.float32))
+    item_emb = torch.from_numpy(rng.integers(-1, 2, (n_items, d)).astype(np.float32))
+    scores = (user_emb @ item_emb.T).numpy()
+    ks = [1, 5, 20, 45]
+    ev = RankingEvaluator(truth, exclude, ks, "cpu", batch_size=batch_size)
+    got = ev.evaluate(embedding_scorer(user_emb, item_emb))
+    want = reference_metrics(scores, truth, exclude, ks)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_evaluator_random_float_scores():
+    rng = np.random.default_rng(1)
+    truth, exclude = random_split(rng, 200, 120, 0.05)
+    user_emb = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    item_emb = torch.randn(120, 8, generator=torch.Generator().manual_seed(1))
+    ev = RankingEvaluator(truth, exclude, [20, 50], "cpu", batch_size=33)
+    got = ev.evaluate(embedding_scorer(user_emb, item_emb))
+    want = reference_metrics((user_emb @ item_emb.T).numpy(), truth, exclude, [20, 50])
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-9), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_evaluator_cuda_equals_cpu():
+    rng = np.random.default_rng(2)
+    truth, exclude = random_split(rng, 300, 200, 0.05)
+    user_emb, item_emb = torch.randn(300, 16), torch.randn(200, 16)
+    cpu = RankingEvaluator(truth, exclude, [20], "cpu").evaluate(embedding_scorer(user_emb, item_emb))
+    gpu = RankingEvaluator(truth, exclude, [20], "cuda").evaluate(embedding_scorer(user_emb.cuda(), item_emb.cuda()))
+    for key in cpu:
+        assert gpu[key] == pytest.approx(cpu[key], abs=1e-6)
