@@ -95,3 +95,15 @@ def test_quantized_training_end_to_end(tmp_path, bits, estimator):
     if estimator == "gste":
         deltas = [h["gste_delta"] for h in metrics["history"] if "gste_delta" in h]
         assert deltas and all(d >= 0 for d in deltas)
+
+
+def test_user_sampler_draws_positives_of_uniform_users():
+    rng = np.random.default_rng(1)
+    pairs = np.unique(np.stack([rng.integers(0, 40, 3000), rng.integers(0, 70, 3000)], 1), axis=0)
+    sampler = BPRSampler(pairs, 41, 70, torch.device("cpu"), torch.Generator().manual_seed(0), mode="user")
+    seen = set(map(tuple, pairs.tolist()))
+    users, pos, _ = (torch.cat(t) for t in zip(*sampler.epoch(500)))
+    assert all((u, p) in seen for u, p in zip(users.tolist(), pos.tolist()))
+    counts = np.bincount(users.numpy(), minlength=41)
+    assert counts[40] == 0  # user 40 has no training items
+    assert counts[:40].min() > 0.6 * counts[:40].mean()  # uniform over users, not over pairs

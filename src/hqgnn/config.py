@@ -68,6 +68,7 @@ class TrainConfig:
     epochs: int = 50
     max_seconds: float = 0.0  # wall-clock training budget; stop after the epoch that crosses it (0 = none)
     batch_size: int = 2048
+    sampling: str = "edge"  # edge: every training pair once per epoch | user: uniform users, then a random positive (LightGCN's)
     lr: float = 1e-3
     reg: float = 1e-4
     eval_every: int = 5

@@ -34,15 +34,24 @@ def normalized_adjacency_scipy(pairs: np.ndarray, n_users: int, n_items: int) ->
 
 
 def normalized_adjacency(
-    pairs: np.ndarray, n_users: int, n_items: int, device: str | torch.device = "cpu"
+    pairs: np.ndarray,
+    n_users: int,
+    n_items: int,
+    device: str | torch.device = "cpu",
+    index_dtype: torch.dtype = torch.int32,
 ) -> torch.Tensor:
-    """The normalized adjacency as a torch sparse CSR tensor on ``device`` (built once, no dense n x n)."""
+    """The normalized adjacency as a torch sparse CSR tensor on ``device`` (built once, no dense n x n).
+
+    32-bit indices by default (cuSPARSE's fast path); 64-bit is used automatically past 2^31 entries.
+    """
+    if pairs.shape[0] * 2 >= 2**31 - 1:
+        index_dtype = torch.int64
     adj = normalized_adjacency_scipy(pairs, n_users, n_items)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use, and it is stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            torch.from_numpy(adj.indptr.astype(np.int64)),
-            torch.from_numpy(adj.indices.astype(np.int64)),
+            torch.from_numpy(adj.indptr.astype(np.int64)).to(index_dtype),
+            torch.from_numpy(adj.indices.astype(np.int64)).to(index_dtype),
             torch.from_numpy(adj.data),
             size=adj.shape,
             device=device,

@@ -37,41 +37,52 @@ class BinaryCodeIndex(CodeIndex):
                  backend: str = "auto") -> None:
         codes = as_int8_codes(item_codes, "item_codes")
         check_code_range(codes, 1, "item_codes")
-        self._init(pack_sign_bits(codes), codes.shape[1], item_scale, device, backend)
+        scale = normalize_item_scale(item_scale, codes.shape[0])
+        order = self._scale_order(np.abs(scale.values)) if scale.per_row else None
+        words = pack_sign_bits(codes if order is None else codes[order])
+        self._init(words, codes.shape[1], item_scale, order, device, backend)
 
-    def _init(self, words: np.ndarray, dim: int, item_scale: object, device: object, backend: str) -> None:
+    def _init(self, words: np.ndarray, dim: int, item_scale: object, order: np.ndarray | None, device: object,
+              backend: str) -> None:
         self.n = int(words.shape[0])
         self.dim = int(dim)
-        if words.shape[1] != words_for_dim(dim):
-            raise ValueError(f"packed words have {words.shape[1]} columns, dim {dim} needs {words_for_dim(dim)}")
-        self._words = words
-        self._scale = normalize_item_scale(item_scale, self.n)
+        if words.ndim != 2 or words.shape[1] != words_for_dim(dim):
+            raise ValueError(f"packed words have shape {words.shape}, dim {dim} needs {words_for_dim(dim)} columns")
+        self._words = words  # storage order (sorted by |scale| when scales are per row)
+        self._scale = normalize_item_scale(item_scale, self.n)  # original order
+        self._order = None if order is None else np.asarray(order)
+        if self._order is not None and self._order.shape != (self.n,):
+            raise ValueError("order must have one entry per item")
         self._chunk = _chunk_items(words.shape[1])
-        self._scaled_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._scaled_cache: tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray] | None = None
         self._setup(device, backend)
 
     @classmethod
     def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: object, device: object,
                      backend: str) -> "BinaryCodeIndex":
         self = cls.__new__(cls)
-        self._init(np.asarray(arrays["codes"]), int(meta["dim"]), scale, device, backend)
+        self._init(arrays["codes"], int(meta["dim"]), scale, arrays.get("order"), device, backend)
         return self
 
     @classmethod
     def from_words(cls, words: np.ndarray, dim: int, item_scale: object = None, device: object = "cpu",
                    backend: str = "auto") -> "BinaryCodeIndex":
-        """Wrap already-packed (n, ceil(dim/64)) uint64 sign words (e.g. from FAISS bytes)."""
+        """Wrap already-packed (n, ceil(dim/64)) uint64 sign words in item order (e.g. from FAISS
+        bytes viewed as '<u8'); no copy unless per-row scales require sorting."""
+        words = np.ascontiguousarray(words, dtype=np.uint64)
+        scale = normalize_item_scale(item_scale, words.shape[0])
+        order = cls._scale_order(np.abs(scale.values)) if scale.per_row else None
         self = cls.__new__(cls)
-        self._init(np.ascontiguousarray(words, dtype=np.uint64), dim, item_scale, device, backend)
+        self._init(words if order is None else words[order], dim, item_scale, order, device, backend)
         return self
 
     @property
     def words(self) -> np.ndarray:
-        """The packed (n, ceil(d/64)) uint64 sign words."""
-        return self._words
+        """The packed (n, ceil(d/64)) uint64 sign words, in item order."""
+        return self._unpermute(self._words)
 
     def codes(self) -> np.ndarray:
-        return unpack_sign_bits(self._words, self.dim)
+        return self._unpermute(unpack_sign_bits(self._words, self.dim))
 
     def _packed_arrays(self) -> dict[str, np.ndarray]:
         return {"codes": self._words}
@@ -91,32 +102,35 @@ class BinaryCodeIndex(CodeIndex):
             mask[i] = np.uint64(0xFFFFFFFFFFFFFFFF) if nb == 64 else np.uint64((1 << nb) - 1)
         return mask
 
-    def _scaled_view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Words with negative-scale items complemented, |scales|, per-chunk max/min |scale|.
+    def _scaled_view(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+        """(words, |scales|, scale stride, per-chunk max |scale|, per-chunk min |scale|), storage order.
 
-        Complementing flips the sign of d - 2h, so key = (d - 2h') * |s_i| equals (d - 2h) * s_i
+        Items with a negative scale are complemented (in a copy; only if there are any):
+        complementing flips the sign of d - 2h, so key = (d - 2h') * |s_i| equals (d - 2h) * s_i
         exactly, and all scales become >= 0 -- which the kernel's chunk bound needs.
         """
         if self._scaled_cache is None:
             s = self._scale
-            absval = np.abs(s.values).astype(np.float32)
             words = self._words
-            if s.stride == 1 and np.any(s.values < 0):
-                neg = (s.values < 0)[:, None]
-                words = np.where(neg, words ^ self._dim_mask()[None, :], words)
-            elif s.stride == 0 and s.values[0] < 0:
-                words = words ^ self._dim_mask()[None, :]
-            nch = -(-self.n // self._chunk)
             if s.stride == 1:
+                stored = s.values if self._order is None else s.values[self._order]
+                if np.any(stored < 0):
+                    words = np.where((stored < 0)[:, None], words ^ self._dim_mask()[None, :], words)
+                absval = np.abs(stored).astype(np.float32)
+                nch = -(-self.n // self._chunk)
                 pad = np.full(nch * self._chunk, np.nan, np.float32)
                 pad[: self.n] = absval
                 pad = pad.reshape(nch, self._chunk)
                 cmax = np.nanmax(pad, axis=1).astype(np.float64)
                 cmin = np.nanmin(pad, axis=1).astype(np.float64)
             else:
+                if s.values[0] < 0:
+                    words = words ^ self._dim_mask()[None, :]
+                absval = np.abs(s.values).astype(np.float32)
+                nch = -(-self.n // self._chunk)
                 cmax = np.full(nch, absval[0], np.float64)
                 cmin = cmax.copy()
-            self._scaled_cache = (np.ascontiguousarray(words), absval, cmax, cmin)
+            self._scaled_cache = (np.ascontiguousarray(words), absval, s.stride, cmax, cmin)
         return self._scaled_cache
 
     def _search_numba(self, qc: np.ndarray, k: int, qs: np.ndarray, ex: Exclusion | None, mode: str):
@@ -126,38 +140,29 @@ class BinaryCodeIndex(CodeIndex):
         qpad = np.zeros((bpad, qwords.shape[1]), np.uint64)
         scaled = mode == "scaled"
         if scaled:
-            words, scales, cmax, cmin = self._scaled_view()
+            words, scales, sstride, cmax, cmin = self._scaled_view()
             # a negative query scale flips the score's sign: complement the query instead
             qwords = np.where((qs < 0)[:, None], qwords ^ self._dim_mask()[None, :], qwords)
             qmul = (qs != 0).astype(np.float64)
-            sstride = self._scale.stride
         else:
             words = self._words
             scales = np.ones(1, np.float32)
+            sstride = 0
             cmax = cmin = np.ones(1, np.float64)
             qmul = np.ones(b, np.float64)
-            sstride = 0
         qpad[:b] = qwords
         ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
         nch = -(-self.n // self._chunk)
-        n_ranges = K.choose_ranges(b, nch, self._threads())
+        threads = self._threads()
+        n_ranges = K.choose_ranges(b, nch, threads)
         out_keys = np.empty((n_ranges, b, k), np.float64)
         out_ids = np.empty((n_ranges, b, k), np.int64)
-        K.binary_topk(qpad, words, self.n, k, scaled, self.dim, scales, sstride, cmax, cmin, qmul,
-                      ex_ptr, ex_idx, has_ex, n_ranges, self._chunk, out_keys, out_ids)
-        keys, ids = _merge(out_keys, out_ids, k)
+        K.run_tasks(K.binary_task, K.n_tasks(b, n_ranges),
+                    (qpad, words, self.n, k, scaled, self.dim, scales, sstride, cmax, cmin, qmul, self._oid(),
+                     ex_ptr, ex_idx, has_ex, n_ranges, self._chunk, out_keys, out_ids), threads)
+        keys, ids = K.merge_ranges(out_keys, out_ids, k)
         if scaled:
             return keys_to_scores(keys, ids, np.abs(qs)), ids
         scores = (self.dim + 2.0 * keys).astype(np.float32)  # key = -hamming -> d - 2h
         scores[ids < 0] = -np.inf
         return scores, ids
-
-
-def _merge(out_keys: np.ndarray, out_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    if out_keys.shape[0] == 1:
-        return out_keys[0], out_ids[0]
-    b = out_keys.shape[1]
-    keys = np.empty((b, k), np.float64)
-    ids = np.empty((b, k), np.int64)
-    K.merge_ranges(out_keys, out_ids, k, keys, ids)
-    return keys, ids

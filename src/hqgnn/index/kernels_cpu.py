@@ -22,19 +22,24 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
     "HAVE_AVX2",
-    "binary_topk",
-    "merge_ranges",
-    "scalar_topk",
+    "binary_task",
     "choose_ranges",
+    "default_threads",
+    "merge_ranges",
+    "n_tasks",
+    "run_tasks",
+    "scalar_task",
 ]
 
 QT = 64  # queries per task: a chunk of items is reused by this many queries while it sits in L1
@@ -246,6 +251,20 @@ _s8_ir = _ir_intrinsic("hq_s8_scores", _gen_s8_ir)
 
 
 # ------------------------------------------------------- portable fallbacks (same layouts/results)
+# Both kernels take items and query vectors as raw bytes (uint8) so that one compiled scalar_task
+# serves every layout; signed values are rebuilt here (only the slow fallback needs them).
+@njit(cache=True, inline="always")
+def _i8(v):
+    x = np.int32(v)
+    return x - 256 if x >= 128 else x
+
+
+@njit(cache=True, inline="always")
+def _i16(lo, hi):
+    x = np.int32(lo) | (np.int32(hi) << 8)
+    return x - 65536 if x >= 32768 else x
+
+
 @njit(cache=True)
 def _u4_portable(items, blk0, nblk, ngroups, qv, g0, buf):
     for b in range(nblk):
@@ -257,8 +276,8 @@ def _u4_portable(items, blk0, nblk, ngroups, qv, g0, buf):
                 for g in range(ngroups):
                     for rr in range(2):
                         byte = np.int32(items[base + g * 32 + 2 * m + rr])
-                        s += (byte & 15) * np.int32(qv[row, 64 * g + rr])
-                        s += (byte >> 4) * np.int32(qv[row, 64 * g + 32 + rr])
+                        s += (byte & 15) * _i8(qv[row, 64 * g + rr])
+                        s += (byte >> 4) * _i8(qv[row, 64 * g + 32 + rr])
                 buf[r, b * 16 + m] = s
 
 
@@ -272,7 +291,8 @@ def _s8_portable(items, blk0, nblk8, npairs, qv, g0, buf):
                 s = 0
                 for p in range(npairs):
                     for rr in range(2):
-                        s += np.int32(items[base + p * 16 + 2 * m + rr]) * np.int32(qv[row, 16 * p + rr])
+                        e = 16 * p + rr  # int16 element index of the query pair
+                        s += _i8(items[base + p * 16 + 2 * m + rr]) * _i16(qv[row, 2 * e], qv[row, 2 * e + 1])
                 buf[r, b * 8 + m] = s
 
 
@@ -322,77 +342,26 @@ def _sift(keys, ids, lo, root, m):
             return
 
 
-@njit(cache=True)
-def _kth_largest(vals, m, k):
-    """k-th largest of vals[:m] (vals is scratch, reordered). Quickselect, median-of-3 pivot."""
-    lo = 0
-    hi = m - 1
-    want = k - 1  # position in descending order
-    while lo < hi:
-        mid = (lo + hi) // 2
-        a = vals[lo]
-        b = vals[mid]
-        c = vals[hi]
-        piv = max(min(a, b), min(max(a, b), c))
-        i = lo
-        j = hi
-        while i <= j:
-            while vals[i] > piv:
-                i += 1
-            while vals[j] < piv:
-                j -= 1
-            if i <= j:
-                t = vals[i]
-                vals[i] = vals[j]
-                vals[j] = t
-                i += 1
-                j -= 1
-        if want <= j:
-            hi = j
-        elif want >= i:
-            lo = i
-        else:
-            return vals[want]
-    return vals[want]
+@njit(cache=True, inline="always")
+def _accept(key, oid, tau, tau_id):
+    """Does (key, original id) beat the current k-th best (tau, tau_id)?"""
+    return key > tau or (key == tau and oid < tau_id)
 
 
 @njit(cache=True)
-def _compact(keys, ids, r, c, k, scratch):
-    """Keep the k best of the c buffered entries (ties: earlier = lower id); return (k, kth key)."""
-    for i in range(c):
-        scratch[i] = keys[r, i]
-    kth = _kth_largest(scratch, c, k)
-    ngt = 0
-    for i in range(c):
-        if keys[r, i] > kth:
-            ngt += 1
-    need = k - ngt
-    w = 0
-    for i in range(c):
-        v = keys[r, i]
-        if v > kth:
-            keys[r, w] = v
-            ids[r, w] = ids[r, i]
-            w += 1
-        elif v == kth and need > 0:
-            need -= 1
-            keys[r, w] = v
-            ids[r, w] = ids[r, i]
-            w += 1
-    return w, kth
-
-
-@njit(cache=True)
-def _push(keys, ids, cnt, tau, r, key, j, k, scratch):
+def _push(keys, ids, cnt, tau, tau_id, r, key, oid, k):
+    """Append a candidate; when the buffer is full, sort it, keep the best k and tighten tau."""
     c = cnt[r]
     if c == keys.shape[1]:
-        c, t = _compact(keys, ids, r, c, k, scratch)
-        tau[r] = t
-        if not key > t:
+        _sort_pairs(keys[r], ids[r], 0, c)
+        c = k
+        tau[r] = keys[r, k - 1]
+        tau_id[r] = ids[r, k - 1]
+        if not _accept(key, oid, tau[r], tau_id[r]):
             cnt[r] = c
             return
     keys[r, c] = key
-    ids[r, c] = j
+    ids[r, c] = oid
     cnt[r] = c + 1
 
 
@@ -495,178 +464,164 @@ def _hamming(q, qi, x, j):
     return h
 
 
-@njit(parallel=True, cache=True)
-def binary_topk(q, x, n, k, scaled, d, scales, sstride, cmax, cmin, qmul, ex_ptr, ex_idx, has_ex,
+@njit(cache=True, nogil=True)
+def binary_task(t, q, x, n, k, scaled, d, scales, sstride, cmax, cmin, qmul, oid, ex_ptr, ex_idx, has_ex,
                 n_ranges, chunk, out_keys, out_ids):
-    """Exact top-k over 1-bit codes.
+    """One task of the 1-bit search: queries [64 qt, 64 qt + 64) x item range rr (t = qt * R + rr).
 
-    q (B_pad8, W) / x (n, W) uint64 sign words. Hamming mode (scaled=False): key = -hamming.
-    Scaled mode: key = qmul[q] * (d - 2 h) * scales[j * sstride] with scales >= 0 (the index
-    complements the words of items with negative scale, and queries with negative scale, so the
-    bound below holds); cmax/cmin are each chunk's max/min scale. Results per item range rr go to
-    out_keys/out_ids[rr, query, :] (float64 keys, int64 ids; -inf/-1 padding).
+    q (B_pad8, W) / x (n, W) uint64 sign words in storage order. Hamming mode (scaled=False):
+    key = -hamming. Scaled mode: key = qmul[q] * (d - 2 h) * scales[j * sstride] with scales >= 0 (the index
+    complements the words of items / queries with negative scale, so the chunk bound holds);
+    cmax/cmin are each chunk's max/min scale. oid maps storage position -> original id (empty =
+    identity); ties are broken by original id. Exclusions are storage positions, sorted per query.
+    Results go to out_keys/out_ids[rr, query, :] (float64 keys, original ids; -inf/-1 padding).
     """
     B = qmul.shape[0]
-    nqt = (B + QT - 1) // QT
     nchunks = (n + chunk - 1) // chunk
     cpr = (nchunks + n_ranges - 1) // n_ranges
     cap = 2 * k + 64
-    for t in prange(nqt * n_ranges):
-        qt = t // n_ranges
-        rr = t - qt * n_ranges
-        q0 = qt * QT
-        q1 = min(q0 + QT, B)
-        nqq = q1 - q0
-        ch0 = rr * cpr
-        ch1 = min(nchunks, ch0 + cpr)
-        keys = np.empty((nqq, cap), np.float64)
-        ids = np.empty((nqq, cap), np.int64)
-        cnt = np.zeros(nqq, np.int64)
-        tau = np.full(nqq, -np.inf)
-        scratch = np.empty(cap, np.float64)
-        expos = np.zeros(nqq, np.int64)
-        if has_ex:
-            _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
-        hmin = np.empty(QG, np.int64)
-        for ch in range(ch0, ch1):
-            c0 = ch * chunk
-            c1 = min(c0 + chunk, n)
-            for g0 in range(q0, q1, QG):
-                _hmin8(q, g0, x, c0, c1, hmin)
-                for r8 in range(min(QG, q1 - g0)):
-                    qi = g0 + r8
-                    r = qi - q0
-                    h = hmin[r8]
-                    if scaled:
-                        v = np.float64(d - 2 * h)
-                        if v >= 0:
-                            ub = qmul[qi] * (v * cmax[ch])
-                        else:
-                            ub = qmul[qi] * (v * cmin[ch])
+    ident = oid.shape[0] == 0
+    qt = t // n_ranges
+    rr = t - qt * n_ranges
+    q0 = qt * QT
+    q1 = min(q0 + QT, B)
+    nqq = q1 - q0
+    ch0 = rr * cpr
+    ch1 = min(nchunks, ch0 + cpr)
+    keys = np.empty((nqq, cap), np.float64)
+    ids = np.empty((nqq, cap), np.int64)
+    cnt = np.zeros(nqq, np.int64)
+    tau = np.full(nqq, -np.inf)
+    tau_id = np.full(nqq, np.iinfo(np.int64).max)
+    expos = np.zeros(nqq, np.int64)
+    if has_ex:
+        _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
+    hmin = np.empty(QG, np.int64)
+    for ch in range(ch0, ch1):
+        c0 = ch * chunk
+        c1 = min(c0 + chunk, n)
+        for g0 in range(q0, q1, QG):
+            _hmin8(q, g0, x, c0, c1, hmin)
+            for r8 in range(min(QG, q1 - g0)):
+                qi = g0 + r8
+                r = qi - q0
+                h = hmin[r8]
+                if scaled:
+                    v = np.float64(d - 2 * h)
+                    if v >= 0:
+                        ub = qmul[qi] * (v * cmax[ch])
                     else:
-                        ub = np.float64(-h)
-                    if not ub > tau[r]:
-                        continue
-                    e_end = ex_ptr[qi + 1] if has_ex else 0
-                    for j in range(c0, c1):
-                        hj = _hamming(q, qi, x, j)
-                        if scaled:
-                            key = qmul[qi] * (np.float64(d - 2 * hj) * scales[j * sstride])
-                        else:
-                            key = np.float64(-hj)
-                        if key > tau[r]:
-                            if has_ex and _is_excluded(ex_idx, expos, r, e_end, j):
-                                continue
-                            _push(keys, ids, cnt, tau, r, key, j, k, scratch)
-        for r in range(nqq):
-            _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
+                        ub = qmul[qi] * (v * cmin[ch])
+                else:
+                    ub = np.float64(-h)
+                # in id order a tie with tau can never win; in scale order it might (lower id)
+                if not (ub > tau[r] or (ub == tau[r] and not ident)):
+                    continue
+                e_end = ex_ptr[qi + 1] if has_ex else 0
+                for j in range(c0, c1):
+                    hj = _hamming(q, qi, x, j)
+                    if scaled:
+                        key = qmul[qi] * (np.float64(d - 2 * hj) * scales[j * sstride])
+                    else:
+                        key = np.float64(-hj)
+                    o = j if ident else oid[j]
+                    if _accept(key, o, tau[r], tau_id[r]):
+                        if has_ex and _is_excluded(ex_idx, expos, r, e_end, j):
+                            continue
+                        _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
+    for r in range(nqq):
+        _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
 
 
 # ------------------------------------------------------------------------------ b-bit codes
-@njit(parallel=True, cache=True)
-def scalar_topk(qv, qoff, items, nibble, ngp, n, k, scales, sstride, cmax, cmin, ex_ptr, ex_idx, has_ex,
-                n_ranges, chunk, use_simd, out_keys, out_ids):
-    """Exact top-k over b-bit codes; key = (<q, c> as float64) * scales[j * sstride].
+@njit(cache=True)
+def _addr(a):
+    return np.int64(a.ctypes.data)
 
-    nibble=True: items from packing.pack_nibble_blocked, qv int8 from nibble_query_vectors and
+
+@njit(cache=True, nogil=True)
+def scalar_task(t, qv, qoff, items, nibble, ngp, n, k, scales, sstride, cmax, cmin, oid, ex_ptr, ex_idx, has_ex,
+                n_ranges, chunk, use_simd, out_keys, out_ids):
+    """One task of the b-bit search; key = (<q, c> as float64) * scales[j * sstride].
+
+    nibble=True: items from packing.pack_nibble_blocked, qv = bytes of nibble_query_vectors and
     ngp = #groups of 4 dims; raw kernel scores include + qoff[q]. nibble=False: items from
-    pack_int8_blocked, qv int16 from int8_query_vectors, ngp = #dim pairs, qoff = 0.
-    chunk is a multiple of 16; cmax/cmin are each chunk's max/min (signed) scale.
+    pack_int8_blocked, qv = bytes of int8_query_vectors, ngp = #dim pairs, qoff = 0.
+    chunk is a multiple of 16; cmax/cmin are each chunk's max/min (signed) scale; oid, exclusions
+    and outputs as in binary_task.
     """
     B = qoff.shape[0]
-    nqt = (B + QT - 1) // QT
     nchunks = (n + chunk - 1) // chunk
     cpr = (nchunks + n_ranges - 1) // n_ranges
     cap = 2 * k + 64
-    qrow_bytes = qv.shape[1] * qv.itemsize
-    for t in prange(nqt * n_ranges):
-        qt = t // n_ranges
-        rr = t - qt * n_ranges
-        q0 = qt * QT
-        q1 = min(q0 + QT, B)
-        nqq = q1 - q0
-        ch0 = rr * cpr
-        ch1 = min(nchunks, ch0 + cpr)
-        keys = np.empty((nqq, cap), np.float64)
-        ids = np.empty((nqq, cap), np.int64)
-        cnt = np.zeros(nqq, np.int64)
-        tau = np.full(nqq, -np.inf)
-        scratch = np.empty(cap, np.float64)
-        expos = np.zeros(nqq, np.int64)
-        if has_ex:
-            _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
-        buf = np.empty((QG, chunk), np.int32)
-        for ch in range(ch0, ch1):
-            c0 = ch * chunk
-            c1 = min(c0 + chunk, n)
-            nvalid = c1 - c0
-            nblk = (nvalid + 15) // 16
-            blk0 = c0 // 16
-            smax = cmax[ch]
-            smin = cmin[ch]
-            for g0 in range(q0, q1, QG):
-                if nibble:
-                    if use_simd:
-                        _u4_ir(items.ctypes.data + blk0 * ngp * 32, nblk, ngp,
-                               qv.ctypes.data + g0 * qrow_bytes, buf.ctypes.data, chunk)
-                    else:
-                        _u4_portable(items, blk0, nblk, ngp, qv, g0, buf)
+    ident = oid.shape[0] == 0
+    qrow_bytes = qv.shape[1]  # qv is raw bytes
+    qt = t // n_ranges
+    rr = t - qt * n_ranges
+    q0 = qt * QT
+    q1 = min(q0 + QT, B)
+    nqq = q1 - q0
+    ch0 = rr * cpr
+    ch1 = min(nchunks, ch0 + cpr)
+    keys = np.empty((nqq, cap), np.float64)
+    ids = np.empty((nqq, cap), np.int64)
+    cnt = np.zeros(nqq, np.int64)
+    tau = np.full(nqq, -np.inf)
+    tau_id = np.full(nqq, np.iinfo(np.int64).max)
+    expos = np.zeros(nqq, np.int64)
+    if has_ex:
+        _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
+    buf = np.empty((QG, chunk), np.int32)
+    items_addr = _addr(items)
+    qv_addr = _addr(qv)
+    buf_addr = _addr(buf)
+    for ch in range(ch0, ch1):
+        c0 = ch * chunk
+        c1 = min(c0 + chunk, n)
+        nvalid = c1 - c0
+        nblk = (nvalid + 15) // 16
+        blk0 = c0 // 16
+        smax = cmax[ch]
+        smin = cmin[ch]
+        for g0 in range(q0, q1, QG):
+            if nibble:
+                if use_simd:
+                    _u4_ir(items_addr + blk0 * ngp * 32, nblk, ngp, qv_addr + g0 * qrow_bytes, buf_addr, chunk)
                 else:
-                    if use_simd:
-                        _s8_ir(items.ctypes.data + 2 * blk0 * ngp * 16, 2 * nblk, ngp,
-                               qv.ctypes.data + g0 * qrow_bytes, buf.ctypes.data, chunk)
-                    else:
-                        _s8_portable(items, 2 * blk0, 2 * nblk, ngp, qv, g0, buf)
-                for r8 in range(min(QG, q1 - g0)):
-                    qi = g0 + r8
-                    r = qi - q0
-                    off = qoff[qi]
-                    # vectorized integer min/max, then the bilinear bound over the chunk's scale range
-                    lo = np.int32(2147483647)
-                    hi = np.int32(-2147483647)
-                    for j in range(nvalid):
-                        s = buf[r8, j]
-                        lo = min(lo, s)
-                        hi = max(hi, s)
-                    iph = np.float64(hi - off)
-                    ipl = np.float64(lo - off)
-                    ub = max(max(iph * smax, iph * smin), max(ipl * smax, ipl * smin))
-                    if not ub > tau[r]:
-                        continue
-                    e_end = ex_ptr[qi + 1] if has_ex else 0
-                    for j in range(nvalid):
-                        key = np.float64(buf[r8, j] - off) * scales[(c0 + j) * sstride]
-                        if key > tau[r]:
-                            if has_ex and _is_excluded(ex_idx, expos, r, e_end, c0 + j):
-                                continue
-                            _push(keys, ids, cnt, tau, r, key, c0 + j, k, scratch)
-        for r in range(nqq):
-            _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
-
-
-# ---------------------------------------------------------------------- multi-range merge
-@njit(parallel=True, cache=True)
-def merge_ranges(keys, ids, k, out_keys, out_ids):
-    """keys/ids (R, B, k) per item range -> (B, k): order (key desc, id asc) over all ranges."""
-    R, B, _ = keys.shape
-    for qi in prange(B):
-        ck = np.empty(R * k, np.float64)
-        ci = np.empty(R * k, np.int64)
-        m = 0
-        for rr in range(R):
-            for i in range(k):
-                if ids[rr, qi, i] >= 0:
-                    ck[m] = keys[rr, qi, i]
-                    ci[m] = ids[rr, qi, i]
-                    m += 1
-        _sort_pairs(ck, ci, 0, m)
-        mm = min(k, m)
-        for i in range(mm):
-            out_keys[qi, i] = ck[i]
-            out_ids[qi, i] = ci[i]
-        for i in range(mm, k):
-            out_keys[qi, i] = -np.inf
-            out_ids[qi, i] = -1
+                    _u4_portable(items, blk0, nblk, ngp, qv, g0, buf)
+            else:
+                if use_simd:
+                    _s8_ir(items_addr + 2 * blk0 * ngp * 16, 2 * nblk, ngp, qv_addr + g0 * qrow_bytes, buf_addr,
+                           chunk)
+                else:
+                    _s8_portable(items, 2 * blk0, 2 * nblk, ngp, qv, g0, buf)
+            for r8 in range(min(QG, q1 - g0)):
+                qi = g0 + r8
+                r = qi - q0
+                off = qoff[qi]
+                # vectorized integer min/max, then the bilinear bound over the chunk's scale range
+                lo = np.int32(2147483647)
+                hi = np.int32(-2147483647)
+                for j in range(nvalid):
+                    sv = buf[r8, j]
+                    lo = min(lo, sv)
+                    hi = max(hi, sv)
+                iph = np.float64(hi - off)
+                ipl = np.float64(lo - off)
+                ub = max(max(iph * smax, iph * smin), max(ipl * smax, ipl * smin))
+                if not (ub > tau[r] or (ub == tau[r] and not ident)):
+                    continue
+                e_end = ex_ptr[qi + 1] if has_ex else 0
+                for j in range(nvalid):
+                    key = np.float64(buf[r8, j] - off) * scales[(c0 + j) * sstride]
+                    p = c0 + j
+                    o = p if ident else oid[p]
+                    if _accept(key, o, tau[r], tau_id[r]):
+                        if has_ex and _is_excluded(ex_idx, expos, r, e_end, p):
+                            continue
+                        _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
+    for r in range(nqq):
+        _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
 
 
 def choose_ranges(n_queries: int, n_chunks: int, threads: int) -> int:
@@ -675,3 +630,69 @@ def choose_ranges(n_queries: int, n_chunks: int, threads: int) -> int:
     if nqt >= 2 * threads:
         return 1
     return int(max(1, min(n_chunks, math.ceil(2 * threads / nqt))))
+
+
+def n_tasks(n_queries: int, n_ranges: int) -> int:
+    return max(1, math.ceil(n_queries / QT)) * n_ranges
+
+
+# ------------------------------------------------------------------------------ threading
+# Tasks run on a plain thread pool: the task kernels are nogil, so threads really run in parallel,
+# and -- unlike numba's parallel=True -- there is no parfor compile step (it cost ~4.5 s per kernel
+# on a cold cache) and the thread count is a per-call argument.
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+
+
+def default_threads() -> int:
+    env = os.environ.get("HQGNN_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
+    if env and env.strip().isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def run_tasks(fn, ntasks: int, args: tuple, threads: int | None = None) -> None:
+    """Call ``fn(t, *args)`` for t in range(ntasks) on up to ``threads`` threads."""
+    threads = default_threads() if threads is None else max(1, int(threads))
+    if threads == 1 or ntasks == 1:
+        for t in range(ntasks):
+            fn(t, *args)
+        return
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE < threads:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hqgnn-index")
+            _POOL_SIZE = threads
+        pool = _POOL
+    # at most `threads` workers pull task ids from a shared counter (dynamic load balance)
+    counter = iter(range(ntasks))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                t = next(counter, None)
+            if t is None:
+                return
+            fn(t, *args)
+
+    futures = [pool.submit(worker) for _ in range(min(threads, ntasks))]
+    for f in futures:
+        f.result()
+
+
+def merge_ranges(keys: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """keys/ids (R, B, k) per item range -> (B, k) in (key desc, id asc) order over all ranges."""
+    if keys.shape[0] == 1:
+        return keys[0], ids[0]
+    r, b, _ = keys.shape
+    ck = keys.transpose(1, 0, 2).reshape(b, r * k)
+    ci = ids.transpose(1, 0, 2).reshape(b, r * k)
+    order = np.lexsort((ci, -ck), axis=-1)[:, :k]  # padding (-inf) sorts last
+    return np.take_along_axis(ck, order, 1), np.take_along_axis(ci, order, 1)

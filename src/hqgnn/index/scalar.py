@@ -8,7 +8,6 @@ import numpy as np
 
 from . import kernels_cpu as K
 from .base import CodeIndex, keys_to_scores
-from .binary import _merge
 from .common import Exclusion, normalize_item_scale
 from .packing import (
     BLOCK_ITEMS,
@@ -46,17 +45,20 @@ class ScalarCodeIndex(CodeIndex):
                  backend: str = "auto") -> None:
         codes = as_int8_codes(item_codes, "item_codes")
         check_code_range(codes, bits, "item_codes")
+        scale = normalize_item_scale(item_scale, codes.shape[0])
+        order = self._scale_order(scale.values) if scale.per_row else None
+        stored = codes if order is None else codes[order]
         layout = layout_for_bits(max(bits, 2))
-        packed = pack_nibble_blocked(codes) if layout == NIBBLE else pack_int8_blocked(codes)
-        self._init(packed, layout, codes.shape[0], codes.shape[1], bits, item_scale, device, backend)
+        packed = pack_nibble_blocked(stored) if layout == NIBBLE else pack_int8_blocked(stored)
+        self._init(packed, layout, codes.shape[0], codes.shape[1], bits, item_scale, order, device, backend)
 
     def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, bits: int, item_scale: object,
-              device: object, backend: str) -> None:
+              order: np.ndarray | None, device: object, backend: str) -> None:
         self.bits = int(bits)
         self.n = int(n)
         self.dim = int(dim)
         self._layout = layout
-        self._packed = packed
+        self._packed = packed  # storage order (sorted by scale when scales are per row)
         if layout == NIBBLE:
             self._ngp = padded_dim(dim, 4) // 4  # groups of 4 dims
             want = -(-max(n, 1) // BLOCK_ITEMS) * self._ngp * 32
@@ -67,7 +69,12 @@ class ScalarCodeIndex(CodeIndex):
             raise ValueError(f"unknown layout {layout!r}")
         if packed.size != want:
             raise ValueError(f"packed codes have {packed.size} bytes, expected {want} for n={n}, dim={dim}")
-        self._scale = normalize_item_scale(item_scale, self.n)
+        self._scale = normalize_item_scale(item_scale, self.n)  # original order
+        self._order = None if order is None else np.asarray(order)
+        if self._order is not None and self._order.shape != (self.n,):
+            raise ValueError("order must have one entry per item")
+        self._stored_scales = (self._scale.values if self._order is None or not self._scale.per_row
+                               else np.ascontiguousarray(self._scale.values[self._order]))
         self._chunk_bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._setup(device, backend)
 
@@ -75,14 +82,16 @@ class ScalarCodeIndex(CodeIndex):
     def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: object, device: object,
                      backend: str) -> "ScalarCodeIndex":
         self = cls.__new__(cls)
-        self._init(np.asarray(arrays["codes"]).reshape(-1), meta["layout"], int(meta["n"]), int(meta["dim"]),
-                   int(meta["bits"]), scale, device, backend)
+        self._init(arrays["codes"].reshape(-1), meta["layout"], int(meta["n"]), int(meta["dim"]),
+                   int(meta["bits"]), scale, arrays.get("order"), device, backend)
         return self
 
     def codes(self) -> np.ndarray:
         if self._layout == NIBBLE:
-            return unpack_nibble_blocked(self._packed, self.n, self.dim)
-        return unpack_int8_blocked(self._packed, self.n, self.dim)
+            stored = unpack_nibble_blocked(self._packed, self.n, self.dim)
+        else:
+            stored = unpack_int8_blocked(self._packed, self.n, self.dim)
+        return self._unpermute(stored)
 
     def _packed_arrays(self) -> dict[str, np.ndarray]:
         return {"codes": self._packed}
@@ -101,7 +110,7 @@ class ScalarCodeIndex(CodeIndex):
             nch = -(-self.n // _CHUNK)
             if s.stride == 1:
                 pad = np.full(nch * _CHUNK, np.nan, np.float32)
-                pad[: self.n] = s.values
+                pad[: self.n] = self._stored_scales
                 pad = pad.reshape(nch, _CHUNK)
                 cmax = np.nanmax(pad, axis=1).astype(np.float64)
                 cmin = np.nanmin(pad, axis=1).astype(np.float64)
@@ -130,11 +139,16 @@ class ScalarCodeIndex(CodeIndex):
         cmax, cmin = self._bounds()
         ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
         nch = -(-self.n // _CHUNK)
-        n_ranges = K.choose_ranges(b, nch, self._threads())
+        threads = self._threads()
+        n_ranges = K.choose_ranges(b, nch, threads)
         out_keys = np.empty((n_ranges, b, k), np.float64)
         out_ids = np.empty((n_ranges, b, k), np.int64)
-        K.scalar_topk(qv, qoff, self._packed, nibble, self._ngp, self.n, k, self._scale.values, self._scale.stride,
-                      cmax, cmin, ex_ptr, ex_idx, has_ex, n_ranges, _CHUNK, bool(use_simd and K.HAVE_AVX2),
-                      out_keys, out_ids)
-        keys, ids = _merge(out_keys, out_ids, k)
+        # items and query vectors travel as raw bytes: one compiled kernel for every layout
+        items = self._packed.view(np.uint8)
+        qbytes = qv.view(np.uint8).reshape(qv.shape[0], -1)
+        K.run_tasks(K.scalar_task, K.n_tasks(b, n_ranges),
+                    (qbytes, qoff, items, nibble, self._ngp, self.n, k, self._stored_scales, self._scale.stride,
+                     cmax, cmin, self._oid(), ex_ptr, ex_idx, has_ex, n_ranges, _CHUNK, bool(use_simd and K.HAVE_AVX2),
+                     out_keys, out_ids), threads)
+        keys, ids = K.merge_ranges(out_keys, out_ids, k)
         return keys_to_scores(keys, ids, np.abs(qs)), ids

@@ -9,7 +9,11 @@ import torch
 
 
 class BPRSampler:
-    """Each epoch: a seeded permutation of the training pairs, one uniform negative per pair.
+    """Each epoch: as many BPR triples as training pairs, each with one uniform negative.
+
+    ``mode="edge"``: a seeded permutation of the training pairs (every positive once per epoch).
+    ``mode="user"``: users drawn uniformly (among users with training items), then one of their
+    positives uniformly — LightGCN's sampler; it weighs users equally, like the user-averaged metrics.
 
     Negatives that are positives of the same user are resampled (vectorized rounds; the few left
     after ``max_rounds`` stay, as in most LightGCN implementations the collision rate is ~density).
@@ -23,14 +27,20 @@ class BPRSampler:
         device: torch.device,
         generator: torch.Generator,
         max_rounds: int = 8,
+        mode: str = "edge",
     ) -> None:
+        self.mode = mode
         self.n_items = n_items
         self.device = device
         self.generator = generator
         self.max_rounds = max_rounds
         self.users = torch.from_numpy(pairs[:, 0].astype(np.int64)).to(device)
         self.items = torch.from_numpy(pairs[:, 1].astype(np.int64)).to(device)
-        self.keys = torch.sort(self.users * n_items + self.items).values
+        self.keys = torch.sort(self.users * n_items + self.items).values  # sorted by user, then item
+        degree = torch.bincount(self.users, minlength=n_users)
+        self.indptr = torch.cumsum(degree, 0) - degree
+        self.degree = degree
+        self.active_users = torch.nonzero(degree).squeeze(1)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -51,8 +61,16 @@ class BPRSampler:
         return neg
 
     def epoch(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        perm = torch.randperm(len(self.users), device=self.device, generator=self.generator)
-        users, pos = self.users[perm], self.items[perm]
+        n = len(self.users)
+        if self.mode == "user":
+            pick = torch.randint(len(self.active_users), (n,), device=self.device, generator=self.generator)
+            users = self.active_users[pick]
+            offset = (torch.rand(n, device=self.device, generator=self.generator) * self.degree[users]).long()
+            offset = torch.minimum(offset, self.degree[users] - 1)
+            pos = self.keys[self.indptr[users] + offset] - users * self.n_items
+        else:
+            perm = torch.randperm(n, device=self.device, generator=self.generator)
+            users, pos = self.users[perm], self.items[perm]
         neg = self.negatives(users)
         for start in range(0, len(users), batch_size):
             end = start + batch_size
