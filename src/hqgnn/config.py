@@ -78,7 +78,7 @@ class TrainConfig:
     seed: int = 2020
     init_from: str = ""  # warm start from a run directory (full-precision run for quantized training)
     eval_batch_size: int = 0  # users per evaluation batch (0 = automatic)
-    compile: bool = False
+    cuda_graph: bool = True  # on CUDA, replay each full-size step as a CUDA graph (the last partial batch is dropped)
 
 
 @dataclass

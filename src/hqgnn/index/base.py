@@ -155,6 +155,16 @@ class CodeIndex:
             return scores, ids
         return self._search_numba(qc, k, qs, ex, mode)
 
+    def search_rerank(self, query_codes: object, query_float: object, item_float: object, k: int,
+                      candidates: int = 100, query_scales: object = None, exclude: object = None,
+                      mode: str = "scaled") -> SearchResult:
+        """Two-stage retrieval: top-``candidates`` by the codes, exact float re-rank (see
+        :func:`hqgnn.index.rerank.search_rerank`)."""
+        from .rerank import search_rerank
+
+        return search_rerank(self, query_codes, query_float, item_float, k, candidates=candidates,
+                             query_scales=query_scales, exclude=exclude, mode=mode)
+
     def _empty_result(self, b: int, k: int) -> SearchResult:
         scores = np.full((b, k), -np.inf, np.float32)
         ids = np.full((b, k), -1, np.int64)

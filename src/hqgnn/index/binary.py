@@ -15,8 +15,9 @@ __all__ = ["BinaryCodeIndex"]
 
 
 def _chunk_items(words: int) -> int:
-    # ~8 KiB of item words per chunk: stays in L1 while 64 queries sweep it
-    return max(128, 1024 // words)
+    # 4 KiB of item words per chunk: stays in L1 while 64 queries sweep it, and a chunk that must
+    # be re-scanned for one query is cheap (measured: 256..512 items beat 128 and 1024 at d=64)
+    return max(64, 512 // words)
 
 
 class BinaryCodeIndex(CodeIndex):

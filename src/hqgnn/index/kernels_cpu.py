@@ -350,19 +350,30 @@ def _accept(key, oid, tau, tau_id):
 
 @njit(cache=True)
 def _push(keys, ids, cnt, tau, tau_id, r, key, oid, k):
-    """Append a candidate; when the buffer is full, sort it, keep the best k and tighten tau."""
+    """Offer an accepted candidate to query r's bounded heap (size k, root = current k-th best).
+
+    The caller has checked _accept(key, oid, tau, tau_id); tau/tau_id always hold the exact k-th
+    best once k items are in, so every later bound and prefilter is as tight as possible.
+    """
     c = cnt[r]
-    if c == keys.shape[1]:
-        _sort_pairs(keys[r], ids[r], 0, c)
-        c = k
-        tau[r] = keys[r, k - 1]
-        tau_id[r] = ids[r, k - 1]
-        if not _accept(key, oid, tau[r], tau_id[r]):
-            cnt[r] = c
-            return
-    keys[r, c] = key
-    ids[r, c] = oid
-    cnt[r] = c + 1
+    kr = keys[r]
+    ir_ = ids[r]
+    if c < k:
+        kr[c] = key
+        ir_[c] = oid
+        c += 1
+        cnt[r] = c
+        if c == k:
+            for start in range(k // 2 - 1, -1, -1):
+                _sift(kr, ir_, 0, start, k)
+            tau[r] = kr[0]
+            tau_id[r] = ir_[0]
+        return
+    kr[0] = key
+    ir_[0] = oid
+    _sift(kr, ir_, 0, 0, k)
+    tau[r] = kr[0]
+    tau_id[r] = ir_[0]
 
 
 @njit(cache=True)
@@ -464,6 +475,66 @@ def _hamming(q, qi, x, j):
     return h
 
 
+@njit(cache=True)
+def _bin_bound(d, h, smax, smin):
+    v = np.float64(d - 2 * h)
+    return v * smax if v >= 0 else v * smin
+
+
+@njit(cache=True)
+def _h_limit(scaled, d, qm, smax, smin, tau, ident):
+    """Largest Hamming distance an item of this chunk may have and still be accepted (-1: none).
+
+    Hamming mode: tau = -h_k exactly, so h < h_k wins (h == h_k too when ids are not in scan
+    order). Scaled mode: key <= qm * (d - 2h) * (smax or smin), non-increasing in h, so a binary
+    search finds the last h whose bound reaches tau (>=: a superset; _accept decides exactly).
+    """
+    if tau == -np.inf:
+        return np.int64(d)
+    if not scaled:
+        t = np.int64(-tau)
+        return t - 1 if ident else t
+    if qm == 0.0:  # every key is 0
+        ok = 0.0 > tau or (0.0 == tau and not ident)
+        return np.int64(d) if ok else np.int64(-1)
+    if _bin_bound(d, 0, smax, smin) < tau:
+        return np.int64(-1)
+    lo = np.int64(0)  # bound(lo) >= tau
+    hi = np.int64(d) + 1  # bound(hi) < tau (virtual)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _bin_bound(d, mid, smax, smin) >= tau:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _raw_limit(tau, smax, smin, off):
+    """Smallest raw kernel score (ip + off) whose key ip * s (s in [smin, smax]) may reach tau.
+
+    Valid when smin >= 0 (then the bound max(ip*smax, ip*smin) is non-decreasing in ip);
+    otherwise no prefilter (returns the int64 minimum).
+    """
+    none = np.int64(-(2**62))
+    if tau == -np.inf or smin < 0:
+        return none
+    if tau > 0:
+        if smax <= 0:
+            return np.int64(2**62)
+        c = np.int64(np.floor(tau / smax)) - 1
+        while np.float64(c) * smax < tau:
+            c += 1
+        return c + off
+    if smin == 0:  # any ip <= 0 has bound 0 >= tau
+        return none
+    c = np.int64(np.ceil(tau / smin)) + 1  # <= 0 region: smallest ip with ip * smin >= tau
+    while np.float64(c - 1) * smin >= tau:
+        c -= 1
+    return c + off
+
+
 @njit(cache=True, nogil=True)
 def binary_task(t, q, x, n, k, scaled, d, scales, sstride, cmax, cmin, qmul, oid, ex_ptr, ex_idx, has_ex,
                 n_ranges, chunk, out_keys, out_ids):
@@ -479,7 +550,7 @@ def binary_task(t, q, x, n, k, scaled, d, scales, sstride, cmax, cmin, qmul, oid
     B = qmul.shape[0]
     nchunks = (n + chunk - 1) // chunk
     cpr = (nchunks + n_ranges - 1) // n_ranges
-    cap = 2 * k + 64
+    cap = k
     ident = oid.shape[0] == 0
     qt = t // n_ranges
     rr = t - qt * n_ranges
@@ -497,6 +568,7 @@ def binary_task(t, q, x, n, k, scaled, d, scales, sstride, cmax, cmin, qmul, oid
     if has_ex:
         _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
     hmin = np.empty(QG, np.int64)
+    W1 = q.shape[1] == 1
     for ch in range(ch0, ch1):
         c0 = ch * chunk
         c1 = min(c0 + chunk, n)
@@ -505,30 +577,26 @@ def binary_task(t, q, x, n, k, scaled, d, scales, sstride, cmax, cmin, qmul, oid
             for r8 in range(min(QG, q1 - g0)):
                 qi = g0 + r8
                 r = qi - q0
-                h = hmin[r8]
-                if scaled:
-                    v = np.float64(d - 2 * h)
-                    if v >= 0:
-                        ub = qmul[qi] * (v * cmax[ch])
-                    else:
-                        ub = qmul[qi] * (v * cmin[ch])
-                else:
-                    ub = np.float64(-h)
-                # in id order a tie with tau can never win; in scale order it might (lower id)
-                if not (ub > tau[r] or (ub == tau[r] and not ident)):
-                    continue
+                qm = qmul[qi]
+                hl = _h_limit(scaled, d, qm, cmax[ch], cmin[ch], tau[r], ident)
+                if hmin[r8] > hl:
+                    continue  # the whole chunk is out of reach: one compare for 1024 items
                 e_end = ex_ptr[qi + 1] if has_ex else 0
+                qw = q[qi, 0]
                 for j in range(c0, c1):
-                    hj = _hamming(q, qi, x, j)
+                    hj = _popcnt64(qw ^ x[j, 0]) if W1 else _hamming(q, qi, x, j)
+                    if hj > hl:
+                        continue
                     if scaled:
-                        key = qmul[qi] * (np.float64(d - 2 * hj) * scales[j * sstride])
+                        key = qm * (np.float64(d - 2 * hj) * scales[j * sstride])
                     else:
                         key = np.float64(-hj)
-                    o = j if ident else oid[j]
+                    o = j if ident else np.int64(oid[j])
                     if _accept(key, o, tau[r], tau_id[r]):
                         if has_ex and _is_excluded(ex_idx, expos, r, e_end, j):
                             continue
                         _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
+                        hl = _h_limit(scaled, d, qm, cmax[ch], cmin[ch], tau[r], ident)
     for r in range(nqq):
         _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
 
@@ -553,7 +621,7 @@ def scalar_task(t, qv, qoff, items, nibble, ngp, n, k, scales, sstride, cmax, cm
     B = qoff.shape[0]
     nchunks = (n + chunk - 1) // chunk
     cpr = (nchunks + n_ranges - 1) // n_ranges
-    cap = 2 * k + 64
+    cap = k
     ident = oid.shape[0] == 0
     qrow_bytes = qv.shape[1]  # qv is raw bytes
     qt = t // n_ranges
@@ -612,14 +680,19 @@ def scalar_task(t, qv, qoff, items, nibble, ngp, n, k, scales, sstride, cmax, cm
                 if not (ub > tau[r] or (ub == tau[r] and not ident)):
                     continue
                 e_end = ex_ptr[qi + 1] if has_ex else 0
+                rl = _raw_limit(tau[r], smax, smin, off)  # integer prefilter (scales >= 0)
                 for j in range(nvalid):
-                    key = np.float64(buf[r8, j] - off) * scales[(c0 + j) * sstride]
+                    raw = buf[r8, j]
+                    if raw < rl:
+                        continue
+                    key = np.float64(raw - off) * scales[(c0 + j) * sstride]
                     p = c0 + j
-                    o = p if ident else oid[p]
+                    o = p if ident else np.int64(oid[p])
                     if _accept(key, o, tau[r], tau_id[r]):
                         if has_ex and _is_excluded(ex_idx, expos, r, e_end, p):
                             continue
                         _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
+                        rl = _raw_limit(tau[r], smax, smin, off)
     for r in range(nqq):
         _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
 

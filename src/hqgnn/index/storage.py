@@ -56,15 +56,17 @@ def write_index_files(path: str | os.PathLike[str], meta: dict[str, Any], arrays
 
 
 def read_index_files(path: str | os.PathLike[str], mmap: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Inverse of :func:`write_index_files`. Directory arrays are memory-mapped read-only when
-    ``mmap``; .npz members cannot be mapped and are read into memory."""
+    """Inverse of :func:`write_index_files`. Directory arrays are memory-mapped when ``mmap`` --
+    copy-on-write ('c'): pages load lazily and are shared, the files are never written, and the
+    arrays stay writable so the search kernels need no separate read-only compilation. .npz
+    members cannot be mapped and are read into memory."""
     path = Path(path)
     if path.is_dir():
         meta = json.loads((path / "meta.json").read_text())
         _check_meta(meta, path)
         arrays = {}
         for f in sorted(path.glob("*.npy")):
-            arrays[f.stem] = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+            arrays[f.stem] = np.load(f, mmap_mode="c" if mmap else None, allow_pickle=False)
         return meta, arrays
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["__meta__"]))

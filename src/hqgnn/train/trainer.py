@@ -22,6 +22,7 @@ from ..graph import normalized_adjacency
 from ..io import atomic_path
 from ..models import QuantizedRecommender
 from ..models.hqgnn import bpr_from_tables
+from .cuda_graph import GraphedStep
 from .checkpoint import load_checkpoint, save_checkpoint
 from .sampler import BPRSampler
 
@@ -80,8 +81,10 @@ class Trainer:
             self.model.user_quantizer.init_scale(users)
             self.model.item_quantizer.init_scale(items)
         # the fused CUDA Adam is one kernel for all parameters: a visible share of a ~1 ms step
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, fused=fused)
+        cuda = self.device.type == "cuda"
+        self.use_graph = cuda and cfg.train.cuda_graph
+        self.graphed_step: GraphedStep | None = None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, fused=cuda, capturable=self.use_graph)
         if cfg.train.sampling not in ("edge", "user"):
             raise HqgnnError(f"train.sampling must be edge or user, got {cfg.train.sampling!r}")
         self.sampler = BPRSampler(data.train, data.n_users, data.n_items, self.device, self.generator,
@@ -170,15 +173,32 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         n_batches = self.sampler.n_batches(bs)
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress, mininterval=0.5)
+        done = 0
         for users, pos, neg in self.sampler.epoch(bs):
-            loss, _ = self.model.bpr_loss(self.adj, users, pos, neg, reg)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach()
+            if self.use_graph and len(users) < bs and done:
+                break  # graph replays need full batches; the few leftover triples are resampled next epoch
+            if self.use_graph and self.graphed_step is None:
+                self._capture((users, pos, neg))
+            if self.graphed_step is not None:
+                total += self.graphed_step(users, pos, neg)
+            else:
+                loss, _ = self.model.bpr_loss(self.adj, users, pos, neg, reg)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total += loss.detach()
+            done += 1
             bar.update(1)
         bar.close()
-        return float(total) / n_batches
+        return float(total) / max(1, done)
+
+    def _capture(self, example: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+        try:
+            self.graphed_step = GraphedStep(self.model, self.optimizer, self.adj, self.cfg.train.reg, example)
+        except Exception as exc:  # an op that cannot be captured: train eagerly instead
+            log.warning("CUDA graph capture failed (%s); training without graphs", str(exc).splitlines()[0])
+            self.use_graph = False
+            self.graphed_step = None
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, run_dir: str | Path, resume: bool = False) -> TrainResult:

@@ -1,0 +1,60 @@
+"""Exact top-k retrieval straight from packed quantized codes (1-bit Hamming, b-bit integer dot), CPU and CUDA.
+
+Public API::
+
+    index = build_code_index(item_codes, item_scale, bits, device="cpu")   # Binary/ScalarCodeIndex
+    scores, ids = index.search(query_codes, k, query_scales=None, exclude=(indptr, indices),
+                               mode="scaled")                              # or "hamming" (1 bit)
+    scores, ids = index.search_rerank(query_codes, query_float, item_float, k, candidates=100)
+    index.save(path); index = CodeIndex.load(path, mmap=True)
+
+Results are exact: identical to :func:`reference_search` (float64 brute force), sorted by score
+descending with ties broken by lower item id; numpy arrays on CPU, torch tensors on CUDA.
+"""
+
+from __future__ import annotations
+
+from .base import BACKENDS, CodeIndex
+from .binary import BinaryCodeIndex
+from .reference import reference_scores, reference_search
+from .rerank import search_rerank
+from .scalar import ScalarCodeIndex
+
+__all__ = [
+    "BACKENDS",
+    "BinaryCodeIndex",
+    "CodeIndex",
+    "ScalarCodeIndex",
+    "build_code_index",
+    "load_code_index",
+    "reference_scores",
+    "reference_search",
+    "run_retrieval_bench",
+    "search_rerank",
+]
+
+
+def build_code_index(item_codes: object, item_scale: object = None, bits: int = 1, device: object = "cpu",
+                     backend: str = "auto") -> CodeIndex:
+    """The index for ``bits``-bit item codes: :class:`BinaryCodeIndex` for 1 bit ({-1,+1} codes),
+    :class:`ScalarCodeIndex` for 2..8 bits. ``item_scale``: None, a scalar, or one float per item.
+    ``backend``: "auto" (numba on CPU; Triton, else torch, on CUDA), "numba", "torch", "triton"."""
+    bits = int(bits)
+    if bits == 1:
+        return BinaryCodeIndex(item_codes, item_scale, device=device, backend=backend)
+    if 2 <= bits <= 8:
+        return ScalarCodeIndex(item_codes, item_scale, bits=bits, device=device, backend=backend)
+    raise ValueError(f"bits must be in 1..8, got {bits}")
+
+
+def load_code_index(path, mmap: bool = True, device: object = "cpu", backend: str = "auto") -> CodeIndex:
+    """Open an index written by ``CodeIndex.save`` (memory-mapped when ``mmap``)."""
+    return CodeIndex.load(path, mmap=mmap, device=device, backend=backend)
+
+
+def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, device: str = "cpu", seed: int = 0,
+                        threads: int | None = None) -> dict:
+    """See :func:`hqgnn.index.bench.run_retrieval_bench` (imported lazily: it pulls in torch/faiss)."""
+    from .bench import run_retrieval_bench as _run
+
+    return _run(items, dim, bits, queries, k, device=device, seed=seed, threads=threads)
