@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,6 +13,7 @@ import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from .config import RunConfig, load_config
@@ -25,6 +27,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 err = Console(stderr=True)
 out = Console()
+_argv: list[str] = []  # the arguments main() was called with (hqgnn train --nproc re-launches them)
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -65,9 +68,18 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config field: section.field=value (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final metrics.")] = False,
+    nproc: Annotated[Optional[int], typer.Option(help="Data-parallel on N processes of this node (re-runs under torchrun).")] = None,
 ) -> None:
     """Train a LightGCN (optionally quantized with HQ-GNN) and evaluate it on the test split."""
-    _setup_logging(quiet)
+    if nproc is not None:
+        from .launch import relaunch
+
+        code = relaunch(nproc, _argv or sys.argv[1:])
+        if code:
+            sys.exit(code)  # torchrun's exit status (its failure summary names the failed rank)
+        return
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 logs and prints
+    _setup_logging(quiet or rank != 0)
     cfg = load_config(config)
     if resume and config is None and (out / "config.toml").exists():
         cfg = load_config(out / "config.toml")
@@ -91,6 +103,8 @@ def train(
     from .train.pipeline import run_training
 
     metrics = run_training(cfg, out, resume=resume, progress=not quiet and sys.stderr.isatty())
+    if rank != 0:
+        return
     _print_metrics(metrics["test"], title=f"test metrics ({out})")
     out_line = {k: metrics[k] for k in ("best_epoch", "train_seconds")}
     err.print(f"best epoch {out_line['best_epoch']}, {out_line['train_seconds']:.1f}s; wrote {out}")
@@ -276,10 +290,12 @@ def serve(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one 'error:' line and exit code 1 (2 for usage errors)."""
+    global _argv
+    _argv = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, standalone_mode=False, prog_name="hqgnn")
     except HqgnnError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except click.exceptions.ClickException as exc:
         exc.show()

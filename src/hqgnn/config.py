@@ -79,6 +79,8 @@ class TrainConfig:
     init_from: str = ""  # warm start from a run directory (full-precision run for quantized training)
     eval_batch_size: int = 0  # users per evaluation batch (0 = automatic)
     cuda_graph: bool = True  # on CUDA, replay each full-size step as a CUDA graph (the last partial batch is dropped)
+    dist_backend: str = "auto"  # under torchrun: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    dist_timeout_s: float = 300.0  # a collective waiting longer than this (dead or hung peer) fails the job
 
 
 @dataclass

@@ -80,8 +80,11 @@ class RankingEvaluator:
         ks: Iterable[int] = (20, 50),
         device: str | torch.device = "cpu",
         batch_size: int = 0,
+        distributed: bool = False,
     ) -> None:
         self.device = torch.device(device)
+        # under torch.distributed: each rank ranks a contiguous block of users, metric sums are all-reduced
+        self.distributed = distributed
         self.ks = sorted(set(int(k) for k in ks))
         self.n_users, self.n_items = truth.shape
         n_rel = np.diff(truth.indptr)
@@ -115,8 +118,13 @@ class RankingEvaluator:
             topk = self.masked_topk(scorer)
         kmax = max(self.ks)
         sums = {f"{name}@{k}": torch.zeros((), dtype=torch.float64, device=self.device) for name in METRICS for k in self.ks}
-        for start in range(0, len(self.users), self.batch_size):
-            users = self.users[start : start + self.batch_size]
+        mine = self.users
+        if self.distributed:
+            from ..train.distributed import shard
+
+            mine = shard(self.users)
+        for start in range(0, len(mine), self.batch_size):
+            users = mine[start : start + self.batch_size]
             ids = topk(users, kmax)
             keys = users.reshape(-1, 1) * self.n_items + ids.clamp(min=0)
             found = torch.searchsorted(self.truth_keys, keys).clamp(max=len(self.truth_keys) - 1)
@@ -126,4 +134,11 @@ class RankingEvaluator:
                 for k in self.ks:
                     sums[f"{name}@{k}"] += fn(hits, n_rel, k).sum()
         n = max(1, len(self.users))
+        if self.distributed:
+            from ..train.distributed import all_reduce_sum
+
+            keys = list(sums)
+            total = all_reduce_sum(torch.stack([*sums.values(), torch.tensor(float(len(mine)), dtype=torch.float64,
+                                                                               device=self.device)]))
+            sums, n = dict(zip(keys, total[:-1])), max(1, int(round(float(total[-1]))))
         return {key: float(v) / n for key, v in sums.items()}

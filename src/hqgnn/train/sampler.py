@@ -50,14 +50,16 @@ class BPRSampler:
         found = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
         return self.keys[found] == keys
 
-    def negatives(self, users: torch.Tensor) -> torch.Tensor:
-        neg = torch.randint(self.n_items, users.shape, device=self.device, generator=self.generator)
+    def negatives(self, users: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniform negatives for ``users``, from ``generator`` (default: the sampler's own stream)."""
+        gen = self.generator if generator is None else generator
+        neg = torch.randint(self.n_items, users.shape, device=self.device, generator=gen)
         for _ in range(self.max_rounds):
             bad = self.is_positive(users, neg)
             n_bad = int(bad.sum())
             if n_bad == 0:
                 break
-            neg[bad] = torch.randint(self.n_items, (n_bad,), device=self.device, generator=self.generator)
+            neg[bad] = torch.randint(self.n_items, (n_bad,), device=self.device, generator=gen)
         return neg
 
     def epoch(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -22,6 +21,7 @@ from ..graph import normalized_adjacency
 from ..io import atomic_path
 from ..models import QuantizedRecommender
 from ..models.hqgnn import bpr_from_tables
+from . import distributed
 from .cuda_graph import GraphedStep
 from .checkpoint import load_checkpoint, save_checkpoint
 from .sampler import BPRSampler
@@ -64,8 +64,8 @@ class Trainer:
         on_epoch_end: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg, self.data = cfg, data
-        self.device = resolve_device(cfg.train.device)
-        self.progress = progress
+        self.device = distributed.local_device(resolve_device(cfg.train.device))
+        self.progress = progress and distributed.is_main()
         self.on_epoch_end = on_epoch_end
         torch.manual_seed(cfg.train.seed)
         self.generator = torch.Generator(device=self.device)
@@ -82,20 +82,26 @@ class Trainer:
             self.model.item_quantizer.init_scale(items)
         # the fused CUDA Adam is one kernel for all parameters: a visible share of a ~1 ms step
         cuda = self.device.type == "cuda"
-        self.use_graph = cuda and cfg.train.cuda_graph
+        # distributed: DDP's all-reduce is not captured into the graph, so eager steps only
+        self.use_graph = cuda and cfg.train.cuda_graph and not distributed.is_active()
         self.graphed_step: GraphedStep | None = None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, fused=cuda, capturable=self.use_graph)
         if cfg.train.sampling not in ("edge", "user"):
             raise HqgnnError(f"train.sampling must be edge or user, got {cfg.train.sampling!r}")
         self.sampler = BPRSampler(data.train, data.n_users, data.n_items, self.device, self.generator,
                                   mode=cfg.train.sampling)
+        # under torchrun: each rank takes its slice of every global batch, DDP averages the gradients
+        self.ddp = distributed.wrap_model(self.model, self.adj, self.device) if distributed.is_active() else None
+        dist_eval = distributed.is_active()
         ks = cfg.eval.ks
         eb = cfg.train.eval_batch_size
         train_m = data.matrix(data.train)
         self.val_eval = (
-            RankingEvaluator(data.matrix(data.val), train_m, ks, self.device, eb) if len(data.val) else None
+            RankingEvaluator(data.matrix(data.val), train_m, ks, self.device, eb, distributed=dist_eval)
+            if len(data.val) else None
         )
-        self.test_eval = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), ks, self.device, eb)
+        self.test_eval = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), ks, self.device, eb,
+                                          distributed=dist_eval)
 
     # -- pieces -------------------------------------------------------------------------------
     def _warm_start(self, run_dir: Path) -> None:
@@ -134,7 +140,9 @@ class Trainer:
         """GSTE delta from the Hutchinson Hessian trace of the BPR loss w.r.t. the quantized embeddings.
 
         Averaged over ``delta_batches`` mini-batches; trace, n and std(g) are taken over the rows the
-        batch touches (its unique users and items), not the whole table.
+        batch touches (its unique users and items), not the whole table. Each mini-batch draws from its
+        own generator, seeded from the shared stream, so under torchrun the batches are dealt out to the
+        ranks and the all-reduced mean is the same delta a single process gets, on every rank.
         """
         from ..quant import estimate_delta
 
@@ -142,11 +150,14 @@ class Trainer:
         with torch.no_grad():
             user_f, item_f = self.model.final(self.adj)
         results = []
-        for _ in range(max(1, qc.delta_batches)):
-            idx = torch.randint(len(self.sampler), (self.cfg.train.batch_size,), device=self.device,
-                                generator=self.generator)
+        n_est = max(1, qc.delta_batches)
+        seeds = torch.randint(2**62, (n_est,), device=self.device, generator=self.generator).tolist()
+        for b in distributed.round_robin(n_est):
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(seeds[b])
+            idx = torch.randint(len(self.sampler), (self.cfg.train.batch_size,), device=self.device, generator=gen)
             u, p = self.sampler.users[idx], self.sampler.items[idx]
-            n = self.sampler.negatives(u)
+            n = self.sampler.negatives(u, generator=gen)
             uu, u_inv = torch.unique(u, return_inverse=True)
             ii, i_inv = torch.unique(torch.cat([p, n]), return_inverse=True)
             p_inv, n_inv = i_inv[: len(p)], i_inv[len(p) :]
@@ -156,13 +167,15 @@ class Trainer:
             def loss_fn(q: list[torch.Tensor]) -> torch.Tensor:
                 return bpr_from_tables(q[0], q[1], u_inv, p_inv, n_inv)
 
-            results.append(estimate_delta(loss_fn, [qu, qi], tol=qc.hutchinson_tol, max_probes=qc.hutchinson_max_probes,
-                                          generator=self.generator))
-        mean = lambda key, rs=results: float(np.mean([r[key] for r in rs]))  # noqa: E731
-        out = {"delta": mean("delta"), "trace": mean("trace"), "grad_std": mean("grad_std"), "probes": mean("probes")}
-        if qc.separate_delta:
-            out["delta_user"] = float(np.mean([r["parts"][0]["delta"] for r in results]))
-            out["delta_item"] = float(np.mean([r["parts"][1]["delta"] for r in results]))
+            r = estimate_delta(loss_fn, [qu, qi], tol=qc.hutchinson_tol, max_probes=qc.hutchinson_max_probes,
+                               generator=gen)
+            r.update(delta_user=r["parts"][0]["delta"], delta_item=r["parts"][1]["delta"])
+            results.append(r)
+        keys = ["delta", "trace", "grad_std", "probes"] + (["delta_user", "delta_item"] if qc.separate_delta else [])
+        rows = torch.tensor([[r[k] for k in keys] + [1.0] for r in results], dtype=torch.float64)
+        # sum (and count) this rank's estimates, then over ranks: the mean over all delta_batches
+        sums = distributed.all_reduce_sum(rows.reshape(-1, len(keys) + 1).sum(0).to(self.device)).cpu().tolist()
+        out = {k: sums[i] / sums[-1] for i, k in enumerate(keys)}
         self.model.user_quantizer.set_delta(out.get("delta_user", out["delta"]))
         self.model.item_quantizer.set_delta(out.get("delta_item", out["delta"]))
         return out
@@ -182,7 +195,10 @@ class Trainer:
             if self.graphed_step is not None:
                 total += self.graphed_step(users, pos, neg)
             else:
-                loss, _ = self.model.bpr_loss(self.adj, users, pos, neg, reg)
+                if self.ddp is not None:  # this rank's scaled share of the global batch loss
+                    loss = self.ddp(users, pos, neg, reg)
+                else:
+                    loss, _ = self.model.bpr_loss(self.adj, users, pos, neg, reg)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -190,7 +206,8 @@ class Trainer:
             done += 1
             bar.update(1)
         bar.close()
-        return float(total) / max(1, done)
+        # ranks hold shares of each batch loss: their sum over ranks / W is the global batch loss
+        return float(distributed.all_reduce_sum(total)) / distributed.world_size() / max(1, done)
 
     def _capture(self, example: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
         try:
@@ -203,7 +220,9 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, run_dir: str | Path, resume: bool = False) -> TrainResult:
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        main = distributed.is_main()  # only rank 0 writes; every rank reads the checkpoint on resume
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
         tc, qc = self.cfg.train, self.cfg.quant
         state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "best_val": {},
                                  "bad_evals": 0, "train_seconds": 0.0, "history": [], "stopped": False}
@@ -218,6 +237,7 @@ class Trainer:
         for epoch in range(state["epoch"], tc.epochs):
             if state["stopped"]:
                 break
+            distributed.fault_injection(epoch + 1)
             entry: dict[str, Any] = {"epoch": epoch + 1}
             if auto_delta and epoch % max(1, qc.delta_every) == 0:
                 est = self.estimate_delta()
@@ -230,6 +250,8 @@ class Trainer:
                 torch.cuda.synchronize()
             entry["epoch_seconds"] = time.perf_counter() - t0
             over_budget = tc.max_seconds > 0 and time.perf_counter() - t_start >= tc.max_seconds
+            if tc.max_seconds > 0:
+                over_budget = distributed.any_rank(over_budget)  # clocks differ: stop together
             last = epoch + 1 == tc.epochs or over_budget
             state["stopped"] = state["stopped"] or over_budget
             if (epoch + 1) % max(1, tc.eval_every) == 0 or last:
@@ -238,7 +260,8 @@ class Trainer:
                 score = val.get(tc.select_metric, -entry["loss"])
                 if score > state["best_score"]:
                     state.update(best_score=score, best_epoch=epoch + 1, best_val=val, bad_evals=0)
-                    self._save_weights(run_dir / BEST)
+                    if main:
+                        self._save_weights(run_dir / BEST)
                 else:
                     state["bad_evals"] += 1
                 log.info("epoch %d: loss %.4f  val %s %.4f  (best %.4f @ %d, %.2fs/epoch)", epoch + 1, entry["loss"],
@@ -250,7 +273,7 @@ class Trainer:
             state["history"].append(entry)
             state["epoch"] = epoch + 1
             state["train_seconds"] = time.perf_counter() - t_start
-            if "val_" + tc.select_metric in entry or state["stopped"] or last:
+            if main and ("val_" + tc.select_metric in entry or state["stopped"] or last):
                 save_checkpoint(ckpt, self.model, self.optimizer, self.generator, state)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch + 1)
@@ -258,8 +281,9 @@ class Trainer:
                 log.info("stopping: training budget of %.0fs reached", tc.max_seconds)
                 break
         train_seconds = time.perf_counter() - t_start
-        if (run_dir / BEST).exists():
+        if main and (run_dir / BEST).exists():
             self.model.load_state_dict(load_file(str(run_dir / BEST)))
+        distributed.broadcast_module(self.model)  # rank 0's best weights to every rank (no shared disk needed)
         test = self.evaluate("test")
         return TrainResult(best_epoch=state["best_epoch"], epochs_run=state["epoch"], train_seconds=train_seconds,
                            val=state["best_val"], test=test, history=state["history"], memory=self.model.memory_report())

@@ -1,0 +1,281 @@
+"""Data-parallel training over torch.distributed: process group setup, rank helpers, sharding, all-reduces.
+
+Every rank holds the whole graph, both embedding tables and the Adam state; the *work* is split:
+
+* each global BPR batch (``train.batch_size`` triples, generated identically on every rank from the
+  shared seed) is cut into contiguous per-rank slices; each rank's loss is scaled so that the gradient
+  DistributedDataParallel averages equals the gradient of the mean over the whole global batch, also
+  when the last batch does not split evenly;
+* the GSTE delta mini-batches are dealt round-robin and their estimates summed with an all-reduce;
+* evaluation users are cut into contiguous per-rank blocks and the metric sums all-reduced.
+
+So a W-rank run follows the same trajectory as a 1-process run with the same global batch and seed
+(up to float summation order). Only rank 0 writes the run directory.
+
+Launch with ``torchrun --nproc-per-node N -m hqgnn train ...`` (or ``hqgnn train --nproc N``); the
+process group is set up from the ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` variables torchrun sets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import re
+import sys
+import time
+from datetime import timedelta
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..config import TrainConfig
+from ..errors import HqgnnError
+
+# Fault injection for tests: rank $HQGNN_TEST_KILL_RANK dies (os._exit(1)) at the start of epoch
+# $HQGNN_TEST_KILL_EPOCH; with HQGNN_TEST_KILL_MODE=hang it stalls instead (to exercise the timeout).
+KILL_RANK, KILL_EPOCH, KILL_MODE = "HQGNN_TEST_KILL_RANK", "HQGNN_TEST_KILL_EPOCH", "HQGNN_TEST_KILL_MODE"
+
+
+class DistributedError(HqgnnError):
+    """A collective failed: a peer rank died, hung past ``train.dist_timeout_s``, or the group broke."""
+
+
+# -- where am I ----------------------------------------------------------------------------------
+def launched() -> bool:
+    """True when started by torchrun (or anything else that sets RANK and WORLD_SIZE)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def env_rank() -> int:
+    """This process's global rank from the environment (0 when not launched distributed); usable before init."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or not distributed): the one process that writes files and logs."""
+    return rank() == 0
+
+
+def _where() -> str:
+    if is_active():
+        return f"rank {rank()} of {world_size()}"
+    return f"rank {env_rank()} of {os.environ.get('WORLD_SIZE', '1')}"
+
+
+# -- process group -------------------------------------------------------------------------------
+def choose_backend(name: str, device_name: str) -> str:
+    """auto: nccl when training on CUDA, else gloo."""
+    if name not in ("auto", "nccl", "gloo"):
+        raise HqgnnError(f"train.dist_backend must be auto, nccl or gloo, got {name!r}")
+    if name != "auto":
+        return name
+    from .trainer import resolve_device
+
+    return "nccl" if resolve_device(device_name).type == "cuda" else "gloo"
+
+
+def local_device(device: torch.device) -> torch.device:
+    """On CUDA under a process group each rank trains on its own GPU: cuda:LOCAL_RANK."""
+    if is_active() and device.type == "cuda":
+        lr = local_rank()
+        if lr >= torch.cuda.device_count():
+            raise HqgnnError(f"{_where()}: LOCAL_RANK {lr} but only {torch.cuda.device_count()} CUDA devices visible")
+        torch.cuda.set_device(lr)
+        return torch.device("cuda", lr)
+    return device
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def process_group(tc: TrainConfig) -> Iterator[None]:
+    """Join the process group torchrun describes (no-op when not launched, or already joined).
+
+    Collectives time out after ``tc.dist_timeout_s``; a failed collective (peer dead, hung or
+    unreachable) is re-raised as one clear :class:`DistributedError` naming this rank. The group is
+    destroyed on success; after a failure the process is expected to exit (torchrun then stops the others).
+    """
+    if not launched() or is_active():
+        yield
+        return
+    backend = choose_backend(tc.dist_backend, tc.device)
+    if not tc.dist_timeout_s > 0:
+        raise HqgnnError(f"train.dist_timeout_s must be > 0, got {tc.dist_timeout_s}")
+    timeout = timedelta(seconds=tc.dist_timeout_s)
+    if backend == "nccl":
+        # a timed-out or failed NCCL collective aborts the communicator and ends the process instead of hanging
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        if local_rank() < torch.cuda.device_count():
+            torch.cuda.set_device(local_rank())
+    try:
+        dist.init_process_group(backend, timeout=timeout)
+    except Exception as exc:
+        raise DistributedError(f"{_where()}: could not join the {backend} process group: {_first_line(exc)}") from exc
+    try:
+        yield
+    except HqgnnError:
+        raise
+    except Exception as exc:
+        if is_collective_failure(exc):
+            raise DistributedError(describe_failure(exc, tc.dist_timeout_s)) from exc
+        raise
+    dist.destroy_process_group()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # drop the C++ source location gloo / c10d put in front: "[.../unbound_buffer.cc:78] Timed out ..."
+    return re.sub(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", lines[0]) if lines else type(exc).__name__
+
+
+_MARKERS = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "gloo", "nccl",
+            "socket", "peer", "process group", "processgroup", "c10d", "watchdog")
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    if isinstance(exc, dist.DistError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _MARKERS)
+
+
+def describe_failure(exc: BaseException, timeout_s: float) -> str:
+    text = str(exc).lower()
+    if "timed out" in text or "timeout" in text:
+        what = f"a collective timed out after {timeout_s:g}s (a peer rank hung or died)"
+    else:
+        what = "a collective failed (a peer rank died or the connection broke)"
+    return f"{_where()}: distributed training aborted: {what}: {_first_line(exc)}"
+
+
+# -- sharding ------------------------------------------------------------------------------------
+def shard_bounds(n: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
+    """[lo, hi) of rank r's contiguous share of n items; shares differ by at most one, in rank order."""
+    r = rank() if r is None else r
+    w = world_size() if w is None else w
+    return n * r // w, n * (r + 1) // w
+
+
+def shard(t: torch.Tensor) -> torch.Tensor:
+    """This rank's contiguous slice of t along dim 0 (all of t when not distributed)."""
+    lo, hi = shard_bounds(len(t))
+    return t[lo:hi]
+
+
+def round_robin(n: int) -> range:
+    """This rank's items of 0..n-1 when they are dealt out one at a time."""
+    return range(rank(), n, world_size())
+
+
+# -- collectives -----------------------------------------------------------------------------------
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of t over ranks (t itself when not distributed), on t's device."""
+    if not is_active():
+        return t
+    buf = t.detach().to(_comm_device()).contiguous().clone()
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return buf.to(t.device)
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when flag is true on any (for decisions that must agree, e.g. a time budget)."""
+    if not is_active():
+        return flag
+    buf = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
+    dist.all_reduce(buf, op=dist.ReduceOp.MAX)
+    return bool(buf.item() > 0)
+
+
+@torch.no_grad()
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Copy rank src's parameters and buffers into every rank's module, in place."""
+    if not is_active():
+        return
+    dev = _comm_device()
+    for t in module.state_dict().values():
+        if not torch.is_tensor(t):
+            continue
+        buf = t.to(dev).contiguous().clone() if t.device != dev else t.contiguous().clone()
+        dist.broadcast(buf, src)
+        t.copy_(buf.to(t.device))
+
+
+# -- the data-parallel step --------------------------------------------------------------------------
+class ShardedBPRLoss(nn.Module):
+    """forward(global batch) -> this rank's share of the global mean BPR (+ L2) loss, scaled for DDP.
+
+    Rank r takes the r-th contiguous slice (n_r of the N triples) and returns mean_r * n_r * W / N.
+    DDP averages gradients over W ranks, so the result is the gradient of the mean over all N triples,
+    also when N does not split evenly (the last batch of an epoch). A rank whose slice is empty (N < W)
+    returns 0 * (loss of the whole batch), keeping every parameter in the graph for DDP.
+    Summing the returned values over ranks and dividing by W gives the global batch loss.
+    """
+
+    def __init__(self, model: nn.Module, adj: torch.Tensor | None) -> None:
+        super().__init__()
+        self.model = model
+        self.adj = adj  # a plain attribute: replicated, never synchronised
+
+    def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float) -> torch.Tensor:
+        n, w = len(users), world_size()
+        lo, hi = shard_bounds(n)
+        if hi > lo:
+            loss, _ = self.model.bpr_loss(self.adj, users[lo:hi], pos[lo:hi], neg[lo:hi], reg)
+            return loss * ((hi - lo) * w / n)
+        loss, _ = self.model.bpr_loss(self.adj, users, pos, neg, reg)
+        return loss * 0.0
+
+
+def wrap_model(model: nn.Module, adj: torch.Tensor | None, device: torch.device) -> nn.Module:
+    """DDP around :class:`ShardedBPRLoss`: gradients of the embedding table (and learnable scales)
+    are all-reduced in buckets during backward. DDP broadcasts rank 0's weights once here."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    # buffers (the GSTE delta) are set identically on every rank: no per-step broadcast needed
+    # (newer torch renamed broadcast_buffers to forward_sync_buffers and warns on the old name)
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    # gradients as views into the all-reduce buckets: no second table-sized gradient copy per rank
+    return DistributedDataParallel(ShardedBPRLoss(model, adj), device_ids=ids, gradient_as_bucket_view=True,
+                                   **no_sync)
+
+
+# -- test hook -------------------------------------------------------------------------------------
+def fault_injection(epoch: int) -> None:
+    """If $HQGNN_TEST_KILL_RANK names this rank and $HQGNN_TEST_KILL_EPOCH this epoch: die (or hang)."""
+    target = os.environ.get(KILL_RANK)
+    if target is None or not is_active() or int(os.environ.get(KILL_EPOCH, "1")) != epoch:
+        return
+    dist.barrier()  # all ranks: rank 0 has written the previous epoch's checkpoint before the victim goes
+    if int(target) != rank():
+        return
+    mode = os.environ.get(KILL_MODE, "exit")
+    print(f"hqgnn: test fault injection: rank {rank()} {'hangs' if mode == 'hang' else 'exits'} at epoch {epoch}",
+          file=sys.stderr, flush=True)
+    if mode == "hang":
+        while True:
+            time.sleep(3600)
+    os._exit(1)
