@@ -88,7 +88,9 @@ class CodeIndex:
     def _make_torch_engine(self):
         from .kernels_gpu import TorchCodeSearcher
 
-        return TorchCodeSearcher(self.codes(), self._scale, self.bits, self.device,
+        s = self._scale
+        original = ItemScale(self._unpermute(s.values), 1, True, True) if s.per_row else s
+        return TorchCodeSearcher(self.codes(), original, self.bits, self.device,
                                  use_triton=self.backend == "triton")
 
     @property
@@ -96,13 +98,15 @@ class CodeIndex:
         """Per-row scales (float32 (n,)), the per-tensor scale (float), or None."""
         if not self._scale.given:
             return None
-        return self._scale.values if self._scale.per_row else float(self._scale.values[0])
+        return self._unpermute(self._scale.values) if self._scale.per_row else float(self._scale.values[0])
 
     @property
     def bytes_per_item(self) -> float:
         """Bytes held per item by this index's search copy: packed codes (incl. the kernels'
         padding of d and n) + 4 for a per-row float32 scale + 4 for the int32 storage order the
-        CPU copy keeps when it sorts items by scale."""
+        CPU copy keeps when it sorts items by scale. A CUDA index searches int8 codes (d padded to
+        a multiple of 32, one byte per dim at every bit width) + scales on the GPU and reports
+        those; its packed host copy (what ``save`` writes) is not counted."""
         scale = 4 if self._scale.per_row else 0
         if self._torch_engine is not None:
             return self._torch_engine.code_bytes / max(self.n, 1) + scale
@@ -243,7 +247,7 @@ class CodeIndex:
 
         arrays = dict(self._packed_arrays())
         if self._scale.per_row:
-            arrays["scales"] = self._scale.values  # original item order
+            arrays["scales"] = self._scale.values  # storage order, like the codes
         if self._order is not None:
             arrays["order"] = self._order
         write_index_files(path, self._meta(), arrays)

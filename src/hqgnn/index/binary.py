@@ -41,16 +41,17 @@ class BinaryCodeIndex(CodeIndex):
         scale = normalize_item_scale(item_scale, codes.shape[0])
         order = self._scale_order(np.abs(scale.values)) if scale.per_row else None
         words = pack_sign_bits(codes if order is None else codes[order])
-        self._init(words, codes.shape[1], item_scale, order, device, backend)
+        self._init(words, codes.shape[1], _stored(scale, order), order, device, backend)
 
-    def _init(self, words: np.ndarray, dim: int, item_scale: object, order: np.ndarray | None, device: object,
+    def _init(self, words: np.ndarray, dim: int, stored_scale: object, order: np.ndarray | None, device: object,
               backend: str) -> None:
+        """words / stored_scale are in storage order (``order[p]`` = original id of row p)."""
         self.n = int(words.shape[0])
         self.dim = int(dim)
         if words.ndim != 2 or words.shape[1] != words_for_dim(dim):
             raise ValueError(f"packed words have shape {words.shape}, dim {dim} needs {words_for_dim(dim)} columns")
         self._words = words  # storage order (sorted by |scale| when scales are per row)
-        self._scale = normalize_item_scale(item_scale, self.n)  # original order
+        self._scale = normalize_item_scale(stored_scale, self.n)  # storage order
         self._order = None if order is None else np.asarray(order)
         if self._order is not None and self._order.shape != (self.n,):
             raise ValueError("order must have one entry per item")
@@ -74,7 +75,7 @@ class BinaryCodeIndex(CodeIndex):
         scale = normalize_item_scale(item_scale, words.shape[0])
         order = cls._scale_order(np.abs(scale.values)) if scale.per_row else None
         self = cls.__new__(cls)
-        self._init(words if order is None else words[order], dim, item_scale, order, device, backend)
+        self._init(words if order is None else words[order], dim, _stored(scale, order), order, device, backend)
         return self
 
     @property
@@ -114,10 +115,11 @@ class BinaryCodeIndex(CodeIndex):
             s = self._scale
             words = self._words
             if s.stride == 1:
-                stored = s.values if self._order is None else s.values[self._order]
-                if np.any(stored < 0):
-                    words = np.where((stored < 0)[:, None], words ^ self._dim_mask()[None, :], words)
-                absval = np.abs(stored).astype(np.float32)
+                neg = s.values < 0
+                absval = s.values
+                if np.any(neg):  # copies only when there are negative scales (rare)
+                    words = np.where(neg[:, None], words ^ self._dim_mask()[None, :], words)
+                    absval = np.abs(s.values).astype(np.float32)
                 nch = -(-self.n // self._chunk)
                 pad = np.full(nch * self._chunk, np.nan, np.float32)
                 pad[: self.n] = absval
@@ -167,3 +169,12 @@ class BinaryCodeIndex(CodeIndex):
         scores = (self.dim + 2.0 * keys).astype(np.float32)  # key = -hamming -> d - 2h
         scores[ids < 0] = -np.inf
         return scores, ids
+
+
+def _stored(scale, order: np.ndarray | None) -> object:
+    """The user's scale argument re-expressed in storage order (per-row values permuted)."""
+    if not scale.given:
+        return None
+    if not scale.per_row:
+        return float(scale.values[0])
+    return scale.values if order is None else np.ascontiguousarray(scale.values[order])

@@ -1,17 +1,20 @@
 """Multi-threaded CPU top-k kernels (numba, plus AVX2 micro-kernels written in LLVM IR) over packed codes.
 
 Design (why it is fast):
-* Work is split into tasks of up to 64 queries x a contiguous item range; a task streams its items
-  in small chunks that stay in L1 while 8-query register groups sweep them, so memory traffic is
-  (#queries / 64) x the code bytes instead of #queries x the code bytes.
-* Selection never sorts all scores. Each query keeps a running k-th best key ``tau`` and a small
-  candidate buffer. Per (8-query group, chunk) a cheap vectorized bound is computed (min Hamming
-  distance; min/max integer score combined with the chunk's scale range); only when the bound
-  can beat ``tau`` is the chunk re-scanned exactly for that query. For k << n almost every chunk
-  is rejected by one compare.
+* Work is split into tasks of up to 64 queries x a contiguous item range, run by a thread pool on
+  nogil numba functions. A task streams its items in small chunks that stay in L1 while 8-query
+  register groups sweep them, so memory traffic is (#queries / 64) x the code bytes.
+* Selection never sorts all scores. Each query keeps a bounded heap of its k best (root = the
+  exact current k-th best key ``tau``). Per (8-query group, chunk) a cheap vectorized bound is
+  computed (min Hamming distance; min/max integer score combined with the chunk's scale range);
+  only when it can reach ``tau`` is the chunk re-scanned for that query, and the re-scan first
+  compares integers (a Hamming-distance / raw-score limit derived from ``tau``). With k << n
+  almost every chunk is rejected by one compare.
+* With per-row scales the index stores items sorted by scale (descending), so every chunk spans
+  a narrow scale range and the bound is tight; ``oid`` maps storage rows back to item ids.
 * Exactness: ranking keys are float64 values that are exact (integer inner product times a float32
-  scale needs <= 45 significant bits), items are visited in increasing id per query, and a new item
-  enters only with key > tau, so ties go to the lower id. The final buffer is stably sorted.
+  scale needs <= 45 significant bits), and every comparison is on (key, original id), so ties go
+  to the lower id whatever the scan order. The final heap is sorted by (key desc, id asc).
 * b-bit inner products use ``vpmaddubsw`` (b <= 4, nibble codes; exact: no int16 saturation for
   |q| <= 8, nibble <= 15) and ``vpmaddwd`` (b <= 8) emitted from LLVM IR, because numba's
   auto-vectorizer does not produce them (measured ~15x slower). A portable numba fallback reads the
@@ -46,9 +49,8 @@ QT = 64  # queries per task: a chunk of items is reused by this many queries whi
 QG = 8  # queries per register group inside the micro-kernels
 
 
-def _host_has_avx2() -> bool:
-    if os.environ.get("HQGNN_DISABLE_SIMD", "").strip() not in ("", "0"):
-        return False
+def _target_has_avx2() -> bool:
+    """Does numba compile for a CPU with AVX2? (numba keys its cache on the same CPU features.)"""
     try:
         import llvmlite.binding as llvm
         from numba.core import config
@@ -63,7 +65,16 @@ def _host_has_avx2() -> bool:
         return False
 
 
-HAVE_AVX2: bool = _host_has_avx2()
+def _ir_parses() -> bool:
+    """The IR uses opaque pointers (LLVM >= 15); older llvmlite builds fall back to portable code."""
+    try:
+        import llvmlite.binding as llvm
+
+        llvm.parse_assembly(_gen_u4_ir()).verify()
+        llvm.parse_assembly(_gen_s8_ir()).verify()
+        return True
+    except Exception:  # pragma: no cover - depends on the llvmlite build
+        return False
 
 
 # ------------------------------------------------------------------------------------ popcount
@@ -217,11 +228,18 @@ def _gen_s8_ir() -> str:
     return "\n".join(L) + "\n"
 
 
+# Whether the intrinsics below emit the AVX2 IR. It depends only on the compile target (never on
+# an environment switch), so a cached kernel always matches it; HAVE_AVX2 is the runtime choice.
+_CODEGEN_AVX2: bool = _target_has_avx2() and _ir_parses()
+HAVE_AVX2: bool = _CODEGEN_AVX2 and os.environ.get("HQGNN_DISABLE_SIMD", "").strip() in ("", "0")
+
+
 def _ir_intrinsic(fn_name: str, ir_text_fn):
     """A numba intrinsic calling ``fn_name`` (6 x i64 -> void) defined by LLVM IR text.
 
     The IR is parsed into a code library linked into the caller (so ``cache=True`` stores the
-    machine code). Without AVX2 the intrinsic compiles to nothing; callers never reach it then.
+    machine code). When the target has no AVX2 the intrinsic compiles to nothing; callers never
+    reach it then (they pass use_simd = HAVE_AVX2 = False).
     """
 
     @intrinsic
@@ -229,7 +247,7 @@ def _ir_intrinsic(fn_name: str, ir_text_fn):
         sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, types.int64)
 
         def codegen(context, builder, signature, args):
-            if not HAVE_AVX2:
+            if not _CODEGEN_AVX2:
                 return context.get_dummy_value()
             import llvmlite.binding as llvm
 
@@ -248,6 +266,12 @@ def _ir_intrinsic(fn_name: str, ir_text_fn):
 
 _u4_ir = _ir_intrinsic("hq_u4_scores", _gen_u4_ir)
 _s8_ir = _ir_intrinsic("hq_s8_scores", _gen_s8_ir)
+
+
+@njit(cache=True, inline="always")
+def _addr(a):
+    """Address of an array's data as int64 (numba types ctypes.data as uint64, which mixes badly)."""
+    return np.int64(a.ctypes.data)
 
 
 # ------------------------------------------------------- portable fallbacks (same layouts/results)
@@ -294,6 +318,18 @@ def _s8_portable(items, blk0, nblk8, npairs, qv, g0, buf):
                         e = 16 * p + rr  # int16 element index of the query pair
                         s += _i8(items[base + p * 16 + 2 * m + rr]) * _i16(qv[row, 2 * e], qv[row, 2 * e + 1])
                 buf[r, b * 8 + m] = s
+
+
+@njit(cache=True)
+def _u4_ir_py(items, blk0, nblk, ngroups, qv, g0, buf):
+    """Array-level entry to the AVX2 nibble kernel (tests / diagnostics)."""
+    _u4_ir(_addr(items) + blk0 * ngroups * 32, nblk, ngroups, _addr(qv) + g0 * qv.shape[1], _addr(buf), buf.shape[1])
+
+
+@njit(cache=True)
+def _s8_ir_py(items, blk0, nblk8, npairs, qv, g0, buf):
+    """Array-level entry to the AVX2 int8 kernel (tests / diagnostics); blk0 counts 8-item blocks."""
+    _s8_ir(_addr(items) + blk0 * npairs * 16, nblk8, npairs, _addr(qv) + g0 * qv.shape[1], _addr(buf), buf.shape[1])
 
 
 # ------------------------------------------------------------------ running top-k per query
@@ -602,11 +638,6 @@ def binary_task(t, q, x, n, k, scaled, d, scales, sstride, cmax, cmin, qmul, oid
 
 
 # ------------------------------------------------------------------------------ b-bit codes
-@njit(cache=True)
-def _addr(a):
-    return np.int64(a.ctypes.data)
-
-
 @njit(cache=True, nogil=True)
 def scalar_task(t, qv, qoff, items, nibble, ngp, n, k, scales, sstride, cmax, cmin, oid, ex_ptr, ex_idx, has_ex,
                 n_ranges, chunk, use_simd, out_keys, out_ids):

@@ -5,14 +5,15 @@ Two methods, both exact (same order and scores as the float64 reference):
 * ``exact``: items in chunks; integer inner products by matmul (float32 on CUDA -- exact, see
   ``_ip``), float64 keys, a running top-k merged with :func:`hqgnn.topk.stable_topk`. Simple and
   device-agnostic; it is the torch backend on CPU and the fallback everywhere.
-* ``two_phase`` (CUDA default): (1) the k-th best key of a sample of items is a lower bound of the
-  true k-th best, lowered by a float32 safety margin; (2) one fused pass over all items keeps only
-  items whose float32 key reaches that bound -- appended with atomics to a small per-query buffer
-  together with their exact int32 inner product, so the (B, n) score matrix never exists in memory;
-  (3) exact float64 keys of the candidates, sorted by (key desc, id asc). Queries whose buffer
-  overflowed (heavy ties, adversarial data) are redone with ``exact``. Phase (2) is a Triton kernel
-  on CUDA (int8 tensor-core dot + epilogue); a torch version of it runs anywhere (tests use it
-  on CPU to check the algorithm).
+* ``two_phase`` (CUDA default): (1) one pass stores each (query, tile of 128 items) max key; the
+  (k + #excluded)-th largest tile max is a lower bound of the true k-th best key (k distinct
+  eligible items reach it), lowered by a float32 safety margin; (2) a second fused pass keeps only
+  items whose float32 key reaches that bound -- ~k per query, appended to a small per-query buffer
+  together with their exact int32 inner product -- so the (B, n) score matrix never exists in
+  memory; (3) exact float64 keys of the candidates, sorted by (key desc, id asc). Queries whose
+  buffer overflowed (heavy ties, adversarial data) are redone with ``exact``. Both passes are one
+  Triton kernel on CUDA (int8 tensor-core dot + epilogue); a torch version of them runs anywhere
+  (tests use it on CPU to check the algorithm).
 """
 
 from __future__ import annotations
@@ -193,16 +194,26 @@ class TorchCodeSearcher:
         return run_k, run_i
 
     # ------------------------------------------------------------------------ two-phase
-    _SAMPLE = 32768
+    # items per tile of the threshold pass (= the Triton kernel's BN), and the per-query candidate
+    # buffer (None: 4 (k + #excluded) + 256 rounded up to a power of two); tests shrink both
+    tile = 128
+    group = 8  # tiles per max-group of the threshold pass (one Triton program = one group)
+    cap: int | None = None
 
     def _two_phase(self, q8: torch.Tensor, k: int, qsign: torch.Tensor, exr, mode: str,
-                   sample: int | None = None, cap: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   cap: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         b = q8.shape[0]
-        ns = min(self.n, sample or self._SAMPLE)
+        if exr is not None:
+            ex_count = torch.bincount(exr[0], minlength=b)[:b]
+        else:
+            ex_count = torch.zeros(b, dtype=torch.int64, device=self.device)
         if cap is None:
-            expect = k * self.n / max(ns, 1)  # candidates per query for i.i.d. scores
-            cap = int(min(8192, max(256, 2 ** math.ceil(math.log2(4 * expect + 64)))))
-        batch = max(1, min(b, (1 << 24) // cap))  # bounds the candidate buffers (~128 MiB)
+            cap = self.cap
+        if cap is None:
+            e_max = int(ex_count.max().item()) if exr is not None else 0
+            cap = int(min(1 << 16, 2 ** math.ceil(math.log2(4 * (k + e_max) + 256))))
+        ngroups = -(-self.n // (self.tile * self.group))
+        batch = max(1, min(b, (1 << 25) // max(ngroups, cap)))  # bounds group maxima and buffers
         if batch < b:
             parts = []
             for r0 in range(0, b, batch):
@@ -211,11 +222,11 @@ class TorchCodeSearcher:
                 if exr is not None:
                     sel = (exr[0] >= r0) & (exr[0] < r1)
                     sub = (exr[0][sel] - r0, exr[1][sel])
-                parts.append(self._two_phase(q8[r0:r1], k, qsign[r0:r1], sub, mode, sample, cap))
+                parts.append(self._two_phase(q8[r0:r1], k, qsign[r0:r1], sub, mode, cap))
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        thr = self._sample_threshold(q8, k, qsign, exr, mode, ns)
-        cand_ids, cand_ip, counts = self._collect(q8, thr, qsign, mode, cap)
-        keys, ids = self._select(cand_ids, cand_ip, counts, k, qsign, exr, mode, cap)
+        thr = self._tile_threshold(q8, k, qsign, mode, ex_count)
+        cand_ids, counts = self._collect(q8, thr, qsign, mode, cap)
+        keys, ids = self._select(q8, cand_ids, counts, k, qsign, exr, mode, cap)
         over = torch.nonzero(counts > cap).flatten()
         if over.numel():
             ok, oi = self._exact(q8, k, qsign, exr, mode, rows=over)
@@ -234,49 +245,67 @@ class TorchCodeSearcher:
             key = key * torch.tensor(self.tensor_scale, dtype=torch.float32, device=self.device)
         return key * qsign.to(torch.float32)[:, None]
 
-    def _sample_threshold(self, q8, k, qsign, exr, mode, ns) -> torch.Tensor:
-        """float32 per-query lower bound on the true k-th best key (-inf: no bound)."""
-        b = q8.shape[0]
-        kk = min(k, ns)
-        thr = torch.empty(b, dtype=torch.float64, device=self.device)
-        rows_per = max(1, (1 << 27) // max(ns, 1))
-        qf = q8.to(self._fdtype())
-        for r0 in range(0, b, rows_per):
-            r1 = min(b, r0 + rows_per)
-            ip = self._ip(qf[r0:r1], 0, ns).to(torch.float32)
-            key = self._keys32(ip, 0, ns, qsign[r0:r1], mode)
-            if exr is not None:
-                sel = (exr[1] < ns) & (exr[0] >= r0) & (exr[0] < r1)
-                key[exr[0][sel] - r0, exr[1][sel]] = float("-inf")
-            thr[r0:r1] = torch.topk(key, kk, dim=1).values[:, kk - 1].to(torch.float64)
-        if ns < k:
-            thr.fill_(float("-inf"))  # the sample has fewer than k items: no bound
-        # at least k sample items have float32 key >= thr, so their exact keys -- and the true
-        # k-th best -- are >= thr minus a few ulps; lower by a safe margin, round down to float32
+    def _tile_threshold(self, q8, k, qsign, mode, ex_count) -> torch.Tensor:
+        """float32 per-query lower bound on the true k-th best key (-inf: no bound).
+
+        Every group's max (a group = ``group`` tiles of ``tile`` consecutive items) is the key of
+        a real item, so the (k + e)-th largest group max T has k + e distinct items at or above
+        it; at most e of them are excluded (e = the query's #excluded items), so at least k
+        eligible items score >= T: the k-th best eligible key is >= T. With n / 1024 groups the
+        top-k items rarely share a group, so T is tight and phase 2 emits ~k candidates per
+        query; it costs one int8 pass plus a top-k over n / 1024 values.
+        """
+        gmax = self._group_max(q8, qsign, mode)  # (B, ngroups) float32
+        ngroups = gmax.shape[1]
+        need = (k + ex_count).to(torch.int64)
+        kk = int(min(ngroups, int(need.max().item())))
+        vals = torch.topk(gmax, kk, dim=1).values
+        thr = vals.gather(1, (need.clamp(max=kk) - 1)[:, None]).squeeze(1).to(torch.float64)
+        thr = torch.where(need > ngroups, torch.full_like(thr, float("-inf")), thr)
+        # T is a float32 key; exact keys of the items behind it -- and the true k-th best -- are
+        # >= T minus a few ulps: lower by a safe margin and round down to float32
         thr = thr - thr.abs() * _MARGIN - _TINY
         thr32 = thr.to(torch.float32)
         fix = thr32.to(torch.float64) > thr
         thr32[fix] = torch.nextafter(thr32[fix], torch.full_like(thr32[fix], float("-inf")))
         return thr32
 
+    def _group_max(self, q8, qsign, mode) -> torch.Tensor:
+        b = q8.shape[0]
+        g = self.tile * self.group
+        ngroups = -(-self.n // g)
+        if self.use_triton:
+            gmax = torch.empty((b, ngroups), dtype=torch.float32, device=self.device)
+            _launch_triton(self, q8, None, qsign, mode, 0, None, None, gmax=gmax)
+            return gmax
+        # torch emulation: same float32 keys, max over each group of g consecutive items
+        qf = q8.to(self._fdtype())
+        step = max(g, (self._chunk_items(b) // g) * g)
+        out = []
+        for c0 in range(0, self.n, step):
+            c1 = min(self.n, c0 + step)
+            key = self._keys32(self._ip(qf, c0, c1).to(torch.float32), c0, c1, qsign, mode)
+            pad = (-(c1 - c0)) % g
+            if pad:
+                key = torch.cat([key, torch.full((b, pad), float("-inf"), device=self.device)], 1)
+            out.append(key.view(b, -1, g).amax(-1))
+        return torch.cat(out, 1)
+
     def _collect(self, q8, thr32, qsign, mode, cap):
-        """Phase 2: ids and exact int32 inner products of every item with float32 key >= thr."""
+        """Phase 2: ids of every item with float32 key >= thr (per query, first ``cap`` kept)."""
         b = q8.shape[0]
         counts = torch.zeros(b, dtype=torch.int32, device=self.device)
         cand_ids = torch.full((b, cap), -1, dtype=torch.int32, device=self.device)
-        cand_ip = torch.zeros((b, cap), dtype=torch.int32, device=self.device)
         if self.use_triton:
-            _launch_triton(self, q8, thr32, qsign, mode, cap, counts, cand_ids, cand_ip)
-            return cand_ids, cand_ip, counts
-        # torch emulation of the fused kernel (same float32 keys, same buffers, order by id)
+            _launch_triton(self, q8, thr32, qsign, mode, cap, counts, cand_ids)
+            return cand_ids, counts
+        # torch emulation of the fused kernel (same float32 keys, same buffers)
         qf = q8.to(self._fdtype())
         step = self._chunk_items(b)
         for c0 in range(0, self.n, step):
             c1 = min(self.n, c0 + step)
-            ip = self._ip(qf, c0, c1)
-            key = self._keys32(ip.to(torch.float32), c0, c1, qsign, mode)
-            hit = key >= thr32[:, None]
-            r, c = torch.nonzero(hit, as_tuple=True)
+            key = self._keys32(self._ip(qf, c0, c1).to(torch.float32), c0, c1, qsign, mode)
+            r, c = torch.nonzero(key >= thr32[:, None], as_tuple=True)
             if r.numel() == 0:
                 continue
             # slot = running count + rank within this chunk's hits of the same row
@@ -284,36 +313,37 @@ class TorchCodeSearcher:
             slot = counts[r].to(torch.int64) + (torch.arange(r.numel(), device=self.device) - first)
             ok = slot < cap
             cand_ids[r[ok], slot[ok]] = (c[ok] + c0).to(torch.int32)
-            cand_ip[r[ok], slot[ok]] = ip[r[ok], c[ok]].to(torch.int32)
             counts += torch.bincount(r, minlength=b).to(torch.int32)
-        return cand_ids, cand_ip, counts
+        return cand_ids, counts
 
-    def _select(self, cand_ids, cand_ip, counts, k, qsign, exr, mode, cap):
+    def _select(self, q8, cand_ids, counts, k, qsign, exr, mode, cap):
         """Phase 3: exact keys of the candidates, exclusions removed, (key desc, id asc) top-k."""
         b = cand_ids.shape[0]
-        valid = cand_ids >= 0
-        ids64 = cand_ids.to(torch.int64)
-        # order candidates by id (atomics appended them in any order) so ties resolve by id
-        sort_key = torch.where(valid, ids64, torch.full_like(ids64, self.n))
-        sort_key, perm = torch.sort(sort_key, dim=1)
-        ip = cand_ip.gather(1, perm)
-        valid = sort_key < self.n
-        safe_ids = torch.where(valid, sort_key, torch.zeros_like(sort_key))
-        if mode == "hamming":
-            key = ip.to(torch.float64)
-        else:
-            key = self._keys64(ip, safe_ids, qsign, mode)
+        # slots fill from 0, so columns past the fullest row are empty: work on the used part only
+        used = max(1, min(cap, int(counts.max().item()) if counts.numel() else 1))
+        ids64 = cand_ids[:, :used].to(torch.int64)
+        valid = ids64 >= 0
+        # candidates in id order (the kernel appends them in any order): after a stable sort by
+        # key, equal keys then stay in id order -- the required tie-break
+        ids_sorted, _ = torch.sort(torch.where(valid, ids64, torch.full_like(ids64, self.n)), dim=1)
+        valid = ids_sorted < self.n
+        safe = torch.where(valid, ids_sorted, torch.zeros_like(ids_sorted))
+        # exact inner products of the few candidates: gather their codes, one batched matmul
+        dt = self._fdtype()
+        ip = torch.bmm(self.codes[safe].to(dt), q8.to(dt)[:, :, None]).squeeze(2)
+        key = self._keys64(ip, safe, qsign, mode)
         key = torch.where(valid, key, torch.full_like(key, float("-inf")))
         if exr is not None and exr[0].numel():
             # excluded (row, id) pairs: membership by binary search on row * n + id
             ex_code = torch.sort(exr[0] * self.n + exr[1]).values
-            code = torch.arange(b, device=self.device)[:, None] * self.n + safe_ids
+            code = torch.arange(b, device=self.device)[:, None] * self.n + safe
             pos = torch.searchsorted(ex_code, code.reshape(-1)).clamp_max(ex_code.numel() - 1)
             hit = (ex_code[pos] == code.reshape(-1)).view(b, -1) & valid
             key = torch.where(hit, torch.full_like(key, float("-inf")), key)
-        kk = min(k, cap)
-        v, pos = stable_topk(key, kk)
-        out_i = sort_key.gather(1, pos)
+        v, order = torch.sort(key, dim=1, descending=True, stable=True)
+        kk = min(k, used)
+        v = v[:, :kk]
+        out_i = ids_sorted.gather(1, order[:, :kk])
         out_i = torch.where(torch.isneginf(v), torch.full_like(out_i, -1), out_i)
         if kk < k:
             v = torch.cat([v, torch.full((b, k - kk), float("-inf"), dtype=v.dtype, device=v.device)], 1)
@@ -327,46 +357,65 @@ def _build_triton_kernel():
     import triton.language as tl
 
     @triton.jit
-    def _cand_kernel(Q, X, S, QMUL, THR, CNT, OUT_ID, OUT_IP, B, N, cap, stride_q, stride_x,
+    def _scan_kernel(Q, X, S, QMUL, THR, GMAX, CNT, OUT_ID, B, N, ngroups, cap, stride_q, stride_x,
                      HAS_SCALE: tl.constexpr, D: tl.constexpr, BK: tl.constexpr, BQ: tl.constexpr,
-                     BN: tl.constexpr, TILES: tl.constexpr):
+                     BN: tl.constexpr, TILES: tl.constexpr, EMIT: tl.constexpr):
+        """One pass over all items: program (i, j) = queries [BQ i, BQ i + BQ) x group j of TILES
+        tiles of BN items. key = fl(fl(<q, x> * s_i) * qmul_u) from an exact int8 tensor-core dot.
+        EMIT=False: store each (query, group) max key in GMAX. EMIT=True: append the id of every
+        item with key >= THR[query] to the query's buffer.
+        """
         # axis 0 (fastest) walks query blocks, so programs running together share item tiles in L2
         pid_q = tl.program_id(0)
         pid_n = tl.program_id(1)
         rq = pid_q * BQ + tl.arange(0, BQ)
         qmask = rq < B
         rd = tl.arange(0, BK)
-        thr = tl.load(THR + rq, mask=qmask, other=float("inf"))
+        cols = tl.arange(0, BN)
         qm = tl.load(QMUL + rq, mask=qmask, other=0.0)
+        if EMIT:
+            thr = tl.load(THR + rq, mask=qmask, other=float("inf"))
+        else:
+            gmax = tl.full([BQ], float("-inf"), dtype=tl.float32)
         for t in range(TILES):
-            rn = (pid_n * TILES + t) * BN + tl.arange(0, BN)
+            tile = pid_n * TILES + t
+            rn = tile * BN + cols
             nmask = rn < N
             ip = tl.zeros([BQ, BN], dtype=tl.int32)
             for k0 in tl.static_range(0, D, BK):
                 q = tl.load(Q + rq[:, None] * stride_q + (k0 + rd)[None, :], mask=qmask[:, None], other=0)
                 x = tl.load(X + rn[:, None] * stride_x + (k0 + rd)[None, :], mask=nmask[:, None], other=0)
-                ip += tl.dot(q, tl.trans(x), out_dtype=tl.int32)  # int8 x int8 -> exact int32 (tensor cores)
+                ip += tl.dot(q, tl.trans(x), out_dtype=tl.int32)  # int8 x int8 -> exact int32
             key = ip.to(tl.float32)
             if HAS_SCALE:
                 s = tl.load(S + rn, mask=nmask, other=0.0)
                 key = key * s[None, :]
             key = key * qm[:, None]
-            hit = (key >= thr[:, None]) & nmask[None, :] & qmask[:, None]
-            # hits are rare (~k n / sample per query): one atomic per hit reserves its slot
-            slot = tl.atomic_add(CNT + rq[:, None] + tl.zeros([BQ, BN], dtype=tl.int32), 1, mask=hit,
-                                 sem="relaxed")
-            ok = hit & (slot < cap)
-            dst = rq[:, None] * cap + slot
-            tl.store(OUT_ID + dst, (rn[None, :] + tl.zeros([BQ, BN], dtype=tl.int32)), mask=ok)
-            tl.store(OUT_IP + dst, ip, mask=ok)
+            if EMIT:
+                hit = ((key >= thr[:, None]) & nmask[None, :]).to(tl.int32)
+                rowcnt = tl.sum(hit, axis=1)
+                # hits are rare (~k per query over all items): emit one per row per round, found
+                # by argmax -- per-element atomics made the pass ~7x slower (measured)
+                while tl.max(rowcnt, axis=0) > 0:
+                    pos = tl.argmax(hit, axis=1, tie_break_left=True)
+                    has = rowcnt > 0
+                    slot = tl.atomic_add(CNT + rq, 1, mask=has, sem="relaxed")
+                    tl.store(OUT_ID + rq * cap + slot, tile * BN + pos, mask=has & (slot < cap))
+                    hit = tl.where(cols[None, :] == pos[:, None], 0, hit)
+                    rowcnt -= has.to(tl.int32)
+            else:
+                gmax = tl.maximum(gmax, tl.max(tl.where(nmask[None, :], key, float("-inf")), axis=1))
+        if not EMIT:
+            tl.store(GMAX + rq * ngroups + pid_n, gmax, mask=qmask)
 
-    return _cand_kernel
+    return _scan_kernel
 
 
-_BQ, _BN, _TILES = 64, 128, 8
+_BQ, _WARPS = 64, 4
 
 
-def _launch_triton(eng: TorchCodeSearcher, q8, thr32, qsign, mode, cap, counts, cand_ids, cand_ip) -> None:
+def _launch_triton(eng: TorchCodeSearcher, q8, thr32, qsign, mode, cap, counts, cand_ids,
+                   gmax: torch.Tensor | None = None) -> None:
     import triton
 
     kern = _TRITON
@@ -386,8 +435,13 @@ def _launch_triton(eng: TorchCodeSearcher, q8, thr32, qsign, mode, cap, counts, 
             s = qmul
             # per-tensor scale folded into the sign: s * sign is exact, so the key is the same
             qmul = qmul * torch.tensor(eng.tensor_scale, dtype=torch.float32, device=q8.device)
-    tiles = max(_TILES, triton.cdiv(eng.n, _BN * 65535))  # grid axis 1 is limited to 65535
-    grid = (triton.cdiv(b, _BQ), triton.cdiv(eng.n, _BN * tiles))
-    kern[grid](q8, eng.codes, s, qmul, thr32, counts, cand_ids, cand_ip, b, eng.n, cap,
-               q8.stride(0), eng.codes.stride(0), HAS_SCALE=has_scale, D=d, BK=64 if d % 64 == 0 else 32,
-               BQ=_BQ, BN=_BN, TILES=tiles, num_warps=4)
+    ngroups = triton.cdiv(eng.n, eng.tile * eng.group)
+    if ngroups > 65535:  # grid axis 1 limit
+        raise ValueError("too many item groups for one launch; raise TorchCodeSearcher.group")
+    emit = gmax is None
+    dummy = qmul
+    kern[(triton.cdiv(b, _BQ), ngroups)](
+        q8, eng.codes, s, qmul, thr32 if emit else dummy, dummy if emit else gmax,
+        counts if emit else dummy, cand_ids if emit else dummy, b, eng.n, ngroups, cap, q8.stride(0),
+        eng.codes.stride(0), HAS_SCALE=has_scale, D=d, BK=64 if d % 64 == 0 else 32, BQ=_BQ, BN=eng.tile,
+        TILES=eng.group, EMIT=emit, num_warps=_WARPS)

@@ -1,4 +1,4 @@
-"""Two-stage retrieval (HashGNN protocol): top-C candidates from the codes, exactly re-ranked by float inner products."""
+"""Two-stage retrieval (HashGNN protocol): top-C candidates by the codes, re-ranked exactly by float dot products."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import kernels_cpu as K
 from .base import CodeIndex, keys_to_scores
+from .binary import _stored
 from .common import Exclusion, normalize_item_scale
 from .packing import (
     BLOCK_ITEMS,
@@ -41,6 +42,8 @@ class ScalarCodeIndex(CodeIndex):
     8x smaller and faster for them.
     """
 
+    use_simd: bool | None = None  # None: the AVX2 LLVM-IR kernels when the CPU has AVX2; False: portable numba
+
     def __init__(self, item_codes: object, item_scale: object = None, bits: int = 8, device: object = "cpu",
                  backend: str = "auto") -> None:
         codes = as_int8_codes(item_codes, "item_codes")
@@ -50,10 +53,12 @@ class ScalarCodeIndex(CodeIndex):
         stored = codes if order is None else codes[order]
         layout = layout_for_bits(max(bits, 2))
         packed = pack_nibble_blocked(stored) if layout == NIBBLE else pack_int8_blocked(stored)
-        self._init(packed, layout, codes.shape[0], codes.shape[1], bits, item_scale, order, device, backend)
+        self._init(packed, layout, codes.shape[0], codes.shape[1], bits, _stored(scale, order), order, device,
+                   backend)
 
-    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, bits: int, item_scale: object,
+    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, bits: int, stored_scale: object,
               order: np.ndarray | None, device: object, backend: str) -> None:
+        """packed / stored_scale are in storage order (``order[p]`` = original id of row p)."""
         self.bits = int(bits)
         self.n = int(n)
         self.dim = int(dim)
@@ -69,12 +74,10 @@ class ScalarCodeIndex(CodeIndex):
             raise ValueError(f"unknown layout {layout!r}")
         if packed.size != want:
             raise ValueError(f"packed codes have {packed.size} bytes, expected {want} for n={n}, dim={dim}")
-        self._scale = normalize_item_scale(item_scale, self.n)  # original order
+        self._scale = normalize_item_scale(stored_scale, self.n)  # storage order
         self._order = None if order is None else np.asarray(order)
         if self._order is not None and self._order.shape != (self.n,):
             raise ValueError("order must have one entry per item")
-        self._stored_scales = (self._scale.values if self._order is None or not self._scale.per_row
-                               else np.ascontiguousarray(self._scale.values[self._order]))
         self._chunk_bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._setup(device, backend)
 
@@ -110,7 +113,7 @@ class ScalarCodeIndex(CodeIndex):
             nch = -(-self.n // _CHUNK)
             if s.stride == 1:
                 pad = np.full(nch * _CHUNK, np.nan, np.float32)
-                pad[: self.n] = self._stored_scales
+                pad[: self.n] = self._scale.values
                 pad = pad.reshape(nch, _CHUNK)
                 cmax = np.nanmax(pad, axis=1).astype(np.float64)
                 cmin = np.nanmin(pad, axis=1).astype(np.float64)
@@ -135,7 +138,7 @@ class ScalarCodeIndex(CodeIndex):
             qoff = np.zeros(b, np.int64)
             nibble = False
         if use_simd is None:
-            use_simd = K.HAVE_AVX2
+            use_simd = K.HAVE_AVX2 if self.use_simd is None else bool(self.use_simd)
         cmax, cmin = self._bounds()
         ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
         nch = -(-self.n // _CHUNK)
@@ -147,7 +150,7 @@ class ScalarCodeIndex(CodeIndex):
         items = self._packed.view(np.uint8)
         qbytes = qv.view(np.uint8).reshape(qv.shape[0], -1)
         K.run_tasks(K.scalar_task, K.n_tasks(b, n_ranges),
-                    (qbytes, qoff, items, nibble, self._ngp, self.n, k, self._stored_scales, self._scale.stride,
+                    (qbytes, qoff, items, nibble, self._ngp, self.n, k, self._scale.values, self._scale.stride,
                      cmax, cmin, self._oid(), ex_ptr, ex_idx, has_ex, n_ranges, _CHUNK, bool(use_simd and K.HAVE_AVX2),
                      out_keys, out_ids), threads)
         keys, ids = K.merge_ranges(out_keys, out_ids, k)

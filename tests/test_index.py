@@ -1,0 +1,422 @@
+"""hqgnn.index: every path (numba SIMD/portable, torch exact/two-phase, CUDA torch/Triton) equals brute force."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hqgnn.index import (
+    BinaryCodeIndex,
+    CodeIndex,
+    ScalarCodeIndex,
+    build_code_index,
+    reference_scores,
+    reference_search,
+    search_rerank,
+)
+from hqgnn.index import kernels_cpu as K
+from hqgnn.index.common import normalize_exclusion, normalize_query_scale
+from hqgnn.index.packing import (
+    code_range,
+    pack_int8_blocked,
+    pack_nibble_blocked,
+    pack_sign_bits,
+    unpack_int8_blocked,
+    unpack_nibble_blocked,
+    unpack_sign_bits,
+)
+from hqgnn.topk import stable_topk
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA not available")
+try:
+    import faiss
+except ImportError:  # pragma: no cover - faiss-cpu is a dependency, absent on the GPU machine
+    faiss = None
+needs_faiss = pytest.mark.skipif(faiss is None, reason="faiss not installed")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def random_codes(rng: np.random.Generator, m: int, d: int, bits: int) -> np.ndarray:
+    lo, hi = code_range(bits)
+    if bits == 1:
+        return (rng.integers(0, 2, size=(m, d)) * 2 - 1).astype(np.int8)
+    return rng.integers(lo, hi + 1, size=(m, d)).astype(np.int8)
+
+
+def random_exclusion(rng: np.random.Generator, b: int, n: int, frac: float = 0.1):
+    rows = [rng.choice(n, size=int(rng.integers(0, max(1, int(n * frac)) + 1)), replace=False) for _ in range(b)]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    return indptr, np.concatenate(rows).astype(np.int64)  # rows deliberately unsorted
+
+
+def make_case(seed: int, bits: int, n: int, d: int, b: int, scale_kind: str, dup: bool = True):
+    """Codes with many duplicated items (exact score ties) and the requested item scales."""
+    rng = np.random.default_rng(seed)
+    codes = random_codes(rng, n, d, bits)
+    if dup and n > 4:
+        src = rng.integers(0, n, size=n // 3)
+        dst = rng.integers(0, n, size=n // 3)
+        codes[dst] = codes[src]
+    q = random_codes(rng, b, d, bits)
+    scale = {
+        "none": None,
+        "tensor": np.float32(0.37),
+        # few distinct values, incl. negative and zero: many exact key ties across items
+        "row": rng.choice(np.array([-0.5, 0.0, 0.25, 0.5, 1.0, 2.0], np.float32), size=n),
+    }[scale_kind]
+    qs = rng.choice(np.array([-2.0, -1.0, 0.0, 0.5, 1.0, 3.0], np.float32), size=b)
+    return codes, q, scale, qs, rng
+
+
+def assert_same(got, want, what: str = "") -> None:
+    gs, gi = got
+    if isinstance(gs, torch.Tensor):
+        gs, gi = gs.cpu().numpy(), gi.cpu().numpy()
+    ws, wi = want
+    assert gs.dtype == np.float32 and gi.dtype == np.int64, what
+    assert gs.shape == ws.shape and gi.shape == wi.shape, what
+    bad = np.argwhere(gi != wi)
+    assert bad.size == 0, f"{what}: ids differ at {bad[:5].tolist()}: got {gi[tuple(bad[0])]} want {wi[tuple(bad[0])]}"
+    assert np.array_equal(gs, ws), f"{what}: scores differ"
+
+
+# ---------------------------------------------------------------------------------- stable_topk
+def brute_topk(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, x.shape[1])
+    ids = np.stack([np.lexsort((np.arange(x.shape[1]), -row))[:k] for row in x])
+    return np.take_along_axis(x, ids, 1), ids
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stable_topk_matches_lexsort(device: str, dtype: torch.dtype) -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        b, n = int(rng.integers(1, 40)), int(rng.integers(1, 300))
+        x = rng.integers(-3, 4, size=(b, n)).astype(np.float64)  # heavy ties
+        if trial % 3 == 0:
+            x = rng.standard_normal((b, n))
+        x[rng.random((b, n)) < 0.2] = -np.inf
+        x[0] = -np.inf  # an all -inf row
+        if b > 1:
+            x[1] = 5.0  # an all-equal row
+        x = x.astype(np.float32 if dtype == torch.float32 else np.float64)  # brute force on the same values
+        for k in (1, 3, n // 2 + 1, n, n + 5):
+            v, i = stable_topk(torch.tensor(x, dtype=dtype, device=device), k)
+            wv, wi = brute_topk(x, k)
+            assert i.dtype == torch.int64 and v.dtype == dtype
+            np.testing.assert_array_equal(i.cpu().numpy(), wi)
+            np.testing.assert_array_equal(v.cpu().numpy().astype(np.float64), wv)
+
+
+def test_stable_topk_nan_is_lowest_and_chunked_rows() -> None:
+    x = torch.tensor([[1.0, float("nan"), 1.0, 2.0], [float("nan")] * 4])
+    v, i = stable_topk(x, 3)
+    assert i.tolist() == [[3, 0, 2], [0, 1, 2]]
+    assert v[0].tolist() == [2.0, 1.0, 1.0] and torch.isneginf(v[1]).all()
+    import hqgnn.topk as T
+
+    old = T._MAX_ELEMS_PER_PASS
+    try:
+        T._MAX_ELEMS_PER_PASS = 16  # force the row-chunked path
+        y = torch.randint(0, 3, (9, 7)).double()
+        v1, i1 = stable_topk(y, 4)
+        wv, wi = brute_topk(y.numpy(), 4)
+        np.testing.assert_array_equal(i1.numpy(), wi)
+    finally:
+        T._MAX_ELEMS_PER_PASS = old
+    with pytest.raises(ValueError):
+        stable_topk(torch.zeros(3), 1)
+
+
+# -------------------------------------------------------------------------------------- packing
+@pytest.mark.parametrize("d", [1, 7, 8, 63, 64, 65, 130])
+def test_packing_roundtrips(d: int) -> None:
+    rng = np.random.default_rng(d)
+    for n in (1, 15, 16, 33):
+        c1 = random_codes(rng, n, d, 1)
+        assert np.array_equal(unpack_sign_bits(pack_sign_bits(c1), d), c1)
+        c4 = random_codes(rng, n, d, 4)
+        assert np.array_equal(unpack_nibble_blocked(pack_nibble_blocked(c4), n, d), c4)
+        c8 = random_codes(rng, n, d, 8)
+        assert np.array_equal(unpack_int8_blocked(pack_int8_blocked(c8), n, d), c8)
+
+
+@needs_faiss
+def test_sign_bits_match_faiss_bit_order() -> None:
+    """FAISS packs dim t into bit t % 8 of byte t // 8 (LSB first); our words are those bytes."""
+    rng = np.random.default_rng(0)
+    d = 48
+    codes = random_codes(rng, 5, d, 1)
+    fb = np.zeros((5, d // 8), np.uint8)
+    x = np.ascontiguousarray(codes.astype(np.float32))
+    faiss.real_to_binary(5 * d, faiss.swig_ptr(x), faiss.swig_ptr(fb))
+    ours = pack_sign_bits(codes).astype("<u8").view(np.uint8)[:, : d // 8]
+    assert np.array_equal(ours, fb)
+    one = -np.ones((1, 16), np.int8)
+    one[0, 0] = 1
+    one[0, 9] = 1
+    assert pack_sign_bits(one).astype("<u8").view(np.uint8)[0, :2].tolist() == [1, 2]
+
+
+# ------------------------------------------------------------------------ exactness: every backend
+CPU_BACKENDS = ["numba", "numba-portable", "torch", "torch-two-phase"]
+GPU_BACKENDS = [pytest.param(b, marks=needs_cuda) for b in ("cuda-torch", "cuda-exact", "cuda-triton")]
+
+
+def build(backend: str, codes, scale, bits: int) -> CodeIndex:
+    if backend in ("numba", "numba-portable"):
+        idx = build_code_index(codes, scale, bits, device="cpu", backend="numba")
+        if backend == "numba-portable" and isinstance(idx, ScalarCodeIndex):
+            idx.use_simd = False
+        return idx
+    if backend in ("torch", "torch-two-phase"):
+        idx = build_code_index(codes, scale, bits, device="cpu", backend="torch")
+        idx._torch_engine.method = "two_phase" if backend == "torch-two-phase" else "exact"
+        return idx
+    if backend == "cuda-triton":
+        from hqgnn.index.kernels_gpu import triton_available
+
+        if not triton_available():
+            pytest.skip("triton not available")
+        return build_code_index(codes, scale, bits, device="cuda", backend="triton")
+    idx = build_code_index(codes, scale, bits, device="cuda", backend="torch")
+    idx._torch_engine.method = "exact" if backend == "cuda-exact" else "two_phase"
+    return idx
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS + GPU_BACKENDS)
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_search_equals_reference(backend: str, bits: int) -> None:
+    n, d, b = 203, 37 if bits != 4 else 300, 21  # d=300 at 4 bits: the int16 accumulator widening
+    for si, scale_kind in enumerate(["none", "tensor", "row"]):
+        codes, q, scale, qs, rng = make_case(100 * bits + si, bits, n, d, b, scale_kind)
+        idx = build(backend, codes, scale, bits)
+        modes = ["scaled", "hamming"] if bits == 1 else ["scaled"]
+        for with_ex in (False, True):
+            ex = random_exclusion(rng, b, n) if with_ex else None
+            for k in (1, 10, n + 7):
+                for mode in modes:
+                    qsc = None if (k == 1 and not with_ex) else qs
+                    got = idx.search(q, k, query_scales=qsc, exclude=ex, mode=mode)
+                    want = reference_search(q, codes, k, qsc, scale, exclude=ex, mode=mode)
+                    assert_same(got, want, f"{backend} bits={bits} scale={scale_kind} ex={with_ex} k={k} {mode}")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_two_phase_small_tiles_and_buffer_overflow(device: str) -> None:
+    """Small tiles make the tile-max threshold bite; tiny buffers force the exact fallback."""
+    for bits in (1, 4, 8):
+        codes, q, scale, qs, rng = make_case(40 + bits, bits, 700, 40, 70, "row")
+        idx = build_code_index(codes, scale, bits, device=device, backend="torch" if device == "cpu" else "auto")
+        eng = idx._torch_engine
+        eng.method = "two_phase"
+        ex = random_exclusion(rng, 70, 700, 0.01)
+        for tile, group, cap in ((16, 1, 4), (16, 1, None), (16, 2, 24), (128, 8, None)):
+            eng.tile, eng.group, eng.cap = tile, group, cap
+            for mode in ["scaled", "hamming"] if bits == 1 else ["scaled"]:
+                for k in (3, 12):
+                    got = idx.search(q, k, qs, ex, mode=mode)
+                    assert_same(got, reference_search(q, codes, k, qs, scale, ex, mode=mode),
+                                f"{device} bits={bits} tile={tile}x{group} cap={cap} {mode} k={k}")
+
+
+@pytest.mark.parametrize("bits", [1, 4, 8])
+def test_cpu_many_queries_threads_and_ranges(bits: int) -> None:
+    """>64 queries (several tasks), 1 query (item ranges merged), 1 and 3 threads."""
+    codes, q, scale, qs, rng = make_case(7, bits, 2000, 70, 150, "row")
+    idx = build_code_index(codes, scale, bits)
+    ex = random_exclusion(rng, 150, 2000, 0.02)
+    want = reference_search(q, codes, 15, qs, scale, exclude=ex)
+    for threads in (1, 3):
+        idx.threads = threads
+        assert_same(idx.search(q, 15, qs, ex), want, f"threads={threads}")
+        assert_same(idx.search(q[:1], 15, qs[:1]), reference_search(q[:1], codes, 15, qs[:1], scale), "one query")
+
+
+def test_all_items_identical_and_degenerate_inputs() -> None:
+    codes = np.ones((50, 16), np.int8)
+    for bits in (1, 4):
+        idx = build_code_index(codes, None, bits)
+        s, i = idx.search(np.ones((2, 16), np.int8), 5)
+        assert i.tolist() == [[0, 1, 2, 3, 4]] * 2 and np.all(s == 16)
+        s, i = idx.search(np.ones((3, 16), np.int8), 0)
+        assert s.shape == (3, 0)
+        # every item excluded -> all padding
+        s, i = idx.search(np.ones((1, 16), np.int8), 3, exclude=(np.array([0, 50]), np.arange(50)))
+        assert i.tolist() == [[-1, -1, -1]] and np.all(np.isneginf(s))
+    with pytest.raises(ValueError):
+        build_code_index(np.full((3, 4), 8, np.int8), None, 4)  # out of the 4-bit range
+    with pytest.raises(ValueError):
+        build_code_index(np.zeros((3, 4), np.int8), None, 1)  # 0 is not a 1-bit code
+    with pytest.raises(ValueError):
+        build_code_index(codes, None, 4).search(np.ones((1, 15), np.int8), 3)  # wrong dim
+    with pytest.raises(ValueError):
+        build_code_index(codes, None, 4).search(np.ones((1, 16), np.int8), 3, mode="hamming")
+
+
+def test_reference_is_the_dequantized_inner_product() -> None:
+    codes, q, scale, qs, _ = make_case(3, 4, 50, 12, 6, "row")
+    deq = (q * qs[:, None]).astype(np.float64) @ (codes * scale[:, None]).astype(np.float64).T
+    np.testing.assert_allclose(reference_scores(q, codes, qs, scale), deq, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ memory & storage
+def test_bytes_per_item() -> None:
+    rng = np.random.default_rng(0)
+    n, d = 64, 64
+    assert BinaryCodeIndex(random_codes(rng, n, d, 1)).bytes_per_item == 8
+    assert BinaryCodeIndex(random_codes(rng, n, d, 1), rng.random(n).astype(np.float32)).bytes_per_item == 16
+    assert ScalarCodeIndex(random_codes(rng, n, d, 4), 0.5, bits=4).bytes_per_item == 32  # nibbles
+    assert ScalarCodeIndex(random_codes(rng, n, d, 8), None, bits=8).bytes_per_item == 64
+    assert ScalarCodeIndex(random_codes(rng, n, d, 8), rng.random(n), bits=8).bytes_per_item == 72
+
+
+@pytest.mark.parametrize("bits", [1, 3, 8])
+@pytest.mark.parametrize("form", ["dir", "npz"])
+def test_save_load_roundtrip(tmp_path, bits: int, form: str) -> None:
+    codes, q, scale, qs, rng = make_case(11, bits, 120, 33, 9, "row")
+    idx = build_code_index(codes, scale, bits)
+    path = tmp_path / ("idx.npz" if form == "npz" else "idx")
+    idx.save(path)
+    if form == "dir":
+        assert sorted(p.name for p in path.iterdir()) == ["codes.npy", "meta.json", "order.npy", "scales.npy"]
+        assert json.loads((path / "meta.json").read_text())["bits"] == bits
+    for mmap in (True, False):
+        loaded = CodeIndex.load(path, mmap=mmap)
+        assert type(loaded) is type(idx) and loaded.bits == bits and len(loaded) == 120
+        assert np.array_equal(loaded.codes(), codes)
+        assert np.array_equal(loaded.item_scale, scale)
+        assert_same(loaded.search(q, 7, qs), reference_search(q, codes, 7, qs, scale), f"loaded mmap={mmap}")
+    if form == "dir":
+        assert isinstance(CodeIndex.load(path)._packed_arrays()["codes"], np.memmap)
+    # the file holds no pickle: it loads with allow_pickle=False (load would raise otherwise)
+    with pytest.raises(ValueError):
+        (ScalarCodeIndex if bits == 1 else BinaryCodeIndex).load(path)
+
+
+# --------------------------------------------------------------------------------------- FAISS
+@needs_faiss
+def test_faiss_binary_flat_agrees_in_hamming_mode() -> None:
+    from hqgnn.index.faiss_interop import faiss_binary_bytes, to_faiss_binary, to_faiss_flat_ip
+
+    rng = np.random.default_rng(5)
+    d = 64
+    codes = random_codes(rng, 3000, d, 1)
+    codes[1000:1100] = codes[:100]  # duplicates: ties at every distance
+    q = random_codes(rng, 40, d, 1)
+    k = 25
+    fidx = to_faiss_binary(codes)
+    dist, fid = fidx.search(faiss_binary_bytes(q), k)
+    idx = BinaryCodeIndex(codes, rng.random(3000).astype(np.float32))
+    s, i = idx.search(q, k, mode="hamming")
+    assert_same((s, i), reference_search(q, codes, k, mode="hamming"), "hamming")
+    ham = (d - s) / 2
+    assert np.array_equal(dist, ham.astype(dist.dtype))  # same distance profile
+    for r in range(q.shape[0]):  # same neighbours; FAISS' order among equal distances may differ
+        last = dist[r, -1]
+        assert set(fid[r][dist[r] < last]) == set(i[r][ham[r] < last])
+    # the index can also be built straight from a BinaryCodeIndex (same bytes)
+    assert np.array_equal(faiss_binary_bytes(idx), faiss_binary_bytes(codes))
+    hn = to_faiss_binary(codes, hnsw=True, M=16)
+    assert hn.ntotal == 3000
+    flat = to_faiss_flat_ip(rng.standard_normal((10, 8)).astype(np.float32))
+    assert flat.ntotal == 10
+
+
+@needs_faiss
+def test_write_faiss(tmp_path) -> None:
+    from hqgnn.index.faiss_interop import to_faiss_binary, to_faiss_flat_ip, write_faiss
+
+    rng = np.random.default_rng(0)
+    write_faiss(to_faiss_binary(random_codes(rng, 20, 16, 1)), tmp_path / "b.faiss")
+    write_faiss(to_faiss_flat_ip(rng.standard_normal((5, 4)).astype(np.float32)), tmp_path / "f.faiss")
+    assert faiss.read_index_binary(str(tmp_path / "b.faiss")).ntotal == 20
+    assert faiss.read_index(str(tmp_path / "f.faiss")).ntotal == 5
+
+
+# -------------------------------------------------------------------------------------- re-rank
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_search_rerank_is_exact_among_candidates(device: str) -> None:
+    rng = np.random.default_rng(9)
+    n, d, b, c, k = 500, 24, 12, 40, 10
+    xf = rng.standard_normal((n, d)).astype(np.float32)
+    qf = rng.standard_normal((b, d)).astype(np.float32)
+    xf[7] = xf[3]  # a float tie
+    codes, q = np.where(xf >= 0, 1, -1).astype(np.int8), np.where(qf >= 0, 1, -1).astype(np.int8)
+    idx = build_code_index(codes, None, 1, device=device)
+    ex = random_exclusion(rng, b, n, 0.05)
+    s, i = search_rerank(idx, q, qf, xf, k, candidates=c, exclude=ex)
+    if device != "cpu":
+        s, i = s.cpu().numpy(), i.cpu().numpy()
+    _, cand = reference_search(q, codes, c, exclude=ex)
+    for r in range(b):
+        sc = qf[r].astype(np.float64) @ xf[cand[r]].astype(np.float64).T
+        order = np.lexsort((cand[r], -sc))[:k]
+        assert i[r].tolist() == cand[r][order].tolist()
+        assert np.array_equal(s[r], sc[order].astype(np.float32))
+    s2, i2 = idx.search_rerank(q, qf, xf, k, candidates=3)  # candidates < k -> raised to k
+    assert (i2 >= 0).all()
+
+
+# -------------------------------------------------------------------------------- CPU internals
+def test_simd_and_portable_kernels_agree_on_raw_scores() -> None:
+    if not K.HAVE_AVX2:
+        pytest.skip("no AVX2 on this CPU")
+    from hqgnn.index.packing import int8_query_vectors, nibble_query_vectors
+
+    rng = np.random.default_rng(1)
+    for bits, d in ((4, 300), (8, 37)):
+        codes = random_codes(rng, 64, d, bits)
+        q = random_codes(rng, 8, d, bits)
+        if bits == 4:
+            items, (qv, off), ngp = pack_nibble_blocked(codes), nibble_query_vectors(q), -(-d // 4)
+        else:
+            items, qv, ngp = pack_int8_blocked(codes).view(np.uint8), int8_query_vectors(q.astype(np.int16)), -(-d // 2)
+            off = np.zeros(8, np.int64)
+        qb = qv.view(np.uint8).reshape(qv.shape[0], -1)
+        out = []
+        for simd in (True, False):
+            buf = np.zeros((8, 64), np.int32)
+            if bits == 4:
+                if simd:
+                    K._u4_ir_py(items, 0, 4, ngp, qb, 0, buf)
+                else:
+                    K._u4_portable(items, 0, 4, ngp, qb, 0, buf)
+            else:
+                if simd:
+                    K._s8_ir_py(items, 0, 8, ngp, qb, 0, buf)
+                else:
+                    K._s8_portable(items, 0, 8, ngp, qb, 0, buf)
+            out.append(buf - off[:, None])
+        want = q.astype(np.int64) @ codes.T.astype(np.int64)
+        assert np.array_equal(out[0], want) and np.array_equal(out[1], want)
+
+
+def test_exclusion_normalization() -> None:
+    ex = normalize_exclusion((np.array([0, 3, 3, 5]), np.array([9, 2, 5, 4, 1])), 3, 10)
+    assert ex.indices.tolist() == [2, 5, 9, 1, 4]
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix((np.ones(2), ([0, 1], [3, 4])), shape=(2, 10))
+    assert normalize_exclusion(m, 2, 10).indices.tolist() == [3, 4]
+    with pytest.raises(ValueError):
+        normalize_exclusion((np.array([0, 1]), np.array([1])), 3, 10)
+    assert normalize_query_scale(None, 2).tolist() == [1.0, 1.0]
+
+
+# ---------------------------------------------------------------------------------------- bench
+def test_run_retrieval_bench_smoke() -> None:
+    from hqgnn.index import run_retrieval_bench
+
+    for bits in (1, 4):
+        r = run_retrieval_bench(3000, 32, bits, 20, 5, device="cpu", threads=2)
+        assert r["exact"] is True
+        assert r["qps"]["hqgnn"] > 0 and r["qps"]["torch_float32"] > 0
+        assert r["float32_bytes_per_item"] == 128 and r["bits"] == bits and r["threads"] == 2
+        assert ("hqgnn_scaled" in r["qps"]) == (bits == 1)
+        json.dumps(r)
