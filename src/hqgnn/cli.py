@@ -145,6 +145,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Full-ranking test metrics of a run (seen items masked), scored exactly as served."""
+    import torch
+
     from .data import load_dataset
     from .eval import RankingEvaluator
     from .recommender import Recommender
@@ -162,7 +164,13 @@ def evaluate(
     dev = resolve_device(device)
     rec = Recommender(run, str(dev))
     ev = RankingEvaluator(ds.matrix(ds.test), ds.matrix(ds.seen), _parse_ks(k), dev)
-    metrics = ev.evaluate(scorer=rec._user_scorer)
+    if run.quantized:  # rank with the retrieval engine, exactly as `recommend` and `serve` do
+        def engine_topk(users, kmax):
+            return torch.from_numpy(rec.recommend(users.cpu().numpy(), kmax)[1]).to(users.device)
+
+        metrics = ev.evaluate(topk=engine_topk)
+    else:
+        metrics = ev.evaluate(scorer=rec._user_scorer)
     if as_json:
         print(json.dumps(metrics))
     else:

@@ -21,7 +21,15 @@ class Recommender:
         self.run = run
         self.device = torch.device(device)
         t = {k: v.to(self.device) for k, v in run.tables.items()}
+        self.index = None
         if run.quantized:
+            from .index import build_code_index
+
+            # the retrieval engine serves quantized runs straight from the packed item codes
+            self.index = build_code_index(run.tables["item_codes"].numpy(), run.tables["item_scale"].numpy(),
+                                          run.bits, device=str(self.device))
+            self._user_codes = run.tables["user_codes"].numpy()
+            self._user_scale = run.tables["user_scale"].numpy()
             self._user_scorer = code_scorer(t["user_codes"], t["user_scale"], t["item_codes"], t["item_scale"])
             self._item_scorer = code_scorer(t["item_codes"], t["item_scale"], t["item_codes"], t["item_scale"])
         else:
@@ -33,6 +41,12 @@ class Recommender:
     @torch.no_grad()
     def recommend(self, users: np.ndarray, k: int, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(scores, item indices), each (len(users), k); slots beyond the available items hold -1 / -inf."""
+        if self.index is not None:
+            users = np.asarray(users, dtype=np.int64)
+            scale = self._user_scale[users] if self._user_scale.ndim else self._user_scale
+            exclude = self.run.seen[users] if exclude_seen else None
+            scores, ids = self.index.search(self._user_codes[users], k, query_scales=scale, exclude=exclude)
+            return _numpy(scores), _numpy(ids)
         u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
         scores = self._user_scorer(u)
         if exclude_seen:
@@ -56,3 +70,7 @@ class Recommender:
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
             vals = np.pad(vals, ((0, 0), (0, pad)), constant_values=-np.inf)
         return vals, ids
+
+
+def _numpy(x: object) -> np.ndarray:
+    return x.cpu().numpy() if torch.is_tensor(x) else np.asarray(x)

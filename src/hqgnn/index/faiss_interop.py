@@ -72,3 +72,23 @@ def write_faiss(index: Any, path: str | os.PathLike[str]) -> None:
             faiss.write_index_binary(index, str(tmp))
         else:
             faiss.write_index(index, str(tmp))
+
+
+def export_faiss(run: Any, prefix: str | os.PathLike[str]) -> list[str]:
+    """Write a run's item side as FAISS indexes next to ``prefix``; returns the paths written.
+
+    Always ``PREFIX.flat_ip.faiss`` (IndexFlatIP over the float item embeddings); for 1-bit runs also
+    ``PREFIX.binary_flat.faiss`` (IndexBinaryFlat) and ``PREFIX.binary_hnsw.faiss`` (IndexBinaryHNSW)
+    over the sign codes. Row i of every index is item i of the run (``ids.npz`` maps it to your id).
+    """
+    prefix = str(prefix)
+    written = []
+    indexes = [("flat_ip", to_faiss_flat_ip(run.tables["item_emb"].numpy()))]
+    if run.quantized and run.bits == 1:
+        codes = run.tables["item_codes"].numpy()
+        indexes += [("binary_flat", to_faiss_binary(codes)), ("binary_hnsw", to_faiss_binary(codes, hnsw=True))]
+    for name, index in indexes:
+        path = f"{prefix}.{name}.faiss"
+        write_faiss(index, path)
+        written.append(path)
+    return written
