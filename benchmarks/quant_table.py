@@ -40,6 +40,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--results", default=str(HERE / "results" / "quant_table.json"))
     ap.add_argument("--set", action="append", default=[], help="extra section.field=value for every run")
+    ap.add_argument("--rows", default="", help="instead of the full table: bits:estimator:seed[:delta],... "
+                    "(delta fixes the GSTE delta by hand)")
+    ap.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -55,13 +58,18 @@ def main() -> None:
         sys.exit(f"teacher failed, see {work / 'teacher.log'}")
     print(f"teacher done in {time.time() - t0:.0f}s", flush=True)
     procs = {}
-    for bits, est, seed in ROWS:
-        name = f"b{bits}_{est}_s{seed}"
+    specs = [tuple(r.split(":")) for r in args.rows.split(",")] if args.rows else ROWS
+    for spec in specs:
+        bits, est, seed = int(spec[0]), spec[1], int(spec[2])
+        delta = float(spec[3]) if len(spec) > 3 else None
+        name = f"b{bits}_{est}_s{seed}" + ("" if delta is None else f"_d{delta:g}")
         row_args = [*common, "--out", str(work / name), "--init-from", str(teacher), "--epochs", str(args.epochs),
                     "--eval-every", "5", "--bits", str(bits), "--estimator", est, "--set", f"train.seed={seed}"]
-        procs[name] = (hqgnn(row_args, work / f"{name}.log"), bits, est, seed)
+        if delta is not None:
+            row_args += ["--delta", str(delta)]
+        procs[name] = (hqgnn(row_args, work / f"{name}.log"), bits, est, seed, delta)
     rows = []
-    for name, (proc, bits, est, seed) in procs.items():
+    for name, (proc, bits, est, seed, delta) in procs.items():
         if proc.wait():
             print(f"{name} failed:\n" + (work / f"{name}.log").read_text()[-2000:], flush=True)
             continue
@@ -70,7 +78,7 @@ def main() -> None:
                      **{k: m["test"][k] for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")},
                      "bytes_per_item": m["memory"]["bytes_per_item"], "train_seconds": m["train_seconds"],
                      "best_epoch": m["best_epoch"], "epochs": args.epochs, "device": m["device"],
-                     "concurrent_runs": len(ROWS),
+                     "concurrent_runs": len(specs), "delta_fixed": delta,
                      "gste_delta_last": next((h["gste_delta"] for h in reversed(m["history"]) if "gste_delta" in h), None)})
         print(json.dumps(rows[-1]), flush=True)
     path = Path(args.results)
@@ -78,7 +86,8 @@ def main() -> None:
     merged = [r for r in old if r["dataset"] != args.data] + rows
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(merged, indent=1) + "\n")
-    plot(merged, args.data, path.parent / f"quant_{args.data}.png")
+    if args.plot:
+        plot(merged, args.data, path.parent / f"quant_{args.data}.png")
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], f"quant_{args.data}.json").write_text(json.dumps(rows, indent=1))
 
