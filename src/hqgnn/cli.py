@@ -291,7 +291,10 @@ def serve(
     api_key: Annotated[Optional[str], typer.Option(envvar="HQGNN_API_KEY", help="Require this key (header X-API-Key).")] = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn)."""
-    from .serve import serve_run
+    try:
+        from .serve import serve_run
+    except ImportError as exc:
+        raise HqgnnError(f"serving needs the serve extra: pip install 'hqgnn[serve]' ({exc})") from None
 
     serve_run(run_dir, host=host, port=port, api_key=api_key)
 
