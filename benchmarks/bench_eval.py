@@ -47,7 +47,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     users = torch.randn(data.n_users, 64, generator=g).to(device)
     items = torch.randn(data.n_items, 64, generator=g).to(device)
-    float_times = timed(lambda: ev.evaluate(embedding_scorer(users, items)), device, args.repeats)
+    float_times = timed(lambda: ev.evaluate_embeddings(users, items), device, args.repeats)
     codes = code_scorer(torch.sign(users).to(torch.int8), users.abs().mean(1), torch.sign(items).to(torch.int8),
                         items.abs().mean(1))
     code_times = timed(lambda: ev.evaluate(codes), device, args.repeats)

@@ -107,3 +107,39 @@ def test_evaluator_cuda_equals_cpu():
     gpu = RankingEvaluator(truth, exclude, [20], "cuda").evaluate(embedding_scorer(user_emb.cuda(), item_emb.cuda()))
     for key in cpu:
         assert gpu[key] == pytest.approx(cpu[key], abs=1e-6)
+
+
+@pytest.mark.parametrize("n_items", [37, 3000])
+def test_fused_cpu_topk_equals_reference_with_ties(n_items):
+    from hqgnn.eval.cpu_topk import float_topk_cpu
+    from hqgnn.eval.evaluator import exclusion_mask_fill
+    from hqgnn.topk import stable_topk
+
+    rng = np.random.default_rng(3)
+    n_users = 150
+    # integer-valued embeddings: exact float sums and many tied scores
+    user_emb = torch.from_numpy(rng.integers(-2, 3, (n_users, 8)).astype(np.float32))
+    item_emb = torch.from_numpy(rng.integers(-2, 3, (n_items, 8)).astype(np.float32))
+    seen = sp.random(n_users, n_items, density=0.3, format="csr", random_state=4)
+    seen.sort_indices()
+    indptr = torch.from_numpy(seen.indptr.astype(np.int64))
+    indices = torch.from_numpy(seen.indices.astype(np.int64))
+    users = torch.from_numpy(rng.permutation(n_users)[:100])
+    vals, ids = float_topk_cpu(user_emb, item_emb, users, indptr, indices, 50)
+    scores = user_emb[users] @ item_emb.T
+    exclusion_mask_fill(scores, users, indptr, indices)
+    want_vals, want_ids = stable_topk(scores, 50)
+    want_ids = torch.where(torch.isinf(want_vals), -1, want_ids)
+    assert torch.equal(ids, want_ids)
+    assert torch.equal(vals, want_vals)
+
+
+def test_evaluate_embeddings_cpu_equals_scorer_path():
+    rng = np.random.default_rng(5)
+    truth, exclude = random_split(rng, 120, 90, 0.08)
+    user_emb, item_emb = torch.randn(120, 16), torch.randn(90, 16)
+    ev = RankingEvaluator(truth, exclude, [5, 20], "cpu", batch_size=17)
+    fused = ev.evaluate_embeddings(user_emb, item_emb)
+    plain = ev.evaluate(embedding_scorer(user_emb, item_emb))
+    for key in plain:
+        assert fused[key] == pytest.approx(plain[key], abs=1e-12), key

@@ -111,8 +111,23 @@ class RankingEvaluator:
         return topk
 
     @torch.no_grad()
-    def evaluate(self, scorer: Scorer | None = None, topk: TopK | None = None) -> dict[str, float]:
+    def evaluate_embeddings(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
+        """Metrics of inner-product scoring; on CPU through the fused blocked top-K (no full score matrix)."""
+        if self.device.type == "cpu":
+            from .cpu_topk import float_topk_cpu
+
+            def topk(users: torch.Tensor, k: int) -> torch.Tensor:
+                return float_topk_cpu(user_emb, item_emb, users, self.ex_indptr, self.ex_indices, k)[1]
+
+            # the fused kernel keeps only (users x K) in memory, so all users go in one call
+            return self.evaluate(topk=topk, batch_size=max(1, len(self.users)))
+        return self.evaluate(scorer=embedding_scorer(user_emb, item_emb))
+
+    @torch.no_grad()
+    def evaluate(self, scorer: Scorer | None = None, topk: TopK | None = None,
+                 batch_size: int | None = None) -> dict[str, float]:
         """Macro-averaged metrics; pass a ``scorer`` (scores are masked here) or a ready ``topk``."""
+        batch_size = batch_size or self.batch_size
         if topk is None:
             assert scorer is not None
             topk = self.masked_topk(scorer)
@@ -123,8 +138,8 @@ class RankingEvaluator:
             from ..train.distributed import shard
 
             mine = shard(self.users)
-        for start in range(0, len(mine), self.batch_size):
-            users = mine[start : start + self.batch_size]
+        for start in range(0, len(mine), batch_size):
+            users = mine[start : start + batch_size]
             ids = topk(users, kmax)
             keys = users.reshape(-1, 1) * self.n_items + ids.clamp(min=0)
             found = torch.searchsorted(self.truth_keys, keys).clamp(max=len(self.truth_keys) - 1)

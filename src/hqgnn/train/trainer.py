@@ -130,11 +130,16 @@ class Trainer:
         users, items = self.model.final(self.adj)
         return embedding_scorer(users, items)
 
+    @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict[str, float]:
         ev = self.test_eval if split == "test" else self.val_eval
         if ev is None:
             return {}
-        return ev.evaluate(self.scorer())
+        if self.model.quantized:
+            return ev.evaluate(self.scorer())
+        self.model.eval()
+        users, items = self.model.final(self.adj)
+        return ev.evaluate_embeddings(users, items)
 
     def estimate_delta(self) -> dict[str, float]:
         """GSTE delta from the Hutchinson Hessian trace of the BPR loss w.r.t. the quantized embeddings.

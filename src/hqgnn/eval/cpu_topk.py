@@ -1,0 +1,125 @@
+"""Fused CPU top-K for float embeddings: blocked scores + a bounded heap, never the full score matrix.
+
+On a 2-core machine the (users x items) score matrix of full-ranking evaluation costs more to write
+and re-read than to compute. Here each thread takes a block of users, scores one cache-sized item
+block at a time (a small GEMM through single-threaded BLAS) and keeps only a size-K heap per user.
+Ties go to the lower item index, exactly as :func:`hqgnn.topk.stable_topk`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  numba's np.dot calls this BLAS: load it before limiting threads
+import torch
+from threadpoolctl import threadpool_limits
+
+USER_BLOCK = 128
+ITEM_BLOCK = 1024
+
+
+@numba.njit(inline="always")
+def _worse(v1: float, i1: int, v2: float, i2: int) -> bool:
+    return v1 < v2 or (v1 == v2 and i1 > i2)
+
+
+@numba.njit(inline="always")
+def _sift_down(hv, hi, k):
+    pos = 0
+    while True:
+        left = 2 * pos + 1
+        if left >= k:
+            break
+        child = left
+        right = left + 1
+        if right < k and _worse(hv[right], hi[right], hv[left], hi[left]):
+            child = right
+        if _worse(hv[child], hi[child], hv[pos], hi[pos]):
+            hv[pos], hv[child] = hv[child], hv[pos]
+            hi[pos], hi[child] = hi[child], hi[pos]
+            pos = child
+        else:
+            break
+
+
+@numba.njit(inline="always")
+def _sort_heap(v, ix):
+    """Order one heap by (score desc, index asc): insertion sort of k entries."""
+    for a in range(1, len(v)):
+        va, ia = v[a], ix[a]
+        b = a - 1
+        while b >= 0 and _worse(v[b], ix[b], va, ia):
+            v[b + 1] = v[b]
+            ix[b + 1] = ix[b]
+            b -= 1
+        v[b + 1] = va
+        ix[b + 1] = ia
+
+
+@numba.njit(parallel=True, cache=True)
+def _float_topk(user_emb, item_blocks, n_items, users, ex_indptr, ex_indices, k, out_v, out_i):
+    dim = user_emb.shape[1]
+    n_blocks = (len(users) + USER_BLOCK - 1) // USER_BLOCK
+    for blk in numba.prange(n_blocks):
+        b0 = blk * USER_BLOCK
+        nb = min(len(users), b0 + USER_BLOCK) - b0
+        hv = np.full((nb, k), -np.inf, dtype=np.float32)
+        hi = np.full((nb, k), np.int64(1) << 62, dtype=np.int64)
+        ptr = np.empty(nb, dtype=np.int64)
+        ublk = np.empty((nb, dim), dtype=np.float32)
+        for r in range(nb):
+            ptr[r] = ex_indptr[users[b0 + r]]
+            ublk[r] = user_emb[users[b0 + r]]
+        for j in range(item_blocks.shape[0]):
+            i0 = j * ITEM_BLOCK
+            i1 = min(n_items, i0 + ITEM_BLOCK)
+            scores = np.dot(ublk, item_blocks[j])  # (nb, ITEM_BLOCK), stays in cache
+            for r in range(nb):
+                u = users[b0 + r]
+                p = ptr[r]
+                end = ex_indptr[u + 1]
+                while p < end and ex_indices[p] < i1:  # sorted CSR row: this block's seen items
+                    scores[r, ex_indices[p] - i0] = -np.inf
+                    p += 1
+                ptr[r] = p
+                rv = hv[r]
+                ri = hi[r]
+                for i in range(i0, i1):
+                    s = scores[r, i - i0]
+                    # items arrive in increasing index, so an equal score never displaces a real entry
+                    if _worse(rv[0], ri[0], s, i):
+                        rv[0] = s
+                        ri[0] = i
+                        _sift_down(rv, ri, k)
+        for r in range(nb):
+            _sort_heap(hv[r], hi[r])
+            out_v[b0 + r] = hv[r]
+            out_i[b0 + r] = hi[r]
+
+
+def float_topk_cpu(
+    user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, ex_indptr: torch.Tensor,
+    ex_indices: torch.Tensor, k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` items by inner product for ``users``, seen items (sorted CSR rows) excluded.
+
+    Returns CPU tensors (scores, item ids), each (len(users), k); slots with no item left hold -inf / -1.
+    """
+    n_items = item_emb.shape[0]
+    k = min(k, n_items)
+    ie = item_emb.detach().cpu().float().numpy()
+    n_blocks = (n_items + ITEM_BLOCK - 1) // ITEM_BLOCK
+    padded = np.zeros((n_blocks * ITEM_BLOCK, ie.shape[1]), dtype=np.float32)
+    padded[:n_items] = ie
+    # (blocks, dim, ITEM_BLOCK), each block C-contiguous for the GEMM
+    blocks = np.ascontiguousarray(padded.reshape(n_blocks, ITEM_BLOCK, -1).transpose(0, 2, 1))
+    ue = np.ascontiguousarray(user_emb.detach().cpu().float().numpy())
+    u = users.cpu().numpy().astype(np.int64)
+    out_v = np.empty((len(u), k), dtype=np.float32)
+    out_i = np.empty((len(u), k), dtype=np.int64)
+    # numba's threads call BLAS: keep BLAS itself single-threaded, or the two thread pools fight
+    with threadpool_limits(limits=1, user_api="blas"):
+        _float_topk(ue, blocks, n_items, u, ex_indptr.cpu().numpy().astype(np.int64),
+                    ex_indices.cpu().numpy().astype(np.int64), k, out_v, out_i)
+    out_i[np.isneginf(out_v)] = -1
+    return torch.from_numpy(out_v), torch.from_numpy(out_i)
