@@ -59,6 +59,16 @@ class QuantConfig:
     hutchinson_tol: float = 1e-3
     hutchinson_max_probes: int = 50
     separate_delta: bool = False  # one delta for users and one for items
+    # --- code formats (see README "Code formats"): what is stored per item and how queries score ---
+    user_bits: int = -1  # -1: users use the item width (symmetric codes); 0: float queries (asymmetric); 1..8
+    center: bool = False  # quantize relative to the table's mean vector (a per-item term is stored when users are quantized)
+    rotation: str = "none"  # none | itq: an orthogonal rotation (ITQ, fitted on the warm-start items) folded into the encoder
+    scale_dtype: str = "float32"  # float32 | float16: how the per-row scales (and per-item terms) are stored and scored
+    distill: str = "none"  # none | score | rank: distillation from the float teacher (train.init_from, or quant.teacher)
+    distill_weight: float = 1.0  # weight of the distillation loss next to BPR
+    distill_temperature: float = 1.0  # softmax temperature of score distillation
+    distill_topk: int = 10  # teacher items per user for rank distillation
+    teacher: str = ""  # run directory of the float teacher (default: train.init_from)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .eval.evaluator import code_scorer, embedding_scorer, exclusion_mask_fill
+from .eval.evaluator import code_scorer, embedding_scorer, exclusion_mask_fill, served_scorer
 from .run import TrainedRun
 from .topk import stable_topk
 
@@ -22,7 +22,11 @@ class Recommender:
         self.device = torch.device(device)
         t = {k: v.to(self.device) for k, v in run.tables.items()}
         self.index = None
-        if run.quantized:
+        if run.quantized and not run.symmetric:
+            # asymmetric / centered formats: the same scorer as training-time evaluation, exact top-K
+            self._user_scorer = served_scorer(t)
+            self._item_scorer = code_scorer(t["item_codes"], t["item_scale"], t["item_codes"], t["item_scale"])
+        elif run.quantized:
             from .index import build_code_index
 
             # the retrieval engine serves quantized runs straight from the packed item codes

@@ -85,6 +85,14 @@ class TrainedRun:
         return "item_codes" in self.tables
 
     @property
+    def symmetric(self) -> bool:
+        """Quantized with both sides b-bit codes of one width and no per-item term (the packed-code engine's
+        format); other code formats are scored by :func:`hqgnn.eval.served_scorer`."""
+        q = self.config.quant
+        return (self.quantized and "user_query" not in self.tables and "item_term" not in self.tables
+                and q.user_bits in (-1, q.bits))
+
+    @property
     def bits(self) -> int:
         return self.config.quant.bits if self.quantized else 0
 

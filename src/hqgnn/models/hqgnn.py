@@ -23,15 +23,44 @@ class QuantizedRecommender(nn.Module):
         self.encoder = LightGCN(n_users, n_items, model.dim, model.layers, model.init_std)
         self.n_users, self.n_items = n_users, n_items
         self.bits = 0 if quant is None else quant.bits
+        self.user_bits = 0
+        self.center = False
+        self.distill = "none"
         if self.bits:
             from ..quant import EmbeddingQuantizer
 
             if quant.estimator not in ("ste", "gste"):
                 raise ValueError(f"bits={quant.bits} needs estimator ste or gste, got {quant.estimator!r}")
             delta = max(0.0, quant.delta)
-            kw = dict(estimator=quant.estimator, scale=quant.scale, learnable_scale=quant.learnable_scale, delta=delta)
-            self.user_quantizer = EmbeddingQuantizer(quant.bits, num_rows=n_users, **kw)
+            kw = dict(estimator=quant.estimator, scale=quant.scale, learnable_scale=quant.learnable_scale, delta=delta,
+                      scale_dtype=quant.scale_dtype)
+            self.user_bits = quant.bits if quant.user_bits < 0 else quant.user_bits
+            self.center = quant.center
+            self.scale_dtype = quant.scale_dtype
+            # float queries (user_bits = 0) keep no user quantizer: only the item table is compressed
+            if self.user_bits:
+                self.user_quantizer = EmbeddingQuantizer(self.user_bits, num_rows=n_users, **kw)
             self.item_quantizer = EmbeddingQuantizer(quant.bits, num_rows=n_items, **kw)
+            self.distill = quant.distill
+            self.distill_weight = quant.distill_weight
+            self.distill_temperature = quant.distill_temperature
+
+    @property
+    def symmetric(self) -> bool:
+        """Both sides b-bit codes of the same width, no centering: the format of the original code engine."""
+        return self.quantized and self.user_bits == self.bits and not self.center
+
+    def set_teacher(self, user_emb: torch.Tensor, item_emb: torch.Tensor, top_items: torch.Tensor | None) -> None:
+        """Frozen float teacher tables (and, for rank distillation, its top items per user) on the model's device."""
+        # non-persistent: the teacher is re-read from its run directory, never stored in this run's weights
+        self.register_buffer("teacher_user", user_emb.detach().float(), persistent=False)
+        self.register_buffer("teacher_item", item_emb.detach().float(), persistent=False)
+        if top_items is not None:
+            self.register_buffer("teacher_top", top_items.long(), persistent=False)
+            r = top_items.shape[1]
+            # BiGeaR-style rank weights: the teacher's first items count most
+            w = torch.exp(-torch.arange(r, dtype=torch.float32, device=top_items.device) / max(1.0, r / 2))
+            self.register_buffer("teacher_top_weight", w / w.sum(), persistent=False)
 
     @property
     def quantized(self) -> bool:
@@ -43,39 +72,110 @@ class QuantizedRecommender(nn.Module):
 
     def quantize_rows(self, users: torch.Tensor, items: torch.Tensor, user_rows: torch.Tensor,
                       item_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantize the given rows of the final tables (row scales are row-local, so a batch is exact)."""
+        """The given rows of the user and item tables as the model scores them (<u, i> is the model's score).
+
+        Row scales are row-local, so a batch is exact; with centering, the centres are the means of the
+        whole tables (detached), and the quantized offsets are added back, so the score keeps the terms
+        that serving drops as per-user constants.
+        """
         u, i = users[user_rows], items[item_rows]
-        if self.quantized:
-            u, i = self.user_quantizer(u, rows=user_rows), self.item_quantizer(i, rows=item_rows)
+        if not self.quantized:
+            return u, i
+        if self.center:
+            mu_i = items.detach().mean(0, keepdim=True)
+            i = self.item_quantizer(i - mu_i, rows=item_rows) + mu_i
+            if self.user_bits:
+                mu_u = users.detach().mean(0, keepdim=True)
+                u = self.user_quantizer(u - mu_u, rows=user_rows) + mu_u
+            return u, i
+        i = self.item_quantizer(i, rows=item_rows)
+        if self.user_bits:
+            u = self.user_quantizer(u, rows=user_rows)
         return u, i
 
     def bpr_loss(
         self, adj: torch.Tensor | None, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(total loss, BPR part). L2 on the batch's layer-0 embeddings, LightGCN convention."""
+        """(total loss, BPR part). L2 on the batch's layer-0 embeddings, LightGCN convention; plus the
+        distillation term when a teacher is set."""
         user_f, item_f = self.final(adj)
-        u, it = self.quantize_rows(user_f, item_f, users, torch.cat([pos, neg]))
-        p, n = it[: len(pos)], it[len(pos) :]
+        extra = self._distill_items(users, neg)
+        rows = torch.cat([pos, neg] + ([extra.reshape(-1)] if extra is not None else []))
+        u, it = self.quantize_rows(user_f, item_f, users, rows)
+        b = len(pos)
+        p, n = it[:b], it[b : 2 * b]
         bpr = F.softplus((u * (n - p)).sum(-1)).mean()
         e0 = self.encoder.embedding.weight
         l2 = (e0[users].square().sum() + e0[self.n_users + pos].square().sum() + e0[self.n_users + neg].square().sum())
-        return bpr + reg * 0.5 * l2 / len(users), bpr
+        loss = bpr + reg * 0.5 * l2 / len(users)
+        if extra is not None:
+            loss = loss + self.distill_weight * self._distill_loss(u, p, n, it[2 * b :], users, pos, neg, extra)
+        return loss, bpr
+
+    def _distill_items(self, users: torch.Tensor, neg: torch.Tensor) -> torch.Tensor | None:
+        """Extra item rows the distillation term scores: the teacher's top items (rank) or shared in-batch
+        candidates (score); None without distillation."""
+        if self.distill == "none" or not hasattr(self, "teacher_user"):
+            return None
+        if self.distill == "rank":
+            return self.teacher_top[users]  # (B, R)
+        return neg[: min(len(neg), _SCORE_CANDIDATES)]  # (m,) candidates shared by the batch
+
+    def _distill_loss(self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor, extra_q: torch.Tensor,
+                      users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        if self.distill == "rank":
+            # BPR of each teacher top item against the sampled negative, weighted by the teacher's rank
+            top = extra_q.reshape(*extra.shape, -1)  # (B, R, d)
+            s_top = (u.unsqueeze(1) * top).sum(-1)
+            s_neg = (u * n).sum(-1, keepdim=True)
+            return (F.softplus(s_neg - s_top) * self.teacher_top_weight).sum(-1).mean()
+        # score distillation: KL(teacher || student) of the softmax over [own positive, shared candidates]
+        t = self.distill_temperature
+        tu = self.teacher_user[users]
+        t_logits = torch.cat([(tu * self.teacher_item[pos]).sum(-1, keepdim=True), tu @ self.teacher_item[extra].T], 1)
+        s_logits = torch.cat([(u * p).sum(-1, keepdim=True), u @ extra_q.T], 1)
+        log_ps = F.log_softmax(s_logits / t, dim=1)
+        log_pt = F.log_softmax(t_logits / t, dim=1)
+        return F.kl_div(log_ps, log_pt, log_target=True, reduction="batchmean") * t * t
 
     @torch.no_grad()
     def codes(self, adj: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Integer codes and scales of every user and item (quantized models only)."""
+        """What serving stores: integer codes and scales of every item, and per user either codes and
+        scales or (float queries) the float vector; ``item_term`` where centering leaves a per-item term.
+
+        Scores: ``s_u * s_i * <c_u, c_i> + t_i`` (quantized users) or ``s_i * <x_u, c_i> + t_i`` (float
+        users); per-user constants (<x_u, mu_i>, ...) are dropped, they do not change a user's ranking.
+        """
         assert self.quantized
         users, items = self.final(adj)
-        user_codes, user_scale = self.user_quantizer.quantize(users)
+        if self.center:
+            mu_i = items.mean(0, keepdim=True)
+            items = items - mu_i
         item_codes, item_scale = self.item_quantizer.quantize(items)
-        return {"user_codes": user_codes, "user_scale": user_scale, "item_codes": item_codes, "item_scale": item_scale}
+        out = {"item_codes": item_codes, "item_scale": item_scale}
+        if self.user_bits:
+            if self.center:
+                mu_u = users.mean(0, keepdim=True)
+                users = users - mu_u
+                # <mu_u, Q(i - mu_i)>: the one cross term that varies per item
+                term = self.item_quantizer.dequantize(item_codes, item_scale) @ mu_u.reshape(-1)
+                out["item_term"] = _round_to(term, self.scale_dtype)
+            out["user_codes"], out["user_scale"] = self.user_quantizer.quantize(users)
+        else:
+            out["user_query"] = users.float().contiguous()
+        return out
 
     def memory_report(self) -> dict[str, float]:
-        """Bytes per user / item of what serving stores, and the ratio to float32."""
+        """Bytes per user / item of what serving stores (bit-packed codes + scales + per-item terms), and
+        the ratio to float32."""
         d = self.encoder.dim
         if self.quantized:
-            per_user = self.user_quantizer.bytes_per_row(d)
+            from ..quant.quantizer import SCALE_DTYPES
+
             per_item = self.item_quantizer.bytes_per_row(d)
+            if self.center and self.user_bits:
+                per_item += SCALE_DTYPES[self.scale_dtype]
+            per_user = self.user_quantizer.bytes_per_row(d) if self.user_bits else 4.0 * d
         else:
             per_user = per_item = 4.0 * d
         total = per_user * self.n_users + per_item * self.n_items
@@ -86,6 +186,15 @@ class QuantizedRecommender(nn.Module):
             "float32_total_bytes": 4.0 * d * (self.n_users + self.n_items),
             "ratio_to_float32": total / (4.0 * d * (self.n_users + self.n_items)),
         }
+
+
+def _round_to(x: torch.Tensor, dtype: str) -> torch.Tensor:
+    """x as stored (float16 values held in float32), so scoring uses exactly the stored numbers."""
+    return x.to(torch.float16).to(torch.float32) if dtype == "float16" else x.to(torch.float32)
+
+
+# shared in-batch candidates per step for score distillation (B x m logits)
+_SCORE_CANDIDATES = 1024
 
 
 def bpr_from_tables(

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from .estimators import ESTIMATORS, integer_codes, level_range, quantize_with_estimator
 
 SCALE_MODES = ("row", "tensor")
+SCALE_DTYPES = {"float32": 4, "float16": 2}  # storage dtype of a scale -> bytes
 
 # Smallest scale used for b >= 2: only an all-zero row (or a learnable scale driven to <= 0) reaches
 # it; it keeps x / s finite there (0 / eps = 0) without coarsening any realistic embedding row.
@@ -139,6 +140,7 @@ class EmbeddingQuantizer(nn.Module):
         learnable_scale: bool = False,
         num_rows: int | None = None,
         delta: float = 0.0,
+        scale_dtype: str = "float32",
     ) -> None:
         super().__init__()
         if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
@@ -149,6 +151,9 @@ class EmbeddingQuantizer(nn.Module):
             raise ValueError(f"unknown estimator {estimator!r} (expected one of {', '.join(ESTIMATORS)})")
         if scale not in SCALE_MODES:
             raise ValueError(f"unknown scale mode {scale!r} (expected one of {', '.join(SCALE_MODES)})")
+        if scale_dtype not in SCALE_DTYPES:
+            raise ValueError(f"unknown scale dtype {scale_dtype!r} (expected one of {', '.join(SCALE_DTYPES)})")
+        self.scale_dtype = scale_dtype
         if learnable_scale and scale == "row" and (num_rows is None or num_rows <= 0):
             raise ValueError("a learnable per-row scale needs num_rows (the table size)")
         self.bits = bits
@@ -171,7 +176,15 @@ class EmbeddingQuantizer(nn.Module):
         return (self.num_rows,) if self.scale_mode == "row" and self.num_rows is not None else ()
 
     def _scale_for(self, x: Tensor, rows: Tensor | None) -> tuple[Tensor, float]:
-        """The scale broadcastable against x ((n, 1) or ()) and the LSQ gradient factor."""
+        """The scale broadcastable against x ((n, 1) or ()) and the LSQ gradient factor, rounded to the
+        storage dtype: training, evaluation and serving all use the scale exactly as it is stored."""
+        s, g = self._raw_scale_for(x, rows)
+        if self.scale_dtype == "float16":
+            # straight-through rounding: the value is the stored one, the LSQ gradient passes unchanged
+            s = s + (s.detach().to(torch.float16).to(torch.float32) - s.detach())
+        return s, g
+
+    def _raw_scale_for(self, x: Tensor, rows: Tensor | None) -> tuple[Tensor, float]:
         if x.dim() != 2:
             raise ValueError(f"expected a 2-D (rows x dim) tensor, got shape {tuple(x.shape)}")
         if not self.learnable_scale:
@@ -240,18 +253,19 @@ class EmbeddingQuantizer(nn.Module):
 
     # ---------------------------------------------------------------- storage
     def bytes_per_row(self, dim: int) -> float:
-        """Bit-packed bytes per row: bits * dim / 8, plus a float32 scale for per-row scales. A per-tensor
-        scale adds 4 bytes once per table (see table_bytes), not per row."""
-        return self.bits * dim / 8 + (4 if self.scale_mode == "row" else 0)
+        """Bit-packed bytes per row: bits * dim / 8, plus the per-row scale (4 B float32, 2 B float16). A
+        per-tensor scale adds its bytes once per table (see table_bytes), not per row."""
+        return self.bits * dim / 8 + (SCALE_DTYPES[self.scale_dtype] if self.scale_mode == "row" else 0)
 
     def table_bytes(self, num_rows: int, dim: int) -> float:
         """Bytes of a whole quantized table: rows plus the single per-tensor scale where there is one."""
-        return num_rows * self.bytes_per_row(dim) + (4 if self.scale_mode == "tensor" else 0)
+        return num_rows * self.bytes_per_row(dim) + (SCALE_DTYPES[self.scale_dtype] if self.scale_mode == "tensor" else 0)
 
     def extra_repr(self) -> str:
         return (
             f"bits={self.bits}, estimator={self.estimator!r}, scale={self.scale_mode!r}, "
-            f"learnable_scale={self.learnable_scale}, num_rows={self.num_rows}, delta={float(self.delta):g}"
+            f"learnable_scale={self.learnable_scale}, num_rows={self.num_rows}, delta={float(self.delta):g}, "
+            f"scale_dtype={self.scale_dtype!r}"
         )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -16,11 +17,12 @@ from tqdm.auto import tqdm
 from ..config import RunConfig
 from ..data.dataset import InteractionData
 from ..errors import HqgnnError
-from ..eval import RankingEvaluator, code_scorer, embedding_scorer
+from ..eval import RankingEvaluator, embedding_scorer, exclusion_mask_fill, served_scorer
 from ..graph import normalized_adjacency
 from ..io import atomic_path
 from ..models import QuantizedRecommender
 from ..models.hqgnn import bpr_from_tables
+from ..topk import stable_topk
 from . import distributed
 from .cuda_graph import GraphedStep
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -75,11 +77,12 @@ class Trainer:
         self.model.to(self.device)
         if cfg.train.init_from:
             self._warm_start(Path(cfg.train.init_from))
+        elif self.model.quantized and cfg.quant.rotation != "none":
+            raise HqgnnError(f"quant.rotation={cfg.quant.rotation} is fitted on a trained model: it needs train.init_from")
+        if self.model.quantized and cfg.quant.distill != "none":
+            self._set_teacher(Path(cfg.quant.teacher or cfg.train.init_from or ""), data)
         if self.model.quantized and cfg.quant.learnable_scale and not cfg.train.init_from:
-            with torch.no_grad():
-                users, items = self.model.final(self.adj)
-            self.model.user_quantizer.init_scale(users)
-            self.model.item_quantizer.init_scale(items)
+            self._init_learnable_scales()
         # the fused CUDA Adam is one kernel for all parameters: a visible share of a ~1 ms step
         cuda = self.device.type == "cuda"
         # distributed: DDP's all-reduce is not captured into the graph, so eager steps only
@@ -114,19 +117,68 @@ class Trainer:
             raise HqgnnError(f"{path}: encoder weights missing or of another shape (other data or --dim?)")
         with torch.no_grad():
             self.model.encoder.embedding.weight.copy_(emb)
+        if self.model.quantized and self.cfg.quant.rotation == "itq":
+            self._fold_rotation()
         if self.model.quantized and self.cfg.quant.learnable_scale:
-            with torch.no_grad():
-                users, items = self.model.final(self.adj)
+            self._init_learnable_scales()
+
+    @torch.no_grad()
+    def _init_learnable_scales(self) -> None:
+        users, items = self.model.final(self.adj)
+        if self.model.center:
+            users, items = users - users.mean(0, keepdim=True), items - items.mean(0, keepdim=True)
+        if self.model.user_bits:
             self.model.user_quantizer.init_scale(users)
-            self.model.item_quantizer.init_scale(items)
+        self.model.item_quantizer.init_scale(items)
+
+    @torch.no_grad()
+    def _fold_rotation(self) -> None:
+        """ITQ rotation fitted on the warm-start item embeddings, folded into the layer-0 table.
+
+        LightGCN's propagation is linear and acts on rows, so rotating E0 by an orthogonal R rotates every
+        final embedding by R and leaves every float score unchanged; the quantizer then sees rotated
+        coordinates, and serving needs no separate rotation of the queries (it is part of the table).
+        """
+        from ..quant.rotation import itq_rotation
+
+        _, items = self.model.final(self.adj)
+        r = itq_rotation(items, seed=self.cfg.train.seed).to(self.device)
+        self.model.encoder.embedding.weight.copy_(self.model.encoder.embedding.weight @ r)
+        log.info("quant.rotation=itq: folded a %dx%d ITQ rotation into the encoder", r.shape[0], r.shape[1])
+
+    @torch.no_grad()
+    def _set_teacher(self, run_dir: Path, data: InteractionData) -> None:
+        """Load the float teacher's final tables for distillation (and its top items per user for rank
+        distillation, train items excluded)."""
+        path = run_dir / "tables.safetensors"
+        if not str(run_dir) or not path.exists():
+            raise HqgnnError(f"{path}: quant.distill needs a float teacher run (train.init_from or quant.teacher)")
+        t = load_file(str(path))
+        tu, ti = t.get("user_emb"), t.get("item_emb")
+        if tu is None or ti is None or tu.shape[0] != data.n_users or ti.shape[0] != data.n_items:
+            raise HqgnnError(f"{path}: teacher tables missing or for other data ({data.n_users} users, {data.n_items} items)")
+        tu, ti = tu.to(self.device).float(), ti.to(self.device).float()
+        top = None
+        if self.cfg.quant.distill == "rank":
+            r = max(1, min(self.cfg.quant.distill_topk, data.n_items))
+            train_m = data.matrix(data.train)
+            indptr = torch.from_numpy(train_m.indptr.astype(np.int64)).to(self.device)
+            indices = torch.from_numpy(train_m.indices.astype(np.int64)).to(self.device)
+            parts = []
+            for start in range(0, data.n_users, 4096):  # bounded (4096 x n_items) score blocks
+                users = torch.arange(start, min(start + 4096, data.n_users), device=self.device)
+                scores = exclusion_mask_fill(tu[users] @ ti.T, users, indptr, indices)
+                parts.append(stable_topk(scores, r)[1])
+            top = torch.cat(parts)
+        self.model.set_teacher(tu, ti, top)
+        log.info("distillation (%s) from the float teacher %s", self.cfg.quant.distill, run_dir)
 
     @torch.no_grad()
     def scorer(self):
         """Scores exactly as served: integer codes x scales for quantized models, floats otherwise."""
         self.model.eval()
         if self.model.quantized:
-            c = self.model.codes(self.adj)
-            return code_scorer(c["user_codes"], c["user_scale"], c["item_codes"], c["item_scale"])
+            return served_scorer(self.model.codes(self.adj))
         users, items = self.model.final(self.adj)
         return embedding_scorer(users, items)
 
@@ -181,7 +233,8 @@ class Trainer:
         # sum (and count) this rank's estimates, then over ranks: the mean over all delta_batches
         sums = distributed.all_reduce_sum(rows.reshape(-1, len(keys) + 1).sum(0).to(self.device)).cpu().tolist()
         out = {k: sums[i] / sums[-1] for i, k in enumerate(keys)}
-        self.model.user_quantizer.set_delta(out.get("delta_user", out["delta"]))
+        if self.model.user_bits:  # float queries have no user quantizer
+            self.model.user_quantizer.set_delta(out.get("delta_user", out["delta"]))
         self.model.item_quantizer.set_delta(out.get("delta_item", out["delta"]))
         return out
 

@@ -1,0 +1,281 @@
+"""The quality-per-byte frontier: float teacher, post-hoc compression of it, and quantization-aware codes.
+
+One command per dataset, on one GPU; every row goes through the same exact evaluator (full ranking,
+train + validation items masked) and carries the item and user bytes as served:
+
+    python benchmarks/frontier.py --data gowalla --data-dir DIR --work /tmp/fr --deadline 560
+
+Phases (all under one wall-clock deadline, each phase's budget derived from what is left):
+1. float teachers at every width the QAT configurations need (d = 64 is the "float" row);
+2. post-hoc baselines on every teacher (benchmarks/posthoc.py), on the CPU cores while phase 3 runs;
+3. QAT configurations, warm-started from the teacher of their width, seed 0, all concurrently;
+4. selection on VALIDATION Recall@20: the best configuration at each item-byte budget, plus the STE /
+   GSTE variants of the best 1-bit configuration, rerun with seeds 1 and 2.
+Rows go to benchmarks/results/frontier_<dataset>.json (and $OUT when set), after every phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+METRICS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
+BUDGETS = (8, 16, 36)  # item bytes; a row counts for every budget at or above its bytes
+
+# name -> (teacher dim, bits, estimator, overrides). Overrides are quant.* / train.* fields.
+ASYM = {"quant.user_bits": 0}
+CENTER_ROT = {"quant.center": True, "quant.rotation": "itq"}
+FP16 = {"quant.scale_dtype": "float16"}
+QAT: dict[str, tuple[int, int, str, dict[str, Any]]] = {
+    # 8 B per item: 64 sign bits, one scale per table
+    "b1_d64_tensor_asym_cr": (64, 1, "ste", {**ASYM, **CENTER_ROT, "quant.scale": "tensor"}),
+    "b1_d64_tensor_asym_cr_kd": (64, 1, "ste", {**ASYM, **CENTER_ROT, "quant.scale": "tensor", "quant.distill": "score"}),
+    # 10-12 B: 64 sign bits + a row scale
+    "b1_d64_sym": (64, 1, "ste", {}),  # the original HQ-GNN format (both sides 1 bit)
+    "b1_d64_asym": (64, 1, "ste", {**ASYM, **FP16}),
+    "b1_d64_asym_cr": (64, 1, "ste", {**ASYM, **CENTER_ROT, **FP16}),
+    "b1_d64_asym_cr_kd": (64, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "score"}),
+    "b1_d64_asym_cr_rkd": (64, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "rank"}),
+    "b1_d64_asym_cr_gste": (64, 1, "gste", {**ASYM, **CENTER_ROT, **FP16}),
+    "b1_d64_asym_cr_gste_d1": (64, 1, "gste", {**ASYM, **CENTER_ROT, **FP16, "quant.delta": 1.0}),
+    "b1_d64_q4_cr": (64, 1, "ste", {"quant.user_bits": 4, **CENTER_ROT, **FP16}),  # 4-bit queries (bit planes)
+    # 16 B: wider sign codes (112 bits + fp16 scale)
+    "b1_d112_asym_cr": (112, 1, "ste", {**ASYM, **CENTER_ROT, **FP16}),
+    "b1_d112_asym_cr_kd": (112, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "score"}),
+    # 30-36 B: multi-bit codes
+    "b2_d112_asym_cr": (112, 2, "ste", {**ASYM, **CENTER_ROT, **FP16}),
+    "b4_d64_asym_c": (64, 4, "ste", {**ASYM, "quant.center": True, **FP16}),
+    "b4_d64_sym": (64, 4, "ste", {}),
+}
+
+
+def _launch(args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as fh:
+        return subprocess.Popen([sys.executable, "-m", "hqgnn", "train", "-q", *args], stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _sets(overrides: dict[str, Any]) -> list[str]:
+    out = []
+    for key, value in overrides.items():
+        out += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+    return out
+
+
+class Frontier:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.t0 = time.time()
+        self.work = Path(args.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.common = ["--data", args.data, "--data-dir", args.data_dir, "--batch-size", str(args.batch_size),
+                       "--patience", "0", "--set", "train.sampling=user", "--set", f"data.val_ratio={args.val_ratio}",
+                       "--device", args.device]
+        for item in args.set:
+            self.common += ["--set", item]
+
+    def left(self) -> float:
+        return self.args.deadline - (time.time() - self.t0)
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.time() - self.t0:6.0f}s] {msg}", flush=True)
+
+    # ------------------------------------------------------------------ rows
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.rows += rows
+            self.save()
+
+    def save(self) -> None:
+        text = json.dumps(self.rows, indent=1) + "\n"
+        paths = [Path(self.args.results)]
+        if os.environ.get("OUT"):
+            paths.append(Path(os.environ["OUT"]) / f"frontier_{self.args.data}.json")
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+
+    def run_row(self, run_dir: Path, method: str, family: str, seed: int, extra: dict[str, Any]) -> dict[str, Any] | None:
+        path = run_dir / "metrics.json"
+        if not path.exists():
+            self.log(f"{method}: no metrics (see {run_dir}.log)\n" + Path(f"{run_dir}.log").read_text()[-1500:])
+            return None
+        m = json.loads(path.read_text())
+        return {"dataset": self.args.data, "method": method, "family": family,
+                "item_bytes": m["memory"]["bytes_per_item"], "user_bytes": m["memory"]["bytes_per_user"],
+                **{k: m["test"][k] for k in METRICS}, "val_recall@20": m["val"].get("recall@20"),
+                "train_seconds": m["train_seconds"], "device": m["device"], "seed": seed,
+                "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"], **extra}
+
+    # ------------------------------------------------------------------ phases
+    def teachers(self, dims: list[int]) -> dict[int, Path]:
+        budget = self.args.teacher_seconds
+        self.log(f"teachers d={dims}, {budget:.0f}s each, concurrently")
+        procs = {}
+        for d in dims:
+            out = self.work / f"teacher_d{d}"
+            procs[d] = (_launch([*self.common, "--dim", str(d), "--lr", str(self.args.teacher_lr), "--out", str(out),
+                                 "--epochs", "100000", "--eval-every", "20", "--set", f"train.max_seconds={budget}"],
+                                self.work / f"teacher_d{d}.log"), out)
+        rows = []
+        for d, (p, out) in procs.items():
+            p.wait()
+            row = self.run_row(out, f"float32_d{d}", "float" if d == self.args.float_dim else "float_wide", 0,
+                               {"teacher_dim": d, "concurrent_runs": len(dims)})
+            if row:
+                rows.append(row)
+        self.add(rows)
+        return {d: out for d, (_, out) in procs.items()}
+
+    def posthoc(self, teachers: dict[int, Path]) -> threading.Thread:
+        def work() -> None:
+            try:
+                sys.path.insert(0, str(HERE))
+                import posthoc
+
+                for d, run_dir in teachers.items():
+                    rows = posthoc.rows_for_run(run_dir, device=self.args.device, seed=0)
+                    for r in rows:
+                        r["teacher_dim"] = d
+                    self.add(rows)
+                    self.log(f"post-hoc on d={d}: {len(rows)} rows")
+            except Exception as exc:  # the QAT phase goes on; the failure is in the log and the output
+                import traceback
+
+                self.log(f"post-hoc failed: {exc}\n{traceback.format_exc()}")
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        return thread
+
+    def qat(self, names: list[str], seeds: list[int], teachers: dict[int, Path], budget: float, phase: str) -> None:
+        self.log(f"QAT {phase}: {len(names)} configs x seeds {seeds}, {self.args.qat_epochs} epochs, cap {budget:.0f}s")
+        procs = {}
+        for name in names:
+            dim, bits, est, over = QAT[name]
+            for seed in seeds:
+                out = self.work / f"{name}_s{seed}"
+                args = [*self.common, "--dim", str(dim), "--lr", str(self.args.qat_lr), "--init-from", str(teachers[dim]),
+                        "--out", str(out), "--epochs", str(self.args.qat_epochs), "--eval-every", "5",
+                        "--bits", str(bits), "--estimator", est, "--set", f"train.seed={seed}",
+                        "--set", f"train.max_seconds={budget}", *_sets(over)]
+                procs[(name, seed)] = (_launch(args, Path(f"{out}.log")), out)
+        rows = []
+        for (name, seed), (p, out) in procs.items():
+            p.wait()
+            dim, bits, est, over = QAT[name]
+            row = self.run_row(out, name, "qat", seed, {"teacher_dim": dim, "bits": bits, "estimator": est,
+                                                        "config": over, "phase": phase, "concurrent_runs": len(procs)})
+            if row:
+                rows.append(row)
+        self.add(rows)
+
+    def select(self) -> list[str]:
+        """Best configuration per budget and the STE/GSTE variants of the best 1-bit one, by VALIDATION recall."""
+        qat = [r for r in self.rows if r["family"] == "qat" and r["seed"] == 0 and r["val_recall@20"] is not None]
+        chosen: list[str] = []
+        for budget in BUDGETS:
+            fits = [r for r in qat if r["item_bytes"] <= budget]
+            if fits:
+                best = max(fits, key=lambda r: r["val_recall@20"])
+                self.log(f"budget {budget} B: {best['method']} (val {best['val_recall@20']:.4f})")
+                chosen.append(best["method"])
+        one_bit = [r for r in qat if r["bits"] == 1 and not r["method"].endswith(("gste", "gste_d1"))]
+        if one_bit:
+            base = max(one_bit, key=lambda r: r["val_recall@20"])["method"]
+            for variant in (base, base + "_gste", base + "_gste_d1"):
+                if variant not in QAT:  # derive the GSTE variants of the chosen STE configuration
+                    dim, bits, _, over = QAT[base]
+                    QAT[variant] = (dim, bits, "gste", {**over, **({"quant.delta": 1.0} if variant.endswith("_d1") else {})})
+                chosen.append(variant)
+        return list(dict.fromkeys(chosen))
+
+    def main(self) -> None:
+        names = self.args.configs.split(",") if self.args.configs else list(QAT)
+        dims = sorted({self.args.float_dim} | {QAT[n][0] for n in names})
+        teachers = self.teachers(dims)
+        ph = self.posthoc(teachers)
+        # explore: seed 0 of every configuration; the reruns get what is left after it
+        explore_cap = max(30.0, (self.left() - 60) * self.args.explore_share)
+        self.qat(names, [0], teachers, explore_cap, "explore")
+        chosen = self.select()
+        missing = [n for n in chosen if not any(r["method"] == n and r["seed"] == 0 for r in self.rows)]
+        if missing:  # GSTE variants not explored yet run with all three seeds
+            self.qat(missing, [0, 1, 2], teachers, max(30.0, (self.left() - 40) / 2), "seeds")
+        self.qat([n for n in chosen if n not in missing], [1, 2], teachers, max(30.0, self.left() - 30), "seeds")
+        ph.join(timeout=max(1.0, self.left()))
+        self.save()
+        self.log(f"done: {len(self.rows)} rows")
+
+
+def plot(rows: list[dict[str, Any]], dataset: str, path: Path) -> None:
+    """Recall@20 against item bytes (log x): float, post-hoc and QAT rows, seeds averaged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in rows if r["dataset"] == dataset]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    styles = {"float": ("black", "*"), "float_wide": ("gray", "*"), "posthoc": ("tab:blue", "o"), "qat": ("tab:red", "s")}
+    for family, (color, marker) in styles.items():
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["family"] == family:
+                groups.setdefault(r["method"] + f"@{r.get('teacher_dim', '')}", []).append(r)
+        for label, rs in groups.items():
+            x, y = rs[0]["item_bytes"], float(np.mean([r["recall@20"] for r in rs]))
+            ax.scatter([x], [y], color=color, marker=marker, s=40)
+            ax.annotate(label.split("@")[0], (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.scatter([], [], color=color, marker=marker, label=family)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("item bytes as stored (log scale)")
+    ax.set_ylabel("test Recall@20")
+    ax.set_title(f"{dataset}: quality per byte")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="gowalla")
+    ap.add_argument("--data-dir", default="")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--deadline", type=float, default=560, help="wall-clock seconds for the whole command")
+    ap.add_argument("--teacher-seconds", type=float, default=150)
+    ap.add_argument("--teacher-lr", type=float, default=5e-3)
+    ap.add_argument("--float-dim", type=int, default=64)
+    ap.add_argument("--qat-epochs", type=int, default=40)
+    ap.add_argument("--qat-lr", type=float, default=2e-3)
+    ap.add_argument("--explore-share", type=float, default=0.55, help="share of the time left after the teachers")
+    ap.add_argument("--batch-size", type=int, default=8192)
+    ap.add_argument("--val-ratio", type=float, default=0.05)
+    ap.add_argument("--configs", default="", help="comma list of QAT configuration names (default: all)")
+    ap.add_argument("--set", action="append", default=[], help="extra section.field=value for every run")
+    ap.add_argument("--results", default="")
+    ap.add_argument("--plot-only", action="store_true", help="only redraw the plot from --results")
+    args = ap.parse_args()
+    args.results = args.results or str(HERE / "results" / f"frontier_{args.data}.json")
+    if args.plot_only:
+        plot(json.loads(Path(args.results).read_text()), args.data, Path(args.results).with_suffix(".png"))
+        return
+    Frontier(args).main()
+    plot(json.loads(Path(args.results).read_text()), args.data, Path(args.results).with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

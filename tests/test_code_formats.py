@@ -1,0 +1,188 @@
+"""Code formats beyond symmetric b-bit codes: float / b-bit queries, centering, ITQ rotation, float16
+scales, distillation — trained, evaluated and served on exactly the same scores."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hqgnn.cli import main
+from hqgnn.config import RunConfig
+from hqgnn.data import load_dataset
+from hqgnn.eval import RankingEvaluator, served_scorer
+from hqgnn.models import QuantizedRecommender
+from hqgnn.quant.rotation import itq_rotation, sign_error
+from hqgnn.recommender import Recommender
+from hqgnn.run import load_run
+from hqgnn.train.pipeline import run_training
+from hqgnn.train.trainer import Trainer
+
+
+def _cfg(**quant) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.synthetic_users, cfg.data.synthetic_items = 300, 200
+    cfg.model.dim = 16
+    cfg.train.epochs, cfg.train.device, cfg.train.eval_every = 2, "cpu", 1
+    for key, value in quant.items():
+        setattr(cfg.quant, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    cfg = _cfg()
+    cfg.train.epochs = 4
+    run_training(cfg, out, progress=False)
+    return out
+
+
+FORMATS = {
+    "float_queries": dict(bits=1, estimator="ste", user_bits=0),
+    "float_queries_centered_itq_fp16": dict(bits=1, estimator="ste", user_bits=0, center=True, rotation="itq",
+                                            scale_dtype="float16"),
+    "q4_queries_centered": dict(bits=1, estimator="ste", user_bits=4, center=True),
+    "b4_float_queries_score_kd": dict(bits=4, estimator="gste", user_bits=0, distill="score"),
+    "b1_rank_kd": dict(bits=1, estimator="ste", user_bits=0, distill="rank", distill_topk=5),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FORMATS))
+def fmt_run(request, teacher, tmp_path_factory):
+    cfg = _cfg(**FORMATS[request.param])
+    cfg.train.init_from = str(teacher)
+    out = tmp_path_factory.mktemp(request.param) / "run"
+    run_training(cfg, out, progress=False)
+    return request.param, out
+
+
+def test_memory_counts_what_is_stored(fmt_run):
+    name, out = fmt_run
+    q = FORMATS[name]
+    m = json.loads((out / "metrics.json").read_text())["memory"]
+    d, bits = 16, q["bits"]
+    scale = 2 if q.get("scale_dtype") == "float16" else 4
+    term = scale if q.get("center") and q["user_bits"] else 0
+    assert m["bytes_per_item"] == bits * d / 8 + scale + term
+    assert m["bytes_per_user"] == (4 * d if q["user_bits"] == 0 else q["user_bits"] * d / 8 + scale)
+    tables = load_run(out).tables
+    assert ("user_query" in tables) == (q["user_bits"] == 0)
+    assert ("item_term" in tables) == bool(q.get("center") and q["user_bits"])
+    if q.get("scale_dtype") == "float16":  # scored with exactly the stored (half-precision) scales
+        s = tables["item_scale"]
+        assert torch.equal(s, s.half().float())
+
+
+def test_served_metrics_equal_training_metrics_exactly(fmt_run, capsys):
+    _, out = fmt_run
+    main(["evaluate", str(out), "--json", "--device", "cpu"])
+    got = json.loads(capsys.readouterr().out)
+    want = json.loads((out / "metrics.json").read_text())["test"]
+    for key in ("recall@20", "ndcg@20", "recall@50", "ndcg@50"):
+        assert got[key] == want[key]
+
+
+def test_recommend_equals_brute_force_of_the_format(fmt_run):
+    name, out = fmt_run
+    run = load_run(out)
+    t = {k: v.double() for k, v in run.tables.items()}
+    users = np.arange(run.n_users)
+    if "user_query" in t:
+        want = (t["user_query"] @ t["item_codes"].T) * t["item_scale"]
+    else:
+        want = (t["user_codes"] @ t["item_codes"].T) * t["user_scale"][:, None] * t["item_scale"]
+    if "item_term" in t:
+        want = want + t["item_term"]
+    want = want.numpy()
+    want[run.seen.toarray() > 0] = -np.inf
+    scores, ids = Recommender(run).recommend(users, 10)
+    got = np.take_along_axis(want, ids, 1)
+    kth = np.sort(want, 1)[:, -10]
+    # every returned item scores at least the true 10th best (float32 vs float64 rounding aside)
+    assert np.all(got >= kth[:, None] - 1e-4 * np.abs(kth[:, None]).clip(1))
+    np.testing.assert_allclose(scores, got, rtol=1e-4, atol=1e-5)
+
+
+def test_served_score_is_model_score_up_to_a_per_user_constant(teacher):
+    cfg = _cfg(bits=2, estimator="ste", user_bits=4, center=True)
+    cfg.train.init_from = str(teacher)
+    tr = Trainer(cfg, load_dataset(cfg.data), progress=False)
+    m = tr.model.eval()
+    with torch.no_grad():
+        users, items = m.final(tr.adj)
+        qu, qi = m.quantize_rows(users, items, torch.arange(m.n_users), torch.arange(m.n_items))
+        model_scores = (qu @ qi.T).double()
+        served = served_scorer({k: v for k, v in m.codes(tr.adj).items()})(torch.arange(m.n_users)).double()
+    diff = model_scores - served
+    # same ranking: the difference does not depend on the item (only float rounding of the term remains)
+    assert (diff - diff[:, :1]).abs().max() < 1e-4 * model_scores.abs().max()
+
+
+def test_itq_is_orthogonal_and_reduces_sign_error():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 16, generator=gen) @ torch.randn(16, 16, generator=gen)  # correlated dims
+    r = itq_rotation(x, iterations=30)
+    assert torch.allclose(r @ r.T, torch.eye(16), atol=1e-5)
+    assert sign_error(x, r) < sign_error(x) - 0.02
+
+
+def test_itq_fold_keeps_float_scores(teacher):
+    cfg = _cfg(bits=1, estimator="ste", user_bits=0, rotation="itq")
+    cfg.train.init_from = str(teacher)
+    rotated = Trainer(cfg, load_dataset(cfg.data), progress=False)
+    plain_cfg = _cfg(bits=1, estimator="ste", user_bits=0)
+    plain_cfg.train.init_from = str(teacher)
+    plain = Trainer(plain_cfg, load_dataset(plain_cfg.data), progress=False)
+    with torch.no_grad():
+        ua, ia = rotated.model.final(rotated.adj)
+        ub, ib = plain.model.final(plain.adj)
+    assert not torch.allclose(ia, ib, atol=1e-3)  # the coordinates did change
+    torch.testing.assert_close(ua @ ia.T, ub @ ib.T, atol=1e-4, rtol=1e-4)
+
+
+def test_rank_distillation_targets_exclude_train_items(teacher):
+    cfg = _cfg(bits=1, estimator="ste", user_bits=0, distill="rank", distill_topk=7)
+    cfg.train.init_from = str(teacher)
+    data = load_dataset(cfg.data)
+    tr = Trainer(cfg, data, progress=False)
+    top = tr.model.teacher_top.numpy()
+    assert top.shape == (data.n_users, 7)
+    train = data.matrix(data.train).toarray() > 0
+    assert not np.take_along_axis(train, top, 1).any()
+
+
+def test_distillation_needs_a_teacher():
+    from hqgnn.errors import HqgnnError
+
+    with pytest.raises(HqgnnError, match="teacher"):
+        Trainer(_cfg(bits=1, estimator="ste", distill="score"), load_dataset(_cfg().data), progress=False)
+
+
+def test_float_query_gste_estimates_delta_on_items_only(teacher):
+    cfg = _cfg(bits=1, estimator="gste", user_bits=0)
+    cfg.train.init_from = str(teacher)
+    tr = Trainer(cfg, load_dataset(cfg.data), progress=False)
+    est = tr.estimate_delta()
+    assert est["delta"] > 0
+    assert float(tr.model.item_quantizer.delta) == pytest.approx(est["delta"])
+    assert not hasattr(tr.model, "user_quantizer")
+
+
+def test_model_without_user_quantizer_serves_float_queries():
+    from hqgnn.config import ModelConfig, QuantConfig
+
+    m = QuantizedRecommender(5, 7, ModelConfig(dim=8, layers=0), QuantConfig(bits=1, estimator="ste", user_bits=0))
+    codes = m.codes(None)
+    assert set(codes) == {"item_codes", "item_scale", "user_query"}
+    assert m.memory_report()["bytes_per_user"] == 32
+
+
+def test_evaluator_on_served_scorer_matches_reference(fmt_run):
+    _, out = fmt_run
+    run = load_run(out)
+    cfg = run.config
+    data = load_dataset(cfg.data)
+    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
+    got = ev.evaluate(scorer=served_scorer(run.tables))
+    assert got["recall@20"] == json.loads((out / "metrics.json").read_text())["test"]["recall@20"]
