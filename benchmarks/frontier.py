@@ -38,10 +38,13 @@ QAT: dict[str, tuple[int, int, str, dict[str, Any]]] = {
     # 8 B per item: 64 sign bits, one scale per table
     "b1_d64_tensor_asym_cr": (64, 1, "ste", {**ASYM, **CENTER_ROT, "quant.scale": "tensor"}),
     "b1_d64_tensor_asym_cr_kd": (64, 1, "ste", {**ASYM, **CENTER_ROT, "quant.scale": "tensor", "quant.distill": "score"}),
+    "b1_d64_tensor_asym_cr_kd_gste_d1": (64, 1, "gste", {**ASYM, **CENTER_ROT, "quant.scale": "tensor",
+                                                         "quant.distill": "score", "quant.delta": 1.0}),
     # 10-12 B: 64 sign bits + a row scale
     "b1_d64_sym": (64, 1, "ste", {}),  # the original HQ-GNN format (both sides 1 bit)
     "b1_d64_asym": (64, 1, "ste", {**ASYM, **FP16}),
     "b1_d64_asym_cr": (64, 1, "ste", {**ASYM, **CENTER_ROT, **FP16}),
+    "b1_d64_asym_cr_lr2": (64, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "train.lr": 2e-3}),
     "b1_d64_asym_cr_kd": (64, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "score"}),
     "b1_d64_asym_cr_rkd": (64, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "rank"}),
     "b1_d64_asym_cr_gste": (64, 1, "gste", {**ASYM, **CENTER_ROT, **FP16}),
@@ -50,6 +53,8 @@ QAT: dict[str, tuple[int, int, str, dict[str, Any]]] = {
     # 16 B: wider sign codes (112 bits + fp16 scale)
     "b1_d112_asym_cr": (112, 1, "ste", {**ASYM, **CENTER_ROT, **FP16}),
     "b1_d112_asym_cr_kd": (112, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "score"}),
+    "b1_d112_asym_cr_kd_gste_d1": (112, 1, "gste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "score",
+                                                   "quant.delta": 1.0}),
     # 30-36 B: multi-bit codes
     "b2_d112_asym_cr": (112, 2, "ste", {**ASYM, **CENTER_ROT, **FP16}),
     "b4_d64_asym_c": (64, 4, "ste", {**ASYM, "quant.center": True, **FP16}),
@@ -144,8 +149,17 @@ class Frontier:
                 sys.path.insert(0, str(HERE))
                 import posthoc
 
+                import faiss
+                import torch
+
+                faiss.omp_set_num_threads(self.args.faiss_threads)  # leave cores to the training processes
+
+                dev = self.args.device if self.args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+                methods = [m for m in posthoc.DEFAULT_METHODS if m != "float32"]  # the teacher rows are the float rows
                 for d, run_dir in teachers.items():
-                    rows = posthoc.rows_for_run(run_dir, device=self.args.device, seed=0)
+                    # PQ needs M | d (d = 112 has no 32-way split)
+                    fits = [m for m in methods if not m.startswith(("pq", "opq")) or d % int(m.split("_")[-2 if m.startswith("opq") else 0][2:].split("x")[0]) == 0]
+                    rows = posthoc.run_dir_rows(run_dir, methods=fits, device=dev, seed=0, log=self.log)
                     for r in rows:
                         r["teacher_dim"] = d
                     self.add(rows)
@@ -260,7 +274,8 @@ def main() -> None:
     ap.add_argument("--teacher-lr", type=float, default=5e-3)
     ap.add_argument("--float-dim", type=int, default=64)
     ap.add_argument("--qat-epochs", type=int, default=40)
-    ap.add_argument("--qat-lr", type=float, default=2e-3)
+    ap.add_argument("--qat-lr", type=float, default=5e-3)
+    ap.add_argument("--faiss-threads", type=int, default=8)
     ap.add_argument("--explore-share", type=float, default=0.55, help="share of the time left after the teachers")
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--val-ratio", type=float, default=0.05)
