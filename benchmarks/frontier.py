@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -121,7 +122,7 @@ class Frontier:
                 "item_bytes": m["memory"]["bytes_per_item"], "user_bytes": m["memory"]["bytes_per_user"],
                 **{k: m["test"][k] for k in METRICS}, "val_recall@20": m["val"].get("recall@20"),
                 "train_seconds": m["train_seconds"], "device": m["device"], "seed": seed,
-                "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"], **extra}
+                "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"], "call": self.args.tag, **extra}
 
     # ------------------------------------------------------------------ phases
     def teachers(self, dims: list[int]) -> dict[int, Path]:
@@ -147,23 +148,40 @@ class Frontier:
         def work() -> None:
             try:
                 sys.path.insert(0, str(HERE))
-                import posthoc
-
                 import faiss
+                import posthoc
                 import torch
 
-                faiss.omp_set_num_threads(self.args.faiss_threads)  # leave cores to the training processes
+                from hqgnn.data import load_dataset
+                from hqgnn.eval import RankingEvaluator
+                from hqgnn.run import load_run
+                from hqgnn.train.pipeline import device_name
 
-                dev = self.args.device if self.args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-                methods = [m for m in posthoc.DEFAULT_METHODS if m != "float32"]  # the teacher rows are the float rows
+                faiss.omp_set_num_threads(self.args.faiss_threads)  # leave cores to the training processes
+                dev = torch.device(self.args.device if self.args.device != "auto" else
+                                   ("cuda" if torch.cuda.is_available() else "cpu"))
+                wanted = self.args.posthoc.split(",") if self.args.posthoc else [
+                    m for m in posthoc.DEFAULT_METHODS if m != "float32"]  # the teacher rows are the float rows
                 for d, run_dir in teachers.items():
-                    # PQ needs M | d (d = 112 has no 32-way split)
-                    fits = [m for m in methods if not m.startswith(("pq", "opq")) or d % int(m.split("_")[-2 if m.startswith("opq") else 0][2:].split("x")[0]) == 0]
-                    rows = posthoc.run_dir_rows(run_dir, methods=fits, device=dev, seed=0, log=self.log)
-                    for r in rows:
-                        r["teacher_dim"] = d
-                    self.add(rows)
-                    self.log(f"post-hoc on d={d}: {len(rows)} rows")
+                    run = load_run(run_dir)
+                    data = load_dataset(run.config.data)
+                    hooks = posthoc.evaluator_hooks(RankingEvaluator(data.matrix(data.test), run.seen, (20, 50), dev))
+                    for method in wanted:
+                        split = re.fullmatch(r"o?pq(\d+).*", method)
+                        if split and d % int(split.group(1)):
+                            continue  # PQ needs M | d (d = 112 has no 32-way split)
+                        # one method at a time, so every finished baseline is saved even if the deadline cuts the rest
+                        try:
+                            rows = posthoc.posthoc_rows(run.tables["user_emb"], run.tables["item_emb"],
+                                                        hooks["evaluate"], data.name, device_name(dev), seed=0,
+                                                        methods=[method], evaluate_ranking=hooks["evaluate_ranking"],
+                                                        seen=hooks["seen"], log=self.log)
+                        except Exception as exc:  # one failed baseline (e.g. too few items for k-means) is logged
+                            self.log(f"post-hoc {method} on d={d} failed: {exc}")
+                            continue
+                        for r in rows:
+                            r.update(teacher_dim=d, call=self.args.tag)
+                        self.add(rows)
             except Exception as exc:  # the QAT phase goes on; the failure is in the log and the output
                 import traceback
 
@@ -220,6 +238,13 @@ class Frontier:
         dims = sorted({self.args.float_dim} | {QAT[n][0] for n in names})
         teachers = self.teachers(dims)
         ph = self.posthoc(teachers)
+        if self.args.fixed:
+            # configurations chosen earlier on validation: straight to three seeds each
+            self.qat(names, [0, 1, 2], teachers, max(30.0, self.left() - 30), "fixed")
+            ph.join(timeout=max(1.0, self.left()))
+            self.save()
+            self.log(f"done: {len(self.rows)} rows")
+            return
         # explore: seed 0 of every configuration; the reruns get what is left after it
         explore_cap = max(30.0, (self.left() - 60) * self.args.explore_share)
         self.qat(names, [0], teachers, explore_cap, "explore")
@@ -280,6 +305,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--val-ratio", type=float, default=0.05)
     ap.add_argument("--configs", default="", help="comma list of QAT configuration names (default: all)")
+    ap.add_argument("--fixed", action="store_true", help="run --configs with seeds 0, 1, 2 (no exploration)")
+    ap.add_argument("--posthoc", default="", help="comma list of post-hoc methods (default: all)")
+    ap.add_argument("--tag", default="", help="label stored in every row (which call produced it)")
     ap.add_argument("--set", action="append", default=[], help="extra section.field=value for every run")
     ap.add_argument("--results", default="")
     ap.add_argument("--plot-only", action="store_true", help="only redraw the plot from --results")
