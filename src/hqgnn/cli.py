@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -19,7 +18,7 @@ from rich.table import Table
 from .config import RunConfig, load_config
 from .errors import HqgnnError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Graph recommendation with Hessian-aware quantized embeddings (LightGCN + HQ-GNN).")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
 bench_app = typer.Typer(no_args_is_help=True, help="Micro-benchmarks.")
