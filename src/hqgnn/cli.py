@@ -254,8 +254,8 @@ def export(
     if faiss is not None:
         from .index.faiss_interop import export_faiss
 
-        for path in export_faiss(run, faiss):
-            err.print(f"wrote {path}")
+        for path, what in export_faiss(run, faiss):
+            err.print(f"wrote {path}: {what}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("stats", cls=_Command)
