@@ -32,7 +32,13 @@ _D = RunConfig()  # the defaults shown in --help (options left unset keep None s
 
 
 class _Command(typer.core.TyperCommand):
-    """A command whose usage line names arguments plainly (``RUN``), not typer's ``{run_dir}``."""
+    """A command whose help names arguments plainly (``RUN``), not typer's ``{run_dir}`` / ``<path>``."""
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        for param in self.params:  # "RUN  A finished run directory.", not "RUN <path>  ..."
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
 
     def collect_usage_pieces(self, ctx):  # type: ignore[no-untyped-def]
         pieces = super().collect_usage_pieces(ctx)

@@ -51,7 +51,7 @@ def run_training(
     check_out_dir(out_dir, resume, overwrite)  # before the process group: no rank has written yet
     main = distributed.is_main() if distributed.is_active() else int(os.environ.get("RANK", "0")) == 0
     work = out_dir.parent / f".{out_dir.name}.partial" if overwrite else out_dir
-    created = not out_dir.exists()
+    created = _first_missing(out_dir)  # the topmost folder this run creates (None: out_dir exists)
     if main and overwrite and work.exists():
         shutil.rmtree(work)  # left by an earlier overwrite that was killed
     try:
@@ -62,8 +62,10 @@ def run_training(
             keep = isinstance(exc, KeyboardInterrupt) and not overwrite and (work / CHECKPOINT).exists()
             if keep:
                 log.warning("interrupted: %s holds a checkpoint; continue with --resume", work)
-            elif work.exists() and (created or overwrite):
+            elif overwrite:
                 shutil.rmtree(work, ignore_errors=True)
+            elif created is not None:
+                shutil.rmtree(created, ignore_errors=True)
             elif work.exists():  # it existed empty: empty it again
                 for child in work.iterdir():
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -77,6 +79,16 @@ def run_training(
         work.rename(out_dir)
         shutil.rmtree(old, ignore_errors=True)
     return metrics
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost ancestor of ``path`` (or ``path`` itself) that does not exist yet."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
 
 
 def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
