@@ -224,3 +224,33 @@ def test_data_stats_takes_columns_and_ignores_splits(tmp_path, capsys):
     assert "train" not in stats and "val" not in stats
     code, out2, _ = run_cli([*base, "--set", "data.test_ratio=0.5", "--set", "data.seed=3"], capsys)
     assert json.loads(out2) == stats  # the split settings do not change the file's own counts
+
+
+def test_every_imported_package_is_declared_in_pyproject():
+    """A package imported by src/ but installed only as someone else's dependency breaks fresh installs (issue 10)."""
+    import ast
+    import importlib.metadata as md
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"]) + [d for extra in project["optional-dependencies"].values() for d in extra]
+
+    def norm(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {norm(re.match(r"[A-Za-z0-9_.-]+", spec).group(0)) for spec in specs}
+    modules = set()
+    for path in (root / "src" / "hqgnn").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    third_party = sorted(m for m in modules if m not in sys.stdlib_module_names and m not in ("hqgnn", "__future__"))
+    dists = md.packages_distributions()
+    missing = [m for m in third_party if not ({norm(d) for d in dists.get(m, [m])} & declared)]
+    assert "click" not in third_party  # typer 0.29 no longer installs it
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
