@@ -254,3 +254,23 @@ def test_every_imported_package_is_declared_in_pyproject():
     missing = [m for m in third_party if not ({norm(d) for d in dists.get(m, [m])} & declared)]
     assert "click" not in third_party  # typer 0.29 no longer installs it
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_failure_after_a_checkpoint_keeps_the_run_resumable(tmp_path):
+    from hqgnn.config import RunConfig
+    from hqgnn.train.pipeline import run_training
+
+    cfg = RunConfig()
+    cfg.data.synthetic_users, cfg.data.synthetic_items = 300, 200
+    cfg.model.dim, cfg.train.epochs, cfg.train.eval_every, cfg.train.device = 16, 3, 1, "cpu"
+    out = tmp_path / "run"
+
+    def crash(epoch):
+        if epoch == 2:
+            raise RuntimeError("lost the machine")
+
+    with pytest.raises(RuntimeError):
+        run_training(cfg, out, progress=False, on_epoch_end=crash)
+    assert (out / "checkpoint.safetensors").exists() and not (out / "metrics.json").exists()
+    metrics = run_training(cfg, out, resume=True, progress=False)
+    assert metrics["epochs_run"] == 3 and (out / "metrics.json").exists()

@@ -42,8 +42,9 @@ def run_training(
 
     ``out_dir`` must be absent or empty, unless ``resume`` (continue the run there; the directory
     must exist) or ``overwrite`` (the new run is trained in a sibling ``.<name>.partial`` directory
-    and replaces the old one only once it finished). A run that fails removes what it wrote; an
-    interrupted (Ctrl-C) new run is kept only if it holds a checkpoint to ``--resume`` from.
+    and replaces the old one only once it finished). A new run that fails removes what it wrote,
+    unless it holds a checkpoint (kept, without results, to ``--resume`` from); a failed overwrite
+    removes its partial directory and leaves the old run as it was.
     Under torchrun this joins the process group first; every rank trains and returns the metrics,
     only rank 0 writes ``out_dir``.
     """
@@ -59,9 +60,11 @@ def run_training(
             metrics = _run_training(cfg, work, resume, progress, on_epoch_end)
     except BaseException as exc:
         if main and not resume:
-            keep = isinstance(exc, KeyboardInterrupt) and not overwrite and (work / CHECKPOINT).exists()
+            # a checkpoint is real progress (a crashed peer, Ctrl-C, a lost GPU): keep it resumable
+            keep = not overwrite and (work / CHECKPOINT).exists()
             if keep:
-                log.warning("interrupted: %s holds a checkpoint; continue with --resume", work)
+                log.warning("%s: run stopped (%s); it holds a checkpoint but no results: continue with "
+                            "--resume, or delete it", work, type(exc).__name__)
             elif overwrite:
                 shutil.rmtree(work, ignore_errors=True)
             elif created is not None:
