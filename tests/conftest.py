@@ -7,16 +7,25 @@ from pathlib import Path
 
 import pytest
 
-# The benchmark data lives next to the repository: <repo>/../shared/data/{gowalla,yelp2018}.
-SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The benchmark data ({gowalla,yelp2018}/{train,test}.txt): $HQGNN_TEST_DATA if set, else the folder
+# next to the repository, <repo>/../shared/data.
+DEFAULT_SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data_location() -> Path:
+    """Where the tests look for the shared benchmark data (``HQGNN_TEST_DATA``, default ``../shared/data``)."""
+    env = os.environ.get("HQGNN_TEST_DATA", "").strip()
+    return Path(env).expanduser().resolve() if env else DEFAULT_SHARED_DATA_DIR
 
 
 @pytest.fixture
 def shared_data_dir() -> Path:
     """The shared benchmark data folder; fails under CI (``CI=true``) when missing, else skips."""
-    if not SHARED_DATA_DIR.is_dir():
-        reason = f"shared benchmark data not found at {SHARED_DATA_DIR}"
+    location = shared_data_location()
+    if not location.is_dir():
+        source = "HQGNN_TEST_DATA" if os.environ.get("HQGNN_TEST_DATA", "").strip() else "default location"
+        reason = f"shared benchmark data not found at {location} ({source}; set HQGNN_TEST_DATA=DIR)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    return SHARED_DATA_DIR
+    return location

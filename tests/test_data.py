@@ -245,13 +245,15 @@ def test_test_items_missing_from_train_are_dropped_and_counted(
 @pytest.mark.parametrize(
     ("text", "cfg", "match"),
     [
-        ("user,product\n1,2\n", {}, r"log\.csv: no column 'item' \(columns present: 'user', 'product'\)"),
+        ("user,product\n1,2\n", {}, r"log\.csv: no column 'item' \(columns present: 'user', 'product'; name the columns with --set"),
         ("user,item\n1,2\n", {"time_col": "ts"}, r"log\.csv: no column 'ts'"),
         ("", {}, r"log\.csv: empty file"),
         ("user,item\n", {}, r"log\.csv: no interactions"),
         ("user,item\n1,2\n1,3\n,4\n", {}, r"log\.csv:4: missing user id"),
         ("user,item\n1,2\n2,\n", {}, r"log\.csv:3: missing item id"),
-        ("user,item\n1,2\n\n2,3\n", {}, r"log\.csv:3: missing user id"),
+        # a blank line is skipped, but the line numbers of later rows stay the file's own
+        ("user,item\n1,2\n\n2,3\n,5\n", {}, r"log\.csv:5: missing user id"),
+        ("user,item\n1,2\n\n2,\n", {}, r"log\.csv:4: missing item id"),
         ("user,item,t\n1,2,5\n1,3,x\n", {"time_col": "t"}, r"log\.csv:3: unparsable timestamp 'x'"),
         ("user,item,t\n1,2,2020-01-01\n1,3,not a date\n", {"time_col": "t"}, r"log\.csv:3: unparsable timestamp"),
         ("user,item,t\n1,2,5\n1,3,\n", {"time_col": "t"}, r"log\.csv:3: missing timestamp"),
@@ -521,3 +523,12 @@ def test_gowalla(shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None
     stats = data.summary()
     assert stats["cold_users"] == 0 and stats["cold_items"] == 0
     assert elapsed < 5.0  # typically ~0.3 s; generous bound for busy CI machines
+
+
+def test_shared_data_location_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import conftest
+
+    monkeypatch.setenv("HQGNN_TEST_DATA", str(tmp_path))
+    assert conftest.shared_data_location() == tmp_path.resolve()
+    monkeypatch.delenv("HQGNN_TEST_DATA")
+    assert conftest.shared_data_location() == Path(conftest.__file__).resolve().parents[2] / "shared" / "data"

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -19,7 +19,7 @@ from rich.table import Table
 from .config import RunConfig, load_config
 from .errors import HqgnnError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Graph recommendation with Hessian-aware quantized embeddings (LightGCN + HQ-GNN).")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
 bench_app = typer.Typer(no_args_is_help=True, help="Micro-benchmarks.")
@@ -28,6 +28,21 @@ app.add_typer(bench_app, name="bench")
 err = Console(stderr=True)
 out = Console()
 _argv: list[str] = []  # the arguments main() was called with (hqgnn train --nproc re-launches them)
+_D = RunConfig()  # the defaults shown in --help (options left unset keep None so --config / --resume apply)
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose help names arguments plainly (``RUN``), not typer's ``{run_dir}`` / ``<path>``."""
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        for param in self.params:  # "RUN  A finished run directory.", not "RUN <path>  ..."
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+
+    def collect_usage_pieces(self, ctx):  # type: ignore[no-untyped-def]
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -47,28 +62,29 @@ def _parse_ks(ks: list[str]) -> list[int]:
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML config file ([data] [model] [quant] [train] [eval]).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="Folder holding named datasets (else $HQGNN_DATA, else download).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")] = Path("runs/latest"),
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
-    dim: Annotated[Optional[int], typer.Option(help="Embedding dimension.")] = None,
-    layers: Annotated[Optional[int], typer.Option(help="LightGCN layers (0 = matrix factorization).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
-    reg: Annotated[Optional[float], typer.Option(help="L2 weight on the batch's layer-0 embeddings.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="BPR triples per step.")] = None,
-    bits: Annotated[Optional[int], typer.Option(help="Quantize to b-bit codes (1..8); 0 = full precision.")] = None,
-    estimator: Annotated[Optional[str], typer.Option(help="Gradient estimator: none | ste | gste.")] = None,
-    delta: Annotated[Optional[float], typer.Option(help="Fix the GSTE delta (default: from the Hessian trace).")] = None,
-    init_from: Annotated[Optional[str], typer.Option(help="Warm start the encoder from a run directory.")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs.")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Early stop after N validations without improvement (0 = off).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for data splits, init and sampling.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config field: section.field=value (repeatable).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its last checkpoint.")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="TOML config file ([data] [model] [quant] [train] [eval] tables).")] = None,
+    data: Annotated[Optional[str], typer.Option(metavar="SOURCE", help=f"synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.  [default: {_D.data.source}]")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Folder holding named datasets (else $HQGNN_DATA, else download).")] = None,
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Run directory to write (refused if it holds a run, unless --overwrite or --resume).")] = Path("runs/latest"),
+    epochs: Annotated[Optional[int], typer.Option(metavar="N", help=f"Maximum epochs.  [default: {_D.train.epochs}]")] = None,
+    dim: Annotated[Optional[int], typer.Option(metavar="D", help=f"Embedding dimension.  [default: {_D.model.dim}]")] = None,
+    layers: Annotated[Optional[int], typer.Option(metavar="K", help=f"LightGCN layers (0 = matrix factorization).  [default: {_D.model.layers}]")] = None,
+    lr: Annotated[Optional[float], typer.Option(metavar="LR", help=f"Adam learning rate.  [default: {_D.train.lr:g}]")] = None,
+    reg: Annotated[Optional[float], typer.Option(metavar="W", help=f"L2 weight on the batch's layer-0 embeddings.  [default: {_D.train.reg:g}]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(metavar="N", help=f"BPR triples per step.  [default: {_D.train.batch_size}]")] = None,
+    bits: Annotated[Optional[int], typer.Option(metavar="B", help=f"Quantize to b-bit codes (1..8); 0 = full precision.  [default: {_D.quant.bits}]")] = None,
+    estimator: Annotated[Optional[str], typer.Option(metavar="NAME", help="Gradient estimator: none | ste | gste.  [default: gste with --bits, else none]")] = None,
+    delta: Annotated[Optional[float], typer.Option(metavar="X", help="Fix the GSTE delta.  [default: from the Hessian trace]")] = None,
+    init_from: Annotated[Optional[str], typer.Option(metavar="RUN", help="Warm start the encoder from a run directory.")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(metavar="N", help=f"Validate every N epochs.  [default: {_D.train.eval_every}]")] = None,
+    patience: Annotated[Optional[int], typer.Option(metavar="N", help=f"Early stop after N validations without improvement (0 = off).  [default: {_D.train.patience}]")] = None,
+    device: Annotated[Optional[str], typer.Option(metavar="DEV", help=f"auto | cpu | cuda.  [default: {_D.train.device}]")] = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="S", help=f"Seed for data splits, init and sampling.  [default: {_D.train.seed}]")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override any config field: section.field=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final metrics.")] = False,
-    nproc: Annotated[Optional[int], typer.Option(help="Data-parallel on N processes of this node (re-runs under torchrun).")] = None,
+    nproc: Annotated[Optional[int], typer.Option(metavar="N", help="Data-parallel on N processes of this node (re-runs under torchrun).")] = None,
 ) -> None:
     """Train a LightGCN (optionally quantized with HQ-GNN) and evaluate it on the test split."""
     if nproc is not None:
@@ -94,20 +110,31 @@ def train(
             cfg.set(key, value)
     if seed is not None:
         cfg.data.seed = seed
-    for item in set_ or []:
+    _apply_sets(cfg, set_)
+    _check_quant(cfg)
+    from .train.pipeline import run_training
+
+    metrics = run_training(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty())
+    if rank != 0:
+        return
+    notes = metrics.get("data_counts") or {}
+    if notes:  # printed even with -q: rows the loader removed or skipped must never go unnoticed
+        err.print("data: " + ", ".join(f"{k} {v}" for k, v in notes.items()), highlight=False, soft_wrap=True)
+    if metrics.get("init_from"):
+        info = metrics["init_from"]
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in info["shapes"].items())
+        err.print(f"init-from: loaded {info['path']} (epoch {info['epoch']}; {shapes})", highlight=False, soft_wrap=True)
+    _print_metrics(metrics["test"], title=f"test metrics ({out})")
+    out_line = {k: metrics[k] for k in ("best_epoch", "train_seconds")}
+    err.print(f"best epoch {out_line['best_epoch']}, {out_line['train_seconds']:.1f}s; wrote {out}")
+
+
+def _apply_sets(cfg: RunConfig, items: list[str] | None) -> None:
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise HqgnnError(f"--set expects section.field=value, got {item!r}")
         cfg.set(key.strip(), value.strip())
-    _check_quant(cfg)
-    from .train.pipeline import run_training
-
-    metrics = run_training(cfg, out, resume=resume, progress=not quiet and sys.stderr.isatty())
-    if rank != 0:
-        return
-    _print_metrics(metrics["test"], title=f"test metrics ({out})")
-    out_line = {k: metrics[k] for k in ("best_epoch", "train_seconds")}
-    err.print(f"best epoch {out_line['best_epoch']}, {out_line['train_seconds']:.1f}s; wrote {out}")
 
 
 def _check_quant(cfg: RunConfig) -> None:
@@ -136,12 +163,12 @@ def _print_metrics(metrics: dict[str, float], title: str) -> None:
     out.print(table)
 
 
-@app.command()
+@app.command(cls=_Command)
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    data: Annotated[Optional[str], typer.Option(help="Evaluate on other data with the same ids (default: the run's).")] = None,
-    k: Annotated[list[str], typer.Option("--k", help="Cut-offs, e.g. --k 20,50 or --k 20 --k 50.")] = ["20", "50"],
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
+    data: Annotated[Optional[str], typer.Option(metavar="SOURCE", help="Evaluate on other data with the same ids.  [default: the run's data]")] = None,
+    k: Annotated[list[str], typer.Option("--k", metavar="K", help="Cut-offs, e.g. --k 20,50 or --k 20 --k 50.")] = ["20", "50"],
+    device: Annotated[str, typer.Option(metavar="DEV", help="auto | cpu | cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Full-ranking test metrics of a run (seen items masked), scored exactly as served."""
@@ -177,12 +204,12 @@ def evaluate(
         _print_metrics(metrics, title=f"test metrics ({run_dir})")
 
 
-@app.command()
+@app.command(cls=_Command)
 def recommend(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    user: Annotated[str, typer.Option("--user", help="User id, in your own id space.")],
-    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
-    include_seen: Annotated[bool, typer.Option(help="Also return items the user interacted with.")] = False,
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
+    user: Annotated[str, typer.Option("--user", metavar="ID", help="User id, in your own id space.")],
+    k: Annotated[int, typer.Option("-k", "--k", metavar="K", help="How many items.")] = 10,
+    include_seen: Annotated[bool, typer.Option("--include-seen", help="Also return items the user interacted with.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Top-K items for one user, in the user's own ids."""
@@ -210,11 +237,11 @@ def recommend(
         out.print(table)
 
 
-@app.command()
+@app.command(cls=_Command)
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    out_path: Annotated[Path, typer.Option("--out", help="The .npz file to write.")],
-    faiss: Annotated[Optional[Path], typer.Option("--faiss", help="Also write FAISS indexes with this path prefix.")] = None,
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
+    out_path: Annotated[Path, typer.Option("--out", metavar="FILE", help="The .npz file to write.")],
+    faiss: Annotated[Optional[Path], typer.Option("--faiss", metavar="PREFIX", help="Also write FAISS indexes with this path prefix (see README: FAISS export).")] = None,
 ) -> None:
     """Write embeddings (and codes + scales for quantized runs) with the original ids to an .npz."""
     import numpy as np
@@ -233,19 +260,26 @@ def export(
     if faiss is not None:
         from .index.faiss_interop import export_faiss
 
-        for path in export_faiss(run, faiss):
-            err.print(f"wrote {path}")
+        for path, what in export_faiss(run, faiss):
+            err.print(f"wrote {path}: {what}", highlight=False, soft_wrap=True)
 
 
-@data_app.command("stats")
+@data_app.command("stats", cls=_Command)
 def data_stats(
-    path: Annotated[str, typer.Argument(help="synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.")],
+    path: Annotated[str, typer.Argument(metavar="SOURCE", help="synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.")],
+    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="TOML config; its [data] table names columns, separator, format ...")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config field, e.g. data.user_col=uid (repeatable).")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Folder holding named datasets (else $HQGNN_DATA, else download).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Users, items, interactions, density, cold users and items of a dataset."""
+    """The data's own counts: rows, duplicate and blank rows, users, items, interactions per user / item (no split)."""
     from .data import dataset_stats
 
-    stats = dataset_stats(path)
+    cfg = load_config(config)
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    _apply_sets(cfg, set_)
+    stats = dataset_stats(path, cfg.data)
     if as_json:
         print(json.dumps(stats, default=str))
         return
@@ -253,18 +287,19 @@ def data_stats(
     table.add_column("statistic")
     table.add_column("value", justify="right")
     for key, value in stats.items():
-        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+        shown = ", ".join(value) or "none" if isinstance(value, list) else value
+        table.add_row(key, f"{shown:.6g}" if isinstance(shown, float) else str(shown))
     out.print(table)
 
 
 @bench_app.command("retrieval")
 def bench_retrieval(
-    items: Annotated[int, typer.Option(help="Catalog size.")] = 1_000_000,
-    dim: Annotated[int, typer.Option(help="Embedding dimension.")] = 64,
-    bits: Annotated[int, typer.Option(help="Code width (1..8).")] = 1,
-    queries: Annotated[int, typer.Option(help="Query batch size.")] = 1000,
-    k: Annotated[int, typer.Option("--k", help="Top-K.")] = 20,
-    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    items: Annotated[int, typer.Option(metavar="N", help="Catalog size.")] = 1_000_000,
+    dim: Annotated[int, typer.Option(metavar="D", help="Embedding dimension.")] = 64,
+    bits: Annotated[int, typer.Option(metavar="B", help="Code width (1..8).")] = 1,
+    queries: Annotated[int, typer.Option(metavar="Q", help="Query batch size.")] = 1000,
+    k: Annotated[int, typer.Option("--k", metavar="K", help="Top-K.")] = 20,
+    device: Annotated[str, typer.Option(metavar="DEV", help="cpu | cuda.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
@@ -283,12 +318,12 @@ def bench_retrieval(
     out.print(f"exact: {result['exact']}   bytes/item: {result['bytes_per_item']}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    api_key: Annotated[Optional[str], typer.Option(envvar="HQGNN_API_KEY", help="Require this key (header X-API-Key).")] = None,
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
+    host: Annotated[str, typer.Option(metavar="HOST", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="TCP port.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="HQGNN_API_KEY", metavar="KEY", help="Require this key (header X-API-Key).")] = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn)."""
     try:
@@ -299,21 +334,41 @@ def serve(
     serve_run(run_dir, host=host, port=port, api_key=api_key)
 
 
+def _error(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _usage_error(exc: typer.TyperException) -> None:
+    """Typer's own parse errors (unknown option, bad value, missing argument or command): one line, exit 2."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "hqgnn"
+    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `hqgnn` / `hqgnn data`: the help is the useful part
+        err.print(exc.format_message(), highlight=False, markup=False)
+        _error(f"{command}: missing command (see '{command} --help')", 2)
+    code = getattr(exc, "exit_code", 2)
+    _error(f"{exc.format_message()} (see '{command} --help')", code if isinstance(code, int) and code else 2)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user mistakes become one 'error:' line and exit code 1 (2 for usage errors)."""
+    """Entry point: user mistakes become one 'error:' line, no traceback.
+
+    Exit codes: 0 ok; 1 bad data / files / values (:class:`HqgnnError`); 2 usage errors (unknown
+    option, bad option type, missing argument or command); 130 interrupted.
+    """
     global _argv
     _argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, standalone_mode=False, prog_name="hqgnn")
+        rv = app(args=argv, standalone_mode=False, prog_name="hqgnn")
     except HqgnnError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        _error(str(exc), 1)
+    except typer.TyperException as exc:  # typer >= 0.29: base class of its vendored click errors
+        _usage_error(exc)
+    except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
+    if isinstance(rv, int) and not isinstance(rv, bool) and rv:  # typer.Exit(code) in non-standalone mode
+        sys.exit(rv)
 
 
 if __name__ == "__main__":

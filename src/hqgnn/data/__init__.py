@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import DataConfig
 from ..errors import HqgnnError
 from .dataset import InteractionData
@@ -24,6 +26,7 @@ __all__ = [
     "holdout_validation",
     "kcore",
     "load_dataset",
+    "load_dataset_with_counts",
     "load_lightgcn_dir",
     "load_log",
     "log_format",
@@ -83,14 +86,78 @@ def load_dataset(cfg: DataConfig) -> InteractionData:
     return _load_split(cfg)[0]
 
 
-def dataset_stats(source: str, cfg: DataConfig | None = None) -> dict[str, Any]:
-    """Statistics for ``hqgnn data stats``: :meth:`InteractionData.summary` plus the loader's counts.
+def load_dataset_with_counts(cfg: DataConfig) -> tuple[InteractionData, dict[str, Any]]:
+    """:func:`load_dataset` plus what the loader did: rows read, blank lines skipped, duplicates
+    removed, rows dropped by the k-core filter, ignored columns (logs), cold users / items (all data).
 
-    Keys: name, users, items, interactions, train, val, test, density, cold_users, cold_items
-    (no train or validation interaction), and for logs rows_read, duplicates_removed, kcore_removed,
-    test_dropped_cold_items, items_dropped (synthetic data reports the last two). ``cfg`` supplies
-    the other settings (columns, split, seed...); its ``source`` is replaced by ``source``.
+    These go into metrics.json (``data_counts``) and are printed by ``hqgnn train`` even with ``-q``.
+    """
+    data, notes = _load_split(cfg)
+    summary = data.summary()
+    return data, {**notes, "cold_users": summary["cold_users"], "cold_items": summary["cold_items"]}
+
+
+def dataset_stats(source: str, cfg: DataConfig | None = None) -> dict[str, Any]:
+    """The data's own counts for ``hqgnn data stats``, apart from any split (no train / validation carving).
+
+    Keys: name, rows_read, duplicates_removed, users, items, interactions (distinct pairs), density,
+    and min / median / mean / max interactions per user and per item. Logs add blank_lines_skipped,
+    ignored_columns and, with a k-core filter set, kcore_removed (users / items / interactions are
+    then counted after it). LightGCN directories are split already: they add train, test and
+    cold_users / cold_items (no train interaction). ``cfg`` supplies the other settings (columns,
+    separator, format, synthetic sizes ...); its ``source`` is replaced by ``source``.
     """
     cfg = dataclasses.replace(cfg or DataConfig(), source=source)
-    data, notes = _load_split(cfg)
-    return {**data.summary(), **notes}
+    if cfg.format not in FORMATS:
+        raise HqgnnError(f"data.format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    if source == "synthetic":
+        pairs = make_synthetic(cfg.synthetic_users, cfg.synthetic_items, cfg.synthetic_communities,
+                               cfg.synthetic_mean_activity, cfg.seed)
+        return {"name": "synthetic", **_pair_stats(pairs, cfg.synthetic_users, cfg.synthetic_items)}
+    path = Path(source).expanduser()
+    if source in DATASETS or path.is_dir():
+        data, _ = _load(cfg)
+        stats = {"name": data.name, **_pair_stats(np.concatenate([data.train, data.test]), data.n_users, data.n_items)}
+        has_train_u = np.bincount(data.train[:, 0], minlength=data.n_users) > 0
+        has_train_i = np.bincount(data.train[:, 1], minlength=data.n_items) > 0
+        stats.update(train=int(len(data.train)), test=int(len(data.test)),
+                     cold_users=int((~has_train_u).sum()), cold_items=int((~has_train_i).sum()))
+        return stats
+    if not path.is_file():
+        _load(cfg)  # raises the loader's one-line error for an unknown source
+    if cfg.format == "lightgcn":
+        raise HqgnnError(f"{path}: LightGCN data is a directory with train.txt and test.txt, not a file")
+    raw = read_log(path, cfg, cfg.format)
+    keep = dedupe(raw.users, raw.items, raw.times)
+    users, items = raw.users[keep], raw.items[keep]
+    stats: dict[str, Any] = {"name": path.name, "rows_read": len(raw.users), "blank_lines_skipped": raw.blank_lines,
+                             "ignored_columns": list(raw.ignored_columns)}
+    n_users, n_items = len(raw.user_ids), len(raw.item_ids)
+    if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:
+        core = kcore(users, items, cfg.min_user_interactions, cfg.min_item_interactions)
+        stats["kcore_removed"] = int((~core).sum())
+        users, items = users[core], items[core]
+        _, users = np.unique(users, return_inverse=True)
+        _, items = np.unique(items, return_inverse=True)
+        n_users, n_items = int(users.max()) + 1 if len(users) else 0, int(items.max()) + 1 if len(items) else 0
+    pairs = np.column_stack([users, items]).astype(np.int64)
+    stats.update(_pair_stats(pairs, n_users, n_items))
+    stats.update(rows_read=len(raw.users), duplicates_removed=len(raw.users) - len(keep))  # not the k-core's
+    return stats
+
+
+def _pair_stats(pairs: np.ndarray, n_users: int, n_items: int, rows: int | None = None) -> dict[str, Any]:
+    """Counts of a set of (user, item) rows: duplicates, distinct interactions, density, per-user / per-item spread."""
+    n_rows = len(pairs) if rows is None else rows
+    distinct = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+    per_user = np.bincount(distinct[:, 0], minlength=n_users) if n_users else np.zeros(1, np.int64)
+    per_item = np.bincount(distinct[:, 1], minlength=n_items) if n_items else np.zeros(1, np.int64)
+    out: dict[str, Any] = {"rows_read": int(n_rows), "duplicates_removed": int(n_rows - len(distinct)),
+                           "users": int(n_users), "items": int(n_items), "interactions": int(len(distinct)),
+                           "density": len(distinct) / max(1, n_users * n_items)}
+    for name, counts in (("user", per_user), ("item", per_item)):
+        out[f"interactions_per_{name}_min"] = int(counts.min())
+        out[f"interactions_per_{name}_median"] = float(np.median(counts))
+        out[f"interactions_per_{name}_mean"] = float(counts.mean())
+        out[f"interactions_per_{name}_max"] = int(counts.max())
+    return out

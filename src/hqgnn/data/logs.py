@@ -60,15 +60,20 @@ class RawLog:
     item_ids: np.ndarray
     items: np.ndarray
     times: np.ndarray | None
+    blank_lines: int = 0  # CSV / TSV lines with no field set (skipped, counted)
+    ignored_columns: tuple[str, ...] = ()  # columns of the file the loader does not use (e.g. a rating)
 
 
 class _Where:
     """Turns a 0-based row into the location a user can find: a CSV line (header = line 1) or a Parquet row."""
 
-    def __init__(self, path: Path, fmt: str) -> None:
+    def __init__(self, path: Path, fmt: str, rows: np.ndarray | None = None) -> None:
         self.path, self.fmt = path, fmt
+        self.rows = rows  # position -> row of the file, once blank lines are dropped
 
     def error(self, row: int, problem: str) -> DataError:
+        if self.rows is not None:
+            row = int(self.rows[row])
         if self.fmt == "parquet":
             return DataError(self.path, f"row {row} (0-based): {problem}")
         return DataError(self.path, problem, line=row + 2)
@@ -89,29 +94,39 @@ def read_log(path: str | os.PathLike[str], cfg: DataConfig, fmt: str = "auto") -
     if path.stat().st_size == 0:
         raise DataError(path, "empty file")
     wanted = [cfg.user_col, cfg.item_col] + ([cfg.time_col] if cfg.time_col else [])
+    n_blank, rows = 0, None
     if fmt == "parquet":
-        df = _read_parquet(path, wanted)
+        df, columns = _read_parquet(path, wanted)
     else:
         sep = cfg.sep or ("\t" if fmt == "tsv" else ",")
-        df = _read_csv(path, wanted, sep, cfg)
+        df, columns = _read_csv(path, wanted, sep, cfg)
+        # Blank lines (a trailing newline, an empty line mid-file) read as rows with every field
+        # missing: skip and count them; a row with some fields set still fails on what it lacks.
+        blank = df.isna().all(axis=1).to_numpy() if len(df) else np.zeros(0, bool)
+        if blank.any():
+            n_blank = int(blank.sum())
+            rows = np.flatnonzero(~blank)
+            df = df[~blank]
     if len(df) == 0:
         raise DataError(path, "no interactions (the file has a header but no rows)")
 
-    where = _Where(path, fmt)
+    where = _Where(path, fmt, rows)
     user_ids, users = _encode_column(df[cfg.user_col], where, "user")
     item_ids, items = _encode_column(df[cfg.item_col], where, "item")
     times = _times(df[cfg.time_col], where) if cfg.time_col else None
-    return RawLog(user_ids, users, item_ids, items, times)
+    ignored = tuple(c for c in columns if c not in wanted)
+    return RawLog(user_ids, users, item_ids, items, times, n_blank, ignored)
 
 
 def _missing_columns(path: Path, present: list[str], wanted: list[str]) -> None:
     for col in wanted:
         if col not in present:
             shown = ", ".join(repr(c) for c in present)
-            raise DataError(path, f"no column {col!r} (columns present: {shown})")
+            raise DataError(path, f"no column {col!r} (columns present: {shown}; name the columns with "
+                                  "--set data.user_col=... / data.item_col=... / data.time_col=...)")
 
 
-def _read_csv(path: Path, wanted: list[str], sep: str, cfg: DataConfig) -> "pd.DataFrame":
+def _read_csv(path: Path, wanted: list[str], sep: str, cfg: DataConfig) -> tuple["pd.DataFrame", list[str]]:
     import pandas as pd
 
     engine = "python" if len(sep) > 1 else "c"  # multi-char / regex separators need the python engine
@@ -147,7 +162,8 @@ def _read_csv(path: Path, wanted: list[str], sep: str, cfg: DataConfig) -> "pd.D
             line = _first_bad_row(path, sep, len(header.columns))
             raise DataError(path, f"malformed row (expected {len(header.columns)} fields)", line)
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return df[wanted]
+    # blank-line detection looks at every column: a line is blank only if no field at all is set
+    return df, [str(c) for c in header.columns]
 
 
 def _first_bad_row(path: Path, sep: str, n_fields: int) -> int | None:
@@ -165,13 +181,13 @@ def _first_bad_row(path: Path, sep: str, n_fields: int) -> int | None:
     return None
 
 
-def _read_parquet(path: Path, wanted: list[str]) -> "pd.DataFrame":
+def _read_parquet(path: Path, wanted: list[str]) -> tuple["pd.DataFrame", list[str]]:
     import pyarrow.parquet as pq
 
     try:
         names = pq.read_schema(path).names
         _missing_columns(path, names, wanted)
-        return pq.read_table(path, columns=wanted).to_pandas()
+        return pq.read_table(path, columns=wanted).to_pandas(), list(names)
     except DataError:
         raise
     except Exception as exc:  # pyarrow raises several types for corrupt files
@@ -343,15 +359,17 @@ def load_log(
 
     notes = {
         "rows_read": n_rows,
+        "blank_lines_skipped": raw.blank_lines,
+        "ignored_columns": list(raw.ignored_columns),
         "duplicates_removed": int(n_dup),
         "kcore_removed": n_kcore,
         "test_dropped_cold_items": n_test_dropped,
         "items_dropped": n_items_dropped,
     }
     log.info(
-        "%s: %d rows, %d duplicate (user, item) rows removed, %d removed by the k-core filter, "
+        "%s: %d rows (%d blank lines skipped; ignored columns: %s), %d duplicate (user, item) rows removed, %d removed by the k-core filter, "
         "%d test pairs dropped (item not in train), %d items dropped",
-        path, n_rows, n_dup, n_kcore, n_test_dropped, n_items_dropped,
+        path, n_rows, raw.blank_lines, ", ".join(raw.ignored_columns) or "none", n_dup, n_kcore, n_test_dropped, n_items_dropped,
     )
     data = InteractionData(
         name=path.name,

@@ -10,7 +10,7 @@ import numpy as np
 from .common import to_numpy
 from .packing import as_int8_codes, check_code_range
 
-__all__ = ["faiss_binary_bytes", "to_faiss_binary", "to_faiss_flat_ip", "write_faiss"]
+__all__ = ["dequantize", "export_faiss", "faiss_binary_bytes", "to_faiss_binary", "to_faiss_flat_ip", "write_faiss"]
 
 
 def _faiss() -> Any:
@@ -74,21 +74,54 @@ def write_faiss(index: Any, path: str | os.PathLike[str]) -> None:
             faiss.write_index(index, str(tmp))
 
 
-def export_faiss(run: Any, prefix: str | os.PathLike[str]) -> list[str]:
-    """Write a run's item side as FAISS indexes next to ``prefix``; returns the paths written.
+def dequantize(codes: object, scale: object) -> np.ndarray:
+    """``codes * scale`` as float32: per-row scales (n,) / (n, 1) or one tensor scale, the vectors ``recommend`` scores."""
+    c = np.asarray(to_numpy(codes), dtype=np.float32)
+    a = np.asarray(to_numpy(scale), dtype=np.float32)
+    if a.size == 1:
+        return c * a.reshape(())
+    return c * a.reshape(-1, 1)
 
-    Always ``PREFIX.flat_ip.faiss`` (IndexFlatIP over the float item embeddings); for 1-bit runs also
-    ``PREFIX.binary_flat.faiss`` (IndexBinaryFlat) and ``PREFIX.binary_hnsw.faiss`` (IndexBinaryHNSW)
-    over the sign codes. Row i of every index is item i of the run (``ids.npz`` maps it to your id).
+
+def _single_scale(scale: np.ndarray) -> bool:
+    a = np.asarray(scale).reshape(-1)
+    return a.size == 1 or bool(np.all(a == a[0]))
+
+
+def export_faiss(run: Any, prefix: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Write a run's item side as FAISS indexes named by what they rank; returns ``(path, description)`` pairs.
+
+    * ``PREFIX.continuous_ip.faiss``: IndexFlatIP over the float item embeddings (query: ``user_emb``).
+      For full-precision runs this is the served ranking; for quantized runs it is NOT (it ranks the
+      embeddings before quantization).
+    * quantized runs, ``PREFIX.dequantized_ip.faiss``: IndexFlatIP over ``item_codes * item_scale``
+      (query: ``user_codes * user_scale``); its inner product is the served score, so its top-K is
+      ``recommend``'s (seen items not masked; ties aside).
+    * 1-bit runs, ``PREFIX.binary_flat.faiss`` (exact) and ``PREFIX.binary_hnsw.faiss`` (approximate):
+      Hamming distance over the sign codes (query: ``faiss_binary_bytes(user_codes)``). Hamming order
+      is the served order only when every item has the same scale (``quant.scale = "tensor"``);
+      with per-row scales it ignores the item scales.
+
+    Row i of every index is item i of the run (``ids.npz`` / the export's ``item_ids`` map it to your id).
     """
     prefix = str(prefix)
-    written = []
-    indexes = [("flat_ip", to_faiss_flat_ip(run.tables["item_emb"].numpy()))]
+    quant_note = "; not the served ranking of this quantized run" if run.quantized else "; the served ranking"
+    indexes = [("continuous_ip", to_faiss_flat_ip(run.tables["item_emb"].numpy()),
+                "IndexFlatIP over the float item embeddings (query user_emb)" + quant_note)]
+    if run.quantized:
+        items = dequantize(run.tables["item_codes"], run.tables["item_scale"])
+        indexes.append(("dequantized_ip", to_faiss_flat_ip(items),
+                        "IndexFlatIP over item_codes * item_scale (query user_codes * user_scale); the served ranking"))
     if run.quantized and run.bits == 1:
         codes = run.tables["item_codes"].numpy()
-        indexes += [("binary_flat", to_faiss_binary(codes)), ("binary_hnsw", to_faiss_binary(codes, hnsw=True))]
-    for name, index in indexes:
+        same = _single_scale(run.tables["item_scale"].numpy())
+        note = "the served ranking (one item scale)" if same else "sign-only ranking, ignores the per-item scales"
+        indexes += [("binary_flat", to_faiss_binary(codes), f"IndexBinaryFlat, Hamming over the sign codes; {note}"),
+                    ("binary_hnsw", to_faiss_binary(codes, hnsw=True),
+                     f"IndexBinaryHNSW (approximate), Hamming over the sign codes; {note}")]
+    written = []
+    for name, index, what in indexes:
         path = f"{prefix}.{name}.faiss"
         write_faiss(index, path)
-        written.append(path)
+        written.append((path, what))
     return written

@@ -148,11 +148,15 @@ def create_app(run_dir: str | Path, api_key: str | None = None, device: str = "c
 
     @app.post("/recommend/batch", response_model=BatchResponse, tags=["recommend"])
     async def recommend_batch(req: BatchRequest) -> JSONResponse:
-        """Top-k for up to 1000 users in one vectorized scoring call (404 naming the first unknown user)."""
+        """Top-k for up to 1000 users in one vectorized scoring call.
+
+        Unknown users do not fail the batch: their entry has no items and an ``error``, and they are
+        listed in ``unknown_users``; the known users are answered as ``GET /recommend`` would.
+        """
         snap = holder.snapshot
         n_scores = len(req.users) * snap.run.n_items
         return await run_scoring(
-            n_scores, lambda: JSONResponse({"results": snap.recommend(req.users, req.k, req.exclude_seen)}))
+            n_scores, lambda: JSONResponse(snap.recommend_batch(req.users, req.k, req.exclude_seen)))
 
     @app.get("/similar-items", response_model=SimilarItems, tags=["recommend"])
     async def similar_items(

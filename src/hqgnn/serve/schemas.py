@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
@@ -35,8 +35,13 @@ class BatchRequest(BaseModel):
     exclude_seen: bool = True
 
 
+class BatchEntry(UserRecommendations):
+    error: Optional[str] = Field(None, description="Set (and items empty) when the user is unknown to the run.")
+
+
 class BatchResponse(BaseModel):
-    results: list[UserRecommendations] = Field(description="One entry per requested user, in request order.")
+    results: list[BatchEntry] = Field(description="One entry per requested user, in request order.")
+    unknown_users: list[Id] = Field(description="The requested ids the run does not know, in request order.")
 
 
 class ReloadRequest(BaseModel):

@@ -65,6 +65,26 @@ class ModelSnapshot:
         scores, items = self._chunked(self.recommender.recommend, idx, k, exclude_seen=exclude_seen)
         return [{"user": self.user_ids[u], "items": self._items(s, i)} for u, s, i in zip(idx.tolist(), scores, items)]
 
+    def recommend_batch(self, users: Sequence[Any], k: int, exclude_seen: bool) -> dict[str, Any]:
+        """``POST /recommend/batch``: the known users answered, the unknown ones marked, all in request order."""
+        idx = np.empty(len(users), dtype=np.int64)
+        unknown: list[Any] = []
+        for r, u in enumerate(users):  # id lookups are dict hits; the scoring below is one vectorized call
+            try:
+                idx[r] = self.run.user_index(u)
+            except KeyError:
+                idx[r] = -1
+                unknown.append(u)
+        known = np.flatnonzero(idx >= 0)
+        results: list[dict[str, Any]] = [
+            {"user": u, "items": [], "error": f"unknown user {_shown(u)}"} for u in users
+        ]
+        if len(known):
+            scores, items = self._chunked(self.recommender.recommend, idx[known], k, exclude_seen=exclude_seen)
+            for r, u, s, i in zip(known.tolist(), idx[known].tolist(), scores, items):
+                results[r] = {"user": self.user_ids[u], "items": self._items(s, i)}
+        return {"results": results, "unknown_users": unknown}
+
     def similar(self, item: Any, k: int) -> dict[str, Any]:
         i = self.item_index(item)
         scores, items = self.recommender.similar_items(np.array([i], dtype=np.int64), k)

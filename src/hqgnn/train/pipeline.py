@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -12,11 +14,12 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, dump_config
-from ..data import load_dataset
+from ..data import load_dataset_with_counts
+from ..errors import HqgnnError
 from ..io import write_text
 from ..run import CONFIG, CURVE, plot_curve, save_run
 from . import distributed
-from .trainer import Trainer
+from .trainer import CHECKPOINT, Trainer
 
 log = logging.getLogger("hqgnn.train")
 
@@ -33,14 +36,79 @@ def run_training(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train as ``cfg`` says and write ``out_dir``; returns the metrics dict that is also in metrics.json.
 
+    ``out_dir`` must be absent or empty, unless ``resume`` (continue the run there; the directory
+    must exist) or ``overwrite`` (the new run is trained in a sibling ``.<name>.partial`` directory
+    and replaces the old one only once it finished). A new run that fails removes what it wrote,
+    unless it holds a checkpoint (kept, without results, to ``--resume`` from); a failed overwrite
+    removes its partial directory and leaves the old run as it was.
     Under torchrun this joins the process group first; every rank trains and returns the metrics,
     only rank 0 writes ``out_dir``.
     """
-    with distributed.process_group(cfg.train):
-        return _run_training(cfg, Path(out_dir), resume, progress, on_epoch_end)
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, resume, overwrite)  # before the process group: no rank has written yet
+    main = distributed.is_main() if distributed.is_active() else int(os.environ.get("RANK", "0")) == 0
+    work = out_dir.parent / f".{out_dir.name}.partial" if overwrite else out_dir
+    created = _first_missing(out_dir)  # the topmost folder this run creates (None: out_dir exists)
+    if main and overwrite and work.exists():
+        shutil.rmtree(work)  # left by an earlier overwrite that was killed
+    try:
+        with distributed.process_group(cfg.train):
+            metrics = _run_training(cfg, work, resume, progress, on_epoch_end)
+    except BaseException as exc:
+        if main and not resume:
+            # a checkpoint is real progress (a crashed peer, Ctrl-C, a lost GPU): keep it resumable
+            keep = not overwrite and (work / CHECKPOINT).exists()
+            if keep:
+                log.warning("%s: run stopped (%s); it holds a checkpoint but no results: continue with "
+                            "--resume, or delete it", work, type(exc).__name__)
+            elif overwrite:
+                shutil.rmtree(work, ignore_errors=True)
+            elif created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            elif work.exists():  # it existed empty: empty it again
+                for child in work.iterdir():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
+    if main and overwrite:
+        old = out_dir.parent / f".{out_dir.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if out_dir.exists():
+            out_dir.rename(old)
+        work.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    return metrics
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost ancestor of ``path`` (or ``path`` itself) that does not exist yet."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over a run by accident: one :class:`HqgnnError` line saying what to pass instead."""
+    if resume and overwrite:
+        raise HqgnnError("--resume and --overwrite exclude each other")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HqgnnError(f"{out_dir}: --out exists and is not a directory")
+    if resume:
+        if not out_dir.is_dir():
+            raise HqgnnError(f"{out_dir}: no such run directory to --resume")
+        if not (out_dir / CHECKPOINT).is_file():
+            raise HqgnnError(f"{out_dir / CHECKPOINT}: no checkpoint to resume from")
+        return
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        what = "a run" if (out_dir / CONFIG).exists() else "files"
+        raise HqgnnError(f"{out_dir}: already holds {what}; pass --overwrite to replace it or --resume to continue it")
 
 
 def _run_training(
@@ -50,7 +118,7 @@ def _run_training(
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = load_dataset(cfg.data)
+    data, counts = load_dataset_with_counts(cfg.data)
     load_seconds = time.perf_counter() - t0
     log.info("data %s: %d users, %d items, %d train / %d val / %d test", data.name, data.n_users, data.n_items,
              len(data.train), len(data.val), len(data.test))
@@ -79,6 +147,8 @@ def _run_training(
         "device": device_name(trainer.device),
         "world_size": distributed.world_size(),
         "data": data.summary(),
+        "data_counts": counts,
+        "init_from": trainer.init_info or None,
         "history": result.history,
     }
     if not main:

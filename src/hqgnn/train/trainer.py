@@ -106,6 +106,8 @@ class Trainer:
         self.test_eval = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), ks, self.device, eb,
                                           distributed=dist_eval)
 
+    init_info: dict[str, Any] = {}  # what --init-from loaded (path, epoch, shapes); empty without it
+
     # -- pieces -------------------------------------------------------------------------------
     def _warm_start(self, run_dir: Path) -> None:
         path = run_dir / "model.safetensors"
@@ -117,6 +119,8 @@ class Trainer:
             raise HqgnnError(f"{path}: encoder weights missing or of another shape (other data or --dim?)")
         with torch.no_grad():
             self.model.encoder.embedding.weight.copy_(emb)
+        self.init_info = _init_info(run_dir, path, weights)
+        log.info("--init-from: loaded %s", ", ".join(f"{k} {v}" for k, v in self.init_info.items()))
         if self.model.quantized and self.cfg.quant.rotation == "itq":
             self._fold_rotation()
         if self.model.quantized and self.cfg.quant.learnable_scale:
@@ -350,3 +354,16 @@ class Trainer:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp))
+
+
+def _init_info(run_dir: Path, path: Path, weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Path, source epoch (best epoch in its metrics.json, if any) and tensor shapes of a warm start."""
+    import json
+
+    epoch = None
+    try:
+        epoch = json.loads((run_dir / "metrics.json").read_text()).get("best_epoch")
+    except (OSError, ValueError):
+        pass
+    shapes = {k: list(v.shape) for k, v in weights.items() if k.startswith("encoder.")}
+    return {"path": str(path), "epoch": epoch, "shapes": shapes}
