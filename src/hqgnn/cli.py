@@ -58,7 +58,7 @@ def train(
     reg: Annotated[Optional[float], typer.Option(help="L2 weight on the batch's layer-0 embeddings.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="BPR triples per step.")] = None,
     bits: Annotated[Optional[int], typer.Option(help="Quantize to b-bit codes (1..8); 0 = full precision.")] = None,
-    estimator: Annotated[Optional[str], typer.Option(help="Gradient estimator: none | ste | gste.")] = None,
+    estimator: Annotated[Optional[str], typer.Option(help="Gradient estimator: auto (gste with --bits) | none | ste | gste.")] = None,
     delta: Annotated[Optional[float], typer.Option(help="Fix the GSTE delta (default: from the Hessian trace).")] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Warm start the encoder from a run directory.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs.")] = None,
@@ -99,7 +99,7 @@ def train(
         if not sep:
             raise HqgnnError(f"--set expects section.field=value, got {item!r}")
         cfg.set(key.strip(), value.strip())
-    _check_quant(cfg)
+    cfg.validate()  # the one validation path (config.RunConfig.validate), shared with the API and TOML loading
     from .train.pipeline import run_training
 
     metrics = run_training(cfg, out, resume=resume, progress=not quiet and sys.stderr.isatty())
@@ -108,20 +108,6 @@ def train(
     _print_metrics(metrics["test"], title=f"test metrics ({out})")
     out_line = {k: metrics[k] for k in ("best_epoch", "train_seconds")}
     err.print(f"best epoch {out_line['best_epoch']}, {out_line['train_seconds']:.1f}s; wrote {out}")
-
-
-def _check_quant(cfg: RunConfig) -> None:
-    q = cfg.quant
-    if q.estimator not in ("none", "ste", "gste"):
-        raise HqgnnError(f"--estimator must be none, ste or gste, got {q.estimator!r}")
-    if not 0 <= q.bits <= 8:
-        raise HqgnnError(f"--bits must be 0 (full precision) or 1..8, got {q.bits}")
-    if q.bits and q.estimator == "none":
-        q.estimator = "gste"
-    if q.estimator != "none" and not q.bits:
-        raise HqgnnError(f"--estimator {q.estimator} needs --bits 1..8")
-    if q.scale not in ("row", "tensor"):
-        raise HqgnnError(f"quant.scale must be row or tensor, got {q.scale!r}")
 
 
 def _print_metrics(metrics: dict[str, float], title: str) -> None:

@@ -39,6 +39,7 @@ def run_training(
     Under torchrun this joins the process group first; every rank trains and returns the metrics,
     only rank 0 writes ``out_dir``.
     """
+    cfg.validate()
     with distributed.process_group(cfg.train):
         return _run_training(cfg, Path(out_dir), resume, progress, on_epoch_end)
 

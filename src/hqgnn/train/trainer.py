@@ -63,7 +63,7 @@ class Trainer:
         progress: bool = True,
         on_epoch_end: Callable[[int], None] | None = None,
     ) -> None:
-        self.cfg, self.data = cfg, data
+        self.cfg, self.data = cfg.validate(), data
         self.device = distributed.local_device(resolve_device(cfg.train.device))
         self.progress = progress and distributed.is_main()
         self.on_epoch_end = on_epoch_end
@@ -259,7 +259,8 @@ class Trainer:
                 over_budget = distributed.any_rank(over_budget)  # clocks differ: stop together
             last = epoch + 1 == tc.epochs or over_budget
             state["stopped"] = state["stopped"] or over_budget
-            if (epoch + 1) % max(1, tc.eval_every) == 0 or last:
+            evaluated = (epoch + 1) % max(1, tc.eval_every) == 0 or last
+            if evaluated:
                 val = self.evaluate("val")
                 entry.update({f"val_{k}": v for k, v in val.items()})
                 score = val.get(tc.select_metric, -entry["loss"])
@@ -278,7 +279,7 @@ class Trainer:
             state["history"].append(entry)
             state["epoch"] = epoch + 1
             state["train_seconds"] = time.perf_counter() - t_start
-            if main and ("val_" + tc.select_metric in entry or state["stopped"] or last):
+            if main and (evaluated or state["stopped"]):  # every evaluation, with or without a validation split
                 save_checkpoint(ckpt, self.model, self.optimizer, self.generator, state)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch + 1)
