@@ -131,10 +131,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Full-ranking test metrics of a run (seen items masked), scored exactly as served."""
-    import torch
-
     from .data import load_dataset
-    from .eval import RankingEvaluator
     from .recommender import Recommender
     from .run import load_run
     from .train.trainer import resolve_device
@@ -147,16 +144,8 @@ def evaluate(
     if ds.n_users != run.n_users or ds.n_items != run.n_items:
         raise HqgnnError(f"{cfg.data.source}: {ds.n_users} users / {ds.n_items} items, but the run has "
                          f"{run.n_users} / {run.n_items}")
-    dev = resolve_device(device)
-    rec = Recommender(run, str(dev))
-    ev = RankingEvaluator(ds.matrix(ds.test), ds.matrix(ds.seen), _parse_ks(k), dev)
-    if run.quantized:  # rank with the retrieval engine, exactly as `recommend` and `serve` do
-        def engine_topk(users, kmax):
-            return torch.from_numpy(rec.recommend(users.cpu().numpy(), kmax)[1]).to(users.device)
-
-        metrics = ev.evaluate(topk=engine_topk)
-    else:
-        metrics = ev.evaluate(scorer=rec._user_scorer)
+    rec = Recommender(run, str(resolve_device(device)))
+    metrics = rec.evaluate(ds.matrix(ds.test), _parse_ks(k), exclude=ds.matrix(ds.seen))  # ranked as served
     if as_json:
         print(json.dumps(metrics))
     else:

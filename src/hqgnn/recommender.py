@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from .eval.evaluator import code_scorer, embedding_scorer, exclusion_mask_fill
@@ -60,6 +63,21 @@ class Recommender:
         scores = self._item_scorer(it)
         scores[torch.arange(len(it), device=self.device), it] = float("-inf")
         return self._top(scores, k)
+
+    @torch.no_grad()
+    def evaluate(self, truth: sp.csr_matrix, ks: Iterable[int] = (20, 50),
+                 exclude: sp.csr_matrix | None = None) -> dict[str, float]:
+        """Full-ranking metrics against ``truth`` (user x item CSR in the run's index space), ranked
+        exactly as :meth:`recommend` serves (``exclude``, default the run's seen items, masked)."""
+        from .eval import RankingEvaluator
+
+        ev = RankingEvaluator(truth, self.run.seen if exclude is None else exclude, ks, self.device)
+        if self.index is not None:  # rank with the retrieval engine, exactly as `recommend` and `serve` do
+            def engine_topk(users: torch.Tensor, kmax: int) -> torch.Tensor:
+                return torch.from_numpy(self.recommend(users.cpu().numpy(), kmax)[1]).to(users.device)
+
+            return ev.evaluate(topk=engine_topk)
+        return ev.evaluate(scorer=self._user_scorer)
 
     def _top(self, scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         vals, ids = stable_topk(scores, min(k, scores.shape[1]))
