@@ -135,7 +135,7 @@ class RankingEvaluator:
         sums = {f"{name}@{k}": torch.zeros((), dtype=torch.float64, device=self.device) for name in METRICS for k in self.ks}
         mine = self.users
         if self.distributed:
-            from ..train.distributed import shard
+            from ..device import shard
 
             mine = shard(self.users)
         for start in range(0, len(mine), batch_size):
@@ -150,7 +150,7 @@ class RankingEvaluator:
                     sums[f"{name}@{k}"] += fn(hits, n_rel, k).sum()
         n = max(1, len(self.users))
         if self.distributed:
-            from ..train.distributed import all_reduce_sum
+            from ..device import all_reduce_sum
 
             keys = list(sums)
             total = all_reduce_sum(torch.stack([*sums.values(), torch.tensor(float(len(mine)), dtype=torch.float64,

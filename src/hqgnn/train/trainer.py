@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..data.dataset import InteractionData
+from ..device import resolve_device  # noqa: F401  (also re-exported: hqgnn.train.trainer.resolve_device)
 from ..errors import HqgnnError
 from ..eval import RankingEvaluator, code_scorer, embedding_scorer
 from ..graph import normalized_adjacency
@@ -30,16 +31,6 @@ log = logging.getLogger("hqgnn.train")
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise HqgnnError("--device cuda asked for, but torch sees no CUDA device")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise HqgnnError(f"unknown device {name!r} (use auto, cpu or cuda)")
-    return torch.device(name)
 
 
 @dataclass
@@ -67,11 +58,12 @@ class Trainer:
         self.device = distributed.local_device(resolve_device(cfg.train.device))
         self.progress = progress and distributed.is_main()
         self.on_epoch_end = on_epoch_end
-        torch.manual_seed(cfg.train.seed)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.train.seed)
         self.adj = normalized_adjacency(data.train, data.n_users, data.n_items, self.device) if cfg.model.layers else None
-        self.model = QuantizedRecommender(data.n_users, data.n_items, cfg.model, cfg.quant if cfg.quant.bits else None)
+        with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the caller's global RNG
+            torch.manual_seed(cfg.train.seed)
+            self.model = QuantizedRecommender(data.n_users, data.n_items, cfg.model, cfg.quant if cfg.quant.bits else None)
         self.model.to(self.device)
         if cfg.train.init_from:
             self._warm_start(Path(cfg.train.init_from))
@@ -242,7 +234,6 @@ class Trainer:
         for epoch in range(state["epoch"], tc.epochs):
             if state["stopped"]:
                 break
-            distributed.fault_injection(epoch + 1)
             entry: dict[str, Any] = {"epoch": epoch + 1}
             if auto_delta and epoch % max(1, qc.delta_every) == 0:
                 est = self.estimate_delta()
