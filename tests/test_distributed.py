@@ -194,12 +194,12 @@ def test_shards_partition_every_batch():
 @pytest.mark.parametrize("n", [345, 1])
 def test_scaled_shard_losses_average_to_the_global_gradient(monkeypatch, n):
     """DDP averages gradients over ranks: the scaled shard losses must give the full-batch gradient (uneven N too)."""
-    from hqgnn.models import QuantizedRecommender
+    from hqgnn.models import HQGNNModel
 
     cfg = small_config()
     cfg.model.layers = 0  # matrix factorization: no graph needed here
     torch.manual_seed(0)
-    model = QuantizedRecommender(30, 20, cfg.model)
+    model = HQGNNModel(30, 20, cfg.model)
     users, pos, neg = torch.randint(30, (n,)), torch.randint(20, (n,)), torch.randint(20, (n,))
     loss, _ = model.bpr_loss(None, users, pos, neg, 1e-2)
     want = torch.autograd.grad(loss, model.encoder.embedding.weight)[0]

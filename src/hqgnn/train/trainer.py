@@ -20,8 +20,8 @@ from ..errors import HqgnnError
 from ..eval import RankingEvaluator, code_scorer, embedding_scorer
 from ..graph import normalized_adjacency
 from ..io import atomic_path
-from ..models import QuantizedRecommender
-from ..models.hqgnn import bpr_from_tables
+from ..models import HQGNNModel
+from ..quant.schedule import DeltaSchedule
 from . import distributed
 from .cuda_graph import GraphedStep
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -45,7 +45,7 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a :class:`QuantizedRecommender` on ``data`` as ``cfg`` says; ``fit`` writes checkpoints to a run dir."""
+    """Trains a :class:`HQGNNModel` on ``data`` as ``cfg`` says; ``fit`` writes checkpoints to a run dir."""
 
     def __init__(
         self,
@@ -63,7 +63,7 @@ class Trainer:
         self.adj = normalized_adjacency(data.train, data.n_users, data.n_items, self.device) if cfg.model.layers else None
         with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the caller's global RNG
             torch.manual_seed(cfg.train.seed)
-            self.model = QuantizedRecommender(data.n_users, data.n_items, cfg.model, cfg.quant if cfg.quant.bits else None)
+            self.model = HQGNNModel(data.n_users, data.n_items, cfg.model, cfg.quant if cfg.quant.bits else None)
         self.model.to(self.device)
         if cfg.train.init_from:
             self._warm_start(Path(cfg.train.init_from))
@@ -80,6 +80,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, fused=cuda, capturable=self.use_graph)
         if cfg.train.sampling not in ("edge", "user"):
             raise HqgnnError(f"train.sampling must be edge or user, got {cfg.train.sampling!r}")
+        self.delta_schedule = DeltaSchedule(cfg.quant, self.model.quantized)
         self.sampler = BPRSampler(data.train, data.n_users, data.n_items, self.device, self.generator,
                                   mode=cfg.train.sampling)
         # under torchrun: each rank takes its slice of every global batch, DDP averages the gradients
@@ -134,48 +135,9 @@ class Trainer:
         return ev.evaluate_embeddings(users, items)
 
     def estimate_delta(self) -> dict[str, float]:
-        """GSTE delta from the Hutchinson Hessian trace of the BPR loss w.r.t. the quantized embeddings.
-
-        Averaged over ``delta_batches`` mini-batches; trace, n and std(g) are taken over the rows the
-        batch touches (its unique users and items), not the whole table. Each mini-batch draws from its
-        own generator, seeded from the shared stream, so under torchrun the batches are dealt out to the
-        ranks and the all-reduced mean is the same delta a single process gets, on every rank.
-        """
-        from ..quant import estimate_delta
-
-        qc = self.cfg.quant
-        with torch.no_grad():
-            user_f, item_f = self.model.final(self.adj)
-        results = []
-        n_est = max(1, qc.delta_batches)
-        seeds = torch.randint(2**62, (n_est,), device=self.device, generator=self.generator).tolist()
-        for b in distributed.round_robin(n_est):
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(seeds[b])
-            idx = torch.randint(len(self.sampler), (self.cfg.train.batch_size,), device=self.device, generator=gen)
-            u, p = self.sampler.users[idx], self.sampler.items[idx]
-            n = self.sampler.negatives(u, generator=gen)
-            uu, u_inv = torch.unique(u, return_inverse=True)
-            ii, i_inv = torch.unique(torch.cat([p, n]), return_inverse=True)
-            p_inv, n_inv = i_inv[: len(p)], i_inv[len(p) :]
-            with torch.no_grad():
-                qu, qi = self.model.quantize_rows(user_f, item_f, uu, ii)
-
-            def loss_fn(q: list[torch.Tensor]) -> torch.Tensor:
-                return bpr_from_tables(q[0], q[1], u_inv, p_inv, n_inv)
-
-            r = estimate_delta(loss_fn, [qu, qi], tol=qc.hutchinson_tol, max_probes=qc.hutchinson_max_probes,
-                               generator=gen)
-            r.update(delta_user=r["parts"][0]["delta"], delta_item=r["parts"][1]["delta"])
-            results.append(r)
-        keys = ["delta", "trace", "grad_std", "probes"] + (["delta_user", "delta_item"] if qc.separate_delta else [])
-        rows = torch.tensor([[r[k] for k in keys] + [1.0] for r in results], dtype=torch.float64)
-        # sum (and count) this rank's estimates, then over ranks: the mean over all delta_batches
-        sums = distributed.all_reduce_sum(rows.reshape(-1, len(keys) + 1).sum(0).to(self.device)).cpu().tolist()
-        out = {k: sums[i] / sums[-1] for i, k in enumerate(keys)}
-        self.model.user_quantizer.set_delta(out.get("delta_user", out["delta"]))
-        self.model.item_quantizer.set_delta(out.get("delta_item", out["delta"]))
-        return out
+        """Refresh GSTE's delta now (see :class:`hqgnn.quant.schedule.DeltaSchedule`)."""
+        return self.delta_schedule.refresh(self.model, self.adj, self.sampler, self.cfg.train.batch_size,
+                                           self.generator, self.device)
 
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
@@ -229,13 +191,12 @@ class Trainer:
                 raise HqgnnError(f"{ckpt}: no checkpoint to resume from")
             state = load_checkpoint(ckpt, self.model, self.optimizer, self.generator)
             log.info("resumed from epoch %d", state["epoch"])
-        auto_delta = self.model.quantized and qc.estimator == "gste" and qc.delta < 0
         t_start = time.perf_counter() - state["train_seconds"]
         for epoch in range(state["epoch"], tc.epochs):
             if state["stopped"]:
                 break
             entry: dict[str, Any] = {"epoch": epoch + 1}
-            if auto_delta and epoch % max(1, qc.delta_every) == 0:
+            if self.delta_schedule.due(epoch):
                 est = self.estimate_delta()
                 entry.update({f"gste_{k}": v for k, v in est.items()})
                 log.info("epoch %d: GSTE delta=%.4g (Hessian trace %.4g, std(g) %.3g, %d probes)",
