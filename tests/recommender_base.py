@@ -209,6 +209,7 @@ class RecommenderBase:
             assert [r["item"] for r in out["items"]] == ids[0].tolist()
         got = json.loads(cli(["evaluate", str(cli_run), "--json", "--device", "cpu"], capsys))
         assert model.evaluate() == got
+        assert got == model.metrics["test"]  # training-time evaluation ranks exactly as serving does
         # the same config and data: the CLI and the estimator train the same model
         np.testing.assert_array_equal(model.recommend(model.user_ids, 10)[0], fitted.recommend(model.user_ids, 10)[0])
 

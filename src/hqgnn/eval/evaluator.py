@@ -95,7 +95,12 @@ class RankingEvaluator:
         rows = np.repeat(np.arange(self.n_users, dtype=np.int64), n_rel)
         # sorted (user * n_items + item) keys: membership of a top-K id is one searchsorted
         self.truth_keys = torch.from_numpy(rows * self.n_items + truth.indices.astype(np.int64)).to(self.device)
-        self.ex_indptr, self.ex_indices = _csr_to_device(exclude.tocsr(), self.device)
+        # sorted rows: the fused CPU kernels scan each row forwards (an unsorted row would leak seen items)
+        exclude = exclude.tocsr(copy=True)
+        exclude.has_sorted_indices = False  # recheck: a hand-built matrix may carry a stale "sorted" flag
+        exclude.sort_indices()
+        self.exclude = exclude
+        self.ex_indptr, self.ex_indices = _csr_to_device(exclude, self.device)
         if batch_size <= 0:
             # keep the (B, n_items) score block around 1 GiB on GPU, 64 MiB on CPU
             budget = (1 << 28) if self.device.type == "cuda" else (1 << 24)
@@ -112,16 +117,23 @@ class RankingEvaluator:
 
     @torch.no_grad()
     def evaluate_embeddings(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
-        """Metrics of inner-product scoring; on CPU through the fused blocked top-K (no full score matrix)."""
-        if self.device.type == "cpu":
-            from .cpu_topk import float_topk_cpu
+        """Metrics of inner-product scoring, ranked by :class:`hqgnn.eval.ranking.Ranker` (as served)."""
+        from .ranking import Ranker
 
-            def topk(users: torch.Tensor, k: int) -> torch.Tensor:
-                return float_topk_cpu(user_emb, item_emb, users, self.ex_indptr, self.ex_indices, k)[1]
+        return self.evaluate_ranker(Ranker({"user_emb": user_emb, "item_emb": item_emb}, 0, self.device))
 
-            # the fused kernel keeps only (users x K) in memory, so all users go in one call
-            return self.evaluate(topk=topk, batch_size=max(1, len(self.users)))
-        return self.evaluate(scorer=embedding_scorer(user_emb, item_emb))
+    @torch.no_grad()
+    def evaluate_ranker(self, ranker) -> dict[str, float]:
+        """Metrics of the top-K a :class:`hqgnn.eval.ranking.Ranker` returns (the serving path), this
+        evaluator's exclusion masked. On CPU the kernels keep only (users x K): all users in one call."""
+
+        def topk(users: torch.Tensor, k: int) -> torch.Tensor:
+            u = users.cpu().numpy()
+            ids = ranker.search(u, k, exclude=self.exclude[u])[1]
+            return torch.from_numpy(ids).to(users.device)
+
+        batch = max(1, len(self.users)) if self.device.type == "cpu" else None
+        return self.evaluate(topk=topk, batch_size=batch)
 
     @torch.no_grad()
     def evaluate(self, scorer: Scorer | None = None, topk: TopK | None = None,

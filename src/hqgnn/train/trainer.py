@@ -125,14 +125,19 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Ranked by the serving path (:class:`hqgnn.eval.ranking.Ranker`), so served metrics agree exactly."""
         ev = self.test_eval if split == "test" else self.val_eval
         if ev is None:
             return {}
-        if self.model.quantized:
-            return ev.evaluate(self.scorer())
+        from ..eval.ranking import Ranker
+
         self.model.eval()
-        users, items = self.model.final(self.adj)
-        return ev.evaluate_embeddings(users, items)
+        if self.model.quantized:
+            tables = self.model.codes(self.adj)
+        else:
+            users, items = self.model.final(self.adj)
+            tables = {"user_emb": users, "item_emb": items}
+        return ev.evaluate_ranker(Ranker(tables, self.model.bits, self.device))
 
     def estimate_delta(self) -> dict[str, float]:
         """Refresh GSTE's delta now (see :class:`hqgnn.quant.schedule.DeltaSchedule`)."""
