@@ -17,7 +17,7 @@ from ..config import RunConfig
 from ..data.dataset import InteractionData
 from ..device import resolve_device  # noqa: F401  (also re-exported: hqgnn.train.trainer.resolve_device)
 from ..errors import HqgnnError
-from ..eval import RankingEvaluator, code_scorer, embedding_scorer
+from ..eval import RankingEvaluator
 from ..graph import normalized_adjacency
 from ..io import atomic_path
 from ..models import HQGNNModel
@@ -112,16 +112,6 @@ class Trainer:
                 users, items = self.model.final(self.adj)
             self.model.user_quantizer.init_scale(users)
             self.model.item_quantizer.init_scale(items)
-
-    @torch.no_grad()
-    def scorer(self):
-        """Scores exactly as served: integer codes x scales for quantized models, floats otherwise."""
-        self.model.eval()
-        if self.model.quantized:
-            c = self.model.codes(self.adj)
-            return code_scorer(c["user_codes"], c["user_scale"], c["item_codes"], c["item_scale"])
-        users, items = self.model.final(self.adj)
-        return embedding_scorer(users, items)
 
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict[str, float]:
