@@ -9,6 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from ..topk import stable_topk
+from .masking import _rows_of, exclusion_mask_fill  # noqa: F401  (re-exported)
 from .metrics import METRICS
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # user indices (B,) -> scores (B, n_items)
@@ -20,25 +21,6 @@ def _csr_to_device(m: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor
         torch.from_numpy(m.indptr.astype(np.int64)).to(device),
         torch.from_numpy(m.indices.astype(np.int64)).to(device),
     )
-
-
-def _rows_of(indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch position, column) of every stored entry in the given CSR rows, vectorized."""
-    starts, ends = indptr[users], indptr[users + 1]
-    lengths = ends - starts
-    pos = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths)
-    offsets = torch.cumsum(lengths, 0) - lengths
-    within = torch.arange(int(lengths.sum()), device=users.device) - offsets[pos]
-    return pos, indices[starts[pos] + within]
-
-
-def exclusion_mask_fill(
-    scores: torch.Tensor, users: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor
-) -> torch.Tensor:
-    """Set the scores of each user's seen items (CSR rows) to -inf, in place."""
-    pos, cols = _rows_of(indptr, indices, users)
-    scores[pos, cols] = float("-inf")
-    return scores
 
 
 def embedding_scorer(user_emb: torch.Tensor, item_emb: torch.Tensor) -> Scorer:

@@ -22,7 +22,7 @@ import torch
 
 from ..index.common import Exclusion, normalize_exclusion
 from ..topk import stable_topk
-from .evaluator import exclusion_mask_fill
+from .masking import exclusion_mask_fill
 
 __all__ = ["Ranker", "self_exclusion"]
 
