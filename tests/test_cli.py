@@ -65,8 +65,8 @@ def test_recommend_and_export(trained_run, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--bits", "9"], "--bits must be"),
-        (["train", "--estimator", "ste"], "needs --bits"),
+        (["train", "--bits", "9"], "quant.bits must be in [0, 8], got 9"),
+        (["train", "--estimator", "ste"], "needs quant.bits"),
         (["train", "--data", "/no/such/place"], "/no/such/place"),
         (["train", "--set", "model.nope=1"], "unknown setting"),
         (["evaluate", "/no/such/run"], "missing"),

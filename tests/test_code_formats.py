@@ -11,7 +11,7 @@ from hqgnn.cli import main
 from hqgnn.config import RunConfig
 from hqgnn.data import load_dataset
 from hqgnn.eval import RankingEvaluator, served_scorer
-from hqgnn.models import QuantizedRecommender
+from hqgnn.models import HQGNNModel as QuantizedRecommender
 from hqgnn.quant.rotation import itq_rotation, sign_error
 from hqgnn.recommender import Recommender
 from hqgnn.run import load_run

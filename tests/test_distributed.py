@@ -28,6 +28,7 @@ from hqgnn.train import distributed
 from hqgnn.train.pipeline import run_training
 
 SRC = str(Path(hqgnn.__file__).resolve().parents[1])
+FAULT_SITE = str(Path(__file__).resolve().parent / "fault_site")
 RUN_FILES = {"config.toml", "metrics.json", "model.safetensors", "tables.safetensors", "ids.npz", "seen.npz",
              "curve.png", "checkpoint.safetensors", "best.safetensors"}
 
@@ -55,7 +56,8 @@ def quantized_config() -> RunConfig:
 def child_env(**extra: str) -> dict[str, str]:
     drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("HQGNN_TEST")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH", "")) if p)
+    # tests/fault_site/sitecustomize.py: the test-only fault injection ($HQGNN_TEST_KILL_*), not in the trainer
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, FAULT_SITE, env.get("PYTHONPATH", "")) if p)
     env["OMP_NUM_THREADS"] = "1"
     env.update(extra)
     return env
@@ -192,12 +194,12 @@ def test_shards_partition_every_batch():
 @pytest.mark.parametrize("n", [345, 1])
 def test_scaled_shard_losses_average_to_the_global_gradient(monkeypatch, n):
     """DDP averages gradients over ranks: the scaled shard losses must give the full-batch gradient (uneven N too)."""
-    from hqgnn.models import QuantizedRecommender
+    from hqgnn.models import HQGNNModel
 
     cfg = small_config()
     cfg.model.layers = 0  # matrix factorization: no graph needed here
     torch.manual_seed(0)
-    model = QuantizedRecommender(30, 20, cfg.model)
+    model = HQGNNModel(30, 20, cfg.model)
     users, pos, neg = torch.randint(30, (n,)), torch.randint(20, (n,)), torch.randint(20, (n,))
     loss, _ = model.bpr_loss(None, users, pos, neg, 1e-2)
     want = torch.autograd.grad(loss, model.encoder.embedding.weight)[0]

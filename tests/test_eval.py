@@ -143,3 +143,58 @@ def test_evaluate_embeddings_cpu_equals_scorer_path():
     plain = ev.evaluate(embedding_scorer(user_emb, item_emb))
     for key in plain:
         assert fused[key] == pytest.approx(plain[key], abs=1e-12), key
+
+
+def unsorted_csr(m: sp.csr_matrix, seed: int = 0) -> sp.csr_matrix:
+    """The same matrix with every row's column indices shuffled (a valid, unsorted CSR)."""
+    rng = np.random.default_rng(seed)
+    indices = m.indices.copy()
+    for u in range(m.shape[0]):
+        a, b = m.indptr[u], m.indptr[u + 1]
+        indices[a:b] = rng.permutation(indices[a:b])[::-1]
+    out = sp.csr_matrix((m.data, indices, m.indptr), shape=m.shape)
+    out.has_sorted_indices = True  # a stale flag, as a hand-built matrix may carry
+    return out
+
+
+def test_unsorted_exclusion_rows_never_return_seen_items():
+    """Regression: the fused CPU kernel scans sorted rows; with > 1,024 items (several item blocks) an
+    unsorted exclusion CSR leaked seen items into the top-K. The evaluator sorts the rows."""
+    rng = np.random.default_rng(3)
+    n_users, n_items, d = 40, 3000, 8
+    user_emb = torch.from_numpy(rng.standard_normal((n_users, d)).astype(np.float32))
+    item_emb = torch.from_numpy(rng.standard_normal((n_items, d)).astype(np.float32))
+    scores = (user_emb @ item_emb.T).numpy()
+    # exclude each user's 60 best items, spread over every item block
+    seen = np.argsort(-scores, axis=1, kind="stable")[:, :60]
+    exclude = sp.csr_matrix((np.ones(seen.size), (np.repeat(np.arange(n_users), 60), seen.ravel())),
+                            shape=(n_users, n_items))
+    truth = sp.csr_matrix((np.ones(n_users), (np.arange(n_users), seen[:, 0])), shape=(n_users, n_items))
+    bad = unsorted_csr(exclude)
+    assert any(np.any(np.diff(bad.indices[bad.indptr[u]:bad.indptr[u + 1]]) < 0) for u in range(n_users))
+    ev = RankingEvaluator(truth, bad, ks=[20], device="cpu")
+    # the truth items are all excluded: every metric must be exactly 0
+    assert all(v == 0.0 for v in ev.evaluate_embeddings(user_emb, item_emb).values())
+    from hqgnn.eval.ranking import Ranker
+
+    ranker = Ranker({"user_emb": user_emb, "item_emb": item_emb}, 0)
+    _, ids = ranker.search(np.arange(n_users), 50, exclude=bad)
+    for u in range(n_users):
+        assert not set(ids[u].tolist()) & set(seen[u].tolist())
+    want = reference_metrics(scores, truth, exclude, [20])
+    assert ev.evaluate_embeddings(user_emb, item_emb) == pytest.approx(want, abs=0)
+
+
+def test_fused_cpu_topk_sorts_unsorted_exclusion_rows():
+    from hqgnn.eval.cpu_topk import float_topk_cpu
+
+    rng = np.random.default_rng(4)
+    ue = torch.from_numpy(rng.standard_normal((30, 8)).astype(np.float32))
+    ie = torch.from_numpy(rng.standard_normal((2500, 8)).astype(np.float32))
+    seen = np.argsort(-(ue @ ie.T).numpy(), axis=1, kind="stable")[:, :40]
+    ex = unsorted_csr(sp.csr_matrix((np.ones(seen.size), (np.repeat(np.arange(30), 40), seen.ravel())),
+                                    shape=(30, 2500)))
+    _, ids = float_topk_cpu(ue, ie, torch.arange(30), torch.from_numpy(ex.indptr.astype(np.int64)),
+                            torch.from_numpy(ex.indices.astype(np.int64)), 20)
+    for u in range(30):
+        assert not set(ids[u].tolist()) & set(seen[u].tolist())

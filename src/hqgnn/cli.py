@@ -73,7 +73,7 @@ def train(
     reg: Annotated[Optional[float], typer.Option(metavar="W", help=f"L2 weight on the batch's layer-0 embeddings.  [default: {_D.train.reg:g}]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(metavar="N", help=f"BPR triples per step.  [default: {_D.train.batch_size}]")] = None,
     bits: Annotated[Optional[int], typer.Option(metavar="B", help=f"Quantize to b-bit codes (1..8); 0 = full precision.  [default: {_D.quant.bits}]")] = None,
-    estimator: Annotated[Optional[str], typer.Option(metavar="NAME", help="Gradient estimator: none | ste | gste.  [default: gste with --bits, else none]")] = None,
+    estimator: Annotated[Optional[str], typer.Option(metavar="NAME", help="Gradient estimator: auto (gste with --bits, else none) | none | ste | gste.  [default: auto]")] = None,
     delta: Annotated[Optional[float], typer.Option(metavar="X", help="Fix the GSTE delta.  [default: from the Hessian trace]")] = None,
     init_from: Annotated[Optional[str], typer.Option(metavar="RUN", help="Warm start the encoder from a run directory.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(metavar="N", help=f"Validate every N epochs.  [default: {_D.train.eval_every}]")] = None,
@@ -111,7 +111,7 @@ def train(
     if seed is not None:
         cfg.data.seed = seed
     _apply_sets(cfg, set_)
-    _check_quant(cfg)
+    cfg.validate()  # the one validation path (config.RunConfig.validate), shared with the API and TOML loading
     from .train.pipeline import run_training
 
     metrics = run_training(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty())
@@ -137,20 +137,6 @@ def _apply_sets(cfg: RunConfig, items: list[str] | None) -> None:
         cfg.set(key.strip(), value.strip())
 
 
-def _check_quant(cfg: RunConfig) -> None:
-    q = cfg.quant
-    if q.estimator not in ("none", "ste", "gste"):
-        raise HqgnnError(f"--estimator must be none, ste or gste, got {q.estimator!r}")
-    if not 0 <= q.bits <= 8:
-        raise HqgnnError(f"--bits must be 0 (full precision) or 1..8, got {q.bits}")
-    if q.bits and q.estimator == "none":
-        q.estimator = "gste"
-    if q.estimator != "none" and not q.bits:
-        raise HqgnnError(f"--estimator {q.estimator} needs --bits 1..8")
-    if q.scale not in ("row", "tensor"):
-        raise HqgnnError(f"quant.scale must be row or tensor, got {q.scale!r}")
-
-
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
     table = Table(title=title)
     ks = sorted({int(k.split("@")[1]) for k in metrics})
@@ -172,10 +158,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Full-ranking test metrics of a run (seen items masked), scored exactly as served."""
-    import torch
-
     from .data import load_dataset
-    from .eval import RankingEvaluator
     from .recommender import Recommender
     from .run import load_run
     from .train.trainer import resolve_device
@@ -188,16 +171,8 @@ def evaluate(
     if ds.n_users != run.n_users or ds.n_items != run.n_items:
         raise HqgnnError(f"{cfg.data.source}: {ds.n_users} users / {ds.n_items} items, but the run has "
                          f"{run.n_users} / {run.n_items}")
-    dev = resolve_device(device)
-    rec = Recommender(run, str(dev))
-    ev = RankingEvaluator(ds.matrix(ds.test), ds.matrix(ds.seen), _parse_ks(k), dev)
-    if run.quantized:  # rank with the retrieval engine, exactly as `recommend` and `serve` do
-        def engine_topk(users, kmax):
-            return torch.from_numpy(rec.recommend(users.cpu().numpy(), kmax)[1]).to(users.device)
-
-        metrics = ev.evaluate(topk=engine_topk)
-    else:
-        metrics = ev.evaluate(scorer=rec._user_scorer)
+    rec = Recommender(run, str(resolve_device(device)))
+    metrics = rec.evaluate(ds.matrix(ds.test), _parse_ks(k), exclude=ds.matrix(ds.seen))  # ranked as served
     if as_json:
         print(json.dumps(metrics))
     else:

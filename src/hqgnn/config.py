@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import HqgnnError
+
+# The gradient estimators of a quantizer: the one list the config, the model and quant/ all use.
+QUANT_ESTIMATORS = ("ste", "gste")
+# quant.estimator: "auto" = gste when quant.bits > 0, none otherwise; "none" = full precision.
+ESTIMATOR_CHOICES = ("auto", "none") + QUANT_ESTIMATORS
+DEFAULT_QUANT_ESTIMATOR = "gste"
+# The ranking metrics the evaluator reports as "<name>@<k>" for every k in eval.ks (hqgnn.eval.metrics).
+METRIC_NAMES = ("recall", "ndcg", "precision", "hit_rate")
 
 
 @dataclass
@@ -50,7 +62,7 @@ class QuantConfig:
     """The quantizer and its gradient estimator."""
 
     bits: int = 0  # 0 = full precision (no quantizer); 1..8
-    estimator: str = "none"  # none | ste | gste
+    estimator: str = "auto"  # auto (gste when bits > 0, else none) | none | ste | gste
     scale: str = "row"  # row | tensor
     learnable_scale: bool = False
     delta: float = -1.0  # < 0: estimate from the Hessian trace; >= 0: fixed by hand
@@ -112,31 +124,209 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], origin: str = "config") -> "RunConfig":
+    def from_dict(cls, raw: dict[str, Any], origin: str = "config", validate: bool = True) -> "RunConfig":
         cfg = cls()
         cfg.update(raw, origin=origin)
-        return cfg
+        return cfg.validate(origin=origin) if validate else cfg
+
+    def validate(self, origin: str | None = None) -> "RunConfig":
+        """Check every field (type, range / choices, cross-field rules) and normalise; returns self.
+
+        The one validation path of the CLI, the Python API and TOML loading. Types come from the
+        dataclass annotations (an int is accepted for a float field and converted, a tuple for a
+        list); ranges and choices from :data:`RULES`; then the cross-field rules: ``quant.estimator``
+        "auto" resolves to gste when ``quant.bits > 0`` and to none at 0, ste / gste need bits >= 1,
+        "none" needs bits = 0; ``train.select_metric`` must be one of the metrics the evaluator
+        reports (``<recall|ndcg|precision|hit_rate>@<k>`` with k in ``eval.ks``). Attributes that are
+        no field (a misspelt ``cfg.train.learning_rate = ...``) are errors with a "did you mean" hint.
+        Raises :class:`HqgnnError` with one line, prefixed by ``origin`` (e.g. the TOML file) if given.
+        """
+        try:
+            _validate(self)
+        except HqgnnError as exc:
+            raise HqgnnError(f"{origin}: {exc}" if origin else str(exc)) from None
+        return self
 
     def update(self, raw: dict[str, Any], origin: str = "config") -> None:
         """Merge a nested {section: {field: value}} dict, checking names and types."""
         for section, values in raw.items():
             if not hasattr(self, section) or not isinstance(values, dict):
-                raise HqgnnError(f"{origin}: unknown config section [{section}]")
+                raise HqgnnError(f"{origin}: unknown config section [{section}]{_hint(section, SECTIONS, 'section')}")
             target = getattr(self, section)
             for key, value in values.items():
                 set_field(target, key, value, f"{origin}: [{section}] {key}")
 
     def set(self, dotted: str, value: Any) -> None:
         section, _, key = dotted.partition(".")
-        if not hasattr(self, section):
-            raise HqgnnError(f"unknown config key {dotted!r}")
+        if section not in SECTIONS:
+            raise HqgnnError(f"unknown config key {dotted!r}{_hint(section, SECTIONS, 'section')}")
         set_field(getattr(self, section), key, value, dotted)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric rule: lo <= v <= hi (``lo_open`` / ``hi_open``: strict). A plain (lo, hi) tuple in RULES is closed."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def check(self, v: float) -> str | None:
+        low_ok = v > self.lo if self.lo_open else v >= self.lo
+        high_ok = v < self.hi if self.hi_open else v <= self.hi
+        if low_ok and high_ok:
+            return None
+        if self.hi == math.inf:
+            return f"must be {'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"must be in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+POSITIVE = Range(0, math.inf, lo_open=True)
+NON_NEGATIVE = Range(0, math.inf)
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _device_rule(v: str) -> str | None:
+    return None if _DEVICE.fullmatch(v) else "must be auto, cpu, cuda or cuda:N"
+
+
+# Per-field rules, "section.field" -> choices (tuple of str) | Range | (lo, hi) closed | callable(v) -> error or None.
+# For list fields the rule applies to every element. Fields without an entry are only type-checked.
+RULES: dict[str, Any] = {
+    "data.format": ("auto", "lightgcn", "csv", "tsv", "parquet"),
+    "data.split": ("random", "leave_last"),
+    "data.min_user_interactions": NON_NEGATIVE,
+    "data.min_item_interactions": NON_NEGATIVE,
+    "data.test_ratio": Range(0.0, 1.0, hi_open=True),
+    "data.val_ratio": Range(0.0, 1.0, hi_open=True),
+    "data.seed": NON_NEGATIVE,
+    "data.synthetic_users": (1, math.inf),
+    "data.synthetic_items": (1, math.inf),
+    "data.synthetic_communities": (1, math.inf),
+    "data.synthetic_mean_activity": POSITIVE,
+    "model.dim": (1, math.inf),
+    "model.layers": NON_NEGATIVE,
+    "model.init_std": POSITIVE,
+    "quant.bits": (0, 8),
+    "quant.estimator": ESTIMATOR_CHOICES,
+    "quant.scale": ("row", "tensor"),
+    "quant.delta_every": (1, math.inf),
+    "quant.delta_batches": (1, math.inf),
+    "quant.hutchinson_tol": NON_NEGATIVE,
+    "quant.hutchinson_max_probes": (1, math.inf),
+    "train.epochs": (1, math.inf),
+    "train.max_seconds": NON_NEGATIVE,
+    "train.batch_size": (1, math.inf),
+    "train.sampling": ("edge", "user"),
+    "train.lr": POSITIVE,
+    "train.reg": NON_NEGATIVE,
+    "train.eval_every": (1, math.inf),
+    "train.patience": NON_NEGATIVE,
+    "train.device": _device_rule,
+    "train.seed": NON_NEGATIVE,
+    "train.eval_batch_size": NON_NEGATIVE,
+    "train.dist_backend": ("auto", "nccl", "gloo"),
+    "train.dist_timeout_s": POSITIVE,
+    "eval.ks": (1, math.inf),
+}
+
+
+def _hint(name: str, known: typing.Iterable[str], what: str = "setting") -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (known {what}s: {', '.join(known)})"
+
+
+def _check_type(key: str, hint: Any, value: Any) -> Any:
+    """``value`` as the annotated type (int -> float, tuple -> list), or a one-line HqgnnError."""
+    import numbers
+
+    def bad() -> HqgnnError:
+        return HqgnnError(f"{key}: expected {getattr(hint, '__name__', None) or str(hint)}, got {value!r}")
+
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (elem,) = typing.get_args(hint) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        return [_check_type(f"{key}[{i}]", elem, v) for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool) or type(value).__name__ == "bool_":
+            return bool(value)
+        raise bad()
+    if hint is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        raise bad()
+    if hint is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    return value  # an annotation this table does not know: left to the field's own rule
+
+
+def _check_rule(key: str, rule: Any, value: Any) -> None:
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(rule, tuple) and rule and all(isinstance(c, str) for c in rule):
+            if v not in rule:
+                close = difflib.get_close_matches(str(v), rule, n=1)
+                extra = f"; did you mean {close[0]!r}?" if close else ""
+                raise HqgnnError(f"{key} must be one of {', '.join(rule)}, got {v!r}{extra}")
+            continue
+        if isinstance(rule, tuple):
+            rule = Range(*rule)
+        problem = rule.check(v) if isinstance(rule, Range) else rule(v)
+        if problem:
+            raise HqgnnError(f"{key} {problem}, got {v!r}")
+
+
+def _validate(cfg: "RunConfig") -> None:
+    extra = set(vars(cfg)) - set(SECTIONS)
+    for name in sorted(extra):
+        raise HqgnnError(f"unknown config section {name!r}{_hint(name, SECTIONS, 'section')}")
+    for section in SECTIONS:
+        target = getattr(cfg, section)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        for name in sorted(set(vars(target)) - set(fields)):
+            raise HqgnnError(f"unknown config key '{section}.{name}'"
+                             f"{_hint(f'{section}.{name}', [f'{section}.{f}' for f in fields])}")
+        hints = typing.get_type_hints(type(target))
+        for name in fields:
+            key = f"{section}.{name}"
+            value = _check_type(key, hints.get(name, Any), getattr(target, name))
+            if key in RULES:
+                _check_rule(key, RULES[key], value)
+            setattr(target, name, value)
+    if not cfg.eval.ks:
+        raise HqgnnError("eval.ks must name at least one cut-off")
+    q = cfg.quant
+    if q.estimator == "auto":
+        q.estimator = DEFAULT_QUANT_ESTIMATOR if q.bits else "none"
+    if q.bits and q.estimator == "none":
+        raise HqgnnError(f"quant.estimator none means full precision, but quant.bits is {q.bits}: "
+                         f"use {', '.join(QUANT_ESTIMATORS)} or auto")
+    if not q.bits and q.estimator != "none":
+        raise HqgnnError(f"quant.estimator {q.estimator} needs quant.bits 1..8 (quant.bits is 0)")
+    metrics = [f"{m}@{k}" for m in METRIC_NAMES for k in sorted(set(cfg.eval.ks))]
+    if cfg.train.select_metric not in metrics:
+        raise HqgnnError(f"train.select_metric {cfg.train.select_metric!r} is not evaluated "
+                         f"(eval.ks = {cfg.eval.ks}){_hint(cfg.train.select_metric, metrics, 'metric')}")
 
 
 def set_field(target: Any, key: str, value: Any, where: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(target)}
     if key not in fields:
-        raise HqgnnError(f"{where}: unknown setting (known: {', '.join(fields)})")
+        raise HqgnnError(f"{where}: unknown setting{_hint(key, fields)}")
     current = getattr(target, key)
     try:
         if isinstance(current, bool):
@@ -158,7 +348,8 @@ def set_field(target: Any, key: str, value: Any, where: str) -> None:
     setattr(target, key, value)
 
 
-def load_config(path: str | Path | None) -> RunConfig:
+def load_config(path: str | Path | None, validate: bool = True) -> RunConfig:
+    """The config in TOML file ``path`` (defaults when None), checked by :meth:`RunConfig.validate`."""
     if path is None:
         return RunConfig()
     path = Path(path)
@@ -168,7 +359,7 @@ def load_config(path: str | Path | None) -> RunConfig:
         raise HqgnnError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise HqgnnError(f"{path}: invalid TOML ({exc})") from None
-    return RunConfig.from_dict(raw, origin=str(path))
+    return RunConfig.from_dict(raw, origin=str(path), validate=validate)
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -101,7 +101,7 @@ def float_topk_cpu(
     user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, ex_indptr: torch.Tensor,
     ex_indices: torch.Tensor, k: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` items by inner product for ``users``, seen items (sorted CSR rows) excluded.
+    """Top-``k`` items by inner product for ``users``, seen items (CSR rows, sorted here if needed) excluded.
 
     Returns CPU tensors (scores, item ids), each (len(users), k); slots with no item left hold -inf / -1.
     """
@@ -118,8 +118,13 @@ def float_topk_cpu(
     out_v = np.empty((len(u), k), dtype=np.float32)
     out_i = np.empty((len(u), k), dtype=np.int64)
     # numba's threads call BLAS: keep BLAS itself single-threaded, or the two thread pools fight
+    # the kernel scans each exclusion row forwards: rows must be sorted (an unsorted row leaks seen
+    # items and can index out of its block), so normalise them first (sorts only where needed)
+    from ..index.common import normalize_exclusion
+
+    ip = ex_indptr.cpu().numpy().astype(np.int64)
+    ex = normalize_exclusion((ip, ex_indices.cpu().numpy().astype(np.int64)), len(ip) - 1, n_items)
     with threadpool_limits(limits=1, user_api="blas"):
-        _float_topk(ue, blocks, n_items, u, ex_indptr.cpu().numpy().astype(np.int64),
-                    ex_indices.cpu().numpy().astype(np.int64), k, out_v, out_i)
+        _float_topk(ue, blocks, n_items, u, ex.indptr, ex.indices, k, out_v, out_i)
     out_i[np.isneginf(out_v)] = -1
     return torch.from_numpy(out_v), torch.from_numpy(out_i)

@@ -9,9 +9,10 @@ import scipy.sparse as sp
 import torch
 
 from ..topk import stable_topk
+from .masking import _rows_of, exclusion_mask_fill  # noqa: F401  (re-exported)
 from .metrics import METRICS
+from .scoring import Scorer, asymmetric_scorer, code_scorer, embedding_scorer, served_scorer  # noqa: F401  (re-exported)
 
-Scorer = Callable[[torch.Tensor], torch.Tensor]  # user indices (B,) -> scores (B, n_items)
 TopK = Callable[[torch.Tensor, int], torch.Tensor]  # (user indices, k) -> item ids (B, k), seen items excluded
 
 
@@ -20,78 +21,6 @@ def _csr_to_device(m: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor
         torch.from_numpy(m.indptr.astype(np.int64)).to(device),
         torch.from_numpy(m.indices.astype(np.int64)).to(device),
     )
-
-
-def _rows_of(indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch position, column) of every stored entry in the given CSR rows, vectorized."""
-    starts, ends = indptr[users], indptr[users + 1]
-    lengths = ends - starts
-    pos = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths)
-    offsets = torch.cumsum(lengths, 0) - lengths
-    within = torch.arange(int(lengths.sum()), device=users.device) - offsets[pos]
-    return pos, indices[starts[pos] + within]
-
-
-def exclusion_mask_fill(
-    scores: torch.Tensor, users: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor
-) -> torch.Tensor:
-    """Set the scores of each user's seen items (CSR rows) to -inf, in place."""
-    pos, cols = _rows_of(indptr, indices, users)
-    scores[pos, cols] = float("-inf")
-    return scores
-
-
-def embedding_scorer(user_emb: torch.Tensor, item_emb: torch.Tensor) -> Scorer:
-    """Inner-product scores from float embeddings."""
-    item_t = item_emb.t().contiguous()
-    return lambda users: user_emb[users] @ item_t
-
-
-def code_scorer(
-    user_codes: torch.Tensor, user_scale: torch.Tensor, item_codes: torch.Tensor, item_scale: torch.Tensor
-) -> Scorer:
-    """Scores from integer codes: <c_u, c_i> (exact in float32 for |c| <= 128, d <= 1024) * s_u * s_i.
-
-    This is the formula the retrieval engine uses, so model selection sees what serving returns.
-    """
-    item_t = item_codes.float().t().contiguous()
-    s_i = item_scale.float().reshape(1, -1) if item_scale.numel() > 1 else item_scale.float().reshape(1, 1)
-    s_u = user_scale.float()
-
-    def score(users: torch.Tensor) -> torch.Tensor:
-        dots = user_codes[users].float() @ item_t
-        su = s_u[users].reshape(-1, 1) if s_u.numel() > 1 else s_u.reshape(1, 1)
-        return dots * su * s_i
-
-    return score
-
-
-def asymmetric_scorer(
-    user_query: torch.Tensor, item_codes: torch.Tensor, item_scale: torch.Tensor, item_term: torch.Tensor | None = None
-) -> Scorer:
-    """Float queries against item codes: s_i * <x_u, c_i> + t_i (the asymmetric code format)."""
-    item_t = item_codes.float().t().contiguous()
-    s_i = item_scale.float().reshape(1, -1) if item_scale.numel() > 1 else item_scale.float().reshape(1, 1)
-    t_i = None if item_term is None else item_term.float().reshape(1, -1)
-    q = user_query.float()
-
-    def score(users: torch.Tensor) -> torch.Tensor:
-        out = (q[users] @ item_t) * s_i
-        return out if t_i is None else out + t_i
-
-    return score
-
-
-def served_scorer(tables: dict[str, torch.Tensor]) -> Scorer:
-    """The scorer of whatever code format ``tables`` hold (a run's tables.safetensors or a model's codes()):
-    float queries (``user_query``) or user codes, against item codes, plus ``item_term`` where stored."""
-    if "user_query" in tables:
-        return asymmetric_scorer(tables["user_query"], tables["item_codes"], tables["item_scale"], tables.get("item_term"))
-    base = code_scorer(tables["user_codes"], tables["user_scale"], tables["item_codes"], tables["item_scale"])
-    if "item_term" not in tables:
-        return base
-    t_i = tables["item_term"].float().reshape(1, -1)
-    return lambda users: base(users) + t_i
 
 
 class RankingEvaluator:
@@ -123,7 +52,12 @@ class RankingEvaluator:
         rows = np.repeat(np.arange(self.n_users, dtype=np.int64), n_rel)
         # sorted (user * n_items + item) keys: membership of a top-K id is one searchsorted
         self.truth_keys = torch.from_numpy(rows * self.n_items + truth.indices.astype(np.int64)).to(self.device)
-        self.ex_indptr, self.ex_indices = _csr_to_device(exclude.tocsr(), self.device)
+        # sorted rows: the fused CPU kernels scan each row forwards (an unsorted row would leak seen items)
+        exclude = exclude.tocsr(copy=True)
+        exclude.has_sorted_indices = False  # recheck: a hand-built matrix may carry a stale "sorted" flag
+        exclude.sort_indices()
+        self.exclude = exclude
+        self.ex_indptr, self.ex_indices = _csr_to_device(exclude, self.device)
         if batch_size <= 0:
             # keep the (B, n_items) score block around 1 GiB on GPU, 64 MiB on CPU
             budget = (1 << 28) if self.device.type == "cuda" else (1 << 24)
@@ -140,16 +74,23 @@ class RankingEvaluator:
 
     @torch.no_grad()
     def evaluate_embeddings(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
-        """Metrics of inner-product scoring; on CPU through the fused blocked top-K (no full score matrix)."""
-        if self.device.type == "cpu":
-            from .cpu_topk import float_topk_cpu
+        """Metrics of inner-product scoring, ranked by :class:`hqgnn.eval.ranking.Ranker` (as served)."""
+        from .ranking import Ranker
 
-            def topk(users: torch.Tensor, k: int) -> torch.Tensor:
-                return float_topk_cpu(user_emb, item_emb, users, self.ex_indptr, self.ex_indices, k)[1]
+        return self.evaluate_ranker(Ranker({"user_emb": user_emb, "item_emb": item_emb}, 0, self.device))
 
-            # the fused kernel keeps only (users x K) in memory, so all users go in one call
-            return self.evaluate(topk=topk, batch_size=max(1, len(self.users)))
-        return self.evaluate(scorer=embedding_scorer(user_emb, item_emb))
+    @torch.no_grad()
+    def evaluate_ranker(self, ranker) -> dict[str, float]:
+        """Metrics of the top-K a :class:`hqgnn.eval.ranking.Ranker` returns (the serving path), this
+        evaluator's exclusion masked. On CPU the kernels keep only (users x K): all users in one call."""
+
+        def topk(users: torch.Tensor, k: int) -> torch.Tensor:
+            u = users.cpu().numpy()
+            ids = ranker.search(u, k, exclude=self.exclude[u])[1]
+            return torch.from_numpy(ids).to(users.device)
+
+        batch = max(1, len(self.users)) if self.device.type == "cpu" else None
+        return self.evaluate(topk=topk, batch_size=batch)
 
     @torch.no_grad()
     def evaluate(self, scorer: Scorer | None = None, topk: TopK | None = None,
@@ -163,7 +104,7 @@ class RankingEvaluator:
         sums = {f"{name}@{k}": torch.zeros((), dtype=torch.float64, device=self.device) for name in METRICS for k in self.ks}
         mine = self.users
         if self.distributed:
-            from ..train.distributed import shard
+            from ..device import shard
 
             mine = shard(self.users)
         for start in range(0, len(mine), batch_size):
@@ -178,7 +119,7 @@ class RankingEvaluator:
                     sums[f"{name}@{k}"] += fn(hits, n_rel, k).sum()
         n = max(1, len(self.users))
         if self.distributed:
-            from ..train.distributed import all_reduce_sum
+            from ..device import all_reduce_sum
 
             keys = list(sums)
             total = all_reduce_sum(torch.stack([*sums.values(), torch.tensor(float(len(mine)), dtype=torch.float64,

@@ -33,6 +33,9 @@ def _device_str(device: object) -> str:
     return s
 
 
+_KINDS: dict[str, type] = {}
+
+
 class CodeIndex:
     """Exact top-k over integer item codes; subclasses store the packed codes for one bit width.
 
@@ -48,6 +51,10 @@ class CodeIndex:
     device: str
     backend: str
     _scale: ItemScale
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _KINDS[cls.__name__] = cls  # the "kind" saved in an index's metadata -> its class, for load()
 
     # ------------------------------------------------------------------ subclass hooks
     def _search_numba(self, qc: np.ndarray, k: int, qs: np.ndarray, ex: Exclusion | None, mode: str):
@@ -260,11 +267,8 @@ class CodeIndex:
         from .storage import read_index_files
 
         meta, arrays = read_index_files(path, mmap=mmap)
-        from .binary import BinaryCodeIndex
-        from .scalar import ScalarCodeIndex
-
-        kinds = {"BinaryCodeIndex": BinaryCodeIndex, "ScalarCodeIndex": ScalarCodeIndex}
-        kind = kinds.get(meta.get("kind"))
+        # subclasses register themselves (__init_subclass__), so the base never imports them
+        kind = _KINDS.get(meta.get("kind"))
         if kind is None:
             raise ValueError(f"{path}: unknown index kind {meta.get('kind')!r}")
         if cls is not CodeIndex and not issubclass(kind, cls):

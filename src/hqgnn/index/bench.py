@@ -162,7 +162,7 @@ def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, d
     """
     import torch
 
-    from . import build_code_index
+    from .factory import build_code_index
     from .reference import reference_search
 
     device = str(device)

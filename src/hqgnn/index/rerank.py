@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .base import CodeIndex
 from .common import to_numpy
+
+if TYPE_CHECKING:  # annotation only: base imports this module for CodeIndex.search_rerank
+    from .base import CodeIndex
 
 __all__ = ["search_rerank"]
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig, QuantConfig
+from ..config import QUANT_ESTIMATORS, ModelConfig, QuantConfig
 from .lightgcn import LightGCN
+from .losses import bpr, bpr_from_tables  # noqa: F401  (bpr_from_tables: re-exported, used to live here)
 
 
-class QuantizedRecommender(nn.Module):
-    """Scores are inner products of the final embeddings, quantized when ``quant.bits > 0``.
+class HQGNNModel(nn.Module):
+    """The trainable model (:class:`hqgnn.recommender.Recommender` is the inference side).
+
+    Scores are inner products of the final embeddings, quantized when ``quant.bits > 0``.
 
     With a quantizer, the BPR loss is computed on the dequantized codes, gradients reach the float
     encoder through the chosen estimator (STE or GSTE), and evaluation scores the integer codes —
@@ -29,8 +31,9 @@ class QuantizedRecommender(nn.Module):
         if self.bits:
             from ..quant import EmbeddingQuantizer
 
-            if quant.estimator not in ("ste", "gste"):
-                raise ValueError(f"bits={quant.bits} needs estimator ste or gste, got {quant.estimator!r}")
+            if quant.estimator not in QUANT_ESTIMATORS:
+                raise ValueError(f"bits={quant.bits} needs estimator {' or '.join(QUANT_ESTIMATORS)}, "
+                                 f"got {quant.estimator!r}")
             delta = max(0.0, quant.delta)
             kw = dict(estimator=quant.estimator, scale=quant.scale, learnable_scale=quant.learnable_scale, delta=delta,
                       scale_dtype=quant.scale_dtype)
@@ -104,13 +107,13 @@ class QuantizedRecommender(nn.Module):
         u, it = self.quantize_rows(user_f, item_f, users, rows)
         b = len(pos)
         p, n = it[:b], it[b : 2 * b]
-        bpr = F.softplus((u * (n - p)).sum(-1)).mean()
+        loss_bpr = bpr(u, p, n)
         e0 = self.encoder.embedding.weight
         l2 = (e0[users].square().sum() + e0[self.n_users + pos].square().sum() + e0[self.n_users + neg].square().sum())
-        loss = bpr + reg * 0.5 * l2 / len(users)
+        loss = loss_bpr + reg * 0.5 * l2 / len(users)
         if extra is not None:
             loss = loss + self.distill_weight * self._distill_loss(u, p, n, it[2 * b :], users, pos, neg, extra)
-        return loss, bpr
+        return loss, loss_bpr
 
     def _distill_items(self, users: torch.Tensor, neg: torch.Tensor) -> torch.Tensor | None:
         """Extra item rows the distillation term scores: the teacher's top items (rank) or shared in-batch
@@ -197,10 +200,10 @@ def _round_to(x: torch.Tensor, dtype: str) -> torch.Tensor:
 _SCORE_CANDIDATES = 1024
 
 
-def bpr_from_tables(
-    user_t: torch.Tensor, item_t: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
-) -> torch.Tensor:
-    """Mean of -log sigmoid(s_up - s_un) = softplus(s_un - s_up)."""
-    u = user_t[users]
-    diff = (u * (item_t[neg] - item_t[pos])).sum(-1)
-    return F.softplus(diff).mean()
+def __getattr__(name: str) -> object:
+    if name == "QuantizedRecommender":  # the old name of HQGNNModel (too close to recommender.Recommender)
+        import warnings
+
+        warnings.warn("hqgnn.models.QuantizedRecommender is now HQGNNModel", DeprecationWarning, stacklevel=2)
+        return HQGNNModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-ESTIMATORS = ("ste", "gste")
+from ..config import QUANT_ESTIMATORS as ESTIMATORS  # the one list of estimator names
 
 
 def level_range(bits: int) -> tuple[int, int]:

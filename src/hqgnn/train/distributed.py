@@ -22,8 +22,6 @@ import contextlib
 import inspect
 import os
 import re
-import sys
-import time
 from datetime import timedelta
 from typing import Iterator
 
@@ -32,53 +30,29 @@ import torch.distributed as dist
 from torch import nn
 
 from ..config import TrainConfig
+from ..device import (  # noqa: F401  re-exported: the rank helpers and collectives live in the leaf module
+    _comm_device,
+    _where,
+    all_reduce_sum,
+    any_rank,
+    broadcast_module,
+    env_rank,
+    is_active,
+    is_main,
+    launched,
+    local_device,
+    local_rank,
+    rank,
+    resolve_device,
+    round_robin,
+    shard,
+    shard_bounds,
+    world_size,
+)
 from ..errors import HqgnnError
-
-# Fault injection for tests: rank $HQGNN_TEST_KILL_RANK dies (os._exit(1)) at the start of epoch
-# $HQGNN_TEST_KILL_EPOCH; with HQGNN_TEST_KILL_MODE=hang it stalls instead (to exercise the timeout).
-KILL_RANK, KILL_EPOCH, KILL_MODE = "HQGNN_TEST_KILL_RANK", "HQGNN_TEST_KILL_EPOCH", "HQGNN_TEST_KILL_MODE"
-
 
 class DistributedError(HqgnnError):
     """A collective failed: a peer rank died, hung past ``train.dist_timeout_s``, or the group broke."""
-
-
-# -- where am I ----------------------------------------------------------------------------------
-def launched() -> bool:
-    """True when started by torchrun (or anything else that sets RANK and WORLD_SIZE)."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def env_rank() -> int:
-    """This process's global rank from the environment (0 when not launched distributed); usable before init."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def is_active() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def rank() -> int:
-    return dist.get_rank() if is_active() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_active() else 1
-
-
-def is_main() -> bool:
-    """Rank 0 (or not distributed): the one process that writes files and logs."""
-    return rank() == 0
-
-
-def _where() -> str:
-    if is_active():
-        return f"rank {rank()} of {world_size()}"
-    return f"rank {env_rank()} of {os.environ.get('WORLD_SIZE', '1')}"
 
 
 # -- process group -------------------------------------------------------------------------------
@@ -88,26 +62,7 @@ def choose_backend(name: str, device_name: str) -> str:
         raise HqgnnError(f"train.dist_backend must be auto, nccl or gloo, got {name!r}")
     if name != "auto":
         return name
-    from .trainer import resolve_device
-
     return "nccl" if resolve_device(device_name).type == "cuda" else "gloo"
-
-
-def local_device(device: torch.device) -> torch.device:
-    """On CUDA under a process group each rank trains on its own GPU: cuda:LOCAL_RANK."""
-    if is_active() and device.type == "cuda":
-        lr = local_rank()
-        if lr >= torch.cuda.device_count():
-            raise HqgnnError(f"{_where()}: LOCAL_RANK {lr} but only {torch.cuda.device_count()} CUDA devices visible")
-        torch.cuda.set_device(lr)
-        return torch.device("cuda", lr)
-    return device
-
-
-def _comm_device() -> torch.device:
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -170,58 +125,6 @@ def describe_failure(exc: BaseException, timeout_s: float) -> str:
     return f"{_where()}: distributed training aborted: {what}: {_first_line(exc)}"
 
 
-# -- sharding ------------------------------------------------------------------------------------
-def shard_bounds(n: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
-    """[lo, hi) of rank r's contiguous share of n items; shares differ by at most one, in rank order."""
-    r = rank() if r is None else r
-    w = world_size() if w is None else w
-    return n * r // w, n * (r + 1) // w
-
-
-def shard(t: torch.Tensor) -> torch.Tensor:
-    """This rank's contiguous slice of t along dim 0 (all of t when not distributed)."""
-    lo, hi = shard_bounds(len(t))
-    return t[lo:hi]
-
-
-def round_robin(n: int) -> range:
-    """This rank's items of 0..n-1 when they are dealt out one at a time."""
-    return range(rank(), n, world_size())
-
-
-# -- collectives -----------------------------------------------------------------------------------
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """The element-wise sum of t over ranks (t itself when not distributed), on t's device."""
-    if not is_active():
-        return t
-    buf = t.detach().to(_comm_device()).contiguous().clone()
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-    return buf.to(t.device)
-
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank when flag is true on any (for decisions that must agree, e.g. a time budget)."""
-    if not is_active():
-        return flag
-    buf = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
-    dist.all_reduce(buf, op=dist.ReduceOp.MAX)
-    return bool(buf.item() > 0)
-
-
-@torch.no_grad()
-def broadcast_module(module: nn.Module, src: int = 0) -> None:
-    """Copy rank src's parameters and buffers into every rank's module, in place."""
-    if not is_active():
-        return
-    dev = _comm_device()
-    for t in module.state_dict().values():
-        if not torch.is_tensor(t):
-            continue
-        buf = t.to(dev).contiguous().clone() if t.device != dev else t.contiguous().clone()
-        dist.broadcast(buf, src)
-        t.copy_(buf.to(t.device))
-
-
 # -- the data-parallel step --------------------------------------------------------------------------
 class ShardedBPRLoss(nn.Module):
     """forward(global batch) -> this rank's share of the global mean BPR (+ L2) loss, scaled for DDP.
@@ -240,7 +143,7 @@ class ShardedBPRLoss(nn.Module):
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float) -> torch.Tensor:
         n, w = len(users), world_size()
-        lo, hi = shard_bounds(n)
+        lo, hi = shard_bounds(n, rank(), w)
         if hi > lo:
             loss, _ = self.model.bpr_loss(self.adj, users[lo:hi], pos[lo:hi], neg[lo:hi], reg)
             return loss * ((hi - lo) * w / n)
@@ -261,21 +164,3 @@ def wrap_model(model: nn.Module, adj: torch.Tensor | None, device: torch.device)
     # gradients as views into the all-reduce buckets: no second table-sized gradient copy per rank
     return DistributedDataParallel(ShardedBPRLoss(model, adj), device_ids=ids, gradient_as_bucket_view=True,
                                    **no_sync)
-
-
-# -- test hook -------------------------------------------------------------------------------------
-def fault_injection(epoch: int) -> None:
-    """If $HQGNN_TEST_KILL_RANK names this rank and $HQGNN_TEST_KILL_EPOCH this epoch: die (or hang)."""
-    target = os.environ.get(KILL_RANK)
-    if target is None or not is_active() or int(os.environ.get(KILL_EPOCH, "1")) != epoch:
-        return
-    dist.barrier()  # all ranks: rank 0 has written the previous epoch's checkpoint before the victim goes
-    if int(target) != rank():
-        return
-    mode = os.environ.get(KILL_MODE, "exit")
-    print(f"hqgnn: test fault injection: rank {rank()} {'hangs' if mode == 'hang' else 'exits'} at epoch {epoch}",
-          file=sys.stderr, flush=True)
-    if mode == "hang":
-        while True:
-            time.sleep(3600)
-    os._exit(1)

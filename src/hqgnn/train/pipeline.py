@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +16,7 @@ import torch
 
 from ..config import RunConfig, dump_config
 from ..data import load_dataset_with_counts
+from ..data.dataset import InteractionData
 from ..errors import HqgnnError
 from ..io import write_text
 from ..run import CONFIG, CURVE, plot_curve, save_run
@@ -48,6 +50,7 @@ def run_training(
     Under torchrun this joins the process group first; every rank trains and returns the metrics,
     only rank 0 writes ``out_dir``.
     """
+    cfg.validate()
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume, overwrite)  # before the process group: no rank has written yet
     main = distributed.is_main() if distributed.is_active() else int(os.environ.get("RANK", "0")) == 0
@@ -120,12 +123,46 @@ def _run_training(
     t0 = time.perf_counter()
     data, counts = load_dataset_with_counts(cfg.data)
     load_seconds = time.perf_counter() - t0
-    log.info("data %s: %d users, %d items, %d train / %d val / %d test", data.name, data.n_users, data.n_items,
-             len(data.train), len(data.val), len(data.test))
     if main:
         write_text(out_dir / CONFIG, dump_config(cfg))
+    trained = train_model(cfg, data, out_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    metrics = {**trained.metrics, "load_seconds": load_seconds, "data_counts": counts}
+    if not main:
+        return metrics
+    save_run(out_dir, cfg, metrics, trained.model_state, trained.tables, data.user_ids, data.item_ids,
+             data.matrix(data.seen))
+    if trained.metrics["history"]:
+        plot_curve(out_dir / CURVE, trained.metrics["history"], cfg.train.select_metric)
+    log.info("test %s", "  ".join(f"{k} {v:.4f}" for k, v in trained.metrics["test"].items()
+                                  if k.split("@")[0] in ("recall", "ndcg")))
+    return metrics
+
+
+@dataclass
+class TrainedModel:
+    """What :func:`train_model` returns: the metrics dict, the weights and the scoring tables of a run."""
+
+    metrics: dict[str, Any]
+    model_state: dict[str, torch.Tensor]
+    tables: dict[str, torch.Tensor]
+
+
+def train_model(
+    cfg: RunConfig,
+    data: InteractionData,
+    work_dir: str | Path,
+    resume: bool = False,
+    progress: bool = False,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> TrainedModel:
+    """Train on ``data`` (checkpoints in ``work_dir``), evaluate on its test split (none: ``test`` is {}).
+
+    The in-memory core of :func:`run_training`, shared with the :class:`hqgnn.HQGNN` estimator.
+    """
+    log.info("data %s: %d users, %d items, %d train / %d val / %d test", data.name, data.n_users, data.n_items,
+             len(data.train), len(data.val), len(data.test))
     trainer = Trainer(cfg, data, progress=progress, on_epoch_end=on_epoch_end)
-    result = trainer.fit(out_dir, resume=resume)
+    result = trainer.fit(Path(work_dir), resume=resume)
     model = trainer.model
     with torch.no_grad():
         users, items = model.final(trainer.adj)
@@ -134,27 +171,21 @@ def _run_training(
             tables.update(model.codes(trainer.adj))
     epoch_times = [h["epoch_seconds"] for h in result.history if "epoch_seconds" in h]
     metrics: dict[str, Any] = {
-        "test": result.test,
+        "test": result.test if len(data.test) else {},
         "val": result.val,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "train_seconds": result.train_seconds,
         "epoch_seconds_mean": float(np.mean(epoch_times)) if epoch_times else None,
-        "load_seconds": load_seconds,
+        "load_seconds": 0.0,
         "memory": result.memory,
         "bits": cfg.quant.bits,
         "estimator": cfg.quant.estimator if cfg.quant.bits else "none",
         "device": device_name(trainer.device),
         "world_size": distributed.world_size(),
         "data": data.summary(),
-        "data_counts": counts,
         "init_from": trainer.init_info or None,
         "history": result.history,
     }
-    if not main:
-        return metrics
-    save_run(out_dir, cfg, metrics, model.state_dict(), tables, data.user_ids, data.item_ids, data.matrix(data.seen))
-    if result.history:
-        plot_curve(out_dir / CURVE, result.history, cfg.train.select_metric)
-    log.info("test %s", "  ".join(f"{k} {v:.4f}" for k, v in result.test.items() if k.split("@")[0] in ("recall", "ndcg")))
-    return metrics
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return TrainedModel(metrics, state, {k: v.detach().cpu() for k, v in tables.items()})

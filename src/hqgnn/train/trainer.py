@@ -16,12 +16,13 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..data.dataset import InteractionData
+from ..device import resolve_device  # noqa: F401  (also re-exported: hqgnn.train.trainer.resolve_device)
 from ..errors import HqgnnError
-from ..eval import RankingEvaluator, embedding_scorer, exclusion_mask_fill, served_scorer
+from ..eval import RankingEvaluator, exclusion_mask_fill
 from ..graph import normalized_adjacency
 from ..io import atomic_path
-from ..models import QuantizedRecommender
-from ..models.hqgnn import bpr_from_tables
+from ..models import HQGNNModel
+from ..quant.schedule import DeltaSchedule
 from ..topk import stable_topk
 from . import distributed
 from .cuda_graph import GraphedStep
@@ -32,16 +33,6 @@ log = logging.getLogger("hqgnn.train")
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise HqgnnError("--device cuda asked for, but torch sees no CUDA device")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise HqgnnError(f"unknown device {name!r} (use auto, cpu or cuda)")
-    return torch.device(name)
 
 
 @dataclass
@@ -56,7 +47,7 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a :class:`QuantizedRecommender` on ``data`` as ``cfg`` says; ``fit`` writes checkpoints to a run dir."""
+    """Trains a :class:`HQGNNModel` on ``data`` as ``cfg`` says; ``fit`` writes checkpoints to a run dir."""
 
     def __init__(
         self,
@@ -65,15 +56,16 @@ class Trainer:
         progress: bool = True,
         on_epoch_end: Callable[[int], None] | None = None,
     ) -> None:
-        self.cfg, self.data = cfg, data
+        self.cfg, self.data = cfg.validate(), data
         self.device = distributed.local_device(resolve_device(cfg.train.device))
         self.progress = progress and distributed.is_main()
         self.on_epoch_end = on_epoch_end
-        torch.manual_seed(cfg.train.seed)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.train.seed)
         self.adj = normalized_adjacency(data.train, data.n_users, data.n_items, self.device) if cfg.model.layers else None
-        self.model = QuantizedRecommender(data.n_users, data.n_items, cfg.model, cfg.quant if cfg.quant.bits else None)
+        with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the caller's global RNG
+            torch.manual_seed(cfg.train.seed)
+            self.model = HQGNNModel(data.n_users, data.n_items, cfg.model, cfg.quant if cfg.quant.bits else None)
         self.model.to(self.device)
         if cfg.train.init_from:
             self._warm_start(Path(cfg.train.init_from))
@@ -91,6 +83,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, fused=cuda, capturable=self.use_graph)
         if cfg.train.sampling not in ("edge", "user"):
             raise HqgnnError(f"train.sampling must be edge or user, got {cfg.train.sampling!r}")
+        self.delta_schedule = DeltaSchedule(cfg.quant, self.model.quantized)
         self.sampler = BPRSampler(data.train, data.n_users, data.n_items, self.device, self.generator,
                                   mode=cfg.train.sampling)
         # under torchrun: each rank takes its slice of every global batch, DDP averages the gradients
@@ -178,69 +171,25 @@ class Trainer:
         log.info("distillation (%s) from the float teacher %s", self.cfg.quant.distill, run_dir)
 
     @torch.no_grad()
-    def scorer(self):
-        """Scores exactly as served: integer codes x scales for quantized models, floats otherwise."""
-        self.model.eval()
-        if self.model.quantized:
-            return served_scorer(self.model.codes(self.adj))
-        users, items = self.model.final(self.adj)
-        return embedding_scorer(users, items)
-
-    @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Ranked by the serving path (:class:`hqgnn.eval.ranking.Ranker`), so served metrics agree exactly."""
         ev = self.test_eval if split == "test" else self.val_eval
         if ev is None:
             return {}
-        if self.model.quantized:
-            return ev.evaluate(self.scorer())
+        from ..eval.ranking import Ranker
+
         self.model.eval()
-        users, items = self.model.final(self.adj)
-        return ev.evaluate_embeddings(users, items)
+        if self.model.quantized:
+            tables = self.model.codes(self.adj)
+        else:
+            users, items = self.model.final(self.adj)
+            tables = {"user_emb": users, "item_emb": items}
+        return ev.evaluate_ranker(Ranker(tables, self.model.bits, self.device, symmetric=self.model.symmetric))
 
     def estimate_delta(self) -> dict[str, float]:
-        """GSTE delta from the Hutchinson Hessian trace of the BPR loss w.r.t. the quantized embeddings.
-
-        Averaged over ``delta_batches`` mini-batches; trace, n and std(g) are taken over the rows the
-        batch touches (its unique users and items), not the whole table. Each mini-batch draws from its
-        own generator, seeded from the shared stream, so under torchrun the batches are dealt out to the
-        ranks and the all-reduced mean is the same delta a single process gets, on every rank.
-        """
-        from ..quant import estimate_delta
-
-        qc = self.cfg.quant
-        with torch.no_grad():
-            user_f, item_f = self.model.final(self.adj)
-        results = []
-        n_est = max(1, qc.delta_batches)
-        seeds = torch.randint(2**62, (n_est,), device=self.device, generator=self.generator).tolist()
-        for b in distributed.round_robin(n_est):
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(seeds[b])
-            idx = torch.randint(len(self.sampler), (self.cfg.train.batch_size,), device=self.device, generator=gen)
-            u, p = self.sampler.users[idx], self.sampler.items[idx]
-            n = self.sampler.negatives(u, generator=gen)
-            uu, u_inv = torch.unique(u, return_inverse=True)
-            ii, i_inv = torch.unique(torch.cat([p, n]), return_inverse=True)
-            p_inv, n_inv = i_inv[: len(p)], i_inv[len(p) :]
-            with torch.no_grad():
-                qu, qi = self.model.quantize_rows(user_f, item_f, uu, ii)
-
-            def loss_fn(q: list[torch.Tensor]) -> torch.Tensor:
-                return bpr_from_tables(q[0], q[1], u_inv, p_inv, n_inv)
-
-            r = estimate_delta(loss_fn, [qu, qi], tol=qc.hutchinson_tol, max_probes=qc.hutchinson_max_probes,
-                               generator=gen)
-            r.update(delta_user=r["parts"][0]["delta"], delta_item=r["parts"][1]["delta"])
-            results.append(r)
-        keys = ["delta", "trace", "grad_std", "probes"] + (["delta_user", "delta_item"] if qc.separate_delta else [])
-        rows = torch.tensor([[r[k] for k in keys] + [1.0] for r in results], dtype=torch.float64)
-        # sum (and count) this rank's estimates, then over ranks: the mean over all delta_batches
-        sums = distributed.all_reduce_sum(rows.reshape(-1, len(keys) + 1).sum(0).to(self.device)).cpu().tolist()
-        out = {k: sums[i] / sums[-1] for i, k in enumerate(keys)}
-        if self.model.user_bits:  # float queries have no user quantizer
-            self.model.user_quantizer.set_delta(out.get("delta_user", out["delta"]))
-        self.model.item_quantizer.set_delta(out.get("delta_item", out["delta"]))
-        return out
+        """Refresh GSTE's delta now (see :class:`hqgnn.quant.schedule.DeltaSchedule`)."""
+        return self.delta_schedule.refresh(self.model, self.adj, self.sampler, self.cfg.train.batch_size,
+                                           self.generator, self.device)
 
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
@@ -294,14 +243,12 @@ class Trainer:
                 raise HqgnnError(f"{ckpt}: no checkpoint to resume from")
             state = load_checkpoint(ckpt, self.model, self.optimizer, self.generator)
             log.info("resumed from epoch %d", state["epoch"])
-        auto_delta = self.model.quantized and qc.estimator == "gste" and qc.delta < 0
         t_start = time.perf_counter() - state["train_seconds"]
         for epoch in range(state["epoch"], tc.epochs):
             if state["stopped"]:
                 break
-            distributed.fault_injection(epoch + 1)
             entry: dict[str, Any] = {"epoch": epoch + 1}
-            if auto_delta and epoch % max(1, qc.delta_every) == 0:
+            if self.delta_schedule.due(epoch):
                 est = self.estimate_delta()
                 entry.update({f"gste_{k}": v for k, v in est.items()})
                 log.info("epoch %d: GSTE delta=%.4g (Hessian trace %.4g, std(g) %.3g, %d probes)",
@@ -316,7 +263,8 @@ class Trainer:
                 over_budget = distributed.any_rank(over_budget)  # clocks differ: stop together
             last = epoch + 1 == tc.epochs or over_budget
             state["stopped"] = state["stopped"] or over_budget
-            if (epoch + 1) % max(1, tc.eval_every) == 0 or last:
+            evaluated = (epoch + 1) % max(1, tc.eval_every) == 0 or last
+            if evaluated:
                 val = self.evaluate("val")
                 entry.update({f"val_{k}": v for k, v in val.items()})
                 score = val.get(tc.select_metric, -entry["loss"])
@@ -335,7 +283,7 @@ class Trainer:
             state["history"].append(entry)
             state["epoch"] = epoch + 1
             state["train_seconds"] = time.perf_counter() - t_start
-            if main and ("val_" + tc.select_metric in entry or state["stopped"] or last):
+            if main and (evaluated or state["stopped"]):  # every evaluation, with or without a validation split
                 save_checkpoint(ckpt, self.model, self.optimizer, self.generator, state)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch + 1)

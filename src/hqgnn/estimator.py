@@ -1,0 +1,280 @@
+"""``HQGNN``: the notebook API (fit / recommend / similar_items / evaluate / save / load) in the user's own ids."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import scipy.sparse as sp
+
+from .config import SECTIONS, RunConfig
+from .errors import HqgnnError
+
+log = logging.getLogger("hqgnn")
+
+__all__ = ["HQGNN"]
+
+
+def _field_sections() -> dict[str, list[str]]:
+    """config field name -> the sections that have a field of that name (``seed`` is in data and train)."""
+    out: dict[str, list[str]] = {}
+    cfg = RunConfig()
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(cfg, section)):
+            out.setdefault(f.name, []).append(section)
+    return out
+
+
+class HQGNN:
+    """LightGCN recommender with optional b-bit quantized embeddings (HQ-GNN), scikit-learn style.
+
+    Every keyword is a config field of :mod:`hqgnn.config` by its name (``HQGNN(val_ratio=0.05,
+    sampling="user", delta_every=5)``), or by ``"section.field"`` for a name in two sections;
+    ``seed`` sets both the data-split and the training seed. The defaults are the config's:
+    ``dim=64, layers=3, bits=0`` (full precision; 1..8 quantizes), ``estimator=None`` (GSTE when
+    ``bits > 0``), ``epochs=50, lr=1e-3, batch_size=2048, device="auto", seed=2020``. Values are
+    checked at once by :meth:`RunConfig.validate` (the CLI's rules and messages): a bad value or an
+    unknown name raises :class:`~hqgnn.errors.HqgnnError`.
+
+    Nothing is printed: progress goes to the ``hqgnn`` loggers (``logging.basicConfig(level="INFO")``
+    to see it) and a progress bar appears only with ``fit(..., progress=True)``.
+    """
+
+    def __init__(self, dim: int = 64, layers: int = 3, bits: int = 0, estimator: str | None = None,
+                 epochs: int = 50, lr: float = 1e-3, batch_size: int = 2048, device: str = "auto",
+                 seed: int = 2020, **more: Any) -> None:
+        params = dict(dim=dim, layers=layers, bits=bits, estimator="auto" if estimator is None else estimator,
+                      epochs=epochs, lr=lr, batch_size=batch_size, device=device, **more)
+        cfg = RunConfig()
+        sections = _field_sections()
+        for name, value in params.items():
+            section, _, field = name.rpartition(".")
+            if not section:
+                where = sections.get(name)
+                if where is None:
+                    from .config import _hint
+
+                    raise HqgnnError(f"HQGNN: unknown parameter {name!r}{_hint(name, sections, 'parameter')}")
+                if len(where) > 1:
+                    raise HqgnnError(f"HQGNN: {name!r} is a field of {' and '.join(where)}: "
+                                     f"pass it as {', '.join(repr(f'{s}.{name}') for s in where)}")
+                section, field = where[0], name
+            if section not in SECTIONS or not hasattr(getattr(cfg, section), field):
+                raise HqgnnError(f"HQGNN: unknown parameter {name!r}")
+            setattr(getattr(cfg, section), field, value)
+        if "data.seed" not in more:
+            cfg.data.seed = seed
+        if "train.seed" not in more:
+            cfg.train.seed = seed
+        self.config = cfg.validate()
+        self._run = None  # a hqgnn.run.TrainedRun once fitted or loaded
+        self._model_state: dict[str, Any] = {}
+        self._rec = None
+        self._test: sp.csr_matrix | None = None  # the test split of a path / dataset-name source
+
+    # -- scikit-learn style parameters ------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Every config field as ``"section.field"`` -> value (``HQGNN(**est.get_params())`` clones it)."""
+        return {f"{s}.{k}": copy.deepcopy(v) for s, fields in self.config.to_dict().items() for k, v in fields.items()}
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"HQGNN(dim={c.model.dim}, layers={c.model.layers}, bits={c.quant.bits}, "
+                f"estimator={c.quant.estimator!r}, epochs={c.train.epochs}, fitted={self._run is not None})")
+
+    # -- training -------------------------------------------------------------------------------------
+    def fit(self, data: Any, user_col: str | None = None, item_col: str | None = None, time_col: str | None = None,
+            validation: Any = None, progress: bool = False) -> "HQGNN":
+        """Train on ``data``; returns self.
+
+        ``data``: a pandas DataFrame (``user_col`` / ``item_col``, default "user" / "item", optional
+        ``time_col``), a scipy sparse user x item matrix (row / column numbers are the ids), a
+        ``(user_ids, item_ids)`` pair of arrays, or a ``str`` / path: a dataset name ("gowalla",
+        "synthetic", ...), a LightGCN directory or a CSV / TSV / Parquet log, loaded and split exactly
+        as ``hqgnn train --data`` does (its test split is what :meth:`evaluate` uses by default).
+        In-memory data is all training data: hold out your own test set and pass it to
+        :meth:`evaluate`. ``validation`` (same forms) drives model selection and early stopping; if
+        None it is carved out of ``data`` (see :func:`hqgnn.data.memory.in_memory_dataset`).
+        """
+        from .data import load_dataset
+        from .data.memory import in_memory_dataset, interactions_from, pairs_in
+        from .run import TrainedRun
+        from .train.pipeline import train_model
+
+        cfg = copy.deepcopy(self.config)
+        if isinstance(data, (str, os.PathLike)):
+            cfg.data.source = os.fspath(data)
+            for name, value in (("user_col", user_col), ("item_col", item_col), ("time_col", time_col)):
+                if value is not None:
+                    setattr(cfg.data, name, value)
+            cfg.validate()
+            ds = load_dataset(cfg.data)
+            if validation is not None:
+                val = pairs_in(interactions_from(validation, user_col, item_col, time_col), ds.user_ids,
+                               ds.item_ids, "validation")
+                ds = dataclasses.replace(ds, train=np.concatenate([ds.train, ds.val]), val=val)
+        else:
+            inter = interactions_from(data, user_col, item_col, time_col)
+            val = None if validation is None else interactions_from(validation, user_col, item_col, time_col)
+            ds, _ = in_memory_dataset(inter, val, cfg.data.val_ratio, cfg.data.seed)
+            cfg.data.source = "in-memory"  # config.toml says where the data came from
+        with tempfile.TemporaryDirectory(prefix="hqgnn-fit-") as work:
+            trained = train_model(cfg, ds, work, progress=progress)
+        self.config = cfg
+        self._model_state = trained.model_state
+        self._run = TrainedRun(Path(), cfg, trained.metrics, trained.tables, ds.user_ids, ds.item_ids,
+                               ds.matrix(ds.seen))
+        self._test = ds.matrix(ds.test) if len(ds.test) else None
+        self._rec = None
+        return self
+
+    # -- inference ------------------------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        return self._run is not None
+
+    @property
+    def run(self) -> Any:
+        """The fitted or loaded :class:`hqgnn.run.TrainedRun` (tables, ids, seen items, metrics)."""
+        if self._run is None:
+            raise HqgnnError("this HQGNN is not fitted yet: call fit(...) or HQGNN.load(dir)")
+        return self._run
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        return self.run.user_ids
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.run.item_ids
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """What metrics.json holds: best epoch, validation / test metrics, memory, history."""
+        return self.run.metrics
+
+    def _recommender(self) -> Any:
+        if self._rec is None:
+            from .recommender import Recommender
+            from .train.trainer import resolve_device
+
+            self._rec = Recommender(self.run, str(resolve_device(self.config.train.device)))
+        return self._rec
+
+    def _rows(self, ids: Any, known: np.ndarray, what: str) -> np.ndarray:
+        import pandas as pd
+
+        q = np.asarray(ids)
+        if q.ndim == 0:
+            q = q.reshape(1)
+        rows = pd.Index(known).get_indexer(q) if len(q) else np.empty(0, np.int64)
+        if (rows < 0).any():
+            bad = q[np.argmax(rows < 0)]
+            raise HqgnnError(f"unknown {what} {bad.item() if hasattr(bad, 'item') else bad!r} "
+                             f"({int((rows < 0).sum())} of {len(q)} unknown)")
+        return rows.astype(np.int64)
+
+    def _to_ids(self, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.run.item_ids
+        pad = "" if ids.dtype.kind == "U" else -1
+        out = np.where(rows >= 0, ids[np.clip(rows, 0, None)], np.asarray(pad, dtype=ids.dtype))
+        return out, scores
+
+    def recommend(self, users: Any, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for each of ``users`` (your ids): ``(item_ids, scores)``, each (len(users), k).
+
+        Scored exactly as ``hqgnn recommend`` / ``serve`` (integer codes x scales for quantized models),
+        ties to the lower item index; train + validation items excluded unless ``exclude_seen=False``.
+        Slots beyond the available items hold score -inf and item id -1 (int ids) or "" (string ids).
+        """
+        k = _check_k(k)
+        rows = self._rows(users, self.run.user_ids, "user")
+        scores, items = self._recommender().recommend(rows, k, exclude_seen=exclude_seen)
+        return self._to_ids(np.asarray(items), np.asarray(scores))
+
+    def similar_items(self, items: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items with the largest inner product with each of ``items`` (itself excluded):
+        ``(item_ids, scores)``, each (len(items), k)."""
+        k = _check_k(k)
+        rows = self._rows(items, self.run.item_ids, "item")
+        scores, ids = self._recommender().similar_items(rows, k)
+        return self._to_ids(np.asarray(ids), np.asarray(scores))
+
+    def evaluate(self, test: Any = None, ks: Iterable[int] = (20, 50), user_col: str | None = None,
+                 item_col: str | None = None) -> dict[str, float]:
+        """Full-ranking recall / ndcg / precision / hit_rate @ each of ``ks`` on ``test`` (same forms as
+        :meth:`fit`; pairs with ids the model never saw are dropped with a warning), seen items
+        masked, ranked as served. ``test=None``: the test split of the data ``fit`` loaded from a
+        path or dataset name (or, for a loaded run, its config's data source)."""
+        ks = [_check_k(k) for k in ks]
+        if test is None:
+            truth = self._default_test()
+        else:
+            from .data.memory import interactions_from, pairs_in
+
+            pairs = pairs_in(interactions_from(test, user_col, item_col), self.run.user_ids, self.run.item_ids,
+                             "test")
+            truth = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+                                  shape=(self.run.n_users, self.run.n_items))
+            truth.sort_indices()
+        return self._recommender().evaluate(truth, ks)
+
+    def _default_test(self) -> sp.csr_matrix:
+        if self._test is not None:
+            return self._test
+        source = self.run.config.data.source
+        if source == "in-memory":
+            raise HqgnnError("no test data: this model was fitted on in-memory data; pass evaluate(test=...)")
+        from .data import load_dataset
+
+        ds = load_dataset(self.run.config.data)
+        if ds.n_users != self.run.n_users or ds.n_items != self.run.n_items:
+            raise HqgnnError(f"{source}: {ds.n_users} users / {ds.n_items} items, but the model has "
+                             f"{self.run.n_users} / {self.run.n_items}")
+        self._test = ds.matrix(ds.test)
+        return self._test
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def save(self, run_dir: str | os.PathLike[str]) -> Path:
+        """Write the run directory ``hqgnn train`` writes (config, metrics, weights, tables, ids, seen,
+        curve); ``hqgnn recommend / evaluate / export / serve`` read it. Returns its path."""
+        from .run import CURVE, plot_curve, save_run
+
+        run = self.run
+        path = Path(run_dir)
+        save_run(path, run.config, run.metrics, self._model_state, run.tables, run.user_ids, run.item_ids, run.seen)
+        if run.metrics.get("history"):
+            plot_curve(path / CURVE, run.metrics["history"], run.config.train.select_metric)
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str], device: str | None = None) -> "HQGNN":
+        """Open a run directory written by ``hqgnn train`` or :meth:`save` (``device``: where to score)."""
+        from safetensors.torch import load_file
+
+        from .run import MODEL, load_run
+
+        run = load_run(run_dir)
+        est = cls.__new__(cls)
+        est.config = run.config
+        if device is not None:
+            est.config.train.device = device
+            est.config.validate()
+        est._run = run
+        path = Path(run_dir) / MODEL
+        est._model_state = load_file(str(path)) if path.exists() else {}
+        est._rec = None
+        est._test = None
+        return est
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise HqgnnError(f"k must be an integer >= 1, got {k!r}")
+    return int(k)

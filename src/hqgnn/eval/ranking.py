@@ -1,0 +1,140 @@
+"""The one scoring + seen-item masking path: top-K over all items from a model's tables.
+
+Training-time evaluation, ``hqgnn evaluate``, ``recommend``, ``similar_items`` and ``serve`` all rank
+through :class:`Ranker`, so the metrics of training and of serving agree exactly:
+
+* quantized tables: the code index (:mod:`hqgnn.index`; exact integer dot products / popcounts
+  times the scales, equal to a float64 brute force, ties to the lower item id);
+* other code formats (float or other-width queries, per-item terms; ``symmetric=False``): their
+  served scores (:func:`hqgnn.eval.served_scorer`) on the device, exact stable top-K;
+* float tables: the fused blocked CPU top-K (:mod:`hqgnn.eval.cpu_topk`) on CPU, a GEMM + exact
+  stable top-K on CUDA.
+
+Seen items are given per query as CSR rows and normalised once, by
+:func:`hqgnn.index.common.normalize_exclusion` (validated, rows sorted: the fused CPU kernels scan
+sorted rows), whichever kernel then applies them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..index.common import Exclusion, normalize_exclusion
+from ..topk import stable_topk
+from .masking import exclusion_mask_fill
+
+__all__ = ["Ranker", "self_exclusion"]
+
+
+def self_exclusion(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR that excludes, for query r, the item ``rows[r]`` itself (similar items)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.arange(len(rows) + 1, dtype=np.int64), rows.copy()
+
+
+class Ranker:
+    """Top-``k`` items for user (or item) rows of a model's tables, seen items excluded.
+
+    ``tables``: ``user_emb`` / ``item_emb`` (float) or, when ``bits > 0``, ``user_codes`` /
+    ``user_scale`` / ``item_codes`` / ``item_scale`` (the run's tables.safetensors, or the
+    trainer's current codes).
+    """
+
+    def __init__(self, tables: dict[str, torch.Tensor], bits: int, device: str | torch.device = "cpu",
+                 symmetric: bool = True) -> None:
+        self.device = torch.device(device)
+        self.bits = int(bits)
+        self.index = None
+        self.scorers = None
+        if self.bits and not symmetric:
+            # float / other-width queries, per-item terms (hqgnn.eval.served_scorer's formats): the served
+            # scores on the model's device, exact stable top-K; the same function at training and serving
+            from .scoring import code_scorer, served_scorer
+
+            t = {k: v.detach().to(self.device) for k, v in tables.items()}
+            self.scorers = {"user": served_scorer(t),
+                            "item": code_scorer(t["item_codes"], t["item_scale"], t["item_codes"], t["item_scale"])}
+            self.n_items = len(t["item_codes"])
+        elif self.bits:
+            from ..index.factory import build_code_index
+
+            t = {k: v.detach().cpu() for k, v in tables.items() if k in ("user_codes", "user_scale", "item_codes",
+                                                                           "item_scale")}
+            self.codes = {"user": t["user_codes"].numpy(), "item": t["item_codes"].numpy()}
+            self.scales = {"user": t["user_scale"].float().numpy(), "item": t["item_scale"].float().numpy()}
+            self.index = build_code_index(self.codes["item"], self.scales["item"], self.bits, device=str(self.device))
+            self.n_items = len(self.codes["item"])
+        else:
+            dev = self.device
+            self.emb = {"user": tables["user_emb"].detach().float().to(dev),
+                        "item": tables["item_emb"].detach().float().to(dev)}
+            self.n_items = len(self.emb["item"])
+            self._item_t = self.emb["item"].t().contiguous() if dev.type != "cpu" else None
+
+    @torch.no_grad()
+    def search(self, rows: Any, k: int, exclude: Any = None, side: str = "user") -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, item ids)`` as numpy arrays (float32, int64), each (len(rows), k), best first.
+
+        ``rows``: indices into the ``side`` table ("user", or "item" for item-to-item). ``exclude``:
+        CSR rows (scipy matrix of len(rows) rows, or ``(indptr, indices)``), one per query, or None.
+        Slots beyond the eligible items hold score -inf and id -1.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        b, k = len(rows), int(k)
+        ex = normalize_exclusion(exclude, b, self.n_items)
+        if self.scorers is not None:
+            return self._scored_search(rows, k, ex, side)
+        if self.index is not None:
+            scale = self.scales[side]
+            qs = scale[rows] if scale.ndim else scale
+            scores, ids = self.index.search(self.codes[side][rows], k, query_scales=qs,
+                                            exclude=None if ex is None else (ex.indptr, ex.indices))
+            return _pad(_numpy(scores).astype(np.float32, copy=False), _numpy(ids).astype(np.int64, copy=False), k)
+        return self._float_search(rows, k, ex, side)
+
+    def _scored_search(self, rows: np.ndarray, k: int, ex: Exclusion | None, side: str) -> tuple[np.ndarray, np.ndarray]:
+        dev = self.device
+        scores = self.scorers[side](torch.from_numpy(rows).to(dev))
+        if ex is not None:
+            exclusion_mask_fill(scores, torch.arange(len(rows), device=dev), torch.from_numpy(ex.indptr).to(dev),
+                                torch.from_numpy(ex.indices).to(dev))
+        vals, ids = stable_topk(scores, min(k, self.n_items))
+        return _pad(vals.cpu().numpy(), ids.cpu().numpy(), k)
+
+    def _float_search(self, rows: np.ndarray, k: int, ex: Exclusion | None, side: str) -> tuple[np.ndarray, np.ndarray]:
+        q = self.emb[side][torch.from_numpy(rows).to(self.device)]
+        b = len(rows)
+        kk = min(k, self.n_items)
+        if ex is None:
+            indptr, indices = np.zeros(b + 1, np.int64), np.zeros(0, np.int64)
+        else:
+            indptr, indices = ex.indptr, ex.indices
+        if self.device.type == "cpu":
+            from .cpu_topk import float_topk_cpu
+
+            scores, ids = float_topk_cpu(q, self.emb["item"], torch.arange(b), torch.from_numpy(indptr),
+                                         torch.from_numpy(indices), kk)
+            return _pad(scores.numpy(), ids.numpy(), k)
+        scores = q @ self._item_t
+        dev = self.device
+        exclusion_mask_fill(scores, torch.arange(b, device=dev), torch.from_numpy(indptr).to(dev),
+                            torch.from_numpy(indices).to(dev))
+        vals, ids = stable_topk(scores, kk)
+        vals, ids = vals.cpu().numpy(), ids.cpu().numpy()
+        return _pad(vals, np.where(np.isneginf(vals), -1, ids), k)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.where(np.isneginf(scores), -1, ids)
+    if ids.shape[1] < k:  # fewer items than k
+        pad = k - ids.shape[1]
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return scores, ids
