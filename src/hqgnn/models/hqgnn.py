@@ -52,13 +52,20 @@ class QuantizedRecommender(nn.Module):
     def bpr_loss(
         self, adj: torch.Tensor | None, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(total loss, BPR part). L2 on the batch's layer-0 embeddings, LightGCN convention."""
+        """(total loss, BPR part). L2 on the batch's layer-0 embeddings, LightGCN convention.
+
+        ``neg`` is ``(batch,)`` or ``(batch, N)``: N negatives per positive, BPR and their L2 averaged over them.
+        """
         user_f, item_f = self.final(adj)
-        u, it = self.quantize_rows(user_f, item_f, users, torch.cat([pos, neg]))
-        p, n = it[: len(pos)], it[len(pos) :]
+        u, it = self.quantize_rows(user_f, item_f, users, torch.cat([pos, neg.reshape(-1)]))
+        p, n = it[: len(pos)], it[len(pos) :].reshape(*neg.shape, -1)
+        if neg.dim() == 2:
+            u, p = u[:, None], p[:, None]
         bpr = F.softplus((u * (n - p)).sum(-1)).mean()
         e0 = self.encoder.embedding.weight
-        l2 = (e0[users].square().sum() + e0[self.n_users + pos].square().sum() + e0[self.n_users + neg].square().sum())
+        n_neg = neg.shape[1] if neg.dim() == 2 else 1
+        l2 = (e0[users].square().sum() + e0[self.n_users + pos].square().sum()
+              + e0[self.n_users + neg].square().sum() / n_neg)
         return bpr + reg * 0.5 * l2 / len(users), bpr
 
     @torch.no_grad()
