@@ -105,7 +105,8 @@ def train(
     metrics = run_training(cfg, out, resume=resume, progress=not quiet and sys.stderr.isatty())
     if rank != 0:
         return
-    _print_metrics(metrics["test"], title=f"test metrics ({out})")
+    protocol = "" if metrics.get("protocol", "validation") == "validation" else f", {metrics['protocol']}"
+    _print_metrics(metrics["test"], title=f"test metrics ({out}{protocol})")
     out_line = {k: metrics[k] for k in ("best_epoch", "train_seconds")}
     err.print(f"best epoch {out_line['best_epoch']}, {out_line['train_seconds']:.1f}s; wrote {out}")
 
