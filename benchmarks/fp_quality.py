@@ -68,6 +68,9 @@ def job_overrides(name: str, args: argparse.Namespace, protocol: str) -> dict:
     cfg.update(CONFIGS[name])
     cfg.update({"train.max_seconds": args.seconds, "train.eval_every": args.eval_every, "train.device": args.device,
                 "model.dim": args.dim})
+    for item in args.set:  # extra overrides for every run (e.g. a smaller synthetic data set)
+        key, _, value = item.partition("=")
+        cfg[key.strip()] = value.strip()
     if protocol == "refit":
         cfg["train.refit"] = True
     elif protocol == "paper":
@@ -84,6 +87,8 @@ def start(job: dict, runs: Path, args: argparse.Namespace) -> subprocess.Popen:
         cmd += ["--set", f"{key}={value}"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
                PYTHONUNBUFFERED="1")
+    # N processes share the host's cores: do not let each start a thread per core
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, job["concurrent_runs"]))))
     job["run_dir"], job["log"] = out, runs / f"{out.name}.log"
     job["t0"] = time.time()
     return subprocess.Popen(cmd, stdout=open(job["log"], "w"), stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
@@ -176,6 +181,7 @@ def main() -> None:
     ap.add_argument("--configs", default="", help="sweep only these names (comma-separated)")
     ap.add_argument("--max-configs", type=int, default=10, help="sweep the first N candidates")
     ap.add_argument("--parallel", type=int, default=0, help="runs at once (0 = all)")
+    ap.add_argument("--set", action="append", default=[], help="extra section.field=value for every run")
     ap.add_argument("--runs-dir", default="", help="where run directories and logs go (default: a temp dir)")
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "fp_quality.json"))
     args = ap.parse_args()

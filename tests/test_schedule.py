@@ -261,12 +261,13 @@ def test_fp_quality_rows_label_every_protocol():
 
 def test_fp_quality_protocol_overrides():
     fq = _fp_quality()
-    args = type("A", (), {"seconds": 180.0, "eval_every": 10, "device": "cuda", "dim": 64})()
+    args = type("A", (), {"seconds": 180.0, "eval_every": 10, "device": "cuda", "dim": 64, "set": ["train.reg=1e-5"]})()
     paper = fq.job_overrides("base", args, "paper")
     assert paper["train.protocol"] == "paper" and paper["data.val_ratio"] == 0.0
     assert fq.job_overrides("base", args, "refit")["train.refit"] is True
     v = fq.job_overrides("cos16k_n4", args, "validation")
     assert v["train.max_seconds"] == 180.0 and v["train.negatives"] == 4 and "train.protocol" not in v
+    assert v["train.reg"] == "1e-5"
     cfg = RunConfig()
     for key, value in v.items():  # every override names a real config field of the right type
         cfg.set(key, str(value))
