@@ -8,6 +8,8 @@ go to ``benchmarks/results/fp_quality.json`` (appended) and, when $OUT is set, t
     python benchmarks/fp_quality.py --sweep --data gowalla --data-dir DIR
     # one configuration under validation, validation+refit and paper (test-selected) protocols
     python benchmarks/fp_quality.py --final cos16k_n4 --data gowalla,yelp2018 --data-dir DIR
+    # rows that came back from the GPU machine's $OUT -> benchmarks/results/fp_quality.json
+    python benchmarks/fp_quality.py --merge fp_quality_gowalla.json fp_quality_yelp2018.json
     # CPU smoke test
     python benchmarks/fp_quality.py --sweep --data synthetic --seconds 10 --device cpu --max-configs 2 --eval-every 2
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,6 +142,9 @@ def run_jobs(jobs: list[dict], args: argparse.Namespace) -> list[dict]:
             if code is None:
                 continue
             running.remove(job)
+            if os.environ.get("OUT") and job["log"].exists():  # the logs come back with the rows
+                (Path(os.environ["OUT"]) / "logs").mkdir(parents=True, exist_ok=True)
+                shutil.copy(job["log"], Path(os.environ["OUT"]) / "logs" / job["log"].name)
             metrics_path = job["run_dir"] / "metrics.json"
             if code != 0 or not metrics_path.exists():
                 tail = job["log"].read_text()[-1500:] if job["log"].exists() else ""
@@ -172,6 +178,7 @@ def main() -> None:
     mode.add_argument("--final", metavar="NAME", help="NAME or dataset:NAME,dataset:NAME - validation, "
                       "validation+refit and paper protocols")
     mode.add_argument("--list", action="store_true", help="print the candidate configurations")
+    mode.add_argument("--merge", nargs="+", metavar="ROWS.json", help="append rows files (from $OUT) to --results")
     ap.add_argument("--data", default="gowalla", help="comma-separated datasets")
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--seconds", type=float, default=180.0, help="training budget per run (train.max_seconds)")
@@ -187,6 +194,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.list:
         print(json.dumps({"common": COMMON, "configs": CONFIGS}, indent=1))
+        return
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())]
+        append_results(rows, Path(args.results))
+        print(json.dumps({"merged": len(rows), "into": args.results}))
         return
     datasets = [d for d in args.data.split(",") if d]
     jobs: list[dict] = []

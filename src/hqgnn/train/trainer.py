@@ -272,7 +272,11 @@ class Trainer:
             if self.lr_trace is not None:
                 lr = self.lr_trace[min(epoch, len(self.lr_trace) - 1)]
             else:
-                lr = tc.lr * lr_factor(tc, epoch, time.perf_counter() - t_start)
+                elapsed = time.perf_counter() - t_start
+                if tc.max_seconds > 0 and distributed.is_active():  # one clock for all ranks: the same lr
+                    t = torch.tensor(elapsed, dtype=torch.float64, device=self.device)
+                    elapsed = float(distributed.all_reduce_sum(t)) / distributed.world_size()
+                lr = tc.lr * lr_factor(tc, epoch, elapsed)
             set_lr(self.optimizer, lr)  # in place before the epoch's first step (graph replays read it)
             entry["lr"] = current_lr(self.optimizer)
             t0 = time.perf_counter()
