@@ -188,6 +188,8 @@ def main() -> None:
     ap.add_argument("--configs", default="", help="sweep only these names (comma-separated)")
     ap.add_argument("--max-configs", type=int, default=10, help="sweep the first N candidates")
     ap.add_argument("--parallel", type=int, default=0, help="runs at once (0 = all)")
+    ap.add_argument("--protocols", default="refit,paper", help="--final: refit (= validation + validation+refit "
+                    "rows) and/or paper, or validation alone")
     ap.add_argument("--set", action="append", default=[], help="extra section.field=value for every run")
     ap.add_argument("--runs-dir", default="", help="where run directories and logs go (default: a temp dir)")
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "fp_quality.json"))
@@ -210,6 +212,9 @@ def main() -> None:
         jobs = [{"dataset": ds, "name": n, "protocol": "validation", "config": job_overrides(n, args, "validation")}
                 for ds in datasets for n in names]
     else:
+        protocols = [p for p in args.protocols.split(",") if p]
+        if not protocols or set(protocols) - {"refit", "paper", "validation"}:
+            sys.exit(f"error: --protocols takes refit, paper and/or validation, got {args.protocols!r}")
         chosen = dict(p.split(":", 1) if ":" in p else (None, p) for p in args.final.split(","))
         for ds in datasets:
             name = chosen.get(ds, chosen.get(None))
@@ -217,7 +222,7 @@ def main() -> None:
                 sys.exit(f"error: no known configuration for {ds} in --final {args.final!r} (known: {', '.join(CONFIGS)})")
             # the refit run also yields the plain validation row (the model it selected, tested once)
             jobs += [{"dataset": ds, "name": name, "protocol": p, "config": job_overrides(name, args, p)}
-                     for p in ("refit", "paper")]
+                     for p in protocols]
     rows = run_jobs(jobs, args)
     if rows:
         append_results(rows, Path(args.results))
