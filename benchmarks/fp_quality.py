@@ -219,7 +219,8 @@ def main() -> None:
         for ds in datasets:
             name = chosen.get(ds, chosen.get(None))
             if name not in CONFIGS:
-                sys.exit(f"error: no known configuration for {ds} in --final {args.final!r} (known: {', '.join(CONFIGS)})")
+                sys.exit(f"error: no known configuration for {ds} in --final {args.final!r} "
+                         f"(known: {', '.join(CONFIGS)})")
             # the refit run also yields the plain validation row (the model it selected, tested once)
             jobs += [{"dataset": ds, "name": name, "protocol": p, "config": job_overrides(name, args, p)}
                      for p in protocols]
