@@ -3,7 +3,8 @@
 Same data and the same training edges as hqgnn: the LightGCN split, minus the per-user validation
 split hqgnn carves from train.txt (``--val-ratio`` and ``--seed`` feed the same ``DataConfig``, so the
 edges are identical; default 0.05 = the benchmark recipe; 0 = all of train.txt), 3 layers, d = 64,
-Adam 1e-3, one uniform negative per positive, ``recommendation_loss`` (BPR + L2 on the touched nodes). Prints one JSON line.
+Adam 1e-3, one uniform negative per positive, ``recommendation_loss`` (BPR + L2 on the touched nodes).
+Prints one JSON line.
 Needs torch_geometric (installed on the GPU image).
 """
 
