@@ -310,6 +310,6 @@ def test_graphed_step_reads_an_in_place_lr_change():
         loss.backward()
         opt_e.step()
         torch.testing.assert_close(graphed.encoder.embedding.weight, eager.encoder.embedding.weight,
-                                   rtol=1e-4, atol=1e-6)
+                                   rtol=1e-4, atol=1e-5)  # a wrong lr moves weights by ~1e-3
         if lr == 0.0:
             torch.testing.assert_close(graphed.encoder.embedding.weight, before, rtol=0, atol=0)
