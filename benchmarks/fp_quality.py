@@ -102,6 +102,7 @@ def rows_of(job: dict, metrics: dict) -> list[dict]:
     base = {"dataset": job["dataset"], "dim": job["config"]["model.dim"], "device": metrics["device"],
             "config_name": job["name"], "config": job["config"], "concurrent_runs": job["concurrent_runs"],
             "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
+            "epoch_seconds_mean": metrics.get("epoch_seconds_mean"),
             "val_recall@20": metrics["val"].get("recall@20"), "budget_seconds": job["config"]["train.max_seconds"]}
 
     def row(protocol: str, test: dict, seconds: float, **extra) -> dict:
@@ -122,8 +123,10 @@ def rows_of(job: dict, metrics: dict) -> list[dict]:
 
 
 def run_jobs(jobs: list[dict], args: argparse.Namespace) -> list[dict]:
-    runs = Path(args.runs_dir or tempfile.mkdtemp(prefix="fp_quality_"))
-    runs.mkdir(parents=True, exist_ok=True)
+    # a fresh folder per call: `hqgnn train --out` never meets an old run directory
+    if args.runs_dir:
+        Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+    runs = Path(tempfile.mkdtemp(prefix="fp_quality_", dir=args.runs_dir or None))
     parallel = max(1, args.parallel or len(jobs))
     pending, running, rows = list(jobs), [], []
     timeout = args.seconds * 3 + 600  # a refit run trains twice; load + evaluation on top
@@ -191,7 +194,8 @@ def main() -> None:
     ap.add_argument("--protocols", default="refit,paper", help="--final: refit (= validation + validation+refit "
                     "rows) and/or paper, or validation alone")
     ap.add_argument("--set", action="append", default=[], help="extra section.field=value for every run")
-    ap.add_argument("--runs-dir", default="", help="where run directories and logs go (default: a temp dir)")
+    ap.add_argument("--runs-dir", default="", help="a fresh folder for run directories and logs is made in here "
+                    "(default: the system temp dir)")
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "fp_quality.json"))
     args = ap.parse_args()
     if args.list:
