@@ -219,3 +219,18 @@ def test_nproc_is_stripped_for_torchrun():
     cmd = torchrun_command(4, ["train", "--nproc", "4", "--epochs", "2", "--nproc=4", "-q"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "hqgnn",
                        "train", "--epochs", "2", "-q"]
+
+
+def test_two_ranks_schedule_negatives_and_refit_equal_one_process(tmp_path):
+    """Cosine warm-up schedule, 3 negatives per positive and the refit: two ranks give the one-process run."""
+    cfg = small_config(lr_schedule="cosine", warmup_epochs=2, negatives=3, refit=True)
+    run_training(cfg, tmp_path / "one", progress=False)
+    outs = [tmp_path / "rank0", tmp_path / "rank1"]
+    procs = start_ranks(write_config(cfg, tmp_path / "cfg.toml"), outs)
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-3000:]
+    assert_same_run(tmp_path / "one", outs[0])
+    metrics = json.loads((outs[0] / "metrics.json").read_text())
+    assert metrics["protocol"] == "validation+refit"
+    assert metrics["refit"]["test"] == pytest.approx(load_run(tmp_path / "one").metrics["refit"]["test"], abs=1e-4)

@@ -124,7 +124,8 @@ def train(
         info = metrics["init_from"]
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in info["shapes"].items())
         err.print(f"init-from: loaded {info['path']} (epoch {info['epoch']}; {shapes})", highlight=False, soft_wrap=True)
-    _print_metrics(metrics["test"], title=f"test metrics ({out})")
+    protocol = "" if metrics.get("protocol", "validation") == "validation" else f", {metrics['protocol']}"
+    _print_metrics(metrics["test"], title=f"test metrics ({out}{protocol})")
     out_line = {k: metrics[k] for k in ("best_epoch", "train_seconds")}
     err.print(f"best epoch {out_line['best_epoch']}, {out_line['train_seconds']:.1f}s; wrote {out}")
 

@@ -103,6 +103,16 @@ class TrainConfig:
     cuda_graph: bool = True  # on CUDA, replay each full-size step as a CUDA graph (the last partial batch is dropped)
     dist_backend: str = "auto"  # under torchrun: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     dist_timeout_s: float = 300.0  # a collective waiting longer than this (dead or hung peer) fails the job
+    # learning-rate schedule, set once per epoch: lr * warm-up * decay(progress); progress = epoch / epochs,
+    # or the fraction of train.max_seconds spent when a time budget is set (see README "Learning-rate schedules")
+    lr_schedule: str = "constant"  # constant | cosine | linear | step
+    warmup_epochs: float = 0.0  # linear warm-up from lr / warmup_epochs to lr over the first epochs (0 = none)
+    lr_min_ratio: float = 0.0  # cosine / linear: final lr as a fraction of lr
+    lr_step_epochs: int = 0  # step: multiply the lr by lr_step_gamma every this many epochs
+    lr_step_gamma: float = 0.1
+    negatives: int = 1  # uniform negatives per positive; the BPR loss averages over them
+    refit: bool = False  # after selection on validation, retrain on train + validation for best_epoch epochs
+    protocol: str = "validation"  # validation | paper (train on all of train.txt, select the epoch on TEST)
 
 
 @dataclass

@@ -100,19 +100,26 @@ class HQGNNModel(nn.Module):
         self, adj: torch.Tensor | None, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(total loss, BPR part). L2 on the batch's layer-0 embeddings, LightGCN convention; plus the
-        distillation term when a teacher is set."""
+        distillation term when a teacher is set.
+
+        ``neg`` is ``(batch,)`` or ``(batch, N)``: N negatives per positive, BPR and their L2 averaged over them.
+        """
         user_f, item_f = self.final(adj)
-        extra = self._distill_items(users, neg)
-        rows = torch.cat([pos, neg] + ([extra.reshape(-1)] if extra is not None else []))
+        neg_flat = neg.reshape(-1)
+        extra = self._distill_items(users, neg_flat)
+        rows = torch.cat([pos, neg_flat] + ([extra.reshape(-1)] if extra is not None else []))
         u, it = self.quantize_rows(user_f, item_f, users, rows)
-        b = len(pos)
-        p, n = it[:b], it[b : 2 * b]
-        loss_bpr = bpr(u, p, n)
+        b, m = len(pos), len(neg_flat)
+        p, n = it[:b], it[b : b + m].reshape(*neg.shape, -1)
+        loss_bpr = bpr(u[:, None], p[:, None], n) if neg.dim() == 2 else bpr(u, p, n)
         e0 = self.encoder.embedding.weight
-        l2 = (e0[users].square().sum() + e0[self.n_users + pos].square().sum() + e0[self.n_users + neg].square().sum())
+        n_neg = neg.shape[1] if neg.dim() == 2 else 1
+        l2 = (e0[users].square().sum() + e0[self.n_users + pos].square().sum()
+              + e0[self.n_users + neg].square().sum() / n_neg)
         loss = loss_bpr + reg * 0.5 * l2 / len(users)
         if extra is not None:
-            loss = loss + self.distill_weight * self._distill_loss(u, p, n, it[2 * b :], users, pos, neg, extra)
+            first_neg = n[:, 0] if neg.dim() == 2 else n
+            loss = loss + self.distill_weight * self._distill_loss(u, p, first_neg, it[b + m :], users, pos, extra)
         return loss, loss_bpr
 
     def _distill_items(self, users: torch.Tensor, neg: torch.Tensor) -> torch.Tensor | None:
@@ -125,7 +132,7 @@ class HQGNNModel(nn.Module):
         return neg[: min(len(neg), _SCORE_CANDIDATES)]  # (m,) candidates shared by the batch
 
     def _distill_loss(self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor, extra_q: torch.Tensor,
-                      users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+                      users: torch.Tensor, pos: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         if self.distill == "rank":
             # BPR of each teacher top item against the sampled negative, weighted by the teacher's rank
             top = extra_q.reshape(*extra.shape, -1)  # (B, R, d)

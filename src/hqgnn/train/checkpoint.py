@@ -27,9 +27,16 @@ def save_checkpoint(
             tensors[f"opt.{idx}.{name}"] = t.detach().cpu().contiguous()
     tensors["rng.generator"] = generator.get_state().cpu()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"])}
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"], default=_tensor_item)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+
+
+def _tensor_item(value: Any) -> Any:
+    """A tensor lr (graphed training) is stored as its float value."""
+    if torch.is_tensor(value):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
 
 
 def load_checkpoint(

@@ -15,6 +15,9 @@ class BPRSampler:
     ``mode="user"``: users drawn uniformly (among users with training items), then one of their
     positives uniformly — LightGCN's sampler; it weighs users equally, like the user-averaged metrics.
 
+    ``negatives > 1``: each triple gets that many uniform negatives, ``neg`` has shape ``(batch, negatives)``
+    (``(batch,)`` for one, as before), so the shapes stay fixed for CUDA-graph replays.
+
     Negatives that are positives of the same user are resampled (vectorized rounds; the few left
     after ``max_rounds`` stay, as in most LightGCN implementations the collision rate is ~density).
     """
@@ -28,8 +31,10 @@ class BPRSampler:
         generator: torch.Generator,
         max_rounds: int = 8,
         mode: str = "edge",
+        negatives: int = 1,
     ) -> None:
         self.mode = mode
+        self.n_negatives = negatives
         self.n_items = n_items
         self.device = device
         self.generator = generator
@@ -73,7 +78,7 @@ class BPRSampler:
         else:
             perm = torch.randperm(n, device=self.device, generator=self.generator)
             users, pos = self.users[perm], self.items[perm]
-        neg = self.negatives(users)
+        neg = self.negatives(users if self.n_negatives == 1 else users[:, None].expand(-1, self.n_negatives))
         for start in range(0, len(users), batch_size):
             end = start + batch_size
             yield users[start:end], pos[start:end], neg[start:end]

@@ -28,6 +28,7 @@ from . import distributed
 from .cuda_graph import GraphedStep
 from .checkpoint import load_checkpoint, save_checkpoint
 from .sampler import BPRSampler
+from .schedule import check_schedule, current_lr, lr_factor, make_lr, set_lr
 
 log = logging.getLogger("hqgnn.train")
 
@@ -80,12 +81,24 @@ class Trainer:
         # distributed: DDP's all-reduce is not captured into the graph, so eager steps only
         self.use_graph = cuda and cfg.train.cuda_graph and not distributed.is_active()
         self.graphed_step: GraphedStep | None = None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, fused=cuda, capturable=self.use_graph)
+        # graphed: a tensor lr on the device, which the schedule changes in place (schedule.make_lr)
+        lr = make_lr(cfg.train.lr, self.device, tensor=self.use_graph)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=cuda, capturable=self.use_graph)
+        self.lr_tensor = lr if torch.is_tensor(lr) else None
+        self.lr_trace: list[float] | None = None  # refit: replay these per-epoch lrs instead of the schedule
+        check_schedule(cfg.train)
         if cfg.train.sampling not in ("edge", "user"):
             raise HqgnnError(f"train.sampling must be edge or user, got {cfg.train.sampling!r}")
         self.delta_schedule = DeltaSchedule(cfg.quant, self.model.quantized)
+        if cfg.train.negatives < 1:
+            raise HqgnnError(f"train.negatives must be >= 1, got {cfg.train.negatives}")
+        if cfg.train.protocol not in ("validation", "paper"):
+            raise HqgnnError(f"train.protocol must be validation or paper, got {cfg.train.protocol!r}")
+        self.paper = cfg.train.protocol == "paper"
+        if self.paper and len(data.val):
+            raise HqgnnError("train.protocol=paper trains on all of train.txt: set data.val_ratio=0")
         self.sampler = BPRSampler(data.train, data.n_users, data.n_items, self.device, self.generator,
-                                  mode=cfg.train.sampling)
+                                  mode=cfg.train.sampling, negatives=cfg.train.negatives)
         # under torchrun: each rank takes its slice of every global batch, DDP averages the gradients
         self.ddp = distributed.wrap_model(self.model, self.adj, self.device) if distributed.is_active() else None
         dist_eval = distributed.is_active()
@@ -98,6 +111,10 @@ class Trainer:
         )
         self.test_eval = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), ks, self.device, eb,
                                           distributed=dist_eval)
+        # paper protocol: the epoch is selected on TEST (as published tables do); history keys say so
+        self.select_prefix = "test_selected_" if self.paper else "val_"
+        if self.paper:
+            self.val_eval = self.test_eval
 
     init_info: dict[str, Any] = {}  # what --init-from loaded (path, epoch, shapes); empty without it
 
@@ -242,6 +259,9 @@ class Trainer:
             if not ckpt.exists():
                 raise HqgnnError(f"{ckpt}: no checkpoint to resume from")
             state = load_checkpoint(ckpt, self.model, self.optimizer, self.generator)
+            if self.lr_tensor is not None:  # load_state_dict put a float lr back: keep the graphed tensor
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.lr_tensor
             log.info("resumed from epoch %d", state["epoch"])
         t_start = time.perf_counter() - state["train_seconds"]
         for epoch in range(state["epoch"], tc.epochs):
@@ -253,6 +273,16 @@ class Trainer:
                 entry.update({f"gste_{k}": v for k, v in est.items()})
                 log.info("epoch %d: GSTE delta=%.4g (Hessian trace %.4g, std(g) %.3g, %d probes)",
                          epoch + 1, est["delta"], est["trace"], est["grad_std"], est["probes"])
+            if self.lr_trace is not None:
+                lr = self.lr_trace[min(epoch, len(self.lr_trace) - 1)]
+            else:
+                elapsed = time.perf_counter() - t_start
+                if tc.max_seconds > 0 and distributed.is_active():  # one clock for all ranks: the same lr
+                    t = torch.tensor(elapsed, dtype=torch.float64, device=self.device)
+                    elapsed = float(distributed.all_reduce_sum(t)) / distributed.world_size()
+                lr = tc.lr * lr_factor(tc, epoch, elapsed)
+            set_lr(self.optimizer, lr)  # in place before the epoch's first step (graph replays read it)
+            entry["lr"] = current_lr(self.optimizer)
             t0 = time.perf_counter()
             entry["loss"] = self.train_epoch(epoch + 1)
             if self.device.type == "cuda":
@@ -266,7 +296,7 @@ class Trainer:
             evaluated = (epoch + 1) % max(1, tc.eval_every) == 0 or last
             if evaluated:
                 val = self.evaluate("val")
-                entry.update({f"val_{k}": v for k, v in val.items()})
+                entry.update({f"{self.select_prefix}{k}": v for k, v in val.items()})
                 score = val.get(tc.select_metric, -entry["loss"])
                 if score > state["best_score"]:
                     state.update(best_score=score, best_epoch=epoch + 1, best_val=val, bad_evals=0)
@@ -274,8 +304,12 @@ class Trainer:
                         self._save_weights(run_dir / BEST)
                 else:
                     state["bad_evals"] += 1
-                log.info("epoch %d: loss %.4f  val %s %.4f  (best %.4f @ %d, %.2fs/epoch)", epoch + 1, entry["loss"],
-                         tc.select_metric, score, state["best_score"], state["best_epoch"], entry["epoch_seconds"])
+                if not val:  # no validation split (refit): the last epoch is what is kept
+                    log.info("epoch %d: loss %.4f  (%.2fs/epoch)", epoch + 1, entry["loss"], entry["epoch_seconds"])
+                else:
+                    log.info("epoch %d: loss %.4f  %s %s %.4f  (best %.4f @ %d, %.2fs/epoch)", epoch + 1,
+                             entry["loss"], "TEST (paper protocol, test-selected)" if self.paper else "val",
+                             tc.select_metric, score, state["best_score"], state["best_epoch"], entry["epoch_seconds"])
                 if tc.patience and state["bad_evals"] >= tc.patience:
                     log.info("early stop: no improvement in %d evaluations", tc.patience)
                     state["stopped"] = True

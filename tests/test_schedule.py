@@ -1,0 +1,315 @@
+"""LR schedules, N negatives, refit on train + validation, the paper protocol and the fp_quality rows."""
+
+import copy
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hqgnn.config import RunConfig, TrainConfig
+from hqgnn.data import load_dataset
+from hqgnn.errors import HqgnnError
+from hqgnn.eval import RankingEvaluator
+from hqgnn.graph import normalized_adjacency
+from hqgnn.models import QuantizedRecommender
+from hqgnn.run import load_run
+from hqgnn.train.checkpoint import load_checkpoint, save_checkpoint
+from hqgnn.train.pipeline import run_training
+from hqgnn.train.sampler import BPRSampler
+from hqgnn.train.schedule import check_schedule, lr_factor, set_lr
+from hqgnn.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_config(**train) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.synthetic_users, cfg.data.synthetic_items = 400, 300
+    cfg.model.dim = 16
+    cfg.train.epochs, cfg.train.eval_every, cfg.train.batch_size, cfg.train.lr = 4, 2, 1024, 5e-3
+    cfg.train.device = "cpu"
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+# -- schedules ----------------------------------------------------------------------------------
+def test_schedules_match_hand_computed_values():
+    tc = TrainConfig(epochs=11, lr_schedule="cosine", warmup_epochs=2, lr_min_ratio=0.1)
+    # epoch 0: half warmed up, progress 0; epoch 5: progress 0.5 -> halfway between 1 and 0.1
+    assert lr_factor(tc, 0, 0.0) == pytest.approx(0.5)
+    assert lr_factor(tc, 5, 0.0) == pytest.approx(0.55)
+    assert lr_factor(tc, 10, 0.0) == pytest.approx(0.1)  # the last epoch reaches lr_min_ratio
+    assert lr_factor(tc, 3, 0.0) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.3)))
+    lin = TrainConfig(epochs=5, lr_schedule="linear")
+    assert [lr_factor(lin, e, 0.0) for e in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    step = TrainConfig(epochs=100, lr_schedule="step", lr_step_epochs=3, lr_step_gamma=0.5)
+    assert [lr_factor(step, e, 0.0) for e in range(7)] == pytest.approx([1, 1, 1, 0.5, 0.5, 0.5, 0.25])
+    assert lr_factor(TrainConfig(), 7, 0.0) == 1.0
+    # a time budget is the horizon: progress = seconds spent / max_seconds, whatever the epoch
+    timed = TrainConfig(epochs=10**6, max_seconds=100.0, lr_schedule="linear")
+    assert lr_factor(timed, 3, 25.0) == pytest.approx(0.75)
+    assert lr_factor(timed, 3, 250.0) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("field,value", [("lr_schedule", "exp"), ("warmup_epochs", -1.0), ("lr_min_ratio", 2.0),
+                                         ("lr_step_epochs", 0)])
+def test_bad_schedule_settings_are_rejected(field, value):
+    tc = TrainConfig(lr_schedule="step", lr_step_epochs=2)
+    setattr(tc, field, value)
+    with pytest.raises(HqgnnError):
+        check_schedule(tc)
+
+
+def test_training_follows_the_schedule(tmp_path):
+    cfg = small_config(epochs=5, lr_schedule="cosine", warmup_epochs=2, lr_min_ratio=0.0)
+    data = load_dataset(cfg.data)
+    seen: list[float] = []
+    trainer: Trainer
+
+    def record(epoch: int) -> None:
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+
+    trainer = Trainer(cfg, data, progress=False, on_epoch_end=record)
+    result = trainer.fit(tmp_path / "run")
+    expected = [cfg.train.lr * lr_factor(cfg.train, e, 0.0) for e in range(5)]
+    assert seen == pytest.approx(expected)  # what Adam used during each epoch
+    assert [h["lr"] for h in result.history] == pytest.approx(expected)
+    assert seen[-1] == 0.0 and seen[0] == pytest.approx(cfg.train.lr / 2)
+
+
+def test_lr_zero_leaves_the_weights_unchanged(tmp_path):
+    cfg = small_config(epochs=2, lr_schedule="step", lr_step_epochs=1, lr_step_gamma=1.0)
+    cfg.train.lr = 0.0
+    data = load_dataset(cfg.data)
+    trainer = Trainer(cfg, data, progress=False)
+    before = trainer.model.encoder.embedding.weight.detach().clone()
+    trainer.fit(tmp_path / "run")
+    torch.testing.assert_close(trainer.model.encoder.embedding.weight.detach(), before, rtol=0, atol=0)
+
+
+def test_checkpoint_keeps_a_tensor_lr(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(0.01), foreach=False)
+    set_lr(opt, 0.25)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    gen = torch.Generator().manual_seed(0)
+    save_checkpoint(tmp_path / "c.safetensors", model, opt, gen, {"epoch": 1})
+    opt2 = torch.optim.Adam(model.parameters(), lr=0.5, foreach=False)
+    assert load_checkpoint(tmp_path / "c.safetensors", model, opt2, gen) == {"epoch": 1}
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.25)
+
+
+# -- negatives ----------------------------------------------------------------------------------
+def test_sampler_draws_n_negatives_that_avoid_positives():
+    rng = np.random.default_rng(0)
+    pairs = np.unique(np.stack([rng.integers(0, 30, 900), rng.integers(0, 50, 900)], 1), axis=0)
+    sampler = BPRSampler(pairs, 30, 50, torch.device("cpu"), torch.Generator().manual_seed(0), max_rounds=60,
+                         mode="user", negatives=5)
+    users, pos, neg = (torch.cat(t) for t in zip(*sampler.epoch(128)))
+    assert neg.shape == (len(pairs), 5) and users.shape == (len(pairs),)
+    seen = set(map(tuple, pairs.tolist()))
+    assert not any((u, n) in seen for u, row in zip(users.tolist(), neg.tolist()) for n in row)
+    assert len(set(neg[:, 0].tolist()) | set(neg[:, 4].tolist())) > 40  # every column is random, not a copy
+
+
+def test_bpr_loss_averages_over_negatives():
+    torch.manual_seed(0)
+    cfg = RunConfig().model
+    cfg.dim, cfg.layers = 8, 2
+    model = QuantizedRecommender(20, 30, cfg)
+    pairs = np.stack([np.arange(40) % 20, np.arange(40) % 30], 1)
+    adj = normalized_adjacency(pairs, 20, 30, torch.device("cpu"))
+    users, pos = torch.tensor([0, 3, 7]), torch.tensor([1, 2, 5])
+    neg = torch.tensor([[4, 9], [8, 0], [11, 29]])
+    reg = 0.3
+    total, bpr = model.bpr_loss(adj, users, pos, neg, reg)
+    # reference: loop over the negatives, one BPR term each, averaged; L2 with the negatives' share averaged
+    uf, itf = model.final(adj)
+    e0 = model.encoder.embedding.weight
+    terms = [F.softplus(uf[u] @ (itf[n] - itf[p])) for u, p, row in zip(users, pos, neg) for n in row]
+    ref_bpr = torch.stack(terms).mean()
+    l2 = sum(e0[u].square().sum() + e0[20 + p].square().sum() + e0[20 + row].square().sum() / 2
+             for u, p, row in zip(users, pos, neg))
+    torch.testing.assert_close(bpr, ref_bpr)
+    torch.testing.assert_close(total, ref_bpr + reg * 0.5 * l2 / 3)
+    # one negative as a (B, 1) column is the classic 1-D loss
+    a = model.bpr_loss(adj, users, pos, neg[:, :1], reg)[0]
+    b = model.bpr_loss(adj, users, pos, neg[:, 0], reg)[0]
+    torch.testing.assert_close(a, b)
+
+
+def test_training_with_negatives_and_a_schedule_learns(tmp_path):
+    cfg = small_config(epochs=4, negatives=4, lr_schedule="linear", warmup_epochs=1, sampling="user")
+    metrics = run_training(cfg, tmp_path / "run", progress=False)
+    data = load_dataset(cfg.data)
+    pop = torch.from_numpy(np.bincount(data.seen[:, 1], minlength=data.n_items).astype(np.float32))
+    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
+    popular = ev.evaluate(lambda users: pop.expand(len(users), -1).clone())
+    assert metrics["test"]["recall@20"] > popular["recall@20"]
+
+
+# -- refit and protocols ------------------------------------------------------------------------
+def test_refit_retrains_on_train_plus_validation_and_is_served(tmp_path):
+    cfg = small_config(epochs=4, eval_every=1, lr_schedule="cosine", warmup_epochs=1, refit=True)
+    metrics = run_training(cfg, tmp_path / "run", progress=False)
+    data = load_dataset(cfg.data)
+    assert metrics["protocol"] == "validation+refit"
+    ref = metrics["refit"]
+    assert ref["epochs"] == metrics["best_epoch"] and ref["train_seconds"] > 0
+    assert ref["train_pairs"] == len(data.train) + len(data.val)
+    assert metrics["test"] == ref["test"] and metrics["selected_test"] != ref["test"]
+    # the run directory serves the refit model: its tables score to the refit's test metrics
+    run = load_run(tmp_path / "run")
+    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), cfg.eval.ks, "cpu")
+    again = ev.evaluate_embeddings(run.tables["user_emb"], run.tables["item_emb"])
+    for k in ("recall@20", "ndcg@20"):
+        assert again[k] == pytest.approx(ref["test"][k], abs=1e-6)
+    # the refit replays the selection's per-epoch lrs
+    refit_hist = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert len(refit_hist) == metrics["epochs_run"]
+
+
+def test_refit_starts_from_the_same_init_on_the_larger_graph():
+    cfg = small_config()
+    data = load_dataset(cfg.data)
+    a = Trainer(cfg, data, progress=False)
+    full = copy.copy(data)
+    full.train, full.val = data.seen, data.val[:0]
+    b = Trainer(cfg, full, progress=False)
+    torch.testing.assert_close(a.model.encoder.embedding.weight, b.model.encoder.embedding.weight, rtol=0, atol=0)
+    assert b.adj._nnz() == a.adj._nnz() + 2 * len(data.val)  # validation edges are in the refit graph
+
+
+def test_refit_replays_the_selection_lrs(tmp_path, monkeypatch):
+    from hqgnn.train import pipeline
+
+    replayed = {}
+    real_fit = Trainer.fit
+
+    def spy(self, run_dir, resume=False):
+        result = real_fit(self, run_dir, resume)
+        replayed[Path(run_dir).name] = [h["lr"] for h in result.history]
+        return result
+
+    monkeypatch.setattr(pipeline.Trainer, "fit", spy)
+    cfg = small_config(epochs=5, eval_every=1, lr_schedule="linear", refit=True, patience=0)
+    metrics = run_training(cfg, tmp_path / "run", progress=False)
+    best = metrics["best_epoch"]
+    assert replayed["refit"] == pytest.approx(replayed["run"][:best])
+
+
+def test_paper_protocol_selects_on_test_and_says_so(tmp_path):
+    cfg = small_config(epochs=4, protocol="paper")
+    metrics = run_training(cfg, tmp_path / "p", progress=False)
+    assert metrics["protocol"] == "paper (test-selected)" and metrics["selected_on"] == "test"
+    assert metrics["data"]["val"] == 0 and metrics["val"] == {}
+    assert metrics["test_selected"]["recall@20"] == pytest.approx(metrics["test"]["recall@20"])
+    curve = [h["test_selected_recall@20"] for h in metrics["history"] if "test_selected_recall@20" in h]
+    assert max(curve) == pytest.approx(metrics["test"]["recall@20"])  # the best test epoch is what is kept
+    assert not any(k.startswith("val_") for h in metrics["history"] for k in h)
+
+
+@pytest.mark.parametrize("change", [{"protocol": "paper", "refit": True}, {"protocol": "papers"}, {"negatives": 0}])
+def test_bad_protocol_settings_are_rejected(tmp_path, change):
+    cfg = small_config(**change)
+    with pytest.raises(HqgnnError):
+        run_training(cfg, tmp_path / "x", progress=False)
+
+
+def test_refit_without_validation_split_is_rejected(tmp_path):
+    cfg = small_config(refit=True)
+    cfg.data.val_ratio = 0.0
+    with pytest.raises(HqgnnError, match="val_ratio"):
+        run_training(cfg, tmp_path / "x", progress=False)
+
+
+# -- fp_quality rows ----------------------------------------------------------------------------
+def _fp_quality():
+    spec = importlib.util.spec_from_file_location("fp_quality", REPO / "benchmarks" / "fp_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fp_quality_rows_label_every_protocol():
+    fq = _fp_quality()
+    assert len(fq.CONFIGS) <= 10
+    test = {"recall@20": 0.2, "ndcg@20": 0.1, "recall@50": 0.3, "ndcg@50": 0.15}
+    job = {"dataset": "gowalla", "name": "cos16k_n4", "concurrent_runs": 3,
+           "config": {"model.dim": 64, "train.max_seconds": 180.0}}
+    common = {"device": "H200", "best_epoch": 10, "epochs_run": 12, "train_seconds": 170.0}
+    refit = fq.rows_of(job, {**common, "protocol": "validation+refit", "val": {"recall@20": 0.21}, "test": test,
+                             "selected_test": dict(test, **{"recall@20": 0.19}),
+                             "refit": {"test": test, "train_seconds": 150.0, "epochs": 10}})
+    assert [r["protocol"] for r in refit] == ["validation", "validation+refit"]
+    assert refit[0]["recall@20"] == 0.19 and refit[1]["recall@20"] == 0.2
+    assert refit[1]["train_seconds"] == 150.0 and refit[1]["selection_seconds"] == 170.0
+    assert all(r["val_recall@20"] == 0.21 and r["concurrent_runs"] == 3 for r in refit)
+    paper = fq.rows_of(job, {**common, "protocol": "paper (test-selected)", "val": {}, "test": test})
+    assert paper[0]["protocol"] == "paper" and paper[0]["selected_on"] == "test" and paper[0]["val_recall@20"] is None
+    keys = {"dataset", "protocol", "dim", "recall@20", "ndcg@20", "recall@50", "ndcg@50", "train_seconds", "device",
+            "config", "concurrent_runs", "best_epoch", "val_recall@20"}
+    assert all(keys <= r.keys() for r in refit + paper)
+
+
+def test_fp_quality_protocol_overrides():
+    fq = _fp_quality()
+    args = type("A", (), {"seconds": 180.0, "eval_every": 10, "device": "cuda", "dim": 64, "set": ["train.reg=1e-5"]})()
+    paper = fq.job_overrides("base", args, "paper")
+    assert paper["train.protocol"] == "paper" and paper["data.val_ratio"] == 0.0
+    assert fq.job_overrides("base", args, "refit")["train.refit"] is True
+    v = fq.job_overrides("cos16k_n4", args, "validation")
+    assert v["train.max_seconds"] == 180.0 and v["train.negatives"] == 4 and "train.protocol" not in v
+    assert v["train.reg"] == "1e-5"
+    cfg = RunConfig()
+    for key, value in v.items():  # every override names a real config field of the right type
+        cfg.set(key, str(value))
+
+
+# -- CUDA graphs --------------------------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_graphed_step_reads_an_in_place_lr_change():
+    from hqgnn.train.cuda_graph import GraphedStep
+    from hqgnn.train.schedule import make_lr
+
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    cfg = RunConfig().model
+    cfg.dim, cfg.layers = 16, 2
+    n_u, n_i = 50, 70
+    rng = np.random.default_rng(0)
+    pairs = np.unique(np.stack([rng.integers(0, n_u, 600), rng.integers(0, n_i, 600)], 1), axis=0)
+    adj = normalized_adjacency(pairs, n_u, n_i, dev)
+    graphed = QuantizedRecommender(n_u, n_i, cfg).to(dev)
+    eager = copy.deepcopy(graphed)
+    opt_g = torch.optim.Adam(graphed.parameters(), lr=make_lr(1e-2, dev, tensor=True), fused=True, capturable=True)
+    opt_e = torch.optim.Adam(eager.parameters(), lr=1e-2, fused=True)
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def batch():
+        idx = torch.randint(len(pairs), (64,), device=dev, generator=gen)
+        p = torch.from_numpy(pairs).to(dev)[idx]
+        return p[:, 0], p[:, 1], torch.randint(n_i, (64, 3), device=dev, generator=gen)
+
+    step = GraphedStep(graphed, opt_g, adj, 1e-4, batch())
+    for lr in (1e-2, 3e-3, 0.0, 5e-2):
+        set_lr(opt_g, lr)
+        set_lr(opt_e, lr)
+        u, p, n = batch()
+        before = graphed.encoder.embedding.weight.detach().clone()
+        step(u, p, n)
+        loss, _ = eager.bpr_loss(adj, u, p, n, 1e-4)
+        opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_e.step()
+        torch.testing.assert_close(graphed.encoder.embedding.weight, eager.encoder.embedding.weight,
+                                   rtol=1e-4, atol=1e-5)  # a wrong lr moves weights by ~1e-3
+        if lr == 0.0:
+            torch.testing.assert_close(graphed.encoder.embedding.weight, before, rtol=0, atol=0)
