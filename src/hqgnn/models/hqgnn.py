@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import QUANT_ESTIMATORS, ModelConfig, QuantConfig
