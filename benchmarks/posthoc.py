@@ -72,11 +72,21 @@ DEFAULT_METHODS: tuple[str, ...] = (
 # (multi-bit RaBitQ codes, FAISS' nb_bits), itq_hamming (ITQ rotation + plain sign, Hamming ranking)
 
 
+FAISS_THREADS: int | None = None  # None: every core this process may run on
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _faiss() -> Any:
     import faiss
 
-    # use every core; FAISS' default is OpenMP's, set it explicitly so the timings say what ran
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    # set explicitly (OpenMP's default may count cores outside this process' affinity mask)
+    faiss.omp_set_num_threads(FAISS_THREADS or _cores())
     return faiss
 
 
@@ -160,13 +170,17 @@ def itq_rotation(v: np.ndarray, n_iter: int = ITQ_ITERS, seed: int = 0) -> np.nd
     Starts from a seeded random rotation (no PCA reduction: we keep all d bits, and a PCA basis
     composed with a random rotation is just another random start).
     """
+    from threadpoolctl import threadpool_limits
+
     v = np.asarray(v, dtype=np.float64)
     d = v.shape[1]
     r, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
-    for _ in range(n_iter):
-        b = np.where(v @ r >= 0, 1.0, -1.0)
-        u, _, wt = np.linalg.svd(v.T @ b)
-        r = u @ wt
+    # (n, d) @ (d, d) and a d x d SVD: too small to gain from BLAS threads, which spin badly on busy cores
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(n_iter):
+            b = np.where(v @ r >= 0, 1.0, -1.0)
+            u, _, wt = np.linalg.svd(v.T @ b)
+            r = u @ wt
     return r.astype(np.float32)
 
 
@@ -323,20 +337,35 @@ def _sq(u: np.ndarray, it: np.ndarray, seed: int, bits: int) -> Compressed:
                       scorer=float_query_scorer(u, decoded), extra={"index": index, "decoded": decoded})
 
 
+def _rabitq_name(qb: int, nb: int) -> str:
+    return f"rabitq_q{qb}" if nb == 1 else f"rabitq_b{nb}_q{qb}"
+
+
 def _rabitq(u: np.ndarray, it: np.ndarray, seed: int, qb: int, nb: int, seen: sp.csr_matrix | None) -> Compressed:
-    """FAISS IndexRaBitQ (flat, inner product), queries quantized to ``qb`` bits inside FAISS' search."""
+    """FAISS RaBitQ (flat, inner product): a seeded random rotation, then IndexRaBitQ; queries are
+    quantized to ``qb`` bits inside FAISS' search.
+
+    The rotation is part of RaBitQ (Gao & Long 2024); FAISS leaves it to an ``IndexPreTransform``
+    with a ``RandomRotationMatrix`` (the ``"RR{d},RaBitQ"`` factory string), which is what we build.
+    """
     faiss = _faiss()
     n, d = it.shape
     if seen is None:
         raise ValueError("RaBitQ ranks with FAISS' own search and needs `seen` (the CSR of items to exclude)")
-    name = f"rabitq_q{qb}" if nb == 1 else f"rabitq_b{nb}_q{qb}"
+    if not hasattr(faiss, "IndexRaBitQ"):
+        raise ValueError(f"{_rabitq_name(qb, nb)} needs a faiss build with IndexRaBitQ, "
+                         f"found faiss {faiss.__version__}")
+    name = _rabitq_name(qb, nb)
     t0 = time.perf_counter()
-    index = faiss.IndexRaBitQ(d, faiss.METRIC_INNER_PRODUCT, nb)
+    rr = faiss.RandomRotationMatrix(d, d)
+    rr.init(1234 + seed)
+    inner = faiss.IndexRaBitQ(d, faiss.METRIC_INNER_PRODUCT, nb)
+    index = faiss.IndexPreTransform(rr, inner)
     index.train(it)
     index.add(it)
     fit = time.perf_counter() - t0
-    index.qb = qb
-    params = faiss.RaBitQSearchParameters()
+    inner.qb = qb
+    params = faiss.RaBitQSearchParameters()  # IndexPreTransform forwards these to the RaBitQ index
     params.qb = qb
     n_seen = np.diff(seen.indptr)
     uq = _np32(u)
@@ -347,9 +376,10 @@ def _rabitq(u: np.ndarray, it: np.ndarray, seed: int, qb: int, nb: int, seen: sp
         _, ids = index.search(uq[uu], kk, params=params)
         return torch.from_numpy(drop_seen_topk(ids, uu, seen, k)).to(users.device)
 
-    # FAISS' code_size already counts the per-item float factors next to the bits
-    return Compressed(name, "posthoc", int(index.code_size), 4 * d, 4 * d, fit, topk=topk,
-                      extra={"index": index, "params": params})
+    # FAISS' code_size already counts the per-item float factors next to the bits; per table: the
+    # RaBitQ centroid (d floats) and the rotation (d x d floats, as FAISS stores it)
+    return Compressed(name, "posthoc", int(inner.code_size), 4 * d, 4 * d + 4 * d * d, fit, topk=topk,
+                      extra={"index": index, "inner": inner, "rotation": rr, "params": params})
 
 
 def build(method: str, user_emb: Any, item_emb: Any, seed: int = 0, seen: sp.csr_matrix | None = None) -> Compressed:

@@ -28,6 +28,8 @@ def _fast_faiss(monkeypatch):
     monkeypatch.setattr(P, "PQ_KMEANS_ITERS", 6)
     monkeypatch.setattr(P, "OPQ_ITERS", 3)
     monkeypatch.setattr(P, "OPQ_PQ_ITERS", 2)
+    # one OpenMP thread: spinning FAISS threads crawl when the test machine's cores are busy elsewhere
+    monkeypatch.setattr(P, "FAISS_THREADS", 1)
 
 
 def correlated(n: int, d: int, seed: int) -> np.ndarray:
@@ -175,7 +177,8 @@ def test_rabitq_topk_is_faiss_ranking_minus_seen(emb, qb):
     seen = random_seen(N_USERS, N_ITEMS, 5)
     c = P.build(f"rabitq_q{qb}", u, it, seen=seen)
     index = c.extra["index"]
-    assert index.qb == qb and c.extra["params"].qb == qb
+    assert c.extra["inner"].qb == qb and c.extra["params"].qb == qb
+    assert isinstance(c.extra["rotation"], faiss.RandomRotationMatrix)
     users = torch.arange(N_USERS)
     got = c.topk(users, K).numpy()
     params = faiss.RaBitQSearchParameters()
@@ -232,14 +235,17 @@ def test_item_bytes_are_what_the_format_stores():
         "itq_hamming": (8, 8, 4 * d * d + 4 * d),
         "sq8": (64, 256, 2 * 4 * d),
         "sq4": (32, 256, 2 * 4 * d),
-        "rabitq_q4": (16, 256, 4 * d),  # 64 sign bits + two float32 factors per item, the center per table
-        "rabitq_q8": (16, 256, 4 * d),
+        # 64 sign bits + two float32 factors per item; the center and the random rotation per table
+        "rabitq_q4": (16, 256, 4 * d + 4 * d * d),
+        "rabitq_q8": (16, 256, 4 * d + 4 * d * d),
+        "rabitq_b4_q8": (52, 256, 4 * d + 4 * d * d),  # FAISS: 1 + 3 bits per dim (32 B) + float factors
     }
     for name, (ib, ub, tb) in want.items():
         c = P.build(name, u, it, seen=seen)
         assert (c.item_bytes, c.user_bytes, c.table_bytes) == (ib, ub, tb), name
         if "index" in c.extra:  # FAISS' stored code array really is item_bytes per item
-            assert faiss.vector_to_array(c.extra["index"].codes).size == ib * len(it), name
+            stored = c.extra.get("inner", c.extra["index"])
+            assert faiss.vector_to_array(stored.codes).size == ib * len(it), name
     for m in (8, 16):
         for name in (f"pq{m}x8_adc", f"opq{m}_pq{m}x8_adc"):
             c = P.build(name, u, it)
@@ -285,7 +291,10 @@ def synthetic_run(tmp_path_factory):
     cfg = RunConfig(data=DataConfig(synthetic_users=400, synthetic_items=500, synthetic_communities=8))
     data = load_dataset(cfg.data)
     m = data.matrix(data.train).toarray().astype(np.float64)
-    uu, s, vt = np.linalg.svd(m, full_matrices=False)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # small; BLAS threads only spin on a busy machine
+        uu, s, vt = np.linalg.svd(m, full_matrices=False)
     d = 32
     user_emb = torch.from_numpy((uu[:, :d] * np.sqrt(s[:d])).astype(np.float32))
     item_emb = torch.from_numpy((vt[:d].T * np.sqrt(s[:d])).astype(np.float32))
