@@ -13,7 +13,20 @@ project's evaluator exactly the ranking its search would serve:
   seen items dropped) that runs ``IndexRaBitQ.search`` with ``k + (the batch's most seen items)``.
 
 Bytes are what a server stores: ``item_bytes`` per item, ``user_bytes`` per user, ``table_bytes``
-once per table (codebooks, rotations, means, ranges).
+once per table (codebooks, rotations, means, ranges). Decisions (no hyperparameter is tuned on test;
+every fit sees the item table only):
+
+* ``sign_*``: no centering, sign(0) = +1, scale = mean |x| per row (its least-squares value).
+* ITQ: items centered by their mean mu, rotated by ITQ's R, coded as s * sign. With a float query the
+  mean only adds ``<q, mu>``, a per-user constant, so it costs no per-item byte. ``itq_sign_sym``
+  codes the user as ``s_u sign(x_u R)`` (rotated, not centered): ``<x_u_hat, x_i_hat>`` is then
+  ``s_u s_i <b_u, b_i>`` plus a per-user constant, still no per-item byte.
+* SQ: FAISS' QT_8bit / QT_4bit (a trained min/max range per dimension, stored per table) with float
+  queries: search decodes the item code and takes the inner product with the float query.
+* RaBitQ: FAISS' random rotation + IndexRaBitQ (1-bit codes unless ``rabitq_b{nb}``), the float
+  user embedding is what the server holds (``user_bytes`` = 4d); FAISS quantizes it to ``qb`` bits
+  per query. ``item_bytes`` is FAISS' ``code_size`` (sign bits + per-item float factors).
+* ``train_seconds`` = fitting and encoding the item table; ``eval_seconds`` = the full evaluation.
 
     PYTHONPATH=src python benchmarks/posthoc.py RUN_DIR --out rows.json [--methods a,b] [--device cpu]
 """
@@ -382,6 +395,14 @@ def _rabitq(u: np.ndarray, it: np.ndarray, seed: int, qb: int, nb: int, seen: sp
                       extra={"index": index, "inner": inner, "rotation": rr, "params": params})
 
 
+_PATTERNS = r"pq\d+x8_adc|opq(\d+)_pq\1x8_adc|rabitq_q\d+|rabitq_b\d+_q\d+"
+
+
+def is_known(method: str) -> bool:
+    """Whether ``method`` names a method :func:`build` knows (checked before any fitting starts)."""
+    return method in DEFAULT_METHODS or method == "itq_hamming" or re.fullmatch(_PATTERNS, method) is not None
+
+
 def build(method: str, user_emb: Any, item_emb: Any, seed: int = 0, seen: sp.csr_matrix | None = None) -> Compressed:
     """Fit method ``method`` on the item table (users only encoded) and return its ranking hook."""
     u, it = _np32(user_emb), _np32(item_emb)
@@ -440,6 +461,12 @@ def posthoc_rows(
     :func:`evaluator_hooks` builds all three from an evaluator.
     """
     methods = list(DEFAULT_METHODS if methods is None else methods)
+    # fail before minutes of fitting, not in the middle of them
+    unknown = [m for m in methods if not is_known(m)]
+    if unknown:
+        raise ValueError(f"unknown post-hoc method(s) {', '.join(unknown)}")
+    if any(m.startswith("rabitq") for m in methods) and (evaluate_ranking is None or seen is None):
+        raise ValueError("RaBitQ ranks inside FAISS: pass evaluate_ranking and seen (see evaluator_hooks)")
     rows = []
     for method in methods:
         c = build(method, user_emb, item_emb, seed=seed, seen=seen)
@@ -447,8 +474,7 @@ def posthoc_rows(
         if c.scorer is not None:
             metrics = evaluate(c.scorer)
         else:
-            if evaluate_ranking is None:
-                raise ValueError(f"{method} ranks inside FAISS: pass evaluate_ranking (and seen)")
+            assert c.topk is not None and evaluate_ranking is not None
             metrics = evaluate_ranking(c.topk)
         eval_seconds = time.perf_counter() - t0
         row = {
@@ -516,11 +542,9 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or None
     try:
-        if methods:
-            for m in methods:  # reject a bad name before the minutes of loading and fitting
-                if not (m in DEFAULT_METHODS or m == "itq_hamming"
-                        or re.fullmatch(r"pq\d+x8_adc|opq(\d+)_pq\1x8_adc|rabitq_q\d+|rabitq_b\d+_q\d+", m)):
-                    raise HqgnnError(f"--methods: unknown method {m!r}")
+        for m in methods or []:  # reject a bad name before the minutes of loading and fitting
+            if not is_known(m):
+                raise HqgnnError(f"--methods: unknown method {m!r}")
         rows = run_dir_rows(args.run, methods, args.device, args.seed, log=lambda s: print(s, file=sys.stderr))
     except (HqgnnError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -349,3 +349,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error:") and "nope" in err[0]
     assert P.main([str(tmp_path), "--methods", "float32,bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_posthoc_rows_checks_methods_before_fitting(emb):
+    u, it = emb
+    calls = []
+    with pytest.raises(ValueError, match="bogus"):
+        P.posthoc_rows(u, it, lambda s: calls.append(s), "x", "cpu", methods=["float32", "bogus"])
+    with pytest.raises(ValueError, match="evaluate_ranking"):
+        P.posthoc_rows(u, it, lambda s: calls.append(s), "x", "cpu", methods=["float32", "rabitq_q4"])
+    assert calls == []  # nothing was evaluated
