@@ -13,7 +13,20 @@ project's evaluator exactly the ranking its search would serve:
   seen items dropped) that runs ``IndexRaBitQ.search`` with ``k + (the batch's most seen items)``.
 
 Bytes are what a server stores: ``item_bytes`` per item, ``user_bytes`` per user, ``table_bytes``
-once per table (codebooks, rotations, means, ranges).
+once per table (codebooks, rotations, means, ranges). Decisions (no hyperparameter is tuned on test;
+every fit sees the item table only):
+
+* ``sign_*``: no centering, sign(0) = +1, scale = mean |x| per row (its least-squares value).
+* ITQ: items centered by their mean mu, rotated by ITQ's R, coded as s * sign. With a float query the
+  mean only adds ``<q, mu>``, a per-user constant, so it costs no per-item byte. ``itq_sign_sym``
+  codes the user as ``s_u sign(x_u R)`` (rotated, not centered): ``<x_u_hat, x_i_hat>`` is then
+  ``s_u s_i <b_u, b_i>`` plus a per-user constant, still no per-item byte.
+* SQ: FAISS' QT_8bit / QT_4bit (a trained min/max range per dimension, stored per table) with float
+  queries: search decodes the item code and takes the inner product with the float query.
+* RaBitQ: FAISS' random rotation + IndexRaBitQ (1-bit codes unless ``rabitq_b{nb}``), the float
+  user embedding is what the server holds (``user_bytes`` = 4d); FAISS quantizes it to ``qb`` bits
+  per query. ``item_bytes`` is FAISS' ``code_size`` (sign bits + per-item float factors).
+* ``train_seconds`` = fitting and encoding the item table; ``eval_seconds`` = the full evaluation.
 
     PYTHONPATH=src python benchmarks/posthoc.py RUN_DIR --out rows.json [--methods a,b] [--device cpu]
 """
@@ -43,6 +56,7 @@ EvaluateRanking = Callable[[TopK], dict]
 
 METRIC_KEYS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
 ITQ_ITERS = 50
+# ("np": no polysemous training, which only reorders codewords for Hamming filtering, irrelevant to ADC)
 # FAISS' own defaults (module constants so tests can shrink them): k-means iterations of each PQ
 # sub-quantizer, and OPQ's alternations (each retrains a PQ for OPQ_PQ_ITERS k-means iterations)
 PQ_KMEANS_ITERS = 25
@@ -71,11 +85,21 @@ DEFAULT_METHODS: tuple[str, ...] = (
 # (multi-bit RaBitQ codes, FAISS' nb_bits), itq_hamming (ITQ rotation + plain sign, Hamming ranking)
 
 
+FAISS_THREADS: int | None = None  # None: every core this process may run on
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _faiss() -> Any:
     import faiss
 
-    # use every core; FAISS' default is OpenMP's, set it explicitly so the timings say what ran
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    # set explicitly (OpenMP's default may count cores outside this process' affinity mask)
+    faiss.omp_set_num_threads(FAISS_THREADS or _cores())
     return faiss
 
 
@@ -159,13 +183,17 @@ def itq_rotation(v: np.ndarray, n_iter: int = ITQ_ITERS, seed: int = 0) -> np.nd
     Starts from a seeded random rotation (no PCA reduction: we keep all d bits, and a PCA basis
     composed with a random rotation is just another random start).
     """
+    from threadpoolctl import threadpool_limits
+
     v = np.asarray(v, dtype=np.float64)
     d = v.shape[1]
     r, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
-    for _ in range(n_iter):
-        b = np.where(v @ r >= 0, 1.0, -1.0)
-        u, _, wt = np.linalg.svd(v.T @ b)
-        r = u @ wt
+    # (n, d) @ (d, d) and a d x d SVD: too small to gain from BLAS threads, which spin badly on busy cores
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(n_iter):
+            b = np.where(v @ r >= 0, 1.0, -1.0)
+            u, _, wt = np.linalg.svd(v.T @ b)
+            r = u @ wt
     return r.astype(np.float32)
 
 
@@ -279,7 +307,9 @@ def _pq(u: np.ndarray, it: np.ndarray, seed: int, m: int, opq: bool) -> Compress
         raise ValueError(f"PQ with M={m} needs d divisible by M, got d={d}")
     name = f"opq{m}_pq{m}x8_adc" if opq else f"pq{m}x8_adc"
     t0 = time.perf_counter()
-    index = faiss.index_factory(d, f"OPQ{m},PQ{m}x8" if opq else f"PQ{m}x8", faiss.METRIC_INNER_PRODUCT)
+    # "np": no polysemous training (it only reorders codewords for Hamming pre-filtering: slow, and
+    # irrelevant to ADC scores)
+    index = faiss.index_factory(d, f"OPQ{m},PQ{m}x8np" if opq else f"PQ{m}x8np", faiss.METRIC_INNER_PRODUCT)
     if opq:
         lt = faiss.downcast_VectorTransform(index.chain.at(0))
         ipq = faiss.downcast_index(index.index)
@@ -320,20 +350,35 @@ def _sq(u: np.ndarray, it: np.ndarray, seed: int, bits: int) -> Compressed:
                       scorer=float_query_scorer(u, decoded), extra={"index": index, "decoded": decoded})
 
 
+def _rabitq_name(qb: int, nb: int) -> str:
+    return f"rabitq_q{qb}" if nb == 1 else f"rabitq_b{nb}_q{qb}"
+
+
 def _rabitq(u: np.ndarray, it: np.ndarray, seed: int, qb: int, nb: int, seen: sp.csr_matrix | None) -> Compressed:
-    """FAISS IndexRaBitQ (flat, inner product), queries quantized to ``qb`` bits inside FAISS' search."""
+    """FAISS RaBitQ (flat, inner product): a seeded random rotation, then IndexRaBitQ; queries are
+    quantized to ``qb`` bits inside FAISS' search.
+
+    The rotation is part of RaBitQ (Gao & Long 2024); FAISS leaves it to an ``IndexPreTransform``
+    with a ``RandomRotationMatrix`` (the ``"RR{d},RaBitQ"`` factory string), which is what we build.
+    """
     faiss = _faiss()
     n, d = it.shape
     if seen is None:
         raise ValueError("RaBitQ ranks with FAISS' own search and needs `seen` (the CSR of items to exclude)")
-    name = f"rabitq_q{qb}" if nb == 1 else f"rabitq_b{nb}_q{qb}"
+    if not hasattr(faiss, "IndexRaBitQ"):
+        raise ValueError(f"{_rabitq_name(qb, nb)} needs a faiss build with IndexRaBitQ, "
+                         f"found faiss {faiss.__version__}")
+    name = _rabitq_name(qb, nb)
     t0 = time.perf_counter()
-    index = faiss.IndexRaBitQ(d, faiss.METRIC_INNER_PRODUCT, nb)
+    rr = faiss.RandomRotationMatrix(d, d)
+    rr.init(1234 + seed)
+    inner = faiss.IndexRaBitQ(d, faiss.METRIC_INNER_PRODUCT, nb)
+    index = faiss.IndexPreTransform(rr, inner)
     index.train(it)
     index.add(it)
     fit = time.perf_counter() - t0
-    index.qb = qb
-    params = faiss.RaBitQSearchParameters()
+    inner.qb = qb
+    params = faiss.RaBitQSearchParameters()  # IndexPreTransform forwards these to the RaBitQ index
     params.qb = qb
     n_seen = np.diff(seen.indptr)
     uq = _np32(u)
@@ -344,9 +389,18 @@ def _rabitq(u: np.ndarray, it: np.ndarray, seed: int, qb: int, nb: int, seen: sp
         _, ids = index.search(uq[uu], kk, params=params)
         return torch.from_numpy(drop_seen_topk(ids, uu, seen, k)).to(users.device)
 
-    # FAISS' code_size already counts the per-item float factors next to the bits
-    return Compressed(name, "posthoc", int(index.code_size), 4 * d, 4 * d, fit, topk=topk,
-                      extra={"index": index, "params": params})
+    # FAISS' code_size already counts the per-item float factors next to the bits; per table: the
+    # RaBitQ centroid (d floats) and the rotation (d x d floats, as FAISS stores it)
+    return Compressed(name, "posthoc", int(inner.code_size), 4 * d, 4 * d + 4 * d * d, fit, topk=topk,
+                      extra={"index": index, "inner": inner, "rotation": rr, "params": params})
+
+
+_PATTERNS = r"pq\d+x8_adc|opq(\d+)_pq\1x8_adc|rabitq_q\d+|rabitq_b\d+_q\d+"
+
+
+def is_known(method: str) -> bool:
+    """Whether ``method`` names a method :func:`build` knows (checked before any fitting starts)."""
+    return method in DEFAULT_METHODS or method == "itq_hamming" or re.fullmatch(_PATTERNS, method) is not None
 
 
 def build(method: str, user_emb: Any, item_emb: Any, seed: int = 0, seen: sp.csr_matrix | None = None) -> Compressed:
@@ -407,6 +461,12 @@ def posthoc_rows(
     :func:`evaluator_hooks` builds all three from an evaluator.
     """
     methods = list(DEFAULT_METHODS if methods is None else methods)
+    # fail before minutes of fitting, not in the middle of them
+    unknown = [m for m in methods if not is_known(m)]
+    if unknown:
+        raise ValueError(f"unknown post-hoc method(s) {', '.join(unknown)}")
+    if any(m.startswith("rabitq") for m in methods) and (evaluate_ranking is None or seen is None):
+        raise ValueError("RaBitQ ranks inside FAISS: pass evaluate_ranking and seen (see evaluator_hooks)")
     rows = []
     for method in methods:
         c = build(method, user_emb, item_emb, seed=seed, seen=seen)
@@ -414,8 +474,7 @@ def posthoc_rows(
         if c.scorer is not None:
             metrics = evaluate(c.scorer)
         else:
-            if evaluate_ranking is None:
-                raise ValueError(f"{method} ranks inside FAISS: pass evaluate_ranking (and seen)")
+            assert c.topk is not None and evaluate_ranking is not None
             metrics = evaluate_ranking(c.topk)
         eval_seconds = time.perf_counter() - t0
         row = {
@@ -483,11 +542,9 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or None
     try:
-        if methods:
-            for m in methods:  # reject a bad name before the minutes of loading and fitting
-                if not (m in DEFAULT_METHODS or m == "itq_hamming"
-                        or re.fullmatch(r"pq\d+x8_adc|opq(\d+)_pq\1x8_adc|rabitq_q\d+|rabitq_b\d+_q\d+", m)):
-                    raise HqgnnError(f"--methods: unknown method {m!r}")
+        for m in methods or []:  # reject a bad name before the minutes of loading and fitting
+            if not is_known(m):
+                raise HqgnnError(f"--methods: unknown method {m!r}")
         rows = run_dir_rows(args.run, methods, args.device, args.seed, log=lambda s: print(s, file=sys.stderr))
     except (HqgnnError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
