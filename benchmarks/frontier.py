@@ -258,34 +258,86 @@ class Frontier:
         self.log(f"done: {len(self.rows)} rows")
 
 
-def plot(rows: list[dict[str, Any]], dataset: str, path: Path) -> None:
-    """Recall@20 against item bytes (log x): float, post-hoc and QAT rows, seeds averaged."""
+def plot(rows: list[dict[str, Any]], dataset: str, path: Path, call: str | None = None) -> None:
+    """Recall@20 against item bytes (log x), seeds averaged: every row as a dot, each family's Pareto
+    frontier as a line, frontier points labelled. ``call``: only the rows of that call (one teacher)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = [r for r in rows if r["dataset"] == dataset]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    rows = [r for r in rows if r["dataset"] == dataset and (call is None or r.get("call", "") == call)]
+    fig, ax = plt.subplots(figsize=(8, 5))
     styles = {"float": ("black", "*"), "float_wide": ("gray", "*"), "posthoc": ("tab:blue", "o"), "qat": ("tab:red", "s")}
     for family, (color, marker) in styles.items():
         groups: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             if r["family"] == family:
-                groups.setdefault(r["method"] + f"@{r.get('teacher_dim', '')}", []).append(r)
-        for label, rs in groups.items():
-            x, y = rs[0]["item_bytes"], float(np.mean([r["recall@20"] for r in rs]))
-            ax.scatter([x], [y], color=color, marker=marker, s=40)
-            ax.annotate(label.split("@")[0], (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
-        ax.scatter([], [], color=color, marker=marker, label=family)
+                groups.setdefault(f"{r['method']} (d{r.get('teacher_dim', '?')})", []).append(r)
+        pts = sorted((rs[0]["item_bytes"], float(np.mean([r["recall@20"] for r in rs])), label)
+                     for label, rs in groups.items())
+        if not pts:
+            continue
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker, s=30, alpha=0.45)
+        front, best = [], -1.0
+        for x, y, label in pts:  # sorted by bytes: a point is on the frontier if it beats every smaller one
+            if y > best:
+                front.append((x, y, label))
+                best = y
+        ax.plot([p[0] for p in front], [p[1] for p in front], color=color, marker=marker, drawstyle="steps-post",
+                label=family)
+        for x, y, label in front:
+            ax.annotate(label, (x, y), fontsize=6, xytext=(3, -9 if family == "posthoc" else 3),
+                        textcoords="offset points", color=color)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("item bytes as stored (log scale)")
-    ax.set_ylabel("test Recall@20")
-    ax.set_title(f"{dataset}: quality per byte")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("test Recall@20 (mean over seeds)")
+    ax.set_title(f"{dataset}: quality per byte" + (f" ({call})" if call else ""))
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def summary(rows: list[dict[str, Any]], dataset: str, call: str) -> str:
+    """Markdown table of one call's rows: every method (seeds: mean +- std), item / user bytes, recovery
+    against that call's d = 64 float row; best post-hoc and best QAT row at each budget marked."""
+    import numpy as np
+
+    rows = [r for r in rows if r["dataset"] == dataset and r.get("call") == call]
+    floats = [r for r in rows if r["family"] == "float"]
+    if not floats:
+        return f"(no float row for {dataset} {call})"
+    base = floats[0]["recall@20"]
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r.get("teacher_dim", 0)), []).append(r)
+    stats = []
+    for (method, dim), rs in groups.items():
+        rec = np.array([r["recall@20"] for r in rs])
+        stats.append({"method": method, "dim": dim, "family": rs[0]["family"], "item_bytes": rs[0]["item_bytes"],
+                      "user_bytes": rs[0]["user_bytes"], "n": len(rs), "r20": rec.mean(), "r20_std": rec.std(),
+                      **{k: float(np.mean([r[k] for r in rs])) for k in ("ndcg@20", "recall@50", "ndcg@50")},
+                      "val": float(np.mean([r.get("val_recall@20") or 0 for r in rs]))})
+    best = {}
+    for budget in BUDGETS:
+        for fam in ("posthoc", "qat"):
+            fits = [x for x in stats if x["family"] == fam and x["item_bytes"] <= budget]
+            if fam == "qat":  # the QAT row of a budget is chosen on validation, as the harness does
+                fits = [x for x in fits if x["n"] == 3] or fits
+                pick = max(fits, key=lambda x: x["val"]) if fits else None
+            else:
+                pick = max(fits, key=lambda x: x["r20"]) if fits else None
+            if pick:
+                best.setdefault((pick["method"], pick["dim"]), []).append(f"{fam} <= {budget} B")
+    out = ["| method | teacher d | item B | user B | seeds | Recall@20 | NDCG@20 | Recall@50 | NDCG@50 | recovery | best at |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in sorted(stats, key=lambda x: (x["item_bytes"], x["family"], -x["r20"])):
+        r20 = f"{x['r20']:.4f}" + (f" ± {x['r20_std']:.4f}" if x["n"] > 1 else "")
+        out.append(f"| {x['method']} | {x['dim']} | {x['item_bytes']:g} | {x['user_bytes']:g} | {x['n']} | {r20} | "
+                   f"{x['ndcg@20']:.4f} | {x['recall@50']:.4f} | {x['ndcg@50']:.4f} | {x['r20'] / base:.3f} | "
+                   f"{', '.join(best.get((x['method'], x['dim']), []))} |")
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -311,10 +363,16 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra section.field=value for every run")
     ap.add_argument("--results", default="")
     ap.add_argument("--plot-only", action="store_true", help="only redraw the plot from --results")
+    ap.add_argument("--plot-call", default=None, help="plot only the rows of this call (one teacher)")
+    ap.add_argument("--summary", default="", help="print the markdown table of this call's rows and exit")
     args = ap.parse_args()
     args.results = args.results or str(HERE / "results" / f"frontier_{args.data}.json")
+    if args.summary:
+        print(summary(json.loads(Path(args.results).read_text()), args.data, args.summary))
+        return
     if args.plot_only:
-        plot(json.loads(Path(args.results).read_text()), args.data, Path(args.results).with_suffix(".png"))
+        plot(json.loads(Path(args.results).read_text()), args.data, Path(args.results).with_suffix(".png"),
+             args.plot_call)
         return
     Frontier(args).main()
     plot(json.loads(Path(args.results).read_text()), args.data, Path(args.results).with_suffix(".png"))
