@@ -186,3 +186,22 @@ def test_evaluator_on_served_scorer_matches_reference(fmt_run):
     ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
     got = ev.evaluate(scorer=served_scorer(run.tables))
     assert got["recall@20"] == json.loads((out / "metrics.json").read_text())["test"]["recall@20"]
+
+
+def test_served_memory_next_to_packed_size(fmt_run, teacher, tmp_path):
+    name, out = fmt_run
+    q = FORMATS[name]
+    served = json.loads((out / "metrics.json").read_text())["memory"]["served_bytes_per_item"]
+    # these formats are served by their scorer from int8 codes + float32 scale (+ float32 term)
+    assert served == {"scorer": 16 + 4 + (4 if q.get("center") and q["user_bits"] else 0)}
+    assert json.loads((teacher / "metrics.json").read_text())["memory"]["served_bytes_per_item"] == {"float32": 64}
+
+
+def test_served_memory_of_symmetric_codes(teacher, tmp_path):
+    cfg = _cfg(bits=1, estimator="ste")
+    cfg.train.epochs = 1
+    run_training(cfg, tmp_path / "run", progress=False)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())["memory"]
+    assert m["bytes_per_item"] == 16 / 8 + 4  # the bit-packed size
+    # CPU index: one 64-bit word of sign bits + float32 scale + int32 scale-sorted order; GPU: 32 int8 + scale
+    assert m["served_bytes_per_item"] == {"cpu_index": 8 + 4 + 4, "gpu_index": 32 + 4}

@@ -188,7 +188,7 @@ def train_model(
         "train_seconds": selected.train_seconds,
         "epoch_seconds_mean": float(np.mean(epoch_times)) if epoch_times else None,
         "load_seconds": 0.0,
-        "memory": result.memory,
+        "memory": {**result.memory, **served_memory(tables, cfg, model.symmetric if model.quantized else True)},
         "bits": cfg.quant.bits,
         "estimator": cfg.quant.estimator if cfg.quant.bits else "none",
         "device": device_name(trainer.device),
@@ -205,6 +205,28 @@ def train_model(
         metrics["refit"] = refit
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return TrainedModel(metrics, state, {k: v.detach().cpu() for k, v in tables.items()})
+
+
+def served_memory(tables: dict[str, torch.Tensor], cfg: RunConfig, symmetric: bool) -> dict[str, Any]:
+    """What the serving path actually holds per item, next to the bit-packed size in ``bytes_per_item``.
+
+    Symmetric code runs: the CPU code index (packed codes + scale + its scale-sorted order) and the GPU
+    index (one int8 per dimension + scale). Other code formats are served by their scorer from the
+    int8 codes, a float32 scale and, where stored, a float32 item term. Float runs: float32 rows.
+    """
+    if not cfg.quant.bits:
+        d = tables["item_emb"].shape[1]
+        return {"served_bytes_per_item": {"float32": 4.0 * d}}
+    codes = tables["item_codes"]
+    n, d = codes.shape
+    if not symmetric:
+        return {"served_bytes_per_item": {"scorer": float(d + 4 + (4 if "item_term" in tables else 0))}}
+    from ..index.factory import build_code_index
+
+    cpu = build_code_index(codes.numpy(), tables["item_scale"].float().numpy(), cfg.quant.bits, device="cpu")
+    per_row = tables["item_scale"].numel() > 1
+    gpu = -(-d // 32) * 32 + (4 if per_row else 0)  # int8 per dimension, d padded to the 32-wide tile
+    return {"served_bytes_per_item": {"cpu_index": float(cpu.bytes_per_item), "gpu_index": float(gpu)}}
 
 
 def _check_protocol(cfg: RunConfig) -> None:
