@@ -105,12 +105,16 @@ class RecommenderBase:
     def test_recommend_equals_brute_force(self, fitted):
         """Scores are inner products of what is stored: floats, or codes x scales (float64 reference)."""
         t = {k: v.double().numpy() for k, v in fitted.run.tables.items()}
-        if "user_codes" in t:
+        si = t["item_scale"].reshape(1, -1) if "item_scale" in t and t["item_scale"].ndim else t.get("item_scale")
+        if "user_query" in t:  # float queries against item codes
+            full = (t["user_query"] @ t["item_codes"].T) * si
+        elif "user_codes" in t:
             su = t["user_scale"].reshape(-1, 1) if t["user_scale"].ndim else t["user_scale"]
-            si = t["item_scale"].reshape(1, -1) if t["item_scale"].ndim else t["item_scale"]
             full = (t["user_codes"] @ t["item_codes"].T) * su * si
         else:
             full = t["user_emb"] @ t["item_emb"].T
+        if "item_term" in t:  # centered codes with quantized queries: the stored per-item term
+            full = full + t["item_term"].reshape(1, -1)
         seen = fitted.run.seen.toarray() > 0
         full[seen] = -np.inf
         k = 10

@@ -31,6 +31,18 @@ class TestFourBit(RecommenderBase):
     params = {"bits": 4, "estimator": "ste"}
 
 
+class TestOneBitFloatQueriesCentered(RecommenderBase):
+    """The frontier's asymmetric format: float queries, centered items, float16 scales."""
+
+    params = {"bits": 1, "estimator": "ste", "user_bits": 0, "center": True, "scale_dtype": "float16"}
+
+
+class TestOneBitFourBitQueriesCentered(RecommenderBase):
+    """4-bit queries against 1-bit items, centered (a stored per-item term)."""
+
+    params = {"bits": 1, "estimator": "ste", "user_bits": 4, "center": True}
+
+
 def test_signature_defaults_are_the_config_defaults():
     cfg = RunConfig()
     want = {"dim": cfg.model.dim, "layers": cfg.model.layers, "bits": cfg.quant.bits, "epochs": cfg.train.epochs,
