@@ -205,3 +205,14 @@ def test_served_memory_of_symmetric_codes(teacher, tmp_path):
     assert m["bytes_per_item"] == 16 / 8 + 4  # the bit-packed size
     # CPU index: one 64-bit word of sign bits + float32 scale + int32 scale-sorted order; GPU: 32 int8 + scale
     assert m["served_bytes_per_item"] == {"cpu_index": 8 + 4 + 4, "gpu_index": 32 + 4}
+
+
+@pytest.mark.parametrize("field, value", [("user_bits", 9), ("user_bits", -2), ("rotation", "pca"),
+                                          ("scale_dtype", "bfloat16"), ("distill", "kl"), ("distill_topk", 0),
+                                          ("distill_temperature", 0.0)])
+def test_format_fields_are_validated(field, value):
+    from hqgnn.errors import HqgnnError
+
+    cfg = _cfg(bits=1, estimator="ste", **{field: value})
+    with pytest.raises(HqgnnError, match=f"quant.{field}"):
+        cfg.validate()
