@@ -216,3 +216,22 @@ def test_format_fields_are_validated(field, value):
     cfg = _cfg(bits=1, estimator="ste", **{field: value})
     with pytest.raises(HqgnnError, match=f"quant.{field}"):
         cfg.validate()
+
+
+def test_faiss_export_reproduces_the_served_ranking(fmt_run, tmp_path):
+    faiss = pytest.importorskip("faiss")
+    _, out = fmt_run
+    main(["export", str(out), "--out", str(tmp_path / "e.npz"), "--faiss", str(tmp_path / "idx")])
+    run = load_run(out)
+    t = run.tables
+    index = faiss.read_index(str(tmp_path / "idx.dequantized_ip.faiss"))
+    if "user_query" in t:
+        q = t["user_query"].numpy()
+    else:
+        q = (t["user_codes"].float() * t["user_scale"].float().reshape(-1, 1)).numpy()
+    if "item_term" in t:
+        q = np.hstack([q, np.ones((len(q), 1), np.float32)])
+    scores, _ = index.search(np.ascontiguousarray(q, dtype=np.float32), 10)
+    served, _ = Recommender(run).recommend(np.arange(run.n_users), 10, exclude_seen=False)
+    np.testing.assert_allclose(scores, served, rtol=1e-4, atol=1e-5)  # the same top-10 scores (ties aside)
+    assert not (tmp_path / "idx.binary_flat.faiss").exists() or "user_query" not in t

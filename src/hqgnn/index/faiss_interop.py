@@ -110,9 +110,15 @@ def export_faiss(run: Any, prefix: str | os.PathLike[str]) -> list[tuple[str, st
                 "IndexFlatIP over the float item embeddings (query user_emb)" + quant_note)]
     if run.quantized:
         items = dequantize(run.tables["item_codes"], run.tables["item_scale"])
+        query = "user_query" if "user_query" in run.tables else "user_codes * user_scale"
+        if "item_term" in run.tables:
+            # centered codes with quantized queries: the per-item term rides in one extra dimension,
+            # matched by a constant 1 appended to the query, so the inner product is still the served score
+            items = np.hstack([items, run.tables["item_term"].numpy().reshape(-1, 1).astype(np.float32)])
+            query = f"[{query}, 1]"
         indexes.append(("dequantized_ip", to_faiss_flat_ip(items),
-                        "IndexFlatIP over item_codes * item_scale (query user_codes * user_scale); the served ranking"))
-    if run.quantized and run.bits == 1:
+                        f"IndexFlatIP over item_codes * item_scale (query {query}); the served ranking"))
+    if run.quantized and run.bits == 1 and "user_query" not in run.tables:
         codes = run.tables["item_codes"].numpy()
         same = _single_scale(run.tables["item_scale"].numpy())
         note = "the served ranking (one item scale)" if same else "sign-only ranking, ignores the per-item scales"
