@@ -8,12 +8,18 @@ Public API::
     scores, ids = index.search_rerank(query_codes, query_float, item_float, k, candidates=100)
     index.save(path); index = CodeIndex.load(path, mmap=True)
 
+    # asymmetric: b-bit items (+ scale s_i, term t_i) x 4/8-bit or float queries
+    index = build_asym_index(item_codes, item_scale, item_bits=1, item_term=None, query_bits=4)
+    codes, scales = prepare_queries(x, rotation=R, center=mu, query_bits=4)   # once per query
+    scores, ids = index.search(codes, k, query_scales=scales, exclude=(indptr, indices))
+
 Results are exact: identical to :func:`reference_search` (float64 brute force), sorted by score
 descending with ties broken by lower item id; numpy arrays on CPU, torch tensors on CUDA.
 """
 
 from __future__ import annotations
 
+from .asym import AsymCodeIndex, build_asym_index, prepare_queries, reference_asym_search
 from .base import BACKENDS, CodeIndex
 from .binary import BinaryCodeIndex
 from .reference import reference_scores, reference_search
@@ -21,12 +27,16 @@ from .rerank import search_rerank
 from .scalar import ScalarCodeIndex
 
 __all__ = [
+    "AsymCodeIndex",
     "BACKENDS",
     "BinaryCodeIndex",
     "CodeIndex",
     "ScalarCodeIndex",
+    "build_asym_index",
     "build_code_index",
     "load_code_index",
+    "prepare_queries",
+    "reference_asym_search",
     "reference_scores",
     "reference_search",
     "run_retrieval_bench",
@@ -47,8 +57,22 @@ def build_code_index(item_codes: object, item_scale: object = None, bits: int = 
     raise ValueError(f"bits must be in 1..8, got {bits}")
 
 
-def load_code_index(path, mmap: bool = True, device: object = "cpu", backend: str = "auto") -> CodeIndex:
-    """Open an index written by ``CodeIndex.save`` (memory-mapped when ``mmap``)."""
+def load_code_index(path, mmap: bool = True, device: object = "cpu",
+                    backend: str = "auto") -> CodeIndex | AsymCodeIndex:
+    """Open an index written by ``CodeIndex.save`` or ``AsymCodeIndex.save`` (memory-mapped when ``mmap``)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    p = Path(path)
+    if p.is_dir():
+        meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").is_file() else {}
+    else:
+        with np.load(p, allow_pickle=False) as z:  # reads only the meta member
+            meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+    if meta.get("kind") == "AsymCodeIndex":
+        return AsymCodeIndex.load(path, mmap=mmap, device=device, backend=backend)
     return CodeIndex.load(path, mmap=mmap, device=device, backend=backend)
 
 

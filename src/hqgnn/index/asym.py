@@ -93,7 +93,8 @@ def prepare_queries(x: object, rotation: object = None, center: object = None,
         raise ValueError(f"query_bits must be 0 (float) or 2..8, got {query_bits}")
     t = torch.from_numpy(q)
     s = data_scale(t, query_bits, per_row=True)  # (B, 1)
-    s = torch.where(s > 0, s, torch.ones_like(s))
+    zero = t.abs().amax(dim=1, keepdim=True) == 0 if t.shape[1] else torch.ones_like(s, dtype=torch.bool)
+    s = torch.where(zero | ~(s > 0), torch.ones_like(s), s)  # zero rows: codes 0, scale 1
     codes = integer_codes(t, s, query_bits).to(torch.int8).numpy()
     return np.ascontiguousarray(codes), np.ascontiguousarray(s.reshape(-1).numpy().astype(np.float32))
 
