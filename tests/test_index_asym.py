@@ -126,6 +126,12 @@ def test_lut1_ir_kernel_matches_portable_and_dot(signed, d):
     want = q.astype(np.int64) @ (c > 0).astype(np.int64).T  # <q, bits>
     np.testing.assert_array_equal(b[:, :n], want)
     np.testing.assert_array_equal(a[:, :n], want)
+    mm = np.zeros((8, 2), np.int32)
+    c2 = np.zeros((8, nb * 32), np.int32)
+    KA._lut1_mm_ir_py(packed, 0, nb, ncols // 2, tabs, 0, signed, c2, mm)
+    np.testing.assert_array_equal(c2, a)
+    np.testing.assert_array_equal(mm[:, 0], a.max(axis=1))  # over all slots, pads included
+    np.testing.assert_array_equal(mm[:, 1], a.min(axis=1))
 
 
 # ---------------------------------------------------------------------------------- search
@@ -382,3 +388,23 @@ def test_cuda_backends(item_bits, query_bits, d, backend):
         check(index, q, qs, n + 5, codes, scale, term)  # k > n
         index._gpu.cap = 8  # forced buffer overflow -> exact redo
         check(index, q, qs, 20, codes, scale, term)
+
+
+def test_lut_kernel_is_built_where_avx2_is():
+    """The LUT IR must parse wherever the other AVX2 kernels do (a broken IR would silently fall
+    back to the portable kernel)."""
+    from hqgnn.index import kernels_simd
+
+    assert KA.HAVE_LUT_SIMD == (kernels_simd.HAVE_AVX2 and kernels_simd._CODEGEN_AVX2)
+
+
+@pytest.mark.parametrize("query_bits", [4, 0])
+def test_asym_bench_small(query_bits):
+    from hqgnn.index.bench import run_asym_bench
+
+    r = run_asym_bench(3000, 32, 1, query_bits, 40, 5, train_n=1000)
+    assert r["exact"] is True and r["exact_checked_queries"] == 40 and r["queries_not_exact"] == 0
+    assert r["qps"]["hqgnn"] > 0 and r["query_bits"] == query_bits
+    for key in ("faiss_pq_fastscan_32x4", "faiss_pq_fastscan_16x4", "faiss_rabitq", "faiss_rabitq_fastscan"):
+        assert key in r["qps"]
+    assert 0 <= r["recall_vs_float"]["hqgnn"] <= 1

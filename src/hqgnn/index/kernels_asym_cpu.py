@@ -87,20 +87,31 @@ def lut1_tables(qcodes: np.ndarray, cols: int) -> np.ndarray:
     return np.ascontiguousarray((tab & 0xFF).astype(np.uint8)).reshape(bp, -1)
 
 
-def _gen_lut1_ir(signed: bool) -> str:
+def _gen_lut1_ir(signed: bool, minmax: bool = False) -> str:
     """IR of hq_lut1_{s,u}(items*, nblocks, nsteps, tables*, out*, ostride), all i64.
 
     out[r * ostride + 32 b + m] (int32) = sum over dims of q_r[t] * bit(item m, t) for 8 queries r
     (tables rows of nsteps * 128 bytes). One step = 2 item byte columns = 4 tables = 16 dims.
+    minmax: hq_lut1_{s,u}_mm with a 7th argument mm* (int32 [8][2]): each query's max and min
+    over all 32 * nblocks slots (pad slots included), reduced in registers -- saves the caller a
+    pass over the scores.
     """
-    name = "hq_lut1_s" if signed else "hq_lut1_u"
+    name = ("hq_lut1_s" if signed else "hq_lut1_u") + ("_mm" if minmax else "")
     v32, v16, w16 = "<32 x i8>", "<16 x i16>", "<16 x i32>"
     c15 = "<" + ", ".join(["i8 15"] * 32) + ">"
     s4 = "<" + ", ".join(["i16 4"] * 16) + ">"
     s8 = "<" + ", ".join(["i16 8"] * 16) + ">"
     m255 = "<" + ", ".join(["i16 255"] * 16) + ">"
     L = [f"declare {v32} @llvm.x86.avx2.pshuf.b({v32}, {v32})"]
-    L.append(f"define void @{name}(i64 %items, i64 %nblocks, i64 %nsteps, i64 %tabs, i64 %out, i64 %ostride) {{")
+    big = "<" + ", ".join(["i16 32767"] * 16) + ">"
+    small = "<" + ", ".join(["i16 -32768"] * 16) + ">"
+    extra = ", i64 %mmp" if minmax else ""
+    if minmax:
+        L.append(f"declare {v16} @llvm.smax.v16i16({v16}, {v16})")
+        L.append(f"declare {v16} @llvm.smin.v16i16({v16}, {v16})")
+        L.append("declare i16 @llvm.vector.reduce.smax.v16i16(<16 x i16>)")
+        L.append("declare i16 @llvm.vector.reduce.smin.v16i16(<16 x i16>)")
+    L.append(f"define void @{name}(i64 %items, i64 %nblocks, i64 %nsteps, i64 %tabs, i64 %out, i64 %ostride{extra}) {{")
     L.append("entry:")
     L.append("  %pit = inttoptr i64 %items to ptr")
     L.append("  %pt = inttoptr i64 %tabs to ptr")
@@ -115,6 +126,10 @@ def _gen_lut1_ir(signed: bool) -> str:
     L.append("  br i1 %nz, label %exit, label %bloop")
     L.append("bloop:")
     L.append("  %b = phi i64 [0, %entry], [%b1, %bstore]")
+    if minmax:
+        for r in range(QG):
+            L.append(f"  %mx{r} = phi {v16} [{small}, %entry], [%mxn{r}, %bstore]")
+            L.append(f"  %mn{r} = phi {v16} [{big}, %entry], [%mnn{r}, %bstore]")
     L.append("  %boff = mul i64 %b, %bbytes")
     L.append("  %bp = getelementptr i8, ptr %pit, i64 %boff")
     L.append("  br label %sloop")
@@ -170,10 +185,29 @@ def _gen_lut1_ir(signed: bool) -> str:
         L.append(f"  %oq{r} = getelementptr i32, ptr %op{r}, i64 16")
         L.append(f"  store {w16} %xe{r}, ptr %op{r}, align 4")
         L.append(f"  store {w16} %xo{r}, ptr %oq{r}, align 4")
+        if minmax:
+            L.append(f"  %mxa{r} = call {v16} @llvm.smax.v16i16({v16} %mx{r}, {v16} %nae{r})")
+            L.append(f"  %mxn{r} = call {v16} @llvm.smax.v16i16({v16} %mxa{r}, {v16} %nao{r})")
+            L.append(f"  %mna{r} = call {v16} @llvm.smin.v16i16({v16} %mn{r}, {v16} %nae{r})")
+            L.append(f"  %mnn{r} = call {v16} @llvm.smin.v16i16({v16} %mna{r}, {v16} %nao{r})")
     L.append("  %b1 = add i64 %b, 1")
     L.append("  %bc = icmp ult i64 %b1, %nblocks")
     L.append("  br i1 %bc, label %bloop, label %exit")
     L.append("exit:")
+    if minmax:
+        for r in range(QG):
+            L.append(f"  %fx{r} = phi {v16} [{small}, %entry], [%mxn{r}, %bstore]")
+            L.append(f"  %fn{r} = phi {v16} [{big}, %entry], [%mnn{r}, %bstore]")
+        L.append("  %pm = inttoptr i64 %mmp to ptr")
+        for r in range(QG):
+            L.append(f"  %rx{r} = call i16 @llvm.vector.reduce.smax.v16i16({v16} %fx{r})")
+            L.append(f"  %rn{r} = call i16 @llvm.vector.reduce.smin.v16i16({v16} %fn{r})")
+            L.append(f"  %ex{r} = sext i16 %rx{r} to i32")
+            L.append(f"  %en{r} = sext i16 %rn{r} to i32")
+            L.append(f"  %px{r} = getelementptr i32, ptr %pm, i64 {2 * r}")
+            L.append(f"  %pn{r} = getelementptr i32, ptr %pm, i64 {2 * r + 1}")
+            L.append(f"  store i32 %ex{r}, ptr %px{r}, align 4")
+            L.append(f"  store i32 %en{r}, ptr %pn{r}, align 4")
     L.append("  ret void")
     L.append("}")
     return "\n".join(L) + "\n"
@@ -183,8 +217,9 @@ def _lut_ir_parses() -> bool:
     try:
         import llvmlite.binding as llvm
 
-        llvm.parse_assembly(_gen_lut1_ir(True)).verify()
-        llvm.parse_assembly(_gen_lut1_ir(False)).verify()
+        for signed in (True, False):
+            for minmax in (False, True):
+                llvm.parse_assembly(_gen_lut1_ir(signed, minmax)).verify()
         return True
     except Exception:  # pragma: no cover - depends on the llvmlite build
         return False
@@ -221,6 +256,46 @@ def _lut_intrinsic(fn_name: str, signed: bool):
 
 _lut1_s_ir = _lut_intrinsic("hq_lut1_s", True)
 _lut1_u_ir = _lut_intrinsic("hq_lut1_u", False)
+
+
+def _lut_mm_intrinsic(fn_name: str, signed: bool):
+    """Like _lut_intrinsic for the 7-argument min/max variant."""
+
+    @intrinsic
+    def _call(typingctx, a0, a1, a2, a3, a4, a5, a6):
+        sig = types.void(*([types.int64] * 7))
+
+        def codegen(context, builder, signature, args):
+            if not _CODEGEN_LUT:
+                return context.get_dummy_value()
+            import llvmlite.binding as llvm
+
+            lib = context.codegen().create_library(fn_name)
+            lib.add_llvm_module(llvm.parse_assembly(_gen_lut1_ir(signed, True)))
+            context.active_code_library.add_linking_library(lib)
+            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 7)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, fn_name)
+            builder.call(fn, args)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return _call
+
+
+_lut1_s_mm_ir = _lut_mm_intrinsic("hq_lut1_s_mm", True)
+_lut1_u_mm_ir = _lut_mm_intrinsic("hq_lut1_u_mm", False)
+
+
+@njit(cache=True)
+def _lut1_mm_ir_py(items, blk0, nblk, nsteps, tabs, g0, signed, buf, mm):
+    """Array-level entry to the min/max variant (tests / diagnostics); mm int32 (8, 2)."""
+    a = _addr(items) + blk0 * nsteps * 64
+    t = _addr(tabs) + g0 * tabs.shape[1]
+    if signed:
+        _lut1_s_mm_ir(a, nblk, nsteps, t, _addr(buf), buf.shape[1], _addr(mm))
+    else:
+        _lut1_u_mm_ir(a, nblk, nsteps, t, _addr(buf), buf.shape[1], _addr(mm))
 
 
 @njit(cache=True)
@@ -372,6 +447,12 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
         _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
     bufa = np.empty((QG, chunk), np.int32)
     bufb = np.empty((QG, chunk), np.int32)
+    mm = np.empty((QG, 2), np.int32)
+    fused_mm = kind == KIND_LUT1 and use_simd and nplanes == 1
+    items_addr = _addr(items)
+    qa_addr = _addr(qa)
+    bufa_addr = _addr(bufa)
+    mm_addr = _addr(mm)
     # loop order: super-chunk (a few hundred KiB of items, stays in L2) x 8-query group (its
     # tables, 4 KiB at d=64, stay in L1) x chunk; 64 queries' tables at once would overflow L1
     # (measured 3-4x slower kernel)
@@ -386,7 +467,15 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
                 smax = cmax[ch]
                 smin = cmin[ch]
                 tm = tmax[ch]
-                _raw_scores(kind, use_simd, items, blk0, nblk, ngp, qa, sign_a, g0, bufa)
+                if fused_mm:
+                    a = items_addr + (blk0 // 2) * ngp * 64
+                    tq = qa_addr + g0 * qa.shape[1]
+                    if sign_a:
+                        _lut1_s_mm_ir(a, (nblk + 1) // 2, ngp, tq, bufa_addr, chunk, mm_addr)
+                    else:
+                        _lut1_u_mm_ir(a, (nblk + 1) // 2, ngp, tq, bufa_addr, chunk, mm_addr)
+                else:
+                    _raw_scores(kind, use_simd, items, blk0, nblk, ngp, qa, sign_a, g0, bufa)
                 if nplanes == 2:
                     _raw_scores(kind, use_simd, items, blk0, nblk, ngp, qb, sign_b, g0, bufb)
                 for r8 in range(min(QG, q1 - g0)):
