@@ -212,11 +212,7 @@ class AsymCodeIndex:
         n = codes.shape[0]
         scale = normalize_item_scale(item_scale, n)
         term = _normalize_term(item_term, n)
-        order = None
-        if scale.per_row:
-            order = np.argsort(-scale.values.astype(np.float64), kind="stable").astype(np.int32 if n < 2**31 else np.int64)
-        elif term.per_row:
-            order = np.argsort(-term.values.astype(np.float64), kind="stable").astype(np.int32 if n < 2**31 else np.int64)
+        order = storage_order(scale, term, n)
         stored = codes if order is None else codes[order]
         layout = LUT1 if item_bits == 1 else (NIBBLE if item_bits <= 4 else INT8)
         if layout == LUT1:
@@ -599,6 +595,26 @@ class AsymCodeIndex:
         self._init(arrays["codes"], meta["layout"], n, int(meta["dim"]), int(meta["item_bits"]),
                    int(meta["query_bits"]), rec("scales"), rec("terms"), arrays.get("order"), device, backend)
         return self
+
+
+SCALE_BUCKETS = 64
+
+
+def storage_order(scale, term, n: int) -> np.ndarray | None:
+    """Storage order that keeps each chunk's scale and term ranges narrow (the kernel bounds a
+    chunk by max(ip s) + max(t)): items sorted by scale quantile bucket (descending), and by term
+    (descending) inside a bucket; per-row scales without terms: by scale. None: keep item order."""
+    if not scale.per_row and not term.per_row:
+        return None
+    dtype = np.int32 if n < 2**31 else np.int64
+    if not term.per_row:
+        return np.argsort(-scale.values.astype(np.float64), kind="stable").astype(dtype)
+    if not scale.per_row:
+        return np.argsort(-term.values.astype(np.float64), kind="stable").astype(dtype)
+    s = scale.values.astype(np.float64)
+    edges = np.quantile(s, np.linspace(0, 1, SCALE_BUCKETS + 1)[1:-1])
+    bucket = np.searchsorted(edges, s, side="right")
+    return np.lexsort((-term.values.astype(np.float64), -bucket)).astype(dtype)
 
 
 def _permute(rec, order: np.ndarray | None):

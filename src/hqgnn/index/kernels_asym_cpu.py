@@ -413,6 +413,28 @@ def _ip_limit(dirn, lo, hi, smax, smin, su, tm, tau):
     return a
 
 
+@njit(cache=True)
+def _chunk_keys(raw, mul, add, c0, m, scales, sstride, terms, tstride, su, kb):
+    """kb[j] = _key(mul * raw[j] + add, s_(c0+j), s_u, t_(c0+j)) for j < m (stride-specialized
+    loops so that LLVM vectorizes them)."""
+    if sstride == 1 and tstride == 1:
+        for j in range(m):
+            kb[j] = _key(mul * raw[j] + add, scales[c0 + j], su, terms[c0 + j])
+    elif sstride == 1:
+        t = terms[0]
+        for j in range(m):
+            kb[j] = _key(mul * raw[j] + add, scales[c0 + j], su, t)
+    elif tstride == 1:
+        s = scales[0]
+        for j in range(m):
+            kb[j] = _key(mul * raw[j] + add, s, su, terms[c0 + j])
+    else:
+        s = scales[0]
+        t = terms[0]
+        for j in range(m):
+            kb[j] = _key(mul * raw[j] + add, s, su, t)
+
+
 @njit(cache=True, nogil=True)
 def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign_b, mul_a, mul_b, qadd, qs,
               scales, sstride, terms, tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk,
@@ -448,6 +470,7 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
     bufa = np.empty((QG, chunk), np.int32)
     bufb = np.empty((QG, chunk), np.int32)
     mm = np.empty((QG, 2), np.int32)
+    kb = np.empty(chunk, np.float64)
     fused_mm = kind == KIND_LUT1 and use_simd and nplanes == 1
     items_addr = _addr(items)
     qa_addr = _addr(qa)
@@ -509,20 +532,21 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
                     if not (ub > tau[r] or (ub == tau[r] and not ident)):
                         continue
                     e_end = ex_ptr[qi + 1] if has_ex else 0
-                    dirn = _direction(su, smax, smin)
-                    lim = _ip_limit(dirn, lo, hi, smax, smin, su, tm, tau[r])
+                    # re-scan: all keys of the chunk in one vectorizable pass, then a scan for the
+                    # few that reach tau (a branchy per-item loop was the bottleneck with terms)
+                    if nplanes == 2:
+                        _chunk_keys(bufa[r8], 1, 0, c0, nvalid, scales, sstride, terms, tstride, su, kb)
+                    else:
+                        _chunk_keys(bufa[r8], mul_a, add, c0, nvalid, scales, sstride, terms, tstride, su, kb)
                     for j in range(nvalid):
-                        ip = bufa[r8, j] if nplanes == 2 else mul_a * bufa[r8, j] + add
-                        # integer prefilter: the chunk bound at this ip must reach tau
-                        if (dirn > 0 and ip < lim) or (dirn < 0 and ip > lim):
+                        key = kb[j]
+                        if key < tau[r]:
                             continue
                         p = c0 + j
-                        key = _key(ip, scales[p * sstride], su, terms[p * tstride])
                         o = p if ident else np.int64(oid[p])
                         if _accept(key, o, tau[r], tau_id[r]):
                             if has_ex and _is_excluded(ex_idx, expos, r, e_end, p):
                                 continue
                             _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
-                            lim = _ip_limit(dirn, lo, hi, smax, smin, su, tm, tau[r])
     for r in range(nqq):
         _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
