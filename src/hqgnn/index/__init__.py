@@ -77,8 +77,8 @@ def load_code_index(path, mmap: bool = True, device: object = "cpu",
 
 
 def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, device: str = "cpu", seed: int = 0,
-                        threads: int | None = None) -> dict:
+                        threads: int | None = None, query_bits: int | None = None) -> dict:
     """See :func:`hqgnn.index.bench.run_retrieval_bench` (imported lazily: it pulls in torch/faiss)."""
     from .bench import run_retrieval_bench as _run
 
-    return _run(items, dim, bits, queries, k, device=device, seed=seed, threads=threads)
+    return _run(items, dim, bits, queries, k, device=device, seed=seed, threads=threads, query_bits=query_bits)
