@@ -153,6 +153,7 @@ def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, d
                         threads: int | None = None, query_bits: int | None = None) -> dict:
     """Time exact code search against float baselines on random codes with per-row scales.
 
+    Every engine is timed the same way: best of up to 5 runs (15 s budget) after a warm-up.
     Returns ``{"qps": {"hqgnn", "torch_float32", "torch_bf16" (CUDA only), "faiss", ...},
     "exact": bool, "bytes_per_item", "float32_bytes_per_item", "device", "items", "dim", "bits",
     "queries", "k", "threads", ...}``. For 1 bit, ``qps["hqgnn"]`` is pure Hamming mode (the task
@@ -287,7 +288,7 @@ def _faiss_asym_baselines(xb: np.ndarray, xq: np.ndarray, k: int, query_bits: in
             index.train(train)
             index.add(xb)
             kw = {} if params is None else {"params": params}
-            qps[name] = xq.shape[0] / _best_time(lambda: index.search(xq, k, **kw), "cpu",
+            qps[name] = xq.shape[0] / _best_time(lambda: index.search(xq, k, **kw), "cpu", reps=5,
                                                  warm=lambda: index.search(xq[:16], k, **kw))
             recall[name] = _recall(index.search(xq, k, **kw)[1], gt)
         except Exception as exc:  # an unsupported setting in this faiss build: report, do not fail
@@ -325,7 +326,9 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     ``exact`` compares EVERY query's ids and scores with the float64 brute force
     (reference_asym_search, in query blocks). ``recall`` is each engine's recall@k against the exact
     float top-k of the unquantized embeddings (what the FAISS methods approximate); FAISS entries are
-    None where this faiss build rejects a setting (``faiss_notes`` says why).
+    None where this faiss build rejects a setting (``faiss_notes`` says why). hqgnn and FAISS are
+    timed alike: best of up to 5 runs within a 15 s budget, after a warm-up; ``loadavg_1min`` records
+    how busy the machine was (shared machines make every number noisy).
     """
     import torch
 
