@@ -369,53 +369,6 @@ def _key(ip, s, su, t):
 
 
 @njit(cache=True)
-def _direction(su, smax, smin):
-    """+1 when every key of the chunk is non-decreasing in ip (s_u * s_i >= 0 for all its s_i),
-    -1 when non-increasing, 0 when the chunk's scales straddle the sign that would decide it."""
-    if (su >= 0 and smin >= 0) or (su <= 0 and smax <= 0):
-        return 1
-    if (su >= 0 and smax <= 0) or (su <= 0 and smin >= 0):
-        return -1
-    return 0
-
-
-@njit(cache=True)
-def _ub(ip, smax, smin, su, tm):
-    return max(_key(ip, smax, su, tm), _key(ip, smin, su, tm))
-
-
-@njit(cache=True)
-def _ip_limit(dirn, lo, hi, smax, smin, su, tm, tau):
-    """Integer limit on ip for items of the chunk that may still reach tau: for dirn > 0 the
-    smallest ip in [lo, hi + 1] whose bound _ub(ip) >= tau (hi + 1: none), for dirn < 0 the largest
-    in [lo - 1, hi]. _ub is monotone in ip in that direction (monotone roundings), so this keeps
-    exactly the items whose bound reaches tau -- a superset of those _accept takes."""
-    if dirn == 0 or tau == -np.inf:
-        return np.int64(lo) if dirn >= 0 else np.int64(hi)
-    a = np.int64(lo)
-    b = np.int64(hi)
-    if dirn > 0:
-        if _ub(b, smax, smin, su, tm) < tau:
-            return b + 1
-        while a < b:  # invariant: _ub(b) >= tau
-            m = (a + b) // 2
-            if _ub(m, smax, smin, su, tm) >= tau:
-                b = m
-            else:
-                a = m + 1
-        return b
-    if _ub(a, smax, smin, su, tm) < tau:
-        return a - 1
-    while a < b:  # invariant: _ub(a) >= tau
-        m = (a + b + 1) // 2
-        if _ub(m, smax, smin, su, tm) >= tau:
-            a = m
-        else:
-            b = m - 1
-    return a
-
-
-@njit(cache=True)
 def _chunk_keys(raw, mul, add, c0, m, scales, sstride, terms, tstride, su, kb):
     """kb[j] = _key(mul * raw[j] + add, s_(c0+j), s_u, t_(c0+j)) for j < m (stride-specialized
     loops so that LLVM vectorizes them)."""

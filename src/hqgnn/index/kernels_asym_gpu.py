@@ -114,7 +114,8 @@ class AsymTorchSearcher:
             keys, ids = self._exact(q8, xf, su_t, k, exr)
         else:
             keys, ids = self._two_phase(q8, xf, su_t, err_t, k, exr)
-        scores = torch.where(ids >= 0, keys.to(torch.float32), torch.full_like(keys, float("-inf"), dtype=torch.float32))
+        scores = keys.to(torch.float32)
+        scores = torch.where(ids >= 0, scores, torch.full_like(scores, float("-inf")))
         return scores, ids
 
     def _exclusion_tensors(self, ex: Exclusion | None, b: int):
