@@ -192,8 +192,16 @@ def test_served_memory_next_to_packed_size(fmt_run, teacher, tmp_path):
     name, out = fmt_run
     q = FORMATS[name]
     served = json.loads((out / "metrics.json").read_text())["memory"]["served_bytes_per_item"]
-    # these formats are served by their scorer from int8 codes + float32 scale (+ float32 term)
-    assert served == {"scorer": 16 + 4 + (4 if q.get("center") and q["user_bits"] else 0)}
+    term = 4 if q.get("center") and q["user_bits"] else 0
+    # CUDA: the scorer's int8 codes + float32 scale (+ float32 term)
+    assert served["gpu_scorer"] == 16 + 4 + term
+    # CPU: the asymmetric index, packed codes (1 bit: d / 8 bytes in blocks of 32 items) + scale (+ term)
+    # + the int32 storage order
+    n = load_run(out).n_items
+    if q["bits"] == 1:
+        assert served["cpu_index"] == pytest.approx(-(-n // 32) * 32 * 2 / n + 4 + term + 4)
+    else:
+        assert served["cpu_index"] >= q["bits"] * 16 / 8 + 4 + term
     assert json.loads((teacher / "metrics.json").read_text())["memory"]["served_bytes_per_item"] == {"float32": 64}
 
 

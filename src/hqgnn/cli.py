@@ -276,16 +276,22 @@ def bench_retrieval(
     queries: Annotated[int, typer.Option(metavar="Q", help="Query batch size.")] = 1000,
     k: Annotated[int, typer.Option("--k", metavar="K", help="Top-K.")] = 20,
     device: Annotated[str, typer.Option(metavar="DEV", help="cpu | cuda.")] = "cpu",
+    query_bits: Annotated[Optional[int], typer.Option(
+        "--query-bits", metavar="Q", help="Asymmetric search: query bits (2..8, 0 = float queries) against --bits-bit items.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
     from .index.bench import run_retrieval_bench
 
-    result = run_retrieval_bench(items=items, dim=dim, bits=bits, queries=queries, k=k, device=device)
+    if query_bits is not None and query_bits != 0 and not 2 <= query_bits <= 8:
+        raise HqgnnError(f"--query-bits must be 0 (float) or 2..8, got {query_bits}")
+    result = run_retrieval_bench(items=items, dim=dim, bits=bits, queries=queries, k=k, device=device,
+                                 query_bits=query_bits)
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"{queries} queries, {items:,} items, d={dim}, {bits}-bit, top-{k} on {result['device']}")
+    qdesc = "" if query_bits is None else f" x {query_bits or 'float'}-bit queries"
+    table = Table(title=f"{queries} queries, {items:,} items, d={dim}, {bits}-bit{qdesc}, top-{k} on {result['device']}")
     table.add_column("engine")
     table.add_column("queries/s", justify="right")
     for name, qps in result["qps"].items():

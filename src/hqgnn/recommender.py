@@ -24,7 +24,7 @@ class Recommender:
     def __init__(self, run: TrainedRun, device: str = "cpu") -> None:
         self.run = run
         self.device = torch.device(device)
-        self.ranker = Ranker(run.tables, run.bits, self.device, symmetric=run.symmetric)
+        self.ranker = Ranker(run.tables, run.bits, self.device, symmetric=run.symmetric, user_bits=run.user_bits)
         self.index = self.ranker.index  # the code index of quantized runs (None for float runs)
         seen = run.seen.tocsr(copy=True)
         seen.has_sorted_indices = False

@@ -93,6 +93,12 @@ class TrainedRun:
                 and q.user_bits in (-1, q.bits))
 
     @property
+    def user_bits(self) -> int:
+        """Width of the user codes (0: float queries); the item width where the config says -1."""
+        q = self.config.quant
+        return 0 if "user_query" in self.tables else (q.bits if q.user_bits < 0 else q.user_bits)
+
+    @property
     def bits(self) -> int:
         return self.config.quant.bits if self.quantized else 0
 

@@ -5,8 +5,9 @@ through :class:`Ranker`, so the metrics of training and of serving agree exactly
 
 * quantized tables: the code index (:mod:`hqgnn.index`; exact integer dot products / popcounts
   times the scales, equal to a float64 brute force, ties to the lower item id);
-* other code formats (float or other-width queries, per-item terms; ``symmetric=False``): their
-  served scores (:func:`hqgnn.eval.served_scorer`) on the device, exact stable top-K;
+* other code formats (float or other-width queries, per-item terms; ``symmetric=False``): the
+  asymmetric code index on CPU (:func:`hqgnn.index.build_asym_index`, exact), their served scores
+  (:func:`hqgnn.eval.served_scorer`) with an exact stable top-K on CUDA;
 * float tables: the fused blocked CPU top-K (:mod:`hqgnn.eval.cpu_topk`) on CPU, a GEMM + exact
   stable top-K on CUDA.
 
@@ -44,20 +45,34 @@ class Ranker:
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], bits: int, device: str | torch.device = "cpu",
-                 symmetric: bool = True) -> None:
+                 symmetric: bool = True, user_bits: int | None = None) -> None:
         self.device = torch.device(device)
         self.bits = int(bits)
         self.index = None
         self.scorers = None
+        self.asym_index = None
         if self.bits and not symmetric:
-            # float / other-width queries, per-item terms (hqgnn.eval.served_scorer's formats): the served
-            # scores on the model's device, exact stable top-K; the same function at training and serving
+            # float / other-width queries, per-item terms (hqgnn.eval.served_scorer's formats). On CPU the
+            # asymmetric code index ranks users (exact: equal to a float64 brute force); on CUDA the
+            # served scores, exact stable top-K. Item-to-item similarity scores dequantized item codes.
             from .scoring import code_scorer, served_scorer
 
             t = {k: v.detach().to(self.device) for k, v in tables.items()}
             self.scorers = {"user": served_scorer(t),
                             "item": code_scorer(t["item_codes"], t["item_scale"], t["item_codes"], t["item_scale"])}
             self.n_items = len(t["item_codes"])
+            if self.device.type == "cpu":
+                from ..index.asym import build_asym_index
+
+                float_queries = "user_query" in tables
+                qbits = 0 if float_queries else int(user_bits if user_bits is not None and user_bits > 0 else bits)
+                term = tables.get("item_term")
+                self.asym_index = build_asym_index(
+                    tables["item_codes"].cpu().numpy(), tables["item_scale"].float().cpu().numpy(), item_bits=bits,
+                    item_term=None if term is None else term.float().cpu().numpy(), query_bits=qbits, device="cpu")
+                self.queries = (tables["user_query"].float().cpu().numpy() if float_queries
+                                else tables["user_codes"].cpu().numpy())
+                self.query_scales = None if float_queries else tables["user_scale"].float().cpu().numpy()
         elif self.bits:
             from ..index.factory import build_code_index
 
@@ -85,6 +100,12 @@ class Ranker:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         b, k = len(rows), int(k)
         ex = normalize_exclusion(exclude, b, self.n_items)
+        if self.asym_index is not None and side == "user":
+            qs = None if self.query_scales is None else (self.query_scales[rows] if self.query_scales.ndim
+                                                         else self.query_scales)
+            scores, ids = self.asym_index.search(self.queries[rows], k, query_scales=qs,
+                                                 exclude=None if ex is None else (ex.indptr, ex.indices))
+            return _pad(_numpy(scores).astype(np.float32, copy=False), _numpy(ids).astype(np.int64, copy=False), k)
         if self.scorers is not None:
             return self._scored_search(rows, k, ex, side)
         if self.index is not None:

@@ -23,5 +23,20 @@ def build_code_index(item_codes: object, item_scale: object = None, bits: int = 
 
 
 def load_code_index(path, mmap: bool = True, device: object = "cpu", backend: str = "auto") -> CodeIndex:
-    """Open an index written by ``CodeIndex.save`` (memory-mapped when ``mmap``)."""
+    """Open an index written by ``CodeIndex.save`` or ``AsymCodeIndex.save`` (memory-mapped when ``mmap``)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    p = Path(path)
+    if p.is_dir():
+        meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").is_file() else {}
+    else:
+        with np.load(p, allow_pickle=False) as z:  # reads only the meta member
+            meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+    if meta.get("kind") == "AsymCodeIndex":
+        from .asym import AsymCodeIndex
+
+        return AsymCodeIndex.load(path, mmap=mmap, device=device, backend=backend)
     return CodeIndex.load(path, mmap=mmap, device=device, backend=backend)

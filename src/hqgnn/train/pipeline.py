@@ -220,7 +220,15 @@ def served_memory(tables: dict[str, torch.Tensor], cfg: RunConfig, symmetric: bo
     codes = tables["item_codes"]
     n, d = codes.shape
     if not symmetric:
-        return {"served_bytes_per_item": {"scorer": float(d + 4 + (4 if "item_term" in tables else 0))}}
+        from ..index.asym import build_asym_index
+
+        term = tables.get("item_term")
+        cpu = build_asym_index(codes.numpy(), tables["item_scale"].float().numpy(), item_bits=cfg.quant.bits,
+                               item_term=None if term is None else term.float().numpy(),
+                               query_bits=0 if "user_query" in tables else 8, device="cpu")
+        # CUDA serves these formats by their scorer from the int8 codes + float32 scale (+ float32 term)
+        return {"served_bytes_per_item": {"cpu_index": float(cpu.bytes_per_item),
+                                          "gpu_scorer": float(d + 4 + (4 if term is not None else 0))}}
     from ..index.factory import build_code_index
 
     cpu = build_code_index(codes.numpy(), tables["item_scale"].float().numpy(), cfg.quant.bits, device="cpu")

@@ -201,7 +201,8 @@ class Trainer:
         else:
             users, items = self.model.final(self.adj)
             tables = {"user_emb": users, "item_emb": items}
-        return ev.evaluate_ranker(Ranker(tables, self.model.bits, self.device, symmetric=self.model.symmetric))
+        return ev.evaluate_ranker(Ranker(tables, self.model.bits, self.device, symmetric=self.model.symmetric,
+                                           user_bits=self.model.user_bits))
 
     def estimate_delta(self) -> dict[str, float]:
         """Refresh GSTE's delta now (see :class:`hqgnn.quant.schedule.DeltaSchedule`)."""

@@ -1,0 +1,646 @@
+"""AsymCodeIndex: exact top-k of s_u s_i <c_u, c_i> + t_i (b_q-bit queries) or s_i <x_u, c_i> + t_i (float queries).
+
+Items: b-bit integer codes (1 bit = {-1,+1}; b >= 2 symmetric in [-2^(b-1), 2^(b-1)-1]), a float32
+scale s_i and an optional float32 additive term t_i (per item or per tensor). Queries: integer codes of
+``query_bits`` bits (2..8) with per-query scales s_u, or float vectors (``query_bits=0``). Rotation and
+centering are applied once per query by :func:`prepare_queries`.
+
+Exactness (CPU):
+* integer queries: <c_u, c_i> is computed exactly in int16/int32 by the SIMD kernels and every ranking
+  key is the float64 value ``(ip * s_i) * s_u + t_i`` -- the same operations, in the same order, as
+  :func:`reference_asym_scores`, so keys are bit-identical and ids match the float64 brute force.
+* float queries: the query is quantized to 8 bits (max-abs scale Delta); the integer search returns
+  the top K' by the approximate key (Delta * ip) * s_i + t_i, whose error is at most
+  err = max|s_i| * max|c_i| * ||x - Delta q||_1 (+ a float64 rounding margin). If the K'-th approximate
+  key is below the k-th minus 2 err, every true top-k item is among the K' candidates, which are then
+  re-scored in float64 (dot(x, c_i) * s_i + t_i) and sorted; otherwise K' doubles for that query.
+  This equals the float64 brute force whenever float64 evaluates the dot products exactly (always for
+  float32 queries whose entries span less than 2^(29 - log2 d) in magnitude; otherwise the brute force
+  itself depends on its summation order).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from . import kernels_asym_cpu as KA
+from . import kernels_cpu as K
+from .common import Exclusion, normalize_exclusion, normalize_item_scale, normalize_query_scale, to_numpy
+from .packing import (
+    INT8,
+    NIBBLE,
+    as_int8_codes,
+    check_code_range,
+    code_range,
+    int8_query_vectors,
+    nibble_query_vectors,
+    pack_int8_blocked,
+    pack_nibble_blocked,
+    padded_dim,
+    unpack_int8_blocked,
+    unpack_nibble_blocked,
+)
+
+__all__ = ["AsymCodeIndex", "build_asym_index", "prepare_queries", "reference_asym_scores", "reference_asym_search"]
+
+LUT1 = "lut1x32"  # 1-bit items: bit bytes of 32-item blocks for the vpshufb fast-scan kernel
+
+_CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int32 scores stay in L1
+_FLOAT_QUERY_BITS = 8  # float queries are searched with 8-bit codes, then re-scored in float64
+
+
+# -------------------------------------------------------------------------------- queries
+def prepare_queries(x: object, rotation: object = None, center: object = None,
+                    query_bits: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Queries as :meth:`AsymCodeIndex.search` takes them: ``(x - center) @ rotation``, then for
+    ``query_bits`` in 2..8 symmetric uniform codes with one scale per row chosen to minimise the
+    squared error (``hqgnn.quant.data_scale``; a zero row gets scale 1 and zero codes).
+
+    Returns ``(codes int8 (B, d), scales float32 (B,))`` for quantized queries, or
+    ``(x float32 (B, d), None)`` for ``query_bits=0``. ``center`` (d_in,) is subtracted before the
+    rotation (d_in, d); the index's per-item term t_i carries what centering moved out of the items.
+    """
+    import torch
+
+    from ..quant.estimators import integer_codes
+    from ..quant.quantizer import data_scale
+
+    q = np.asarray(to_numpy(x), dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2:
+        raise ValueError(f"queries must be 2-D (B, d), got shape {q.shape}")
+    if center is not None:
+        c = np.asarray(to_numpy(center), dtype=np.float32).reshape(-1)
+        if c.size != q.shape[1]:
+            raise ValueError(f"center has {c.size} entries, queries have dim {q.shape[1]}")
+        q = q - c[None, :]
+    if rotation is not None:
+        r = np.asarray(to_numpy(rotation), dtype=np.float32)
+        if r.ndim != 2 or r.shape[0] != q.shape[1]:
+            raise ValueError(f"rotation must be ({q.shape[1]}, d), got shape {r.shape}")
+        q = q @ r
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if not np.all(np.isfinite(q)):
+        raise ValueError("queries must be finite")
+    query_bits = int(query_bits)
+    if query_bits == 0:
+        return q, None
+    if not 2 <= query_bits <= 8:
+        raise ValueError(f"query_bits must be 0 (float) or 2..8, got {query_bits}")
+    t = torch.from_numpy(q)
+    s = data_scale(t, query_bits, per_row=True)  # (B, 1)
+    zero = t.abs().amax(dim=1, keepdim=True) == 0 if t.shape[1] else torch.ones_like(s, dtype=torch.bool)
+    s = torch.where(zero | ~(s > 0), torch.ones_like(s), s)  # zero rows: codes 0, scale 1
+    codes = integer_codes(t, s, query_bits).to(torch.int8).numpy()
+    return np.ascontiguousarray(codes), np.ascontiguousarray(s.reshape(-1).numpy().astype(np.float32))
+
+
+def quantize_float_queries(x: np.ndarray, bits: int = _FLOAT_QUERY_BITS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Max-abs symmetric codes for the float-query candidate pass: (codes, Delta (B,) float32,
+    ||x - Delta q||_1 (B,) float64). Delta = max|x| / (2^(b-1) - 1) (1 for a zero row)."""
+    qp = 2 ** (bits - 1) - 1
+    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    delta = np.where(amax > 0, amax / np.float32(qp), np.float32(1)).astype(np.float32)
+    codes = np.clip(np.rint(x / delta[:, None]), -qp, qp).astype(np.int8)
+    resid = np.abs(x.astype(np.float64) - delta.astype(np.float64)[:, None] * codes).sum(axis=1)
+    return codes, delta, resid
+
+
+# ------------------------------------------------------------------------------ reference
+def reference_asym_scores(queries: object, item_codes: object, item_scale: object = None, item_term: object = None,
+                          query_scales: object = None, float_queries: bool = False) -> np.ndarray:
+    """(B, n) float64 keys by brute force: ``(ip * s_i) * s_u + t_i`` for integer queries (ip exact),
+    ``dot64(x_u, c_i) * s_i + t_i`` for float queries."""
+    ic = to_numpy(item_codes).astype(np.float64)
+    n = ic.shape[0]
+    s_i = normalize_item_scale(item_scale, n).dense(n).astype(np.float64)
+    t_i = _normalize_term(item_term, n).dense(n).astype(np.float64)
+    q = to_numpy(queries).astype(np.float64)
+    ip = q @ ic.T
+    if float_queries:
+        return ip * s_i[None, :] + t_i[None, :]
+    s_u = normalize_query_scale(query_scales, q.shape[0]).astype(np.float64)
+    return (ip * s_i[None, :]) * s_u[:, None] + t_i[None, :]
+
+
+def reference_asym_search(queries: object, item_codes: object, k: int, item_scale: object = None,
+                          item_term: object = None, query_scales: object = None, exclude: object = None,
+                          float_queries: bool = False, block: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by float64 brute force, ``block`` queries at a time (so 1M items x 1000 queries
+    fit in memory): (scores float32 (B, k), ids int64 (B, k)); key desc, id asc; -1 / -inf padding."""
+    q = to_numpy(queries)
+    b = q.shape[0]
+    ic = to_numpy(item_codes)
+    n = ic.shape[0]
+    ex = normalize_exclusion(exclude, b, n)
+    qs = None if float_queries else normalize_query_scale(query_scales, b)
+    ids = np.full((b, k), -1, np.int64)
+    scores = np.full((b, k), -np.inf, np.float32)
+    for r0 in range(0, b, block):
+        r1 = min(b, r0 + block)
+        key = reference_asym_scores(q[r0:r1], ic, item_scale, item_term, None if qs is None else qs[r0:r1],
+                                    float_queries)
+        if ex is not None and ex.nnz:
+            a, e = ex.indptr[r0], ex.indptr[r1]
+            rows = np.repeat(np.arange(r1 - r0), np.diff(ex.indptr[r0 : r1 + 1]))
+            cols = ex.indices[a:e]
+            ok = (cols >= 0) & (cols < n)
+            key[rows[ok], cols[ok]] = -np.inf
+        kk = min(k, n)
+        if kk == 0:
+            continue
+        part = np.argpartition(-key, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (r1 - r0, 1))
+        thr = np.take_along_axis(key, part, 1).min(axis=1)
+        for r in range(r1 - r0):
+            cand = np.flatnonzero(key[r] >= thr[r])  # all ties of the k-th key, so id order is exact
+            order = cand[np.lexsort((cand, -key[r, cand]))][:k]
+            order = order[key[r, order] > -np.inf]
+            ids[r0 + r, : order.size] = order
+            scores[r0 + r, : order.size] = key[r, order].astype(np.float32)
+    return scores, ids
+
+
+def _normalize_term(term: object, n: int):
+    """Item terms like item scales (None -> 0): an ItemScale-shaped record."""
+    from .common import ItemScale
+
+    if term is None:
+        return ItemScale(np.zeros(1, np.float32), 0, False, False)
+    arr = to_numpy(term).astype(np.float32, copy=False).reshape(-1)
+    if arr.size == 1 and n != 1:
+        if not np.isfinite(arr[0]):
+            raise ValueError("item terms must be finite")
+        return ItemScale(np.ascontiguousarray(arr), 0, False, True)
+    if arr.size != n:
+        raise ValueError(f"item terms must be a scalar or have one value per item ({n}), got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("item terms must be finite")
+    return ItemScale(np.ascontiguousarray(arr), 1, True, True)
+
+
+# ---------------------------------------------------------------------------------- index
+def build_asym_index(item_codes: object, item_scale: object = None, item_bits: int = 1, item_term: object = None,
+                     query_bits: int = 4, device: object = "cpu", backend: str = "auto") -> "AsymCodeIndex":
+    """An :class:`AsymCodeIndex` over ``item_bits``-bit item codes for ``query_bits``-bit (0 = float) queries."""
+    return AsymCodeIndex(item_codes, item_scale, item_bits=item_bits, item_term=item_term, query_bits=query_bits,
+                         device=device, backend=backend)
+
+
+class AsymCodeIndex:
+    """Exact asymmetric top-k over packed item codes (see the module docstring for the score).
+
+    Storage (CPU): 1-bit items as bit bytes in 32-item blocks (``d/8`` bytes per item, d padded to a
+    multiple of 16) for the ``vpshufb`` fast-scan kernel; 2..4-bit items as nibbles (d/2 bytes);
+    5..8-bit items as int8 (d bytes); plus 4 bytes per item for a per-row scale, 4 for a per-row
+    term and 4 for the storage order (items are kept sorted by scale, which tightens the kernels'
+    per-chunk bounds). ``memory_bytes()`` reports exactly what is held.
+
+    ``search`` returns ``(scores float32 (B, k), ids int64 (B, k))`` sorted by score descending, ties
+    to the lower item id, id -1 / score -inf beyond the eligible items; torch tensors on CUDA.
+    """
+
+    def __init__(self, item_codes: object, item_scale: object = None, item_bits: int = 1, item_term: object = None,
+                 query_bits: int = 4, device: object = "cpu", backend: str = "auto") -> None:
+        item_bits = int(item_bits)
+        code_range(item_bits)  # validates 1..8
+        codes = as_int8_codes(item_codes, "item_codes")
+        check_code_range(codes, item_bits, "item_codes")
+        n = codes.shape[0]
+        scale = normalize_item_scale(item_scale, n)
+        term = _normalize_term(item_term, n)
+        order = storage_order(scale, term, n)
+        stored = codes if order is None else codes[order]
+        layout = LUT1 if item_bits == 1 else (NIBBLE if item_bits <= 4 else INT8)
+        if layout == LUT1:
+            packed = KA.pack_lut1(stored)
+        elif layout == NIBBLE:
+            packed = pack_nibble_blocked(stored)
+        else:
+            packed = pack_int8_blocked(stored)
+        self._init(packed, layout, n, codes.shape[1], item_bits, query_bits, _permute(scale, order),
+                   _permute(term, order), order, device, backend, codes)
+
+    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale,
+              term, order: np.ndarray | None, device: object, backend: str, codes: np.ndarray | None = None) -> None:
+        from .base import _device_str
+
+        query_bits = int(query_bits)
+        if query_bits != 0 and not 2 <= query_bits <= 8:
+            raise ValueError(f"query_bits must be 0 (float queries) or 2..8, got {query_bits}")
+        self.n, self.dim = int(n), int(dim)
+        self.item_bits, self.query_bits = int(item_bits), query_bits
+        self.bits = self.item_bits
+        self._layout = layout
+        self._packed = packed
+        self._scale = scale  # storage order
+        self._term = term  # storage order
+        self._order = None if order is None else np.asarray(order)
+        if layout == LUT1:
+            self._ngp = KA.lut1_cols(dim) // 2  # kernel steps of 16 dims
+            want = -(-max(n, 1) // KA.LUT_BLOCK) * self._ngp * 2 * KA.LUT_BLOCK
+        elif layout == NIBBLE:
+            self._ngp = padded_dim(dim, 4) // 4
+            want = -(-max(n, 1) // 16) * self._ngp * 32
+        elif layout == INT8:
+            self._ngp = padded_dim(dim, 2) // 2
+            want = -(-max(n, 1) // 16) * 16 * self._ngp * 2
+        else:
+            raise ValueError(f"unknown layout {layout!r}")
+        if packed.size != want:
+            raise ValueError(f"packed codes have {packed.size} bytes, expected {want} for n={n}, dim={dim}")
+        self._bounds_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._inv_order_cache: np.ndarray | None = None
+        self.threads: int | None = None  # CPU threads for search; None = all cores (HQGNN_NUM_THREADS)
+        self.use_simd: bool | None = None  # None: AVX2 kernels when available; False: portable numba
+        self.device = _device_str(device)
+        if backend not in ("auto", "numba", "torch", "triton"):
+            raise ValueError(f"backend must be one of ('auto', 'numba', 'torch', 'triton'), got {backend!r}")
+        if backend == "auto":
+            if self.device == "cpu":
+                backend = "numba"
+            else:
+                from .kernels_gpu import triton_available
+
+                backend = "triton" if triton_available() else "torch"
+        if backend == "numba" and self.device != "cpu":
+            raise ValueError("the numba backend runs on CPU only")
+        if backend == "triton" and self.device == "cpu":
+            raise ValueError("the triton backend needs a CUDA device")
+        self.backend = backend
+        self._gpu = None
+        if backend in ("torch", "triton"):
+            from .kernels_asym_gpu import AsymTorchSearcher
+
+            full = self.codes() if codes is None else codes
+            self._gpu = AsymTorchSearcher(full, self.item_scale_dense(), self.item_term_dense(), self.item_bits,
+                                          self.device, use_triton=backend == "triton")
+
+    # ----------------------------------------------------------------------------- properties
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return (f"AsymCodeIndex(n={self.n}, dim={self.dim}, item_bits={self.item_bits}, query_bits={self.query_bits}, "
+                f"device={self.device!r}, backend={self.backend!r}, bytes_per_item={self.bytes_per_item:.1f})")
+
+    def _unpermute(self, stored: np.ndarray) -> np.ndarray:
+        if self._order is None:
+            return stored
+        out = np.empty_like(stored)
+        out[self._order] = stored
+        return out
+
+    def item_scale_dense(self) -> np.ndarray:
+        """float32 (n,) item scales in item order (1.0 when none were given)."""
+        return self._unpermute(self._scale.dense(self.n).astype(np.float32, copy=False))
+
+    def item_term_dense(self) -> np.ndarray:
+        """float32 (n,) item terms in item order (0.0 when none were given)."""
+        return self._unpermute(self._term.dense(self.n).astype(np.float32, copy=False))
+
+    def codes(self) -> np.ndarray:
+        """The item codes as int8 (n, d), item order (unpacked from storage)."""
+        return self._unpermute(self._gather_stored(None))
+
+    def memory_bytes(self) -> int:
+        """Bytes this index holds for search: packed codes (with the kernels' padding) + per-row
+        float32 scales and terms + the int32 storage order (CPU). On CUDA: the device copy (int8
+        codes padded to 32 dims, scales, terms) plus the packed host copy that ``save`` writes."""
+        host = int(self._packed.nbytes)
+        for s in (self._scale, self._term):
+            host += int(s.values.nbytes) if s.per_row else 0
+        host += int(self._order.nbytes) if self._order is not None else 0
+        return host + (self._gpu.device_bytes if self._gpu is not None else 0)
+
+    @property
+    def bytes_per_item(self) -> float:
+        return self.memory_bytes() / max(self.n, 1)
+
+    # ------------------------------------------------------------------------------- search
+    def search(self, queries: object, k: int, query_scales: object = None, exclude: object = None):
+        """Exact top-k. ``queries``: int codes (B, d) of ``query_bits`` bits with ``query_scales``
+        (None = 1, a scalar or (B,)), or float32 (B, d) when ``query_bits == 0`` (no scales).
+        ``exclude``: seen items per query as ``(indptr, indices)`` CSR or a scipy CSR matrix."""
+        k = int(k)
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        q = to_numpy(queries)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (B, {self.dim}), got {q.shape}")
+        b = q.shape[0]
+        if self.query_bits == 0:
+            if query_scales is not None:
+                raise ValueError("float queries (query_bits=0) take no query_scales")
+            if q.dtype.kind != "f":
+                raise ValueError(f"this index takes float queries (query_bits=0), got dtype {q.dtype}")
+            q = np.ascontiguousarray(q, dtype=np.float32)
+            if not np.all(np.isfinite(q)):
+                raise ValueError("queries must be finite")
+            qs = None
+        else:
+            q = as_int8_codes(q, "queries")
+            check_code_range(q, self.query_bits, "queries")
+            qs = normalize_query_scale(query_scales, b)
+        ex = normalize_exclusion(exclude, b, self.n)
+        if k == 0 or b == 0 or self.n == 0:
+            return self._empty(b, k)
+        if self._gpu is not None:
+            s, i = self._gpu.search(q, k, qs, ex, float_queries=self.query_bits == 0)
+            if self.device == "cpu":
+                return s.numpy(), i.numpy()
+            return s, i
+        if self.query_bits == 0:
+            return self._search_float(q, k, ex)
+        keys, ids = self._search_int(q, qs, k, ex)
+        return _to_scores(keys, ids), ids
+
+    def _empty(self, b: int, k: int):
+        s = np.full((b, k), -np.inf, np.float32)
+        i = np.full((b, k), -1, np.int64)
+        if self.device != "cpu":
+            import torch
+
+            return torch.from_numpy(s).to(self.device), torch.from_numpy(i).to(self.device)
+        return s, i
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-chunk max/min scale and max term (float64), for the kernel's chunk bound."""
+        if self._bounds_cache is None:
+            nch = -(-self.n // _CHUNK)
+
+            def chunked(v: np.ndarray, fn) -> np.ndarray:
+                pad = np.full(nch * _CHUNK, np.nan, np.float32)
+                pad[: self.n] = v
+                return fn(pad.reshape(nch, _CHUNK), axis=1).astype(np.float64)
+
+            s, t = self._scale, self._term
+            if s.stride == 1:
+                cmax, cmin = chunked(s.values, np.nanmax), chunked(s.values, np.nanmin)
+            else:
+                cmax = np.full(nch, s.values[0], np.float64)
+                cmin = cmax.copy()
+            tmax = chunked(t.values, np.nanmax) if t.stride == 1 else np.full(nch, t.values[0], np.float64)
+            self._bounds_cache = (cmax, cmin, tmax)
+        return self._bounds_cache
+
+    def _query_planes(self, qc: np.ndarray):
+        """Kernel query vectors for codes qc: (qa, qb, nplanes, sign_a, sign_b, mul_a, mul_b, qadd)."""
+        b = qc.shape[0]
+        q32 = qc.astype(np.int32)
+        total = q32.sum(axis=1).astype(np.int64)
+        two = bool(qc.size) and (int(qc.min()) < -8 or int(qc.max()) > 7)
+        if self._layout == LUT1:
+            cols = 2 * self._ngp
+            if not two:
+                # <c_u, c_i> = 2 <c_u, b_i> - sum(c_u), b_i = item bits
+                qa = KA.lut1_tables(qc, cols)
+                return qa, qa, 1, True, True, 2, 0, -total
+            hi = (q32 >> 4).astype(np.int8)  # [-8, 7], signed plane
+            lo = (q32 & 15).astype(np.int8)  # [0, 15], unsigned plane
+            return (KA.lut1_tables(hi, cols), KA.lut1_tables(lo, cols), 2, True, False, 32, 2, -total)
+        if self._layout == NIBBLE:
+            if not two:
+                qa, off = nibble_query_vectors(qc)  # raw = ip + off
+                return qa.view(np.uint8), qa.view(np.uint8), 1, True, True, 1, 0, -off
+            hi = ((q32 + 8) >> 4).astype(np.int8)  # |hi|, |lo| <= 8: the nibble kernel's exact range
+            lo = (q32 - 16 * hi.astype(np.int32)).astype(np.int8)
+            va, offa = nibble_query_vectors(hi)
+            vb, offb = nibble_query_vectors(lo)
+            return va.view(np.uint8), vb.view(np.uint8), 2, True, True, 16, 1, -(16 * offa + offb)
+        qa = int8_query_vectors(qc.astype(np.int16))
+        qa = qa.view(np.uint8).reshape(qa.shape[0], -1)
+        return qa, qa, 1, True, True, 1, 0, np.zeros(b, np.int64)
+
+    def _super_chunks(self) -> int:
+        """Chunks per super-chunk: ~256 KiB of packed codes, which stay in L2 while every 8-query
+        group of a task sweeps them."""
+        per_chunk = self._packed.nbytes / max(1, -(-self.n // _CHUNK))
+        return max(1, int((256 << 10) // max(per_chunk, 1)))
+
+    def _kind(self) -> int:
+        return {LUT1: KA.KIND_LUT1, NIBBLE: KA.KIND_NIBBLE, INT8: KA.KIND_INT8}[self._layout]
+
+    def _use_simd(self) -> bool:
+        if self.use_simd is False:
+            return False
+        return KA.HAVE_LUT_SIMD if self._layout == LUT1 and self.dim <= KA.LUT_MAX_DIM else (
+            K.HAVE_AVX2 and self._layout != LUT1)
+
+    def _search_int(self, qc: np.ndarray, qs: np.ndarray, k: int, ex: Exclusion | None):
+        """float64 keys and ids (B, k) of integer queries (codes int8, scales float32)."""
+        b = qc.shape[0]
+        qa, qb, nplanes, sa, sb, ma, mb, qadd = self._query_planes(qc)
+        cmax, cmin, tmax = self._bounds()
+        ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
+        nch = -(-self.n // _CHUNK)
+        threads = self._threads()
+        n_ranges = K.choose_ranges(b, nch, threads)
+        out_keys = np.empty((n_ranges, b, k), np.float64)
+        out_ids = np.empty((n_ranges, b, k), np.int64)
+        items = self._packed.reshape(-1).view(np.uint8)
+        oid = self._order if self._order is not None else np.zeros(0, np.int32)
+        K.run_tasks(KA.asym_task, K.n_tasks(b, n_ranges),
+                    (self._kind(), self._use_simd(), items, self._ngp, self.n, k, qa, qb, nplanes, sa, sb, ma, mb,
+                     np.ascontiguousarray(qadd, np.int64), np.ascontiguousarray(qs, np.float32), self._scale.values,
+                     self._scale.stride, self._term.values, self._term.stride, cmax, cmin, tmax, oid, ex_ptr, ex_idx,
+                     has_ex, n_ranges, _CHUNK, self._super_chunks(), out_keys, out_ids), threads)
+        return K.merge_ranges(out_keys, out_ids, k)
+
+    def _search_float(self, x: np.ndarray, k: int, ex: Exclusion | None):
+        """Candidates from the 8-bit search with a proven error margin, exact float64 re-scoring."""
+        b = x.shape[0]
+        qc, delta, resid = quantize_float_queries(x)
+        cmaxabs = float(max(abs(v) for v in code_range(self.item_bits)))
+        smax = float(np.abs(self._scale.values).max()) if self._scale.values.size else 0.0
+        tabs = float(np.abs(self._term.values).max()) if self._term.values.size else 0.0
+        x1 = np.abs(x.astype(np.float64)).sum(axis=1)
+        err = smax * cmaxabs * resid * (1 + 2.0**-30) + 2.0**-30 * (
+            smax * cmaxabs * (x1 + delta.astype(np.float64) * 127 * self.dim) + tabs)
+        out_s = np.full((b, k), -np.inf, np.float32)
+        out_i = np.full((b, k), -1, np.int64)
+        todo = np.arange(b)
+        kk = min(self.n, k + 16 + k // 4)
+        while todo.size:
+            sub_ex = _subset_exclusion(ex, todo)
+            keys, ids = self._search_int(qc[todo], delta[todo], kk, sub_ex)
+            valid = ids >= 0
+            nvalid = valid.sum(axis=1)
+            if kk >= self.n:
+                done = np.ones(todo.size, bool)
+            else:
+                kth = keys[:, min(k, kk) - 1]
+                last = keys[:, kk - 1]
+                done = (nvalid < kk) | (last < kth - 2 * err[todo])
+            rows = todo[done]
+            if rows.size:
+                s, i = self._rescore(x[rows], ids[done], k)
+                out_s[rows], out_i[rows] = s, i
+            todo = todo[~done]
+            kk = min(self.n, 2 * kk)
+        return out_s, out_i
+
+    def _rescore(self, x: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact float64 keys dot(x, c_i) * s_i + t_i of candidate ids (-1 = none), top k sorted."""
+        b, m = cand.shape
+        ok = cand >= 0
+        flat = np.where(ok, cand, 0).reshape(-1)
+        pos = flat if self._order is None else self._inv_order()[flat]
+        codes = self._gather_stored(pos).astype(np.float64).reshape(b, m, self.dim)
+        dots = np.einsum("bd,bmd->bm", x.astype(np.float64), codes)
+        s = self._scale.values[pos * self._scale.stride].astype(np.float64).reshape(b, m)
+        t = self._term.values[pos * self._term.stride].astype(np.float64).reshape(b, m)
+        keys = np.where(ok, dots * s + t, -np.inf)
+        ids = np.where(ok, cand, np.iinfo(np.int64).max)
+        order = np.lexsort((ids, -keys), axis=-1)[:, :k]
+        keys = np.take_along_axis(keys, order, 1)
+        ids = np.take_along_axis(ids, order, 1)
+        ids = np.where(np.isfinite(keys), ids, -1)
+        s_out = np.full((b, k), -np.inf, np.float32)
+        i_out = np.full((b, k), -1, np.int64)
+        s_out[:, : keys.shape[1]] = _to_scores(keys, ids)
+        i_out[:, : ids.shape[1]] = ids
+        return s_out, i_out
+
+    def _gather_stored(self, pos: np.ndarray | None) -> np.ndarray:
+        """int8 codes of storage rows ``pos`` (None = all rows, storage order)."""
+        if self._layout == LUT1:
+            return KA.unpack_lut1(self._packed, self.n, self.dim, pos)
+        if pos is None:
+            if self._layout == NIBBLE:
+                return unpack_nibble_blocked(self._packed, self.n, self.dim)
+            return unpack_int8_blocked(self._packed, self.n, self.dim)
+        pos = np.asarray(pos, np.int64)
+        if self._layout == NIBBLE:
+            g = self._ngp
+            by = self._packed.reshape(-1, g, 16, 2)[pos // 16, :, pos % 16, :]  # (m, g, r)
+            lo = (by & 15).astype(np.int16) - 8
+            hi = (by >> 4).astype(np.int16) - 8
+            return np.stack([lo, hi], axis=2).reshape(pos.size, 4 * g)[:, : self.dim].astype(np.int8)
+        pairs = self._ngp
+        by = self._packed.reshape(-1, pairs, 8, 2)[pos // 8, :, pos % 8, :]  # (m, pairs, r)
+        return np.ascontiguousarray(by.reshape(pos.size, 2 * pairs)[:, : self.dim]).astype(np.int8)
+
+    def _inv_order(self) -> np.ndarray:
+        if self._inv_order_cache is None:
+            inv = np.empty(self.n, np.int64)
+            inv[self._order] = np.arange(self.n, dtype=np.int64)
+            self._inv_order_cache = inv
+        return self._inv_order_cache
+
+    def _ex_arrays(self, ex: Exclusion | None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Exclusion CSR in storage positions (sorted per query), as the kernel scans them."""
+        from .common import empty_exclusion_arrays
+
+        if ex is None or ex.nnz == 0:
+            p, i = empty_exclusion_arrays()
+            return p, i, False
+        indptr, indices = ex.indptr, ex.indices
+        rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+        ok = (indices >= 0) & (indices < self.n)  # ids outside the index cannot be returned anyway
+        rows, indices = rows[ok], indices[ok]
+        if self._order is not None:
+            indices = self._inv_order()[indices]
+        o = np.lexsort((indices, rows))
+        indices = indices[o]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=indptr.size - 1))]).astype(np.int64)
+        return np.ascontiguousarray(indptr), np.ascontiguousarray(indices, dtype=np.int64), True
+
+    def _threads(self) -> int:
+        t = self.threads
+        return K.default_threads() if t is None else max(1, int(t))
+
+    # ---------------------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write packed codes, scales, terms and order as .npy files in directory ``path`` (or one
+        .npz when it ends in .npz); memory-mappable, no pickle (see hqgnn.index.storage)."""
+        from .storage import write_index_files
+
+        arrays: dict[str, np.ndarray] = {"codes": self._packed}
+        meta: dict[str, Any] = {"kind": "AsymCodeIndex", "bits": self.item_bits, "item_bits": self.item_bits,
+                                "query_bits": self.query_bits, "n": self.n, "dim": self.dim, "layout": self._layout}
+        for name, rec in (("scales", self._scale), ("terms", self._term)):
+            if rec.per_row:
+                arrays[name] = rec.values
+                meta[name] = "row"
+            else:
+                meta[name] = float(rec.values[0]) if rec.given else None
+        if self._order is not None:
+            arrays["order"] = self._order
+        write_index_files(path, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: object = "cpu",
+             backend: str = "auto") -> "AsymCodeIndex":
+        """Open an index written by :meth:`save` (codes memory-mapped in the directory form)."""
+        from .storage import read_index_files
+
+        meta, arrays = read_index_files(path, mmap=mmap)
+        if meta.get("kind") != "AsymCodeIndex":
+            raise ValueError(f"{path}: holds a {meta.get('kind')}, not an AsymCodeIndex")
+        n = int(meta["n"])
+
+        def rec(name: str):
+            v = meta.get(name)
+            if v == "row":
+                return normalize_item_scale(arrays[name], n) if name == "scales" else _normalize_term(arrays[name], n)
+            return normalize_item_scale(v, n) if name == "scales" else _normalize_term(v, n)
+
+        self = cls.__new__(cls)
+        self._init(arrays["codes"], meta["layout"], n, int(meta["dim"]), int(meta["item_bits"]),
+                   int(meta["query_bits"]), rec("scales"), rec("terms"), arrays.get("order"), device, backend)
+        return self
+
+
+SCALE_BUCKETS = 64
+
+
+def storage_order(scale, term, n: int) -> np.ndarray | None:
+    """Storage order that keeps each chunk's scale and term ranges narrow (the kernel bounds a
+    chunk by max(ip s) + max(t)): items sorted by scale quantile bucket (descending), and by term
+    (descending) inside a bucket; per-row scales without terms: by scale. None: keep item order."""
+    if not scale.per_row and not term.per_row:
+        return None
+    dtype = np.int32 if n < 2**31 else np.int64
+    if not term.per_row:
+        return np.argsort(-scale.values.astype(np.float64), kind="stable").astype(dtype)
+    if not scale.per_row:
+        return np.argsort(-term.values.astype(np.float64), kind="stable").astype(dtype)
+    s = scale.values.astype(np.float64)
+    edges = np.quantile(s, np.linspace(0, 1, SCALE_BUCKETS + 1)[1:-1])
+    bucket = np.searchsorted(edges, s, side="right")
+    return np.lexsort((-term.values.astype(np.float64), -bucket)).astype(dtype)
+
+
+def _permute(rec, order: np.ndarray | None):
+    """An ItemScale-shaped record in storage order."""
+    if not rec.per_row or order is None:
+        return rec
+    from .common import ItemScale
+
+    return ItemScale(np.ascontiguousarray(rec.values[order]), 1, True, True)
+
+
+def _to_scores(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = keys.astype(np.float32)
+    s[ids < 0] = -np.inf
+    return s
+
+
+def _subset_exclusion(ex: Exclusion | None, rows: np.ndarray) -> Exclusion | None:
+    """The exclusion CSR restricted to query rows ``rows`` (in that order)."""
+    if ex is None:
+        return None
+    if rows.size == ex.indptr.size - 1:
+        return ex
+    starts, ends = ex.indptr[rows], ex.indptr[rows + 1]
+    lens = ends - starts
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    idx = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])
+    return Exclusion(indptr, ex.indices[idx])

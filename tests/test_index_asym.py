@@ -1,0 +1,410 @@
+"""hqgnn.index asymmetric search: every item/query width, kernel and backend equals the float64 brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hqgnn.index import (
+    AsymCodeIndex,
+    build_asym_index,
+    build_code_index,
+    load_code_index,
+    prepare_queries,
+    reference_asym_search,
+)
+from hqgnn.index import kernels_asym_cpu as KA
+from hqgnn.index.asym import quantize_float_queries, reference_asym_scores
+from hqgnn.index.packing import code_range
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA not available")
+needs_simd = pytest.mark.skipif(not KA.HAVE_LUT_SIMD, reason="host has no AVX2 (portable kernels only)")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def item_codes(rng, n, d, bits, dup=True):
+    lo, hi = code_range(bits)
+    if bits == 1:
+        c = (rng.integers(0, 2, size=(n, d)) * 2 - 1).astype(np.int8)
+    else:
+        c = rng.integers(lo, hi + 1, size=(n, d)).astype(np.int8)
+    if dup and n > 8:
+        c[n // 2 : n // 2 + n // 4] = c[: n // 4]  # duplicated items: exact score ties
+    return c
+
+
+def make_scale(rng, n, kind):
+    if kind == "none":
+        return None
+    if kind == "tensor":
+        return 0.75
+    s = rng.uniform(-0.5, 1.5, n).astype(np.float32)  # some negative scales
+    s[: n // 3] = s[n // 3 : 2 * (n // 3)]  # repeated scales: more ties
+    return s
+
+
+def make_term(rng, n, kind):
+    if kind == "none":
+        return None
+    if kind == "scalar":
+        return 0.5
+    t = rng.normal(0, 2, n).astype(np.float32)
+    t[: n // 4] = 0.0
+    return t
+
+
+def make_queries(rng, b, d, query_bits, neg=True):
+    x = rng.normal(size=(b, d)).astype(np.float32)
+    q, qs = prepare_queries(x, query_bits=query_bits)
+    if qs is not None and neg:
+        qs = qs.copy()
+        qs[::3] *= -1  # negative query scales flip the ranking
+    return q, qs
+
+
+def random_exclusion(rng, b, n, frac=0.2):
+    rows = [rng.choice(n, size=int(rng.integers(0, max(1, int(n * frac)) + 1)), replace=False) for _ in range(b)]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    return indptr, np.concatenate(rows).astype(np.int64)
+
+
+def check(index, q, qs, k, codes, scale, term, exclude=None):
+    s, i = index.search(q, k, query_scales=qs, exclude=exclude)
+    if isinstance(s, torch.Tensor):
+        s, i = s.cpu().numpy(), i.cpu().numpy()
+    rs, ri = reference_asym_search(q, codes, k, scale, term, qs, exclude=exclude,
+                                   float_queries=index.query_bits == 0)
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_array_equal(s, rs)
+    return s, i
+
+
+# --------------------------------------------------------------------------------- packing
+@pytest.mark.parametrize("d", [1, 8, 48, 64, 96, 112, 128, 256])
+@pytest.mark.parametrize("n", [1, 31, 33, 100])
+def test_lut1_pack_roundtrip(n, d):
+    rng = np.random.default_rng(n * 1000 + d)
+    c = item_codes(rng, n, d, 1, dup=False)
+    packed = KA.pack_lut1(c)
+    assert packed.shape == (-(-n // 32), KA.lut1_cols(d), 32)
+    np.testing.assert_array_equal(KA.unpack_lut1(packed, n, d), c)
+    rows = rng.integers(0, n, size=7)
+    np.testing.assert_array_equal(KA.unpack_lut1(packed, n, d, rows), c[rows])
+
+
+def test_lut1_tables_hand_case():
+    q = np.array([[3, -2, 5, 7, 0, 0, 0, 0]], np.int8)
+    tab = KA.lut1_tables(q, 2).astype(np.int32)  # (8, 2 cols * 2 halves * 32)
+    t0 = tab[0, :16]
+    assert t0[0] == 0 and t0[1] == 3 and t0[2] == (-2) % 256 and t0[0b1111] == 13 and t0[0b1010] == 5
+    np.testing.assert_array_equal(tab[0, :16], tab[0, 16:32])  # both 128-bit lanes
+
+
+@needs_simd
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("d", [16, 64, 112, 2048])
+def test_lut1_ir_kernel_matches_portable_and_dot(signed, d):
+    rng = np.random.default_rng(d + signed)
+    n = 96
+    c = item_codes(rng, n, d, 1, dup=False)
+    lo, hi = (-8, 7) if signed else (0, 15)
+    q = rng.integers(lo, hi + 1, size=(8, d)).astype(np.int8)
+    q[0] = lo  # extremes: the int8 / int16 accumulators' worst cases
+    q[1] = hi
+    c[0] = 1
+    c[1] = -1
+    packed = KA.pack_lut1(c).reshape(-1)
+    ncols = KA.lut1_cols(d)
+    tabs = KA.lut1_tables(q, ncols)
+    nb = -(-n // 32)
+    a = np.zeros((8, nb * 32), np.int32)
+    b = np.zeros((8, nb * 32), np.int32)
+    KA._lut1_ir_py(packed, 0, nb, ncols // 2, tabs, 0, signed, a)
+    KA._lut1_portable(packed, 0, nb, ncols // 2, tabs, 0, signed, b)
+    want = q.astype(np.int64) @ (c > 0).astype(np.int64).T  # <q, bits>
+    np.testing.assert_array_equal(b[:, :n], want)
+    np.testing.assert_array_equal(a[:, :n], want)
+    mm = np.zeros((8, 2), np.int32)
+    c2 = np.zeros((8, nb * 32), np.int32)
+    KA._lut1_mm_ir_py(packed, 0, nb, ncols // 2, tabs, 0, signed, c2, mm)
+    np.testing.assert_array_equal(c2, a)
+    np.testing.assert_array_equal(mm[:, 0], a.max(axis=1))  # over all slots, pads included
+    np.testing.assert_array_equal(mm[:, 1], a.min(axis=1))
+
+
+# ---------------------------------------------------------------------------------- search
+CASES = [
+    # item_bits, query_bits, d
+    (1, 4, 64), (1, 4, 48), (1, 8, 96), (1, 8, 112), (1, 2, 128), (1, 5, 256), (1, 0, 64), (1, 0, 112),
+    (4, 4, 64), (4, 8, 48), (4, 0, 96), (2, 4, 112), (3, 8, 128),
+    (8, 4, 64), (8, 8, 112), (8, 0, 48), (6, 4, 256),
+]
+
+
+@pytest.mark.parametrize("simd", [True, False], ids=["simd", "portable"])
+@pytest.mark.parametrize("item_bits,query_bits,d", CASES)
+def test_search_equals_reference(item_bits, query_bits, d, simd):
+    if simd and not KA.HAVE_LUT_SIMD:
+        pytest.skip("no AVX2")
+    rng = np.random.default_rng(item_bits * 100 + query_bits * 10 + d)
+    n = 1000  # not a multiple of the 256-item chunk nor of the 32-item block
+    codes = item_codes(rng, n, d, item_bits)
+    for scale_kind, term_kind in [("row", "row"), ("none", "none"), ("tensor", "scalar"), ("row", "none")]:
+        scale, term = make_scale(rng, n, scale_kind), make_term(rng, n, term_kind)
+        index = build_asym_index(codes, scale, item_bits, term, query_bits=query_bits)
+        index.use_simd = None if simd else False
+        q, qs = make_queries(rng, 21, d, query_bits)
+        check(index, q, qs, 10, codes, scale, term)
+        check(index, q, qs, 10, codes, scale, term, exclude=random_exclusion(rng, 21, n))
+
+
+@pytest.mark.parametrize("item_bits,query_bits", [(1, 4), (1, 8), (4, 4), (8, 8), (1, 0), (4, 0)])
+def test_extreme_query_codes_and_scales(item_bits, query_bits):
+    """Queries at the ends of the code range (int8/int16 accumulator limits), one-sided scales."""
+    rng = np.random.default_rng(7)
+    n, d = 300, 128
+    codes = item_codes(rng, n, d, item_bits)
+    codes[0] = code_range(item_bits)[1]
+    codes[1] = code_range(item_bits)[0]
+    for scale in [np.full(n, 2.0, np.float32), -rng.uniform(0.5, 1, n).astype(np.float32)]:
+        index = build_asym_index(codes, scale, item_bits, None, query_bits=query_bits)
+        if query_bits == 0:
+            q = rng.normal(size=(9, d)).astype(np.float32)
+            q[0] = 1e3
+            qs = None
+        else:
+            lo, hi = code_range(query_bits)
+            q = rng.integers(lo, hi + 1, size=(9, d)).astype(np.int8)
+            q[0], q[1] = lo, hi
+            qs = rng.uniform(0.1, 2, 9).astype(np.float32)
+        check(index, q, qs, 7, codes, scale, None)
+
+
+@pytest.mark.parametrize("query_bits", [4, 0])
+def test_edge_cases(query_bits):
+    rng = np.random.default_rng(3)
+    n, d = 50, 96
+    codes = item_codes(rng, n, d, 1)
+    scale = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    term = rng.normal(size=n).astype(np.float32)
+    index = build_asym_index(codes, scale, 1, term, query_bits=query_bits)
+    q, qs = make_queries(rng, 5, d, query_bits)
+    s, i = check(index, q, qs, 80, codes, scale, term)  # k > n
+    assert (i[:, n:] == -1).all() and np.isneginf(s[:, n:]).all()
+    every = (np.arange(0, 5 * n + 1, n), np.tile(np.arange(n), 5))
+    s, i = index.search(q, 3, query_scales=qs, exclude=every)  # everything excluded
+    assert (i == -1).all() and np.isneginf(s).all()
+    part = (np.array([0, n - 2, n - 2, n - 2, n - 2, n - 2]), np.concatenate([np.arange(n - 2)]))
+    s, i = check(index, q, qs, 4, codes, scale, term, exclude=part)  # query 0: only 2 eligible
+    assert (i[0, 2:] == -1).all() and (i[0, :2] >= n - 2).all()
+    assert index.search(q, 0, query_scales=qs)[1].shape == (5, 0)
+    assert index.search(q[:0], 3, query_scales=None if qs is None else qs[:0])[1].shape == (0, 3)
+    one = build_asym_index(codes[:1], scale[:1], 1, term[:1], query_bits=query_bits)
+    check(one, q, qs, 2, codes[:1], scale[:1], term[:1])
+
+
+def test_threads_and_item_ranges_agree():
+    """Few queries split the items into ranges (merged afterwards); 1 vs 2 threads, same result."""
+    rng = np.random.default_rng(11)
+    n, d = 5000, 64
+    codes = item_codes(rng, n, d, 1)
+    scale = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    index = build_asym_index(codes, scale, 1, None, query_bits=4)
+    q, qs = make_queries(rng, 3, d, 4)
+    index.threads = 1
+    a = check(index, q, qs, 20, codes, scale, None)
+    index.threads = 2
+    b = check(index, q, qs, 20, codes, scale, None)
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_float_queries_candidate_growth():
+    """A query with one huge entry has a coarse 8-bit grid: the candidate set must grow, still exact."""
+    rng = np.random.default_rng(5)
+    n, d = 4000, 64
+    codes = item_codes(rng, n, d, 1, dup=False)
+    index = build_asym_index(codes, None, 1, None, query_bits=0)
+    x = rng.normal(size=(6, d)).astype(np.float32)
+    x[:, 0] = 500.0  # Delta ~ 4: every other dim is quantized to 0 or +-1
+    check(index, x, None, 10, codes, None, None)
+    check(index, x, None, 10, codes, None, None, exclude=random_exclusion(rng, 6, n))
+
+
+def test_quantize_float_queries_bound():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 33)).astype(np.float32)
+    x[0] = 0
+    codes, delta, resid = quantize_float_queries(x)
+    assert np.abs(codes).max() <= 127 and delta[0] == 1.0
+    np.testing.assert_allclose(resid, np.abs(x - delta[:, None] * codes).sum(1), rtol=1e-5, atol=1e-7)
+    assert (np.abs(x - delta[:, None] * codes) <= delta[:, None] / 2 * (1 + 1e-6)).all()
+
+
+# ------------------------------------------------------------------------------ queries / API
+def test_prepare_queries_rotation_center_and_codes():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(10, 16)).astype(np.float32)
+    r, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    mu = rng.normal(size=16).astype(np.float32)
+    xf, none = prepare_queries(x, rotation=r, center=mu, query_bits=0)
+    assert none is None
+    np.testing.assert_allclose(xf, (x - mu) @ r.astype(np.float32), rtol=1e-5, atol=1e-5)
+    x[3] = 0
+    for bits in (2, 4, 8):
+        c, s = prepare_queries(x, rotation=r, center=mu, query_bits=bits)
+        lo, hi = code_range(bits)
+        assert c.dtype == np.int8 and c.min() >= lo and c.max() <= hi and (s > 0).all()
+        err = np.abs(c * s[:, None] - xf).mean()
+        assert err < np.abs(xf).mean() * (0.6 if bits == 2 else 0.15)  # a real quantizer, not noise
+    c, s = prepare_queries(np.zeros((1, 4), np.float32), query_bits=4)
+    assert (c == 0).all() and s[0] == 1.0
+    with pytest.raises(ValueError, match="query_bits"):
+        prepare_queries(x, query_bits=1)
+    with pytest.raises(ValueError, match="rotation"):
+        prepare_queries(x, rotation=np.eye(3))
+
+
+def test_input_validation():
+    rng = np.random.default_rng(0)
+    codes = item_codes(rng, 20, 16, 1)
+    index = build_asym_index(codes, None, 1, None, query_bits=4)
+    with pytest.raises(ValueError, match="shape"):
+        index.search(np.zeros((2, 15), np.int8), 3)
+    with pytest.raises(ValueError, match="4-bit"):
+        index.search(np.full((2, 16), 9, np.int8), 3)
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(np.zeros((2, 16), np.int8), -1)
+    fidx = build_asym_index(codes, None, 1, None, query_bits=0)
+    with pytest.raises(ValueError, match="query_scales"):
+        fidx.search(np.zeros((2, 16), np.float32), 3, query_scales=1.0)
+    with pytest.raises(ValueError, match="float queries"):
+        fidx.search(np.zeros((2, 16), np.int8), 3)
+    with pytest.raises(ValueError, match="query_bits"):
+        build_asym_index(codes, None, 1, None, query_bits=1)
+    with pytest.raises(ValueError, match="1-bit"):
+        build_asym_index(np.zeros((3, 4), np.int8), None, 1)
+    with pytest.raises(ValueError, match="terms"):
+        build_asym_index(codes, None, 1, np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("item_bits", [1, 4, 8])
+@pytest.mark.parametrize("suffix", ["", ".npz"])
+def test_save_load_and_memory(tmp_path, item_bits, suffix):
+    rng = np.random.default_rng(item_bits)
+    n, d = 333, 112
+    codes = item_codes(rng, n, d, item_bits)
+    scale = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    term = rng.normal(size=n).astype(np.float32)
+    index = build_asym_index(codes, scale, item_bits, term, query_bits=8)
+    np.testing.assert_array_equal(index.codes(), codes)
+    np.testing.assert_array_equal(index.item_scale_dense(), scale)
+    np.testing.assert_array_equal(index.item_term_dense(), term)
+    packed = {1: -(-n // 32) * 32 * 14, 4: -(-n // 16) * 16 * 56, 8: -(-n // 16) * 16 * 112}[item_bits]
+    assert index.memory_bytes() == packed + 4 * n * 3  # codes + scale + term + int32 order
+    path = tmp_path / f"asym{suffix}"
+    index.save(path)
+    for loaded in (AsymCodeIndex.load(path), load_code_index(path)):
+        assert isinstance(loaded, AsymCodeIndex) and loaded.query_bits == 8
+        assert loaded.memory_bytes() == index.memory_bytes()
+        q, qs = make_queries(rng, 7, d, 8)
+        a = index.search(q, 5, qs)
+        b = loaded.search(q, 5, qs)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0], b[0])
+    plain = build_code_index(codes if item_bits > 1 else codes, scale, item_bits)  # symmetric kinds still load
+    plain.save(tmp_path / "plain")
+    assert not isinstance(load_code_index(tmp_path / "plain"), AsymCodeIndex)
+    small = build_asym_index(codes, None, item_bits, None, query_bits=4)
+    assert small.memory_bytes() == packed  # no scale, term or order stored
+
+
+def test_matches_symmetric_index_when_term_is_zero():
+    """Same codes, same bit width, no term: the asymmetric and the symmetric engine agree."""
+    rng = np.random.default_rng(9)
+    codes = item_codes(rng, 700, 64, 4)
+    scale = rng.uniform(0.5, 1.5, 700).astype(np.float32)
+    q, qs = make_queries(rng, 12, 64, 4, neg=False)
+    a = build_asym_index(codes, scale, 4, None, query_bits=4).search(q, 15, qs)
+    b = build_code_index(codes, scale, 4).search(q, 15, qs)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_reference_scores_formula():
+    q = np.array([[1, -2]], np.int8)
+    c = np.array([[1, 1], [-1, 1]], np.int8)
+    key = reference_asym_scores(q, c, np.array([2.0, 0.5], np.float32), np.array([0.25, -1], np.float32),
+                                np.array([3.0], np.float32))
+    np.testing.assert_array_equal(key, [[-1 * 2 * 3 + 0.25, -3 * 0.5 * 3 - 1]])
+
+
+# ----------------------------------------------------------------------- torch / CUDA backends
+def _torch_index(codes, scale, item_bits, term, query_bits, device, backend, method, cap):
+    index = build_asym_index(codes, scale, item_bits, term, query_bits=query_bits, device=device, backend=backend)
+    index._gpu.method = method
+    index._gpu.cap = cap
+    return index
+
+
+@pytest.mark.parametrize("method,cap", [("exact", None), ("two_phase", None), ("two_phase", 4)])
+@pytest.mark.parametrize("item_bits,query_bits,d", [(1, 4, 64), (1, 0, 96), (4, 8, 112), (8, 0, 48)])
+def test_torch_backend_on_cpu(item_bits, query_bits, d, method, cap):
+    """The GPU algorithm (threshold pass, candidate buffer incl. overflow, exact select) on CPU."""
+    rng = np.random.default_rng(d + item_bits)
+    n = 2100
+    codes = item_codes(rng, n, d, item_bits)
+    scale, term = make_scale(rng, n, "row"), make_term(rng, n, "row")
+    index = _torch_index(codes, scale, item_bits, term, query_bits, "cpu", "torch", method, cap)
+    q, qs = make_queries(rng, 13, d, query_bits)
+    check(index, q, qs, 9, codes, scale, term)
+    check(index, q, qs, 9, codes, scale, term, exclude=random_exclusion(rng, 13, n))
+
+
+CUDA_BACKENDS = [pytest.param(b, marks=needs_cuda) for b in ("cuda-torch", "cuda-exact", "cuda-triton")]
+
+
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("item_bits,query_bits,d", [(1, 4, 64), (1, 8, 48), (1, 0, 112), (4, 4, 96), (4, 0, 64),
+                                                    (8, 8, 128), (2, 4, 256)])
+def test_cuda_backends(item_bits, query_bits, d, backend):
+    rng = np.random.default_rng(d * 3 + item_bits)
+    n = 5000  # several item groups and a ragged last tile
+    codes = item_codes(rng, n, d, item_bits)
+    for sk, tk in [("row", "row"), ("none", "none"), ("tensor", "scalar")]:
+        scale, term = make_scale(rng, n, sk), make_term(rng, n, tk)
+        if backend == "cuda-triton":
+            index = build_asym_index(codes, scale, item_bits, term, query_bits=query_bits, device="cuda",
+                                     backend="triton")
+        else:
+            index = _torch_index(codes, scale, item_bits, term, query_bits, "cuda", "torch",
+                                 "exact" if backend == "cuda-exact" else "two_phase", None)
+        q, qs = make_queries(rng, 70, d, query_bits)
+        s, i = index.search(q, 20, query_scales=qs)
+        assert s.device.type == "cuda"
+        check(index, q, qs, 20, codes, scale, term)
+        check(index, q, qs, 20, codes, scale, term, exclude=random_exclusion(rng, 70, n, 0.01))
+        check(index, q, qs, n + 5, codes, scale, term)  # k > n
+        index._gpu.cap = 8  # forced buffer overflow -> exact redo
+        check(index, q, qs, 20, codes, scale, term)
+
+
+def test_lut_kernel_is_built_where_avx2_is():
+    """The LUT IR must parse wherever the other AVX2 kernels do (a broken IR would silently fall
+    back to the portable kernel)."""
+    from hqgnn.index import kernels_simd
+
+    assert KA.HAVE_LUT_SIMD == (kernels_simd.HAVE_AVX2 and kernels_simd._CODEGEN_AVX2)
+
+
+@pytest.mark.parametrize("query_bits", [4, 0])
+def test_asym_bench_small(query_bits):
+    from hqgnn.index.bench import run_asym_bench
+
+    r = run_asym_bench(3000, 32, 1, query_bits, 40, 5, train_n=1000)
+    assert r["exact"] is True and r["exact_checked_queries"] == 40 and r["queries_not_exact"] == 0
+    assert r["qps"]["hqgnn"] > 0 and r["query_bits"] == query_bits
+    for key in ("faiss_pq_fastscan_32x4", "faiss_pq_fastscan_16x4", "faiss_rabitq", "faiss_rabitq_fastscan"):
+        assert key in r["qps"]
+    assert 0 <= r["recall_vs_float"]["hqgnn"] <= 1
