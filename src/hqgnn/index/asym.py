@@ -28,6 +28,7 @@ import numpy as np
 
 from . import kernels_asym_cpu as KA
 from . import kernels_cpu as K
+from .float_queries import _FLOAT_QUERY_BITS, quantize_float_queries  # noqa: F401  (re-exported)
 from .common import Exclusion, normalize_exclusion, normalize_item_scale, normalize_query_scale, to_numpy
 from .packing import (
     INT8,
@@ -49,7 +50,6 @@ __all__ = ["AsymCodeIndex", "build_asym_index", "prepare_queries", "reference_as
 LUT1 = "lut1x32"  # 1-bit items: bit bytes of 32-item blocks for the vpshufb fast-scan kernel
 
 _CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int32 scores stay in L1
-_FLOAT_QUERY_BITS = 8  # float queries are searched with 8-bit codes, then re-scored in float64
 
 
 # -------------------------------------------------------------------------------- queries
@@ -97,17 +97,6 @@ def prepare_queries(x: object, rotation: object = None, center: object = None,
     s = torch.where(zero | ~(s > 0), torch.ones_like(s), s)  # zero rows: codes 0, scale 1
     codes = integer_codes(t, s, query_bits).to(torch.int8).numpy()
     return np.ascontiguousarray(codes), np.ascontiguousarray(s.reshape(-1).numpy().astype(np.float32))
-
-
-def quantize_float_queries(x: np.ndarray, bits: int = _FLOAT_QUERY_BITS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Max-abs symmetric codes for the float-query candidate pass: (codes, Delta (B,) float32,
-    ||x - Delta q||_1 (B,) float64). Delta = max|x| / (2^(b-1) - 1) (1 for a zero row)."""
-    qp = 2 ** (bits - 1) - 1
-    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    delta = np.where(amax > 0, amax / np.float32(qp), np.float32(1)).astype(np.float32)
-    codes = np.clip(np.rint(x / delta[:, None]), -qp, qp).astype(np.int8)
-    resid = np.abs(x.astype(np.float64) - delta.astype(np.float64)[:, None] * codes).sum(axis=1)
-    return codes, delta, resid
 
 
 # ------------------------------------------------------------------------------ reference
