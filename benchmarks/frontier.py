@@ -60,6 +60,9 @@ QAT: dict[str, tuple[int, int, str, dict[str, Any]]] = {
     "b2_d112_asym_cr": (112, 2, "ste", {**ASYM, **CENTER_ROT, **FP16}),
     "b4_d64_asym_c": (64, 4, "ste", {**ASYM, "quant.center": True, **FP16}),
     "b4_d64_sym": (64, 4, "ste", {}),
+    # BiGeaR-style: all 4 layers coded (256 sign bits + fp16 scale = 34 B), against b4_d64 at the same bytes
+    "b1_d64_layers_asym_cr_kd": (64, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.layerwise": True,
+                                                "quant.distill": "score"}),
 }
 
 

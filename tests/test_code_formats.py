@@ -45,6 +45,8 @@ FORMATS = {
     "q4_queries_centered": dict(bits=1, estimator="ste", user_bits=4, center=True),
     "b4_float_queries_score_kd": dict(bits=4, estimator="gste", user_bits=0, distill="score"),
     "b1_rank_kd": dict(bits=1, estimator="ste", user_bits=0, distill="rank", distill_topk=5),
+    "b1_layerwise_centered_itq": dict(bits=1, estimator="ste", user_bits=0, layerwise=True, center=True,
+                                      rotation="itq", scale_dtype="float16"),
 }
 
 
@@ -61,7 +63,7 @@ def test_memory_counts_what_is_stored(fmt_run):
     name, out = fmt_run
     q = FORMATS[name]
     m = json.loads((out / "metrics.json").read_text())["memory"]
-    d, bits = 16, q["bits"]
+    d, bits = 16 * (4 if q.get("layerwise") else 1), q["bits"]  # layer-wise: 3 layers + E0 concatenated
     scale = 2 if q.get("scale_dtype") == "float16" else 4
     term = scale if q.get("center") and q["user_bits"] else 0
     assert m["bytes_per_item"] == bits * d / 8 + scale + term
@@ -194,14 +196,15 @@ def test_served_memory_next_to_packed_size(fmt_run, teacher, tmp_path):
     served = json.loads((out / "metrics.json").read_text())["memory"]["served_bytes_per_item"]
     term = 4 if q.get("center") and q["user_bits"] else 0
     # CUDA: the scorer's int8 codes + float32 scale (+ float32 term)
-    assert served["gpu_scorer"] == 16 + 4 + term
+    d = 16 * (4 if q.get("layerwise") else 1)
+    assert served["gpu_scorer"] == d + 4 + term
     # CPU: the asymmetric index, packed codes (1 bit: d / 8 bytes in blocks of 32 items) + scale (+ term)
     # + the int32 storage order
     n = load_run(out).n_items
     if q["bits"] == 1:
-        assert served["cpu_index"] == pytest.approx(-(-n // 32) * 32 * 2 / n + 4 + term + 4)
+        assert served["cpu_index"] == pytest.approx(-(-n // 32) * 32 * d / 8 / n + 4 + term + 4)
     else:
-        assert served["cpu_index"] >= q["bits"] * 16 / 8 + 4 + term
+        assert served["cpu_index"] >= q["bits"] * d / 8 + 4 + term
     assert json.loads((teacher / "metrics.json").read_text())["memory"]["served_bytes_per_item"] == {"float32": 64}
 
 
@@ -243,3 +246,33 @@ def test_faiss_export_reproduces_the_served_ranking(fmt_run, tmp_path):
     served, _ = Recommender(run).recommend(np.arange(run.n_users), 10, exclude_seen=False)
     np.testing.assert_allclose(scores, served, rtol=1e-4, atol=1e-5)  # the same top-10 scores (ties aside)
     assert not (tmp_path / "idx.binary_flat.faiss").exists() or "user_query" not in t
+
+
+def test_layerwise_codes_score_every_layer(teacher):
+    cfg = _cfg(bits=1, estimator="ste", user_bits=0, layerwise=True, center=True)
+    cfg.train.init_from = str(teacher)
+    tr = Trainer(cfg, load_dataset(cfg.data), progress=False)
+    m = tr.model.eval()
+    with torch.no_grad():
+        users, items = m.final(tr.adj)
+        layers = m.encoder.layer_outputs(tr.adj)
+        assert users.shape[1] == items.shape[1] == 4 * 16 == m.code_dim
+        # the concatenation's inner product is the sum of the per-layer inner products
+        n_u = m.n_users
+        want = sum(e[:n_u] @ e[n_u:].T for e in layers)
+        torch.testing.assert_close(users @ items.T, want, atol=1e-5, rtol=1e-5)
+        qu, qi = m.quantize_rows(users, items, torch.arange(m.n_users), torch.arange(m.n_items))
+        codes = m.codes(tr.adj)
+        # every layer block of an item is t_l * s_i * sign(.): one scale per item, one weight per layer
+        blocks = ((qi - items.mean(0, keepdim=True)) / codes["item_scale"].reshape(-1, 1)).reshape(m.n_items, 4, 16)
+        assert torch.allclose(blocks.abs(), blocks.abs()[:1, :, :1].expand_as(blocks), rtol=1e-4)
+        served = served_scorer(codes)(torch.arange(m.n_users)).double()
+    diff = (qu @ qi.T).double() - served
+    assert (diff - diff[:, :1]).abs().max() < 1e-4 * served.abs().max()  # same ranking as the model's score
+
+
+def test_layerwise_needs_float_queries():
+    from hqgnn.errors import HqgnnError
+
+    with pytest.raises(HqgnnError, match="layerwise"):
+        _cfg(bits=1, estimator="ste", user_bits=4, layerwise=True).validate()

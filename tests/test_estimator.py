@@ -37,6 +37,12 @@ class TestOneBitFloatQueriesCentered(RecommenderBase):
     params = {"bits": 1, "estimator": "ste", "user_bits": 0, "center": True, "scale_dtype": "float16"}
 
 
+class TestOneBitLayerwise(RecommenderBase):
+    """BiGeaR-style multi-layer codes: every LightGCN layer coded, concatenated, float queries."""
+
+    params = {"bits": 1, "estimator": "ste", "user_bits": 0, "layerwise": True}
+
+
 class TestOneBitFourBitQueriesCentered(RecommenderBase):
     """4-bit queries against 1-bit items, centered (a stored per-item term)."""
 

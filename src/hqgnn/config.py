@@ -81,6 +81,7 @@ class QuantConfig:
     distill_temperature: float = 1.0  # softmax temperature of score distillation
     distill_topk: int = 10  # teacher items per user for rank distillation
     teacher: str = ""  # run directory of the float teacher (default: train.init_from)
+    layerwise: bool = False  # BiGeaR-style multi-layer codes: every LightGCN layer coded, concatenated (float queries)
 
 
 @dataclass
@@ -341,6 +342,9 @@ def _validate(cfg: "RunConfig") -> None:
                          f"use {', '.join(QUANT_ESTIMATORS)} or auto")
     if not q.bits and q.estimator != "none":
         raise HqgnnError(f"quant.estimator {q.estimator} needs quant.bits 1..8 (quant.bits is 0)")
+    if q.bits and q.layerwise and (q.user_bits != 0 or cfg.model.layers < 1):
+        raise HqgnnError("quant.layerwise codes every LightGCN layer against float queries: it needs "
+                         f"quant.user_bits = 0 and model.layers >= 1 (got {q.user_bits} and {cfg.model.layers})")
     metrics = [f"{m}@{k}" for m in METRIC_NAMES for k in sorted(set(cfg.eval.ks))]
     if cfg.train.select_metric not in metrics:
         raise HqgnnError(f"train.select_metric {cfg.train.select_metric!r} is not evaluated "

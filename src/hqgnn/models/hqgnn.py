@@ -28,6 +28,7 @@ class HQGNNModel(nn.Module):
         self.bits = 0 if quant is None else quant.bits
         self.user_bits = 0
         self.center = False
+        self.layerwise = False
         self.distill = "none"
         if self.bits:
             from ..quant import EmbeddingQuantizer
@@ -40,6 +41,7 @@ class HQGNNModel(nn.Module):
                       scale_dtype=quant.scale_dtype)
             self.user_bits = quant.bits if quant.user_bits < 0 else quant.user_bits
             self.center = quant.center
+            self.layerwise = quant.layerwise
             self.scale_dtype = quant.scale_dtype
             # float queries (user_bits = 0) keep no user quantizer: only the item table is compressed
             if self.user_bits:
@@ -71,8 +73,27 @@ class HQGNNModel(nn.Module):
         return self.bits > 0
 
     def final(self, adj: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Continuous (float) user and item embeddings after propagation."""
+        """Continuous (float) user and item embeddings after propagation; with layer-wise codes the
+        concatenation [E^(0), ..., E^(K)] (BiGeaR), whose inner product sums the per-layer ones."""
+        if self.layerwise:
+            return self.encoder.split(torch.cat(self.encoder.layer_outputs(adj), dim=1))
         return self.encoder.split(self.encoder(adj))
+
+    @property
+    def code_dim(self) -> int:
+        """Entries per code row: d, or (K + 1) * d with layer-wise codes."""
+        return self.encoder.dim * (self.encoder.layers + 1 if self.layerwise else 1)
+
+    def _layer_weights(self, items: torch.Tensor) -> torch.Tensor | None:
+        """Layer-wise codes: per-entry (1, (K + 1) d) weights t_l = mean |E^(l)| of the item table (detached).
+
+        Each layer block is coded as t_l * s_i * sign(x / t_l), so layers of different magnitude share one
+        per-item scale s_i; t_l is per table and goes to the (float) query at serving time."""
+        if not self.layerwise:
+            return None
+        blocks = items.detach().reshape(items.shape[0], -1, self.encoder.dim)
+        t = blocks.abs().mean(dim=(0, 2)).clamp_min(1e-12)
+        return t.repeat_interleave(self.encoder.dim).reshape(1, -1)
 
     def quantize_rows(self, users: torch.Tensor, items: torch.Tensor, user_rows: torch.Tensor,
                       item_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,6 +106,10 @@ class HQGNNModel(nn.Module):
         u, i = users[user_rows], items[item_rows]
         if not self.quantized:
             return u, i
+        w = self._layer_weights(items)
+        if w is not None:  # layer-wise: float queries (validated), items coded per layer block
+            mu_i = items.detach().mean(0, keepdim=True) if self.center else torch.zeros_like(w)
+            return u, self.item_quantizer((i - mu_i) / w, rows=item_rows) * w + mu_i
         if self.center:
             mu_i = items.detach().mean(0, keepdim=True)
             i = self.item_quantizer(i - mu_i, rows=item_rows) + mu_i
@@ -159,9 +184,12 @@ class HQGNNModel(nn.Module):
         """
         assert self.quantized
         users, items = self.final(adj)
+        w = self._layer_weights(items)
         if self.center:
             mu_i = items.mean(0, keepdim=True)
             items = items - mu_i
+        if w is not None:  # the per-layer weights move to the float query: <x_u * t, s_i c_i>
+            items, users = items / w, users * w
         item_codes, item_scale = self.item_quantizer.quantize(items)
         out = {"item_codes": item_codes, "item_scale": item_scale}
         if self.user_bits:
@@ -179,7 +207,7 @@ class HQGNNModel(nn.Module):
     def memory_report(self) -> dict[str, float]:
         """Bytes per user / item of what serving stores (bit-packed codes + scales + per-item terms), and
         the ratio to float32."""
-        d = self.encoder.dim
+        d = self.code_dim
         if self.quantized:
             from ..quant.quantizer import SCALE_DTYPES
 
@@ -194,8 +222,9 @@ class HQGNNModel(nn.Module):
             "bytes_per_user": per_user,
             "bytes_per_item": per_item,
             "total_bytes": total,
-            "float32_total_bytes": 4.0 * d * (self.n_users + self.n_items),
-            "ratio_to_float32": total / (4.0 * d * (self.n_users + self.n_items)),
+            # against the float model this encoder is (d entries per row, also for layer-wise codes)
+            "float32_total_bytes": 4.0 * self.encoder.dim * (self.n_users + self.n_items),
+            "ratio_to_float32": total / (4.0 * self.encoder.dim * (self.n_users + self.n_items)),
         }
 
 

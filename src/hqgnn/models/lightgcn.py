@@ -36,5 +36,14 @@ class LightGCN(nn.Module):
             out = out + x
         return out / (self.layers + 1)
 
+    def layer_outputs(self, adj: torch.Tensor | None) -> list[torch.Tensor]:
+        """E^(0), ..., E^(K): the embeddings after each round of propagation (their mean is ``forward``)."""
+        x = self.embedding.weight
+        outs = [x]
+        for _ in range(self.layers):
+            x = propagate(adj, x)
+            outs.append(x)
+        return outs
+
     def split(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return emb[: self.n_users], emb[self.n_users :]

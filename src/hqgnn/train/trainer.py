@@ -156,6 +156,8 @@ class Trainer:
         from ..quant.rotation import itq_rotation
 
         _, items = self.model.final(self.adj)
+        # layer-wise codes: every layer block is rotated by the same R (it acts on E0), so fit R on all blocks
+        items = items.reshape(-1, self.model.encoder.dim)
         r = itq_rotation(items, seed=self.cfg.train.seed).to(self.device)
         self.model.encoder.embedding.weight.copy_(self.model.encoder.embedding.weight @ r)
         log.info("quant.rotation=itq: folded a %dx%d ITQ rotation into the encoder", r.shape[0], r.shape[1])
