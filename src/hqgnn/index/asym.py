@@ -215,7 +215,7 @@ class AsymCodeIndex:
 
     def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale,
               term, order: np.ndarray | None, device: object, backend: str, codes: np.ndarray | None = None) -> None:
-        from .base import _device_str
+        from .base import _device_str, resolve_backend
 
         query_bits = int(query_bits)
         if query_bits != 0 and not 2 <= query_bits <= 8:
@@ -246,20 +246,7 @@ class AsymCodeIndex:
         self.threads: int | None = None  # CPU threads for search; None = all cores (HQGNN_NUM_THREADS)
         self.use_simd: bool | None = None  # None: AVX2 kernels when available; False: portable numba
         self.device = _device_str(device)
-        if backend not in ("auto", "numba", "torch", "triton"):
-            raise ValueError(f"backend must be one of ('auto', 'numba', 'torch', 'triton'), got {backend!r}")
-        if backend == "auto":
-            if self.device == "cpu":
-                backend = "numba"
-            else:
-                from .kernels_gpu import triton_available
-
-                backend = "triton" if triton_available() else "torch"
-        if backend == "numba" and self.device != "cpu":
-            raise ValueError("the numba backend runs on CPU only")
-        if backend == "triton" and self.device == "cpu":
-            raise ValueError("the triton backend needs a CUDA device")
-        self.backend = backend
+        self.backend = backend = resolve_backend(self.device, backend)
         self._gpu = None
         if backend in ("torch", "triton"):
             from .kernels_asym_gpu import AsymTorchSearcher

@@ -36,6 +36,24 @@ def _device_str(device: object) -> str:
 _KINDS: dict[str, type] = {}
 
 
+def resolve_backend(device: str, backend: str) -> str:
+    """The concrete backend for ``device`` ("cpu" / "cuda[:i]"): "auto" is numba on CPU and Triton (else
+    torch) on CUDA; numba needs the CPU and Triton a CUDA device. Shared by every index kind."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if device == "cpu":
+            return "numba"
+        from .kernels_gpu import triton_available
+
+        return "triton" if triton_available() else "torch"
+    if backend == "numba" and device != "cpu":
+        raise ValueError("the numba backend runs on CPU only")
+    if backend == "triton" and device == "cpu":
+        raise ValueError("the triton backend needs a CUDA device")
+    return backend
+
+
 class CodeIndex:
     """Exact top-k over integer item codes; subclasses store the packed codes for one bit width.
 
@@ -73,20 +91,7 @@ class CodeIndex:
     # ---------------------------------------------------------------------- common
     def _setup(self, device: object, backend: str) -> None:
         self.device = _device_str(device)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "auto":
-            if self.device == "cpu":
-                backend = "numba"
-            else:
-                from .kernels_gpu import triton_available
-
-                backend = "triton" if triton_available() else "torch"
-        if backend == "numba" and self.device != "cpu":
-            raise ValueError("the numba backend runs on CPU only")
-        if backend == "triton" and self.device == "cpu":
-            raise ValueError("the triton backend needs a CUDA device")
-        self.backend = backend
+        self.backend = backend = resolve_backend(self.device, backend)
         self.threads: int | None = None  # CPU threads for search; None = all cores (HQGNN_NUM_THREADS)
         self._torch_engine = None
         if backend in ("torch", "triton"):
