@@ -14,13 +14,13 @@ from hqgnn.index import (
     prepare_queries,
     reference_asym_search,
 )
-from hqgnn.index import kernels_asym_cpu as KA
+from hqgnn.index import kernels_lut1 as KL
 from hqgnn.index.asym import quantize_float_queries, reference_asym_scores
 from hqgnn.index.packing import code_range
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA not available")
-needs_simd = pytest.mark.skipif(not KA.HAVE_LUT_SIMD, reason="host has no AVX2 (portable kernels only)")
+needs_simd = pytest.mark.skipif(not KL.HAVE_LUT_SIMD, reason="host has no AVX2 (portable kernels only)")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -87,16 +87,16 @@ def check(index, q, qs, k, codes, scale, term, exclude=None):
 def test_lut1_pack_roundtrip(n, d):
     rng = np.random.default_rng(n * 1000 + d)
     c = item_codes(rng, n, d, 1, dup=False)
-    packed = KA.pack_lut1(c)
-    assert packed.shape == (-(-n // 32), KA.lut1_cols(d), 32)
-    np.testing.assert_array_equal(KA.unpack_lut1(packed, n, d), c)
+    packed = KL.pack_lut1(c)
+    assert packed.shape == (-(-n // 32), KL.lut1_cols(d), 32)
+    np.testing.assert_array_equal(KL.unpack_lut1(packed, n, d), c)
     rows = rng.integers(0, n, size=7)
-    np.testing.assert_array_equal(KA.unpack_lut1(packed, n, d, rows), c[rows])
+    np.testing.assert_array_equal(KL.unpack_lut1(packed, n, d, rows), c[rows])
 
 
 def test_lut1_tables_hand_case():
     q = np.array([[3, -2, 5, 7, 0, 0, 0, 0]], np.int8)
-    tab = KA.lut1_tables(q, 2).astype(np.int32)  # (8, 2 cols * 2 halves * 32)
+    tab = KL.lut1_tables(q, 2).astype(np.int32)  # (8, 2 cols * 2 halves * 32)
     t0 = tab[0, :16]
     assert t0[0] == 0 and t0[1] == 3 and t0[2] == (-2) % 256 and t0[0b1111] == 13 and t0[0b1010] == 5
     np.testing.assert_array_equal(tab[0, :16], tab[0, 16:32])  # both 128-bit lanes
@@ -115,20 +115,20 @@ def test_lut1_ir_kernel_matches_portable_and_dot(signed, d):
     q[1] = hi
     c[0] = 1
     c[1] = -1
-    packed = KA.pack_lut1(c).reshape(-1)
-    ncols = KA.lut1_cols(d)
-    tabs = KA.lut1_tables(q, ncols)
+    packed = KL.pack_lut1(c).reshape(-1)
+    ncols = KL.lut1_cols(d)
+    tabs = KL.lut1_tables(q, ncols)
     nb = -(-n // 32)
     a = np.zeros((8, nb * 32), np.int32)
     b = np.zeros((8, nb * 32), np.int32)
-    KA._lut1_ir_py(packed, 0, nb, ncols // 2, tabs, 0, signed, a)
-    KA._lut1_portable(packed, 0, nb, ncols // 2, tabs, 0, signed, b)
+    KL._lut1_ir_py(packed, 0, nb, ncols // 2, tabs, 0, signed, a)
+    KL._lut1_portable(packed, 0, nb, ncols // 2, tabs, 0, signed, b)
     want = q.astype(np.int64) @ (c > 0).astype(np.int64).T  # <q, bits>
     np.testing.assert_array_equal(b[:, :n], want)
     np.testing.assert_array_equal(a[:, :n], want)
     mm = np.zeros((8, 2), np.int32)
     c2 = np.zeros((8, nb * 32), np.int32)
-    KA._lut1_mm_ir_py(packed, 0, nb, ncols // 2, tabs, 0, signed, c2, mm)
+    KL._lut1_mm_ir_py(packed, 0, nb, ncols // 2, tabs, 0, signed, c2, mm)
     np.testing.assert_array_equal(c2, a)
     np.testing.assert_array_equal(mm[:, 0], a.max(axis=1))  # over all slots, pads included
     np.testing.assert_array_equal(mm[:, 1], a.min(axis=1))
@@ -146,7 +146,7 @@ CASES = [
 @pytest.mark.parametrize("simd", [True, False], ids=["simd", "portable"])
 @pytest.mark.parametrize("item_bits,query_bits,d", CASES)
 def test_search_equals_reference(item_bits, query_bits, d, simd):
-    if simd and not KA.HAVE_LUT_SIMD:
+    if simd and not KL.HAVE_LUT_SIMD:
         pytest.skip("no AVX2")
     rng = np.random.default_rng(item_bits * 100 + query_bits * 10 + d)
     n = 1000  # not a multiple of the 256-item chunk nor of the 32-item block
@@ -395,7 +395,7 @@ def test_lut_kernel_is_built_where_avx2_is():
     back to the portable kernel)."""
     from hqgnn.index import kernels_simd
 
-    assert KA.HAVE_LUT_SIMD == (kernels_simd.HAVE_AVX2 and kernels_simd._CODEGEN_AVX2)
+    assert KL.HAVE_LUT_SIMD == (kernels_simd.HAVE_AVX2 and kernels_simd._CODEGEN_AVX2)
 
 
 @pytest.mark.parametrize("query_bits", [4, 0])
