@@ -15,7 +15,8 @@ from hqgnn.index import (
     reference_asym_search,
 )
 from hqgnn.index import kernels_lut1 as KL
-from hqgnn.index.asym import quantize_float_queries, reference_asym_scores
+from hqgnn.index.queries import quantize_float_queries
+from hqgnn.index.reference import reference_asym_scores
 from hqgnn.index.packing import code_range
 
 CUDA = torch.cuda.is_available()

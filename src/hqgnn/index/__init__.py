@@ -19,11 +19,12 @@ descending with ties broken by lower item id; numpy arrays on CPU, torch tensors
 
 from __future__ import annotations
 
-from .asym import AsymCodeIndex, build_asym_index, prepare_queries, reference_asym_search
+from .asym import AsymCodeIndex, build_asym_index
+from .queries import prepare_queries
 from .base import BACKENDS, CodeIndex
 from .binary import BinaryCodeIndex
 from .factory import build_code_index, load_code_index
-from .reference import reference_scores, reference_search
+from .reference import reference_asym_search, reference_scores, reference_search
 from .rerank import search_rerank
 from .scalar import ScalarCodeIndex
 

@@ -3,12 +3,12 @@
 Items: b-bit integer codes (1 bit = {-1,+1}; b >= 2 symmetric in [-2^(b-1), 2^(b-1)-1]), a float32
 scale s_i and an optional float32 additive term t_i (per item or per tensor). Queries: integer codes of
 ``query_bits`` bits (2..8) with per-query scales s_u, or float vectors (``query_bits=0``). Rotation and
-centering are applied once per query by :func:`prepare_queries`.
+centering are applied once per query by :func:`hqgnn.index.queries.prepare_queries`.
 
 Exactness (CPU):
 * integer queries: <c_u, c_i> is computed exactly in int16/int32 by the SIMD kernels and every ranking
   key is the float64 value ``(ip * s_i) * s_u + t_i`` -- the same operations, in the same order, as
-  :func:`reference_asym_scores`, so keys are bit-identical and ids match the float64 brute force.
+  :func:`hqgnn.index.reference.reference_asym_scores`, so keys are bit-identical and ids match the float64 brute force.
 * float queries: the query is quantized to 8 bits (max-abs scale Delta); the integer search returns
   the top K' by the approximate key (Delta * ip) * s_i + t_i, whose error is at most
   err = max|s_i| * max|c_i| * ||x - Delta q||_1 (+ a float64 rounding margin). If the K'-th approximate
@@ -28,8 +28,9 @@ import numpy as np
 
 from . import kernels_asym_cpu as KA
 from . import kernels_cpu as K
-from .float_queries import _FLOAT_QUERY_BITS, quantize_float_queries  # noqa: F401  (re-exported)
-from .common import Exclusion, normalize_exclusion, normalize_item_scale, normalize_query_scale, to_numpy
+from .common import Exclusion, normalize_exclusion, normalize_item_scale, normalize_item_term, normalize_query_scale, to_numpy
+from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries  # noqa: F401  (re-exported)
+from .reference import reference_asym_scores, reference_asym_search  # noqa: F401  (re-exported)
 from .packing import (
     INT8,
     NIBBLE,
@@ -45,130 +46,11 @@ from .packing import (
     unpack_nibble_blocked,
 )
 
-__all__ = ["AsymCodeIndex", "build_asym_index", "prepare_queries", "reference_asym_scores", "reference_asym_search"]
+__all__ = ["AsymCodeIndex", "build_asym_index"]
 
 LUT1 = "lut1x32"  # 1-bit items: bit bytes of 32-item blocks for the vpshufb fast-scan kernel
 
 _CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int32 scores stay in L1
-
-
-# -------------------------------------------------------------------------------- queries
-def prepare_queries(x: object, rotation: object = None, center: object = None,
-                    query_bits: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """Queries as :meth:`AsymCodeIndex.search` takes them: ``(x - center) @ rotation``, then for
-    ``query_bits`` in 2..8 symmetric uniform codes with one scale per row chosen to minimise the
-    squared error (``hqgnn.quant.data_scale``; a zero row gets scale 1 and zero codes).
-
-    Returns ``(codes int8 (B, d), scales float32 (B,))`` for quantized queries, or
-    ``(x float32 (B, d), None)`` for ``query_bits=0``. ``center`` (d_in,) is subtracted before the
-    rotation (d_in, d); the index's per-item term t_i carries what centering moved out of the items.
-    """
-    import torch
-
-    from ..quant.estimators import integer_codes
-    from ..quant.quantizer import data_scale
-
-    q = np.asarray(to_numpy(x), dtype=np.float32)
-    if q.ndim == 1:
-        q = q[None, :]
-    if q.ndim != 2:
-        raise ValueError(f"queries must be 2-D (B, d), got shape {q.shape}")
-    if center is not None:
-        c = np.asarray(to_numpy(center), dtype=np.float32).reshape(-1)
-        if c.size != q.shape[1]:
-            raise ValueError(f"center has {c.size} entries, queries have dim {q.shape[1]}")
-        q = q - c[None, :]
-    if rotation is not None:
-        r = np.asarray(to_numpy(rotation), dtype=np.float32)
-        if r.ndim != 2 or r.shape[0] != q.shape[1]:
-            raise ValueError(f"rotation must be ({q.shape[1]}, d), got shape {r.shape}")
-        q = q @ r
-    q = np.ascontiguousarray(q, dtype=np.float32)
-    if not np.all(np.isfinite(q)):
-        raise ValueError("queries must be finite")
-    query_bits = int(query_bits)
-    if query_bits == 0:
-        return q, None
-    if not 2 <= query_bits <= 8:
-        raise ValueError(f"query_bits must be 0 (float) or 2..8, got {query_bits}")
-    t = torch.from_numpy(q)
-    s = data_scale(t, query_bits, per_row=True)  # (B, 1)
-    zero = t.abs().amax(dim=1, keepdim=True) == 0 if t.shape[1] else torch.ones_like(s, dtype=torch.bool)
-    s = torch.where(zero | ~(s > 0), torch.ones_like(s), s)  # zero rows: codes 0, scale 1
-    codes = integer_codes(t, s, query_bits).to(torch.int8).numpy()
-    return np.ascontiguousarray(codes), np.ascontiguousarray(s.reshape(-1).numpy().astype(np.float32))
-
-
-# ------------------------------------------------------------------------------ reference
-def reference_asym_scores(queries: object, item_codes: object, item_scale: object = None, item_term: object = None,
-                          query_scales: object = None, float_queries: bool = False) -> np.ndarray:
-    """(B, n) float64 keys by brute force: ``(ip * s_i) * s_u + t_i`` for integer queries (ip exact),
-    ``dot64(x_u, c_i) * s_i + t_i`` for float queries."""
-    ic = to_numpy(item_codes).astype(np.float64)
-    n = ic.shape[0]
-    s_i = normalize_item_scale(item_scale, n).dense(n).astype(np.float64)
-    t_i = _normalize_term(item_term, n).dense(n).astype(np.float64)
-    q = to_numpy(queries).astype(np.float64)
-    ip = q @ ic.T
-    if float_queries:
-        return ip * s_i[None, :] + t_i[None, :]
-    s_u = normalize_query_scale(query_scales, q.shape[0]).astype(np.float64)
-    return (ip * s_i[None, :]) * s_u[:, None] + t_i[None, :]
-
-
-def reference_asym_search(queries: object, item_codes: object, k: int, item_scale: object = None,
-                          item_term: object = None, query_scales: object = None, exclude: object = None,
-                          float_queries: bool = False, block: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by float64 brute force, ``block`` queries at a time (so 1M items x 1000 queries
-    fit in memory): (scores float32 (B, k), ids int64 (B, k)); key desc, id asc; -1 / -inf padding."""
-    q = to_numpy(queries)
-    b = q.shape[0]
-    ic = to_numpy(item_codes)
-    n = ic.shape[0]
-    ex = normalize_exclusion(exclude, b, n)
-    qs = None if float_queries else normalize_query_scale(query_scales, b)
-    ids = np.full((b, k), -1, np.int64)
-    scores = np.full((b, k), -np.inf, np.float32)
-    for r0 in range(0, b, block):
-        r1 = min(b, r0 + block)
-        key = reference_asym_scores(q[r0:r1], ic, item_scale, item_term, None if qs is None else qs[r0:r1],
-                                    float_queries)
-        if ex is not None and ex.nnz:
-            a, e = ex.indptr[r0], ex.indptr[r1]
-            rows = np.repeat(np.arange(r1 - r0), np.diff(ex.indptr[r0 : r1 + 1]))
-            cols = ex.indices[a:e]
-            ok = (cols >= 0) & (cols < n)
-            key[rows[ok], cols[ok]] = -np.inf
-        kk = min(k, n)
-        if kk == 0:
-            continue
-        part = np.argpartition(-key, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (r1 - r0, 1))
-        thr = np.take_along_axis(key, part, 1).min(axis=1)
-        for r in range(r1 - r0):
-            cand = np.flatnonzero(key[r] >= thr[r])  # all ties of the k-th key, so id order is exact
-            order = cand[np.lexsort((cand, -key[r, cand]))][:k]
-            order = order[key[r, order] > -np.inf]
-            ids[r0 + r, : order.size] = order
-            scores[r0 + r, : order.size] = key[r, order].astype(np.float32)
-    return scores, ids
-
-
-def _normalize_term(term: object, n: int):
-    """Item terms like item scales (None -> 0): an ItemScale-shaped record."""
-    from .common import ItemScale
-
-    if term is None:
-        return ItemScale(np.zeros(1, np.float32), 0, False, False)
-    arr = to_numpy(term).astype(np.float32, copy=False).reshape(-1)
-    if arr.size == 1 and n != 1:
-        if not np.isfinite(arr[0]):
-            raise ValueError("item terms must be finite")
-        return ItemScale(np.ascontiguousarray(arr), 0, False, True)
-    if arr.size != n:
-        raise ValueError(f"item terms must be a scalar or have one value per item ({n}), got {arr.size}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("item terms must be finite")
-    return ItemScale(np.ascontiguousarray(arr), 1, True, True)
 
 
 # ---------------------------------------------------------------------------------- index
@@ -200,7 +82,7 @@ class AsymCodeIndex:
         check_code_range(codes, item_bits, "item_codes")
         n = codes.shape[0]
         scale = normalize_item_scale(item_scale, n)
-        term = _normalize_term(item_term, n)
+        term = normalize_item_term(item_term, n)
         order = storage_order(scale, term, n)
         stored = codes if order is None else codes[order]
         layout = LUT1 if item_bits == 1 else (NIBBLE if item_bits <= 4 else INT8)
@@ -564,8 +446,8 @@ class AsymCodeIndex:
         def rec(name: str):
             v = meta.get(name)
             if v == "row":
-                return normalize_item_scale(arrays[name], n) if name == "scales" else _normalize_term(arrays[name], n)
-            return normalize_item_scale(v, n) if name == "scales" else _normalize_term(v, n)
+                return normalize_item_scale(arrays[name], n) if name == "scales" else normalize_item_term(arrays[name], n)
+            return normalize_item_scale(v, n) if name == "scales" else normalize_item_term(v, n)
 
         self = cls.__new__(cls)
         self._init(arrays["codes"], meta["layout"], n, int(meta["dim"]), int(meta["item_bits"]),

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Exclusion", "ItemScale", "normalize_exclusion", "normalize_item_scale", "normalize_query_scale", "to_numpy"]
+__all__ = ["Exclusion", "ItemScale", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
+           "to_numpy"]
 
 
 def to_numpy(x: object) -> np.ndarray:
@@ -108,3 +109,19 @@ def normalize_exclusion(exclude: object, b: int, n: int) -> Exclusion | None:
 
 def empty_exclusion_arrays() -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(1, np.int64), np.zeros(1, np.int64)
+
+
+def normalize_item_term(term: object, n: int):
+    """Item terms like item scales (None -> 0): an ItemScale-shaped record."""
+    if term is None:
+        return ItemScale(np.zeros(1, np.float32), 0, False, False)
+    arr = to_numpy(term).astype(np.float32, copy=False).reshape(-1)
+    if arr.size == 1 and n != 1:
+        if not np.isfinite(arr[0]):
+            raise ValueError("item terms must be finite")
+        return ItemScale(np.ascontiguousarray(arr), 0, False, True)
+    if arr.size != n:
+        raise ValueError(f"item terms must be a scalar or have one value per item ({n}), got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("item terms must be finite")
+    return ItemScale(np.ascontiguousarray(arr), 1, True, True)

@@ -88,7 +88,7 @@ class AsymTorchSearcher:
                method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """q: int8 codes with scales qs, or float32 vectors (float_queries). Returns float32
         scores and int64 ids (B, k) on the device."""
-        from .float_queries import quantize_float_queries
+        from .queries import quantize_float_queries
 
         b = q.shape[0]
         dpad = self.codes.shape[1]

@@ -1,0 +1,67 @@
+"""Queries of the asymmetric index: rotation, centering and b-bit codes once per query, and the 8-bit
+candidate-pass codes of float queries with the residual that bounds their error."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import to_numpy
+
+_FLOAT_QUERY_BITS = 8  # float queries are searched with 8-bit codes, then re-scored in float64
+
+
+def quantize_float_queries(x: np.ndarray, bits: int = _FLOAT_QUERY_BITS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Max-abs symmetric codes for the float-query candidate pass: (codes, Delta (B,) float32,
+    ||x - Delta q||_1 (B,) float64). Delta = max|x| / (2^(b-1) - 1) (1 for a zero row)."""
+    qp = 2 ** (bits - 1) - 1
+    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    delta = np.where(amax > 0, amax / np.float32(qp), np.float32(1)).astype(np.float32)
+    codes = np.clip(np.rint(x / delta[:, None]), -qp, qp).astype(np.int8)
+    resid = np.abs(x.astype(np.float64) - delta.astype(np.float64)[:, None] * codes).sum(axis=1)
+    return codes, delta, resid
+
+
+def prepare_queries(x: object, rotation: object = None, center: object = None,
+                    query_bits: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Queries as :meth:`AsymCodeIndex.search` takes them: ``(x - center) @ rotation``, then for
+    ``query_bits`` in 2..8 symmetric uniform codes with one scale per row chosen to minimise the
+    squared error (``hqgnn.quant.data_scale``; a zero row gets scale 1 and zero codes).
+
+    Returns ``(codes int8 (B, d), scales float32 (B,))`` for quantized queries, or
+    ``(x float32 (B, d), None)`` for ``query_bits=0``. ``center`` (d_in,) is subtracted before the
+    rotation (d_in, d); the index's per-item term t_i carries what centering moved out of the items.
+    """
+    import torch
+
+    from ..quant.estimators import integer_codes
+    from ..quant.quantizer import data_scale
+
+    q = np.asarray(to_numpy(x), dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2:
+        raise ValueError(f"queries must be 2-D (B, d), got shape {q.shape}")
+    if center is not None:
+        c = np.asarray(to_numpy(center), dtype=np.float32).reshape(-1)
+        if c.size != q.shape[1]:
+            raise ValueError(f"center has {c.size} entries, queries have dim {q.shape[1]}")
+        q = q - c[None, :]
+    if rotation is not None:
+        r = np.asarray(to_numpy(rotation), dtype=np.float32)
+        if r.ndim != 2 or r.shape[0] != q.shape[1]:
+            raise ValueError(f"rotation must be ({q.shape[1]}, d), got shape {r.shape}")
+        q = q @ r
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if not np.all(np.isfinite(q)):
+        raise ValueError("queries must be finite")
+    query_bits = int(query_bits)
+    if query_bits == 0:
+        return q, None
+    if not 2 <= query_bits <= 8:
+        raise ValueError(f"query_bits must be 0 (float) or 2..8, got {query_bits}")
+    t = torch.from_numpy(q)
+    s = data_scale(t, query_bits, per_row=True)  # (B, 1)
+    zero = t.abs().amax(dim=1, keepdim=True) == 0 if t.shape[1] else torch.ones_like(s, dtype=torch.bool)
+    s = torch.where(zero | ~(s > 0), torch.ones_like(s), s)  # zero rows: codes 0, scale 1
+    codes = integer_codes(t, s, query_bits).to(torch.int8).numpy()
+    return np.ascontiguousarray(codes), np.ascontiguousarray(s.reshape(-1).numpy().astype(np.float32))
