@@ -28,7 +28,15 @@ import numpy as np
 
 from . import kernels_asym_cpu as KA
 from . import kernels_cpu as K
-from .common import Exclusion, normalize_exclusion, normalize_item_scale, normalize_item_term, normalize_query_scale, to_numpy
+from .common import (
+    Exclusion,
+    normalize_exclusion,
+    normalize_item_scale,
+    normalize_item_term,
+    normalize_query_scale,
+    subset_exclusion,
+    to_numpy,
+)
 from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries  # noqa: F401  (re-exported)
 from .reference import reference_asym_scores, reference_asym_search  # noqa: F401  (re-exported)
 from .packing import (
@@ -325,7 +333,7 @@ class AsymCodeIndex:
         todo = np.arange(b)
         kk = min(self.n, k + 16 + k // 4)
         while todo.size:
-            sub_ex = _subset_exclusion(ex, todo)
+            sub_ex = subset_exclusion(ex, todo)
             keys, ids = self._search_int(qc[todo], delta[todo], kk, sub_ex)
             valid = ids >= 0
             nvalid = valid.sum(axis=1)
@@ -489,16 +497,3 @@ def _to_scores(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
         s = keys.astype(np.float32)
     s[ids < 0] = -np.inf
     return s
-
-
-def _subset_exclusion(ex: Exclusion | None, rows: np.ndarray) -> Exclusion | None:
-    """The exclusion CSR restricted to query rows ``rows`` (in that order)."""
-    if ex is None:
-        return None
-    if rows.size == ex.indptr.size - 1:
-        return ex
-    starts, ends = ex.indptr[rows], ex.indptr[rows + 1]
-    lens = ends - starts
-    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    idx = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])
-    return Exclusion(indptr, ex.indices[idx])

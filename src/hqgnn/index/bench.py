@@ -332,7 +332,9 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     """
     import torch
 
-    from .asym import build_asym_index, prepare_queries, reference_asym_search
+    from .asym import build_asym_index
+    from .queries import prepare_queries
+    from .reference import reference_asym_search
 
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Exclusion", "ItemScale", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
-           "to_numpy"]
+           "subset_exclusion", "to_numpy"]
 
 
 def to_numpy(x: object) -> np.ndarray:
@@ -125,3 +125,16 @@ def normalize_item_term(term: object, n: int):
     if not np.all(np.isfinite(arr)):
         raise ValueError("item terms must be finite")
     return ItemScale(np.ascontiguousarray(arr), 1, True, True)
+
+
+def subset_exclusion(ex: Exclusion | None, rows: np.ndarray) -> Exclusion | None:
+    """The exclusion CSR restricted to query rows ``rows`` (in that order)."""
+    if ex is None:
+        return None
+    if rows.size == ex.indptr.size - 1:
+        return ex
+    starts, ends = ex.indptr[rows], ex.indptr[rows + 1]
+    lens = ends - starts
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    idx = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])
+    return Exclusion(indptr, ex.indices[idx])
