@@ -26,7 +26,7 @@ from .kernels_lut1 import (  # noqa: F401  (re-exported: the index's view of the
     pack_lut1,
     unpack_lut1,
 )
-from .kernels_select import _accept, _finalize, _init_expos, _is_excluded, _push
+from .kernels_select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push
 from .kernels_simd import QG, _addr, _s8_ir, _s8_portable, _u4_ir, _u4_portable
 
 __all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "asym_task", "lut1_tables", "pack_lut1", "unpack_lut1"]
@@ -116,12 +116,7 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
     nqq = q1 - q0
     ch0 = rr * cpr
     ch1 = min(nchunks, ch0 + cpr)
-    keys = np.empty((nqq, k), np.float64)
-    ids = np.empty((nqq, k), np.int64)
-    cnt = np.zeros(nqq, np.int64)
-    tau = np.full(nqq, -np.inf)
-    tau_id = np.full(nqq, np.iinfo(np.int64).max)
-    expos = np.zeros(nqq, np.int64)
+    keys, ids, cnt, tau, tau_id, expos = _heap_state(nqq, k)
     if has_ex:
         _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
     bufa = np.empty((QG, chunk), np.int32)

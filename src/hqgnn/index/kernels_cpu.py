@@ -33,7 +33,7 @@ from numba import njit
 
 # per-query heap state lives in kernels_select, the b-bit micro-kernels in kernels_simd;
 # merge_ranges, HAVE_AVX2 and the *_py entries are re-exported for callers and tests
-from .kernels_select import _accept, _finalize, _init_expos, _is_excluded, _push, merge_ranges  # noqa: F401
+from .kernels_select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push, merge_ranges  # noqa: F401
 from .kernels_simd import (  # noqa: F401
     HAVE_AVX2,
     QG,
@@ -211,12 +211,7 @@ def binary_task(t, q, x, n, k, scaled, d, scales, sstride, cmax, cmin, qmul, oid
     nqq = q1 - q0
     ch0 = rr * cpr
     ch1 = min(nchunks, ch0 + cpr)
-    keys = np.empty((nqq, cap), np.float64)
-    ids = np.empty((nqq, cap), np.int64)
-    cnt = np.zeros(nqq, np.int64)
-    tau = np.full(nqq, -np.inf)
-    tau_id = np.full(nqq, np.iinfo(np.int64).max)
-    expos = np.zeros(nqq, np.int64)
+    keys, ids, cnt, tau, tau_id, expos = _heap_state(nqq, cap)
     if has_ex:
         _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
     hmin = np.empty(QG, np.int64)
@@ -278,12 +273,7 @@ def scalar_task(t, qv, qoff, items, nibble, ngp, n, k, scales, sstride, cmax, cm
     nqq = q1 - q0
     ch0 = rr * cpr
     ch1 = min(nchunks, ch0 + cpr)
-    keys = np.empty((nqq, cap), np.float64)
-    ids = np.empty((nqq, cap), np.int64)
-    cnt = np.zeros(nqq, np.int64)
-    tau = np.full(nqq, -np.inf)
-    tau_id = np.full(nqq, np.iinfo(np.int64).max)
-    expos = np.zeros(nqq, np.int64)
+    keys, ids, cnt, tau, tau_id, expos = _heap_state(nqq, cap)
     if has_ex:
         _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
     buf = np.empty((QG, chunk), np.int32)

@@ -114,6 +114,13 @@ def _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, qi):
 
 
 @njit(cache=True)
+def _heap_state(nqq, cap):
+    """A task's per-query top-k state: keys, ids, counts, thresholds (tau, tau_id), exclusion cursors."""
+    return (np.empty((nqq, cap), np.float64), np.empty((nqq, cap), np.int64), np.zeros(nqq, np.int64),
+            np.full(nqq, -np.inf), np.full(nqq, np.iinfo(np.int64).max), np.zeros(nqq, np.int64))
+
+
+@njit(cache=True)
 def _init_expos(ex_ptr, ex_idx, q0, nqq, jstart, expos):
     for r in range(nqq):
         a = ex_ptr[q0 + r]
