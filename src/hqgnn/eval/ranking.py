@@ -55,13 +55,17 @@ class Ranker:
             # float / other-width queries, per-item terms (hqgnn.eval.served_scorer's formats). On CPU the
             # asymmetric code index ranks users (exact: equal to a float64 brute force); on CUDA the
             # served scores, exact stable top-K. Item-to-item similarity scores dequantized item codes.
+            # Scorers hold a float copy of the item codes, so each is built on first use only.
             from .scoring import code_scorer, served_scorer
 
             t = {k: v.detach().to(self.device) for k, v in tables.items()}
-            self.scorers = {"user": served_scorer(t),
-                            "item": code_scorer(t["item_codes"], t["item_scale"], t["item_codes"], t["item_scale"])}
+            self._built: dict[str, Any] = {}
+            self.scorers = {"item": lambda: code_scorer(t["item_codes"], t["item_scale"], t["item_codes"],
+                                                        t["item_scale"])}
             self.n_items = len(t["item_codes"])
-            if self.device.type == "cpu":
+            if self.device.type != "cpu":
+                self.scorers["user"] = lambda: served_scorer(t)
+            else:
                 from ..index.asym import build_asym_index
 
                 float_queries = "user_query" in tables
@@ -118,7 +122,9 @@ class Ranker:
 
     def _scored_search(self, rows: np.ndarray, k: int, ex: Exclusion | None, side: str) -> tuple[np.ndarray, np.ndarray]:
         dev = self.device
-        scores = self.scorers[side](torch.from_numpy(rows).to(dev))
+        if side not in self._built:
+            self._built[side] = self.scorers[side]()
+        scores = self._built[side](torch.from_numpy(rows).to(dev))
         if ex is not None:
             exclusion_mask_fill(scores, torch.arange(len(rows), device=dev), torch.from_numpy(ex.indptr).to(dev),
                                 torch.from_numpy(ex.indices).to(dev))

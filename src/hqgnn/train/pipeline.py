@@ -240,8 +240,6 @@ def served_memory(tables: dict[str, torch.Tensor], cfg: RunConfig, symmetric: bo
 def _check_protocol(cfg: RunConfig) -> None:
     """Paper protocol: all of train.txt (no validation split); refit needs a validation split to refit on."""
     tc = cfg.train
-    if tc.protocol not in ("validation", "paper"):
-        raise HqgnnError(f"train.protocol must be validation or paper, got {tc.protocol!r}")
     if tc.protocol == "paper":
         if tc.refit:
             raise HqgnnError("train.refit needs train.protocol=validation (paper already trains on all of train)")

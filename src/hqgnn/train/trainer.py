@@ -87,13 +87,7 @@ class Trainer:
         self.lr_tensor = lr if torch.is_tensor(lr) else None
         self.lr_trace: list[float] | None = None  # refit: replay these per-epoch lrs instead of the schedule
         check_schedule(cfg.train)
-        if cfg.train.sampling not in ("edge", "user"):
-            raise HqgnnError(f"train.sampling must be edge or user, got {cfg.train.sampling!r}")
         self.delta_schedule = DeltaSchedule(cfg.quant, self.model.quantized)
-        if cfg.train.negatives < 1:
-            raise HqgnnError(f"train.negatives must be >= 1, got {cfg.train.negatives}")
-        if cfg.train.protocol not in ("validation", "paper"):
-            raise HqgnnError(f"train.protocol must be validation or paper, got {cfg.train.protocol!r}")
         self.paper = cfg.train.protocol == "paper"
         if self.paper and len(data.val):
             raise HqgnnError("train.protocol=paper trains on all of train.txt: set data.val_ratio=0")
