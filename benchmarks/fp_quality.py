@@ -63,6 +63,11 @@ CONFIGS: dict[str, dict] = {
     "cos16k_n4_reg3e-5": _cos(16384, 1e-2, 10, 4, **{"train.reg": 3e-5}),
     "cos16k_n4_reg2e-4": _cos(16384, 1e-2, 10, 4, **{"train.reg": 2e-4}),
     "cos32k_n4": _cos(32768, 2e-2, 20, 4),
+    # sampled softmax over the batch's 8192 shared negatives, cosine scores (README "Training objectives")
+    "sm8k_t01": _cos(8192, 5e-3, 5, **{"train.loss": "softmax", "train.temperature": 0.1, "model.normalize": True}),
+    "sm8k_t02": _cos(8192, 5e-3, 5, **{"train.loss": "softmax", "train.temperature": 0.2, "model.normalize": True}),
+    "sm8k_t01_lr1e-2": _cos(8192, 1e-2, 5, **{"train.loss": "softmax", "train.temperature": 0.1,
+                                               "model.normalize": True}),
 }
 
 

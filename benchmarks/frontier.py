@@ -41,6 +41,14 @@ QAT: dict[str, tuple[int, int, str, dict[str, Any]]] = {
     "b1_d64_tensor_asym_cr_kd": (64, 1, "ste", {**ASYM, **CENTER_ROT, "quant.scale": "tensor", "quant.distill": "score"}),
     "b1_d64_tensor_asym_cr_kd_gste_d1": (64, 1, "gste", {**ASYM, **CENTER_ROT, "quant.scale": "tensor",
                                                          "quant.distill": "score", "quant.delta": 1.0}),
+    "b1_d64_tensor_asym_cr_rkd": (64, 1, "ste", {**ASYM, **CENTER_ROT, "quant.scale": "tensor", "quant.distill": "rank"}),
+    # 8 B the other way: 48 sign bits + a float16 row scale (a d = 48 teacher)
+    "b1_d48_asym_cr_kd": (48, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "score"}),
+    "b1_d48_asym_cr_rkd": (48, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "rank"}),
+    "b1_d48_asym_cr_kd_gste_d1": (48, 1, "gste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "score",
+                                                  "quant.delta": 1.0}),
+    "b1_d48_asym_cr_rkd_gste_d1": (48, 1, "gste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "rank",
+                                                   "quant.delta": 1.0}),
     # 10-12 B: 64 sign bits + a row scale
     "b1_d64_sym": (64, 1, "ste", {}),  # the original HQ-GNN format (both sides 1 bit)
     "b1_d64_asym": (64, 1, "ste", {**ASYM, **FP16}),

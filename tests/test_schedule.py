@@ -158,6 +158,62 @@ def test_training_with_negatives_and_a_schedule_learns(tmp_path):
     assert metrics["test"]["recall@20"] > popular["recall@20"]
 
 
+# -- objectives ---------------------------------------------------------------------------------
+def test_sampled_softmax_matches_a_hand_computed_case():
+    from hqgnn.models.losses import sampled_softmax
+
+    u = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    p = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    shared = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
+    t = 0.5
+    # row 0: pos 2/t = 4, negatives 1/t = 2 and 0; row 1: pos 2/t = 4, negatives 2/t = 4 and -2/t = -4
+    ref = ((math.log(math.exp(4) + math.exp(2) + math.exp(0)) - 4)
+           + (math.log(math.exp(4) + math.exp(4) + math.exp(-4)) - 4)) / 2
+    assert sampled_softmax(u, p, shared, t).item() == pytest.approx(ref, rel=1e-6)
+
+
+def test_softmax_objective_scores_every_row_against_all_sampled_negatives():
+    torch.manual_seed(0)
+    cfg = RunConfig().model
+    cfg.dim, cfg.layers, cfg.normalize = 8, 2, True
+    model = QuantizedRecommender(20, 30, cfg)
+    model.set_objective("softmax", 0.2)
+    pairs = np.stack([np.arange(40) % 20, np.arange(40) % 30], 1)
+    adj = normalized_adjacency(pairs, 20, 30, torch.device("cpu"))
+    users, pos = torch.tensor([0, 3, 7]), torch.tensor([1, 2, 5])
+    neg = torch.tensor([[4, 9], [8, 0], [11, 29]])
+    _, part = model.bpr_loss(adj, users, pos, neg, 0.0)
+    uf, itf = model.final(adj)
+    torch.testing.assert_close(uf.norm(dim=1), torch.ones(20))  # model.normalize: unit rows
+    torch.testing.assert_close(itf.norm(dim=1), torch.ones(30))
+    pool = neg.reshape(-1)  # all six sampled items are every row's negatives
+    ref = torch.stack([torch.logsumexp(torch.cat([(uf[u] @ itf[p])[None], itf[pool] @ uf[u]]) / 0.2, 0)
+                       - (uf[u] @ itf[p]) / 0.2 for u, p in zip(users, pos)]).mean()
+    torch.testing.assert_close(part, ref)
+
+
+def test_softmax_training_learns_and_writes_cosine_tables(tmp_path):
+    cfg = small_config(epochs=4, loss="softmax", temperature=0.2, negatives=2, sampling="user")
+    cfg.model.normalize = True
+    metrics = run_training(cfg, tmp_path / "run", progress=False)
+    data = load_dataset(cfg.data)
+    pop = torch.from_numpy(np.bincount(data.seen[:, 1], minlength=data.n_items).astype(np.float32))
+    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
+    popular = ev.evaluate(lambda users: pop.expand(len(users), -1).clone())
+    assert metrics["test"]["recall@20"] > popular["recall@20"]
+    run = load_run(tmp_path / "run")
+    assert run.config.train.loss == "softmax" and run.config.model.normalize
+    norms = np.linalg.norm(np.asarray(run.tables["item_emb"], dtype=np.float64), axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+def test_bad_objective_settings_are_one_clear_error():
+    with pytest.raises(HqgnnError, match="train.loss"):
+        RunConfig.from_dict({"train": {"loss": "hinge"}})
+    with pytest.raises(HqgnnError, match="train.temperature"):
+        RunConfig.from_dict({"train": {"temperature": 0.0}})
+
+
 # -- refit and protocols ------------------------------------------------------------------------
 def test_refit_retrains_on_train_plus_validation_and_is_served(tmp_path):
     cfg = small_config(epochs=4, eval_every=1, lr_schedule="cosine", warmup_epochs=1, refit=True)

@@ -55,6 +55,7 @@ class ModelConfig:
     dim: int = 64
     layers: int = 3  # 0 = matrix factorization
     init_std: float = 0.1
+    normalize: bool = False  # L2-normalize the final user/item embeddings: cosine scores (for train.loss=softmax)
 
 
 @dataclass
@@ -112,6 +113,10 @@ class TrainConfig:
     lr_step_epochs: int = 0  # step: multiply the lr by lr_step_gamma every this many epochs
     lr_step_gamma: float = 0.1
     negatives: int = 1  # uniform negatives per positive; the BPR loss averages over them
+    # bpr | softmax: sampled softmax of each positive against all of the batch's batch_size * negatives
+    # sampled items (shared negatives), scores divided by temperature (README "Training objectives")
+    loss: str = "bpr"
+    temperature: float = 0.1
     refit: bool = False  # after selection on validation, retrain on train + validation for best_epoch epochs
     protocol: str = "validation"  # validation | paper (train on all of train.txt, select the epoch on TEST)
 
@@ -255,6 +260,8 @@ RULES: dict[str, Any] = {
     "train.lr_step_epochs": NON_NEGATIVE,
     "train.lr_step_gamma": (0.0, 1.0),
     "train.negatives": (1, math.inf),
+    "train.loss": ("bpr", "softmax"),
+    "train.temperature": POSITIVE,
     "train.protocol": ("validation", "paper"),
     "eval.ks": (1, math.inf),
 }

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..config import QUANT_ESTIMATORS, ModelConfig, QuantConfig
 from .lightgcn import LightGCN
-from .losses import bpr, bpr_from_tables  # noqa: F401  (bpr_from_tables: re-exported, used to live here)
+from .losses import bpr, bpr_from_tables, sampled_softmax  # noqa: F401  (bpr_from_tables: re-exported)
 
 
 class HQGNNModel(nn.Module):
@@ -25,6 +25,8 @@ class HQGNNModel(nn.Module):
         super().__init__()
         self.encoder = LightGCN(n_users, n_items, model.dim, model.layers, model.init_std)
         self.n_users, self.n_items = n_users, n_items
+        self.normalize = model.normalize
+        self.objective, self.temperature = "bpr", 1.0  # set_objective: the trainer's train.loss
         self.bits = 0 if quant is None else quant.bits
         self.user_bits = 0
         self.center = False
@@ -72,12 +74,17 @@ class HQGNNModel(nn.Module):
     def quantized(self) -> bool:
         return self.bits > 0
 
+    def set_objective(self, loss: str, temperature: float) -> None:
+        """``bpr`` or ``softmax`` (sampled softmax over the batch's negatives, scores / ``temperature``)."""
+        self.objective, self.temperature = loss, temperature
+
     def final(self, adj: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Continuous (float) user and item embeddings after propagation; with layer-wise codes the
         concatenation [E^(0), ..., E^(K)] (BiGeaR), whose inner product sums the per-layer ones."""
-        if self.layerwise:
-            return self.encoder.split(torch.cat(self.encoder.layer_outputs(adj), dim=1))
-        return self.encoder.split(self.encoder(adj))
+        out = torch.cat(self.encoder.layer_outputs(adj), dim=1) if self.layerwise else self.encoder(adj)
+        if self.normalize:  # cosine scores: every row on the unit sphere, before any quantizer
+            out = F.normalize(out, dim=1)
+        return self.encoder.split(out)
 
     @property
     def code_dim(self) -> int:
@@ -125,8 +132,8 @@ class HQGNNModel(nn.Module):
     def bpr_loss(
         self, adj: torch.Tensor | None, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(total loss, BPR part). L2 on the batch's layer-0 embeddings, LightGCN convention; plus the
-        distillation term when a teacher is set.
+        """(total loss, ranking part: BPR or sampled softmax, see :meth:`set_objective`). L2 on the batch's
+        layer-0 embeddings, LightGCN convention; plus the distillation term when a teacher is set.
 
         ``neg`` is ``(batch,)`` or ``(batch, N)``: N negatives per positive, BPR and their L2 averaged over them.
         """
@@ -137,7 +144,10 @@ class HQGNNModel(nn.Module):
         u, it = self.quantize_rows(user_f, item_f, users, rows)
         b, m = len(pos), len(neg_flat)
         p, n = it[:b], it[b : b + m].reshape(*neg.shape, -1)
-        loss_bpr = bpr(u[:, None], p[:, None], n) if neg.dim() == 2 else bpr(u, p, n)
+        if self.objective == "softmax":
+            loss_bpr = sampled_softmax(u, p, n.reshape(-1, n.shape[-1]), self.temperature)
+        else:
+            loss_bpr = bpr(u[:, None], p[:, None], n) if neg.dim() == 2 else bpr(u, p, n)
         e0 = self.encoder.embedding.weight
         n_neg = neg.shape[1] if neg.dim() == 2 else 1
         l2 = (e0[users].square().sum() + e0[self.n_users + pos].square().sum()

@@ -67,6 +67,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the caller's global RNG
             torch.manual_seed(cfg.train.seed)
             self.model = HQGNNModel(data.n_users, data.n_items, cfg.model, cfg.quant if cfg.quant.bits else None)
+        self.model.set_objective(cfg.train.loss, cfg.train.temperature)
         self.model.to(self.device)
         if cfg.train.init_from:
             self._warm_start(Path(cfg.train.init_from))
