@@ -181,8 +181,7 @@ class AsymCodeIndex:
         host = int(self._packed.nbytes)
         for s in (self._scale, self._term):
             host += int(s.values.nbytes) if s.per_row else 0
-        host += int(self._order.nbytes) if self._order is not None else 0
-        return host + (self._gpu.device_bytes if self._gpu is not None else 0)
+        return host + (int(self._order.nbytes) if self._order is not None else 0)
 
     @property
     def bytes_per_item(self) -> float:
