@@ -409,3 +409,167 @@ def test_asym_bench_small(query_bits):
     for key in ("faiss_pq_fastscan_32x4", "faiss_pq_fastscan_16x4", "faiss_rabitq", "faiss_rabitq_fastscan"):
         assert key in r["qps"]
     assert 0 <= r["recall_vs_float"]["hqgnn"] <= 1
+
+
+# ------------------------------------------------------------ packed device layout (CPU-checkable)
+def test_packed_words_roundtrip_and_compact_values():
+    from hqgnn.index.gpu_packed import compact_values, pack_words, unpack_words
+
+    rng = np.random.default_rng(4)
+    for d in (1, 16, 33, 64, 100):
+        c = item_codes(rng, 77, d, 1, dup=False)
+        dpad = max(32, -(-d // 32) * 32)
+        w = torch.from_numpy(pack_words(c, dpad))
+        assert w.dtype == torch.int32 and w.shape == (dpad // 32, 77)
+        full = unpack_words(w, slice(0, 77)).numpy()
+        np.testing.assert_array_equal(full[:, :d], c)
+        assert (full[:, d:] == -1).all()  # padding bits are 0 -> -1, against zero-padded queries
+        ids = torch.from_numpy(rng.integers(0, 77, size=(3, 5)))
+        np.testing.assert_array_equal(unpack_words(w, ids).numpy()[..., :d], c[ids.numpy()])
+    exact16 = np.array([0.5, -1.25, 3.0, 0.0], np.float32)
+    assert compact_values(exact16).dtype == np.float16
+    assert compact_values(np.array([0.1, 0.2], np.float32)).dtype == np.float32
+    assert compact_values(np.array([1e6, 1.0], np.float32)).dtype == np.float32  # float16 overflow
+    assert compact_values(np.array([-0.0, 0.0], np.float32)).size == 2  # bitwise, not == equality
+    const = compact_values(np.full(9, 0.1, np.float32))
+    assert const.shape == (1,) and const.dtype == np.float32
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("query_bits", [4, 0])
+def test_torch_searcher_layouts_on_cpu(packed, query_bits):
+    """Packed words and the int8 layout, float16 / float32 / constant scales and terms: exact."""
+    from hqgnn.index.kernels_asym_gpu import AsymTorchSearcher
+
+    rng = np.random.default_rng(17 + packed)
+    n, d = 1700, 100
+    codes = item_codes(rng, n, d, 1)
+    f16 = make_scale(rng, n, "row").astype(np.float16).astype(np.float32)
+    for scale, term in [(f16, make_term(rng, n, "row")), (make_scale(rng, n, "row"), None), (None, 0.25)]:
+        sd = np.ones(n, np.float32) if scale is None else scale
+        td = np.zeros(n, np.float32) if term is None else np.broadcast_to(np.float32(term), (n,))
+        for method in ("exact", "two_phase"):
+            g = AsymTorchSearcher(codes, sd, td, 1, "cpu", method=method, packed=packed)
+            g.tile, g.group = 32, 2  # many small groups: a real threshold, not -inf
+            q, qs = make_queries(rng, 11, d, query_bits)
+            qsn = None if qs is None else qs.astype(np.float32)
+            ex = random_exclusion(rng, 11, n)
+            from hqgnn.index.common import normalize_exclusion
+
+            s, i = g.search(q, 12, qsn, normalize_exclusion(ex, 11, n), float_queries=query_bits == 0)
+            rs, ri = reference_asym_search(q, codes, 12, scale, term, qs, exclude=ex, float_queries=query_bits == 0)
+            np.testing.assert_array_equal(i.numpy(), ri)
+            np.testing.assert_array_equal(s.numpy(), rs)
+        words = 4 * (-(-d // 32)) if packed else -(-d // 32) * 32
+        per_value = {np.dtype(np.float16): 2, np.dtype(np.float32): 4}
+        want = n * words + sum(v.numel() * per_value[np.dtype(str(v.dtype).replace("torch.", ""))]
+                               for v in (g.scales, g.terms))
+        assert g.device_bytes == want
+
+
+def test_torch_backend_holds_only_the_device_copy(tmp_path):
+    """memory_bytes is the device copy alone (10 B/item: 1-bit d=64 + float16 scale, no term);
+    save rebuilds the CPU files from it, identical to a CPU index's."""
+    rng = np.random.default_rng(8)
+    n, d = 1000, 64
+    codes = item_codes(rng, n, d, 1)
+    scale = make_scale(rng, n, "row").astype(np.float16).astype(np.float32)
+    index = build_asym_index(codes, scale, 1, None, query_bits=4, device="cpu", backend="torch")
+    assert index.memory_bytes() == n * (8 + 2) + 2  # + the one float16 term 0.0
+    assert index._packed is None and index._order is None
+    np.testing.assert_array_equal(index.codes(), codes)
+    np.testing.assert_array_equal(index.item_scale_dense(), scale)
+    term = make_term(rng, n, "row")
+    for t in (None, term):
+        cpu = build_asym_index(codes, scale, 1, t, query_bits=4)
+        gpu = build_asym_index(codes, scale, 1, t, query_bits=4, device="cpu", backend="torch")
+        cpu.save(tmp_path / "cpu")
+        gpu.save(tmp_path / "gpu")
+        for name in ("codes", "scales", "terms", "order"):
+            a, b = tmp_path / "cpu" / f"{name}.npy", tmp_path / "gpu" / f"{name}.npy"
+            assert a.exists() == b.exists()
+            if a.exists():
+                np.testing.assert_array_equal(np.load(a), np.load(b))
+        loaded = AsymCodeIndex.load(tmp_path / "gpu", device="cpu", backend="torch")
+        q, qs = make_queries(rng, 9, d, 4)
+        check(loaded, q, qs, 10, codes, scale, t)
+
+
+# ------------------------------------------------------ the Triton kernel in its CPU interpreter
+def _triton_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+INTERP_CASES = [(d, qb, packed) for d in (16, 64, 100) for qb in (0, 4, 8) for packed in (True,)] + [
+    (64, 4, False), (100, 0, False)]
+
+
+def run_interp_case(d: int, query_bits: int, packed: bool) -> None:
+    """One interpreter case (run in a TRITON_INTERPRET=1 subprocess): the two-phase Triton path
+    with and without exclusion, a forced buffer overflow, float16 / float32 / constant values."""
+    from hqgnn.index.common import normalize_exclusion
+    from hqgnn.index.kernels_asym_gpu import AsymTorchSearcher, triton_asym_available
+
+    assert triton_asym_available()
+    rng = np.random.default_rng(d * 10 + query_bits + packed)
+    n, b, k = 1000, 9, 6
+    codes = item_codes(rng, n, d, 1)  # duplicated rows: exact ties
+    kinds = {16: ("f16", "f16"), 64: ("row", "row"), 100: ("none", "none")}[d]
+    scale = None if kinds[0] == "none" else make_scale(rng, n, "row")
+    term = None if kinds[1] == "none" else make_term(rng, n, "row")
+    if kinds[0] == "f16":
+        scale, term = (v.astype(np.float16).astype(np.float32) for v in (scale, term))
+    sd = np.ones(n, np.float32) if scale is None else scale
+    td = np.zeros(n, np.float32) if term is None else term
+    g = AsymTorchSearcher(codes, sd, td, 1, "cpu", use_triton=True, method="two_phase", packed=packed)
+    g.tile, g.group = 32, 2  # 16 groups: a finite threshold with few candidates
+    q, qs = make_queries(rng, b, d, query_bits)
+    cases = [(None, None), (random_exclusion(rng, b, n, 0.005), None)] + ([(None, 4)] if d == 64 else [])
+    for ex, cap in cases:
+        g.cap = cap  # 4: every row overflows -> exact redo
+        s, i = g.search(q, k, None if qs is None else qs.astype(np.float32), normalize_exclusion(ex, b, n),
+                        float_queries=query_bits == 0)
+        rs, ri = reference_asym_search(q, codes, k, scale, term, qs, exclude=ex, float_queries=query_bits == 0)
+        np.testing.assert_array_equal(i.numpy(), ri)
+        np.testing.assert_array_equal(s.numpy(), rs)
+
+
+@pytest.fixture(scope="module")
+def interp_results():
+    """Runs every INTERP_CASES entry in one subprocess with TRITON_INTERPRET=1 (set before triton
+    is imported there; this process's Triton, used by the CUDA tests, stays compiled)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    code = (
+        "import json, sys, traceback\n"
+        f"sys.path.insert(0, {str(here)!r})\n"
+        "import test_index_asym as T\n"
+        "out = {}\n"
+        "for case in T.INTERP_CASES:\n"
+        "    try:\n"
+        "        T.run_interp_case(*case); out[repr(case)] = 'ok'\n"
+        "    except Exception:\n"
+        "        out[repr(case)] = traceback.format_exc()[-3000:]\n"
+        "print('RESULTS' + json.dumps(out))\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join([str(here.parent / "src"), env.get("PYTHONPATH", "")])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1800)
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULTS")]
+    assert line, res.stderr[-3000:]
+    return json.loads(line[-1][len("RESULTS"):])
+
+
+@pytest.mark.skipif(not _triton_importable(), reason="triton is not installed (its CPU interpreter runs these)")
+@pytest.mark.parametrize("d,query_bits,packed", INTERP_CASES)
+def test_triton_kernel_in_interpreter(interp_results, d, query_bits, packed):
+    """The real Triton kernel (packed words expanded in registers, or int8) on CPU, vs float64."""
+    result = interp_results[repr((d, query_bits, packed))]
+    assert result == "ok", result

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import kernels_asym_cpu as KA
 from . import kernels_cpu as K
+from .asym_layout import LUT1, SCALE_BUCKETS, host_layout, meta_only, storage_order  # noqa: F401  (re-exported)
 from .common import (
     Exclusion,
     normalize_exclusion,
@@ -47,8 +48,6 @@ from .packing import (
     code_range,
     int8_query_vectors,
     nibble_query_vectors,
-    pack_int8_blocked,
-    pack_nibble_blocked,
     padded_dim,
     unpack_int8_blocked,
     unpack_nibble_blocked,
@@ -56,7 +55,6 @@ from .packing import (
 
 __all__ = ["AsymCodeIndex", "build_asym_index"]
 
-LUT1 = "lut1x32"  # 1-bit items: bit bytes of 32-item blocks for the vpshufb fast-scan kernel
 
 _CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int32 scores stay in L1
 
@@ -91,17 +89,9 @@ class AsymCodeIndex:
         n = codes.shape[0]
         scale = normalize_item_scale(item_scale, n)
         term = normalize_item_term(item_term, n)
-        order = storage_order(scale, term, n)
-        stored = codes if order is None else codes[order]
-        layout = LUT1 if item_bits == 1 else (NIBBLE if item_bits <= 4 else INT8)
-        if layout == LUT1:
-            packed = KA.pack_lut1(stored)
-        elif layout == NIBBLE:
-            packed = pack_nibble_blocked(stored)
-        else:
-            packed = pack_int8_blocked(stored)
-        self._init(packed, layout, n, codes.shape[1], item_bits, query_bits, _permute(scale, order),
-                   _permute(term, order), order, device, backend, codes)
+        packed, layout, s_rec, t_rec, order = host_layout(codes, scale, term, item_bits)
+        self._init(packed, layout, n, codes.shape[1], item_bits, query_bits, s_rec, t_rec, order, device, backend,
+                   codes)
 
     def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale,
               term, order: np.ndarray | None, device: object, backend: str, codes: np.ndarray | None = None) -> None:
@@ -144,6 +134,9 @@ class AsymCodeIndex:
             full = self.codes() if codes is None else codes
             self._gpu = AsymTorchSearcher(full, self.item_scale_dense(), self.item_term_dense(), self.item_bits,
                                           self.device, use_triton=backend == "triton")
+            # the device copy is the only one: save / codes() rebuild the host layout from it
+            self._packed, self._order = None, None
+            self._scale, self._term = (meta_only(r) for r in (self._scale, self._term))
 
     # ----------------------------------------------------------------------------- properties
     def __len__(self) -> int:
@@ -162,25 +155,33 @@ class AsymCodeIndex:
 
     def item_scale_dense(self) -> np.ndarray:
         """float32 (n,) item scales in item order (1.0 when none were given)."""
+        if self._gpu is not None:
+            return self._gpu.host_values("scales")
         return self._unpermute(self._scale.dense(self.n).astype(np.float32, copy=False))
 
     def item_term_dense(self) -> np.ndarray:
         """float32 (n,) item terms in item order (0.0 when none were given)."""
+        if self._gpu is not None:
+            return self._gpu.host_values("terms")
         return self._unpermute(self._term.dense(self.n).astype(np.float32, copy=False))
 
     def codes(self) -> np.ndarray:
-        """The item codes as int8 (n, d), item order (unpacked from storage)."""
+        """The item codes as int8 (n, d), item order (unpacked from storage, or from the device)."""
+        if self._gpu is not None:
+            return self._gpu.host_codes()
         return self._unpermute(self._gather_stored(None))
 
     def memory_bytes(self) -> int:
         """Bytes this index holds for search: packed codes (with the kernels' padding) + per-row
-        float32 scales and terms + the int32 storage order (CPU). On CUDA: the device copy (int8
-        codes padded to 32 dims, scales, terms) plus the packed host copy that ``save`` writes."""
+        float32 scales and terms + the int32 storage order (CPU). With a torch/Triton backend only
+        the device copy is held (AsymTorchSearcher.device_bytes: bit-packed 1-bit codes or int8
+        codes padded to 32 dims, float16/float32 per-row scales and terms); nothing per item on the host."""
+        if self._gpu is not None:
+            return self._gpu.device_bytes
         host = int(self._packed.nbytes)
         for s in (self._scale, self._term):
             host += int(s.values.nbytes) if s.per_row else 0
-        host += int(self._order.nbytes) if self._order is not None else 0
-        return host + (self._gpu.device_bytes if self._gpu is not None else 0)
+        return host + (int(self._order.nbytes) if self._order is not None else 0)
 
     @property
     def bytes_per_item(self) -> float:
@@ -427,17 +428,22 @@ class AsymCodeIndex:
         .npz when it ends in .npz); memory-mappable, no pickle (see hqgnn.index.storage)."""
         from .storage import write_index_files
 
-        arrays: dict[str, np.ndarray] = {"codes": self._packed}
+        packed, scale, term, order = self._packed, self._scale, self._term, self._order
+        if self._gpu is not None:  # rebuilt from the device copy: the same files as a CPU index writes
+            s, t = (normalize_item_scale(self.item_scale_dense(), self.n) if scale.per_row else scale,
+                    normalize_item_term(self.item_term_dense(), self.n) if term.per_row else term)
+            packed, _, scale, term, order = host_layout(self.codes(), s, t, self.item_bits)
+        arrays: dict[str, np.ndarray] = {"codes": packed}
         meta: dict[str, Any] = {"kind": "AsymCodeIndex", "bits": self.item_bits, "item_bits": self.item_bits,
                                 "query_bits": self.query_bits, "n": self.n, "dim": self.dim, "layout": self._layout}
-        for name, rec in (("scales", self._scale), ("terms", self._term)):
+        for name, rec in (("scales", scale), ("terms", term)):
             if rec.per_row:
                 arrays[name] = rec.values
                 meta[name] = "row"
             else:
                 meta[name] = float(rec.values[0]) if rec.given else None
-        if self._order is not None:
-            arrays["order"] = self._order
+        if order is not None:
+            arrays["order"] = order
         write_index_files(path, meta, arrays)
 
     @classmethod
@@ -461,35 +467,6 @@ class AsymCodeIndex:
         self._init(arrays["codes"], meta["layout"], n, int(meta["dim"]), int(meta["item_bits"]),
                    int(meta["query_bits"]), rec("scales"), rec("terms"), arrays.get("order"), device, backend)
         return self
-
-
-SCALE_BUCKETS = 64
-
-
-def storage_order(scale, term, n: int) -> np.ndarray | None:
-    """Storage order that keeps each chunk's scale and term ranges narrow (the kernel bounds a
-    chunk by max(ip s) + max(t)): items sorted by scale quantile bucket (descending), and by term
-    (descending) inside a bucket; per-row scales without terms: by scale. None: keep item order."""
-    if not scale.per_row and not term.per_row:
-        return None
-    dtype = np.int32 if n < 2**31 else np.int64
-    if not term.per_row:
-        return np.argsort(-scale.values.astype(np.float64), kind="stable").astype(dtype)
-    if not scale.per_row:
-        return np.argsort(-term.values.astype(np.float64), kind="stable").astype(dtype)
-    s = scale.values.astype(np.float64)
-    edges = np.quantile(s, np.linspace(0, 1, SCALE_BUCKETS + 1)[1:-1])
-    bucket = np.searchsorted(edges, s, side="right")
-    return np.lexsort((-term.values.astype(np.float64), -bucket)).astype(dtype)
-
-
-def _permute(rec, order: np.ndarray | None):
-    """An ItemScale-shaped record in storage order."""
-    if not rec.per_row or order is None:
-        return rec
-    from .common import ItemScale
-
-    return ItemScale(np.ascontiguousarray(rec.values[order]), 1, True, True)
 
 
 def _to_scores(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:

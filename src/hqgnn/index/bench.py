@@ -317,6 +317,24 @@ def _faiss_asym_baselines(xb: np.ndarray, xq: np.ndarray, k: int, query_bits: in
     return qps, recall, notes, gt
 
 
+def _int8_path_qps(index: Any, codes: np.ndarray, scales: np.ndarray, term: np.ndarray, q: np.ndarray,
+                   qs: np.ndarray | None, k: int, device: str) -> tuple[float, float]:
+    """(queries/s, bytes per item) of the int8 device layout (packed=False) on the same queries."""
+    from .common import normalize_query_scale
+    from .kernels_asym_gpu import AsymTorchSearcher
+
+    g = index._gpu
+    alt = AsymTorchSearcher(codes, scales, term, index.item_bits, device, use_triton=g.use_triton, method=g.method,
+                            packed=False)
+    fq = index.query_bits == 0
+    qsn = None if fq else normalize_query_scale(qs, q.shape[0])
+    alt.search(q[:64], k, None if qsn is None else qsn[:64], None, fq)  # compile
+    rate = q.shape[0] / _best_time(lambda: alt.search(q, k, qsn, None, fq), device, reps=5)
+    per_item = alt.device_bytes / max(index.n, 1)
+    del alt
+    return rate, per_item
+
+
 def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: int, k: int, device: str = "cpu",
                    seed: int = 0, threads: int | None = None, train_n: int = 65536) -> dict:
     """Time exact asymmetric search (``bits``-bit items, ``query_bits``-bit or float queries) against
@@ -350,6 +368,9 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
         index.search(q[:w], k, None if qs is None else qs[:w])  # compile / autotune
         qps: dict[str, Any] = {}
         qps["hqgnn"] = queries / _best_time(lambda: index.search(q, k, query_scales=qs), device, reps=5)
+        int8_bytes = None
+        if index._gpu is not None and index._gpu.packed:  # the unpacked int8 device path, same run
+            qps["hqgnn_int8"], int8_bytes = _int8_path_qps(index, codes, scales, term, q, qs, k, device)
         s, i = index.search(q, k, query_scales=qs)
         if device.startswith("cuda"):
             s, i = s.cpu().numpy(), i.cpu().numpy()
@@ -374,6 +395,7 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
         if qps.get("faiss_pq_fastscan_32x4") else None,
         "speedup_vs_torch_float32": qps["hqgnn"] / qps["torch_float32"],
         "bytes_per_item": float(index.bytes_per_item),
+        "bytes_per_item_int8": int8_bytes,
         "float32_bytes_per_item": dim * 4,
         "device": _device_name(device, nthreads),
         "backend": index.backend,

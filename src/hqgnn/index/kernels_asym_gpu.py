@@ -13,18 +13,25 @@ Mirrors :mod:`hqgnn.index.kernels_gpu` with the asymmetric key ``(ip * s_i) * s_
   Rows whose buffer overflowed are redone with ``exact``. Float queries are quantized to 8 bits
   (as on CPU) for passes 1-2 and re-scored with the float query in pass 3. On CUDA passes 1-2 are
   one Triton kernel (int8 tensor-core dot + epilogue); the torch version runs anywhere and the
-  tests check the algorithm with it on CPU.
+  tests check the algorithm with it on CPU (and the Triton kernel in its CPU interpreter).
+
+Storage: 1-bit items are bit-packed (``packed=True``, default): d/32 int32 words per item,
+word-major (W, n); the kernel expands a tile's words to the +-1 int8 operand in registers, and
+the torch paths unpack only the rows they touch (candidates, or one chunk). Scales and terms are
+float16 when exactly representable, one value when constant (see gpu_packed.compact_values).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
 
 from ..topk import stable_topk
 from .common import Exclusion
+from .gpu_packed import WORD, compact_values, pack_words, unpack_words
 
 __all__ = ["AsymTorchSearcher", "triton_asym_available"]
 
@@ -33,11 +40,12 @@ _CHECKED = False
 
 
 def triton_asym_available() -> bool:
-    """True when CUDA and an importable Triton are both present (kernel built on first call)."""
+    """True when CUDA and an importable Triton are both present (kernel built on first call).
+    With TRITON_INTERPRET=1 the kernel is built for Triton's CPU interpreter (CPU tensors; tests)."""
     global _KERNEL, _CHECKED
     if not _CHECKED:
         _CHECKED = True
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
             try:
                 _KERNEL = _build_triton_kernel()
             except Exception:  # pragma: no cover - depends on the machine
@@ -52,10 +60,12 @@ _TINY = 1e-30
 
 
 class AsymTorchSearcher:
-    """Exact asymmetric top-k over int8 item codes on a torch device (CPU or CUDA).
+    """Exact asymmetric top-k over integer item codes on a torch device (CPU or CUDA).
 
-    codes (n, d) int8 (1-bit codes are +-1) are stored as int8 (n, d_pad), d padded to a multiple
-    of 32 (the int8 tensor-core tile), with float32 scales and terms; ``device_bytes`` reports them.
+    codes (n, d) int8 (1-bit codes are +-1), d padded to d_pad, a multiple of 32 (the int8
+    tensor-core tile). 1-bit items with ``packed`` (default): int32 words (d_pad/32, n), 4 d_pad/32
+    bytes per item; otherwise int8 (n, d_pad). Scales and terms: float16 when exact, else float32,
+    a single value when constant. ``device_bytes`` is exactly the bytes of those tensors.
     """
 
     tile = 128  # items per tile (= the Triton kernel's BN)
@@ -63,16 +73,24 @@ class AsymTorchSearcher:
     cap: int | None = None  # per-query candidate buffer; None: 4 (k + #excluded) + 256, power of 2
 
     def __init__(self, codes: np.ndarray, scales: np.ndarray, terms: np.ndarray, item_bits: int, device: str,
-                 use_triton: bool = False, method: str | None = None) -> None:
+                 use_triton: bool = False, method: str | None = None, packed: bool = True) -> None:
         self.device = torch.device(device)
         self.n, self.dim = codes.shape
-        dpad = max(32, -(-self.dim // 32) * 32)
-        padded = np.zeros((self.n, dpad), np.int8)
-        padded[:, : self.dim] = codes
-        self.codes = torch.from_numpy(padded).to(self.device)
-        self.scales = torch.from_numpy(np.ascontiguousarray(scales, np.float32)).to(self.device)
-        self.terms = torch.from_numpy(np.ascontiguousarray(terms, np.float32)).to(self.device)
-        self.device_bytes = int(self.n * dpad + 8 * self.n)
+        self.dpad = dpad = max(WORD, -(-self.dim // WORD) * WORD)
+        self.packed = bool(packed) and item_bits == 1
+        self.codes: torch.Tensor | None = None  # int8 (n, dpad), unpacked path only
+        self.words: torch.Tensor | None = None  # int32 (dpad / 32, n), packed 1-bit path only
+        if self.packed:
+            self.words = torch.from_numpy(pack_words(codes, dpad)).to(self.device)
+        else:
+            padded = np.zeros((self.n, dpad), np.int8)
+            padded[:, : self.dim] = codes
+            self.codes = torch.from_numpy(padded).to(self.device)
+        # a single stored value is read with stride 0 (constant scale / no term: no per-item bytes)
+        self.scales = torch.from_numpy(compact_values(scales)).to(self.device)
+        self.terms = torch.from_numpy(compact_values(terms)).to(self.device)
+        held = (self.words if self.packed else self.codes, self.scales, self.terms)
+        self.device_bytes = int(sum(t.numel() * t.element_size() for t in held))
         self.cmax = 1 if item_bits == 1 else 2 ** (item_bits - 1)
         self.smax = float(np.abs(scales).max()) if scales.size else 0.0
         self.tmax = float(np.abs(terms).max()) if terms.size else 0.0
@@ -91,7 +109,7 @@ class AsymTorchSearcher:
         from .queries import quantize_float_queries
 
         b = q.shape[0]
-        dpad = self.codes.shape[1]
+        dpad = self.dpad
         xf = None
         if float_queries:
             qc, delta, resid = quantize_float_queries(q)
@@ -138,24 +156,49 @@ class AsymTorchSearcher:
         """Exact float64 keys of items ``cols`` (a slice, or (B, m) ids) -- the reference formula."""
         if isinstance(cols, slice):
             if xf is not None:
-                dot = xf @ self.codes[cols].to(torch.float64).T
+                dot = xf @ self._rows(cols).to(torch.float64).T
             else:
                 dt = self._ip_dtype()
-                dot = (q8.to(dt) @ self.codes[cols].to(dt).T).to(torch.float64)
-            s = self.scales[cols].to(torch.float64)[None, :]
-            t = self.terms[cols].to(torch.float64)[None, :]
+                dot = (q8.to(dt) @ self._rows(cols).to(dt).T).to(torch.float64)
         else:
-            c = self.codes[cols].to(torch.float64)  # (B, m, d): only a few candidates per query
+            c = self._rows(cols).to(torch.float64)  # (B, m, d): only a few candidates per query
             vec = xf if xf is not None else q8.to(torch.float64)
             dot = torch.bmm(c, vec[:, :, None]).squeeze(2)
-            s = self.scales[cols].to(torch.float64)
-            t = self.terms[cols].to(torch.float64)
+        s = self._item_values(self.scales, cols, torch.float64)
+        t = self._item_values(self.terms, cols, torch.float64)
         if xf is not None:
             return dot * s + t
         return (dot * s) * su[:, None] + t
 
+    def _rows(self, idx: slice | torch.Tensor) -> torch.Tensor:
+        """int8 codes (*, dpad) of items ``idx``: unpacked on the fly from the words when packed."""
+        return unpack_words(self.words, idx) if self.packed else self.codes[idx]
+
+    def _item_values(self, vals: torch.Tensor, cols: slice | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Scales / terms of ``cols`` shaped to broadcast against (B, m) keys: (1, m) for a slice,
+        (B, m) for ids, (1, 1) when a single value is stored."""
+        if vals.numel() == 1 and self.n != 1:
+            return vals.to(dtype).view(1, 1)
+        v = vals[cols].to(dtype)
+        return v[None, :] if isinstance(cols, slice) else v
+
+    def host_codes(self) -> np.ndarray:
+        """int8 (n, d) codes on the host, item order, rebuilt from the device a chunk at a time."""
+        out = np.empty((self.n, self.dim), np.int8)
+        step = max(1, (1 << 24) // self.dpad)
+        for c0 in range(0, self.n, step):
+            c1 = min(self.n, c0 + step)
+            out[c0:c1] = self._rows(slice(c0, c1))[:, : self.dim].cpu().numpy()
+        return out
+
+    def host_values(self, which: str) -> np.ndarray:
+        """float32 (n,) scales (``which='scales'``) or terms on the host, item order."""
+        v = (self.scales if which == "scales" else self.terms).to(torch.float32).cpu().numpy()
+        return np.full(self.n, v[0], np.float32) if v.size == 1 and self.n != 1 else v
+
     def _chunk_items(self, b: int) -> int:
-        return int(max(1024, min(self.n, (1 << 25) // max(b, 1))))
+        # the unpacked float chunk (items x dpad) stays below 64 MiB too
+        return int(max(1024, min(self.n, (1 << 25) // max(b, 1), (1 << 24) // self.dpad)))
 
     def _exact(self, q8, xf, su, k, exr, rows: torch.Tensor | None = None):
         """Chunked running top-k (float64 keys); ``rows`` restricts to a subset of the queries."""
@@ -246,8 +289,10 @@ class AsymTorchSearcher:
     def _keys32(self, q8, su32, c0: int, c1: int) -> torch.Tensor:
         """float32 keys as the fused kernel computes them: fl(fl(fl(ip) * s_i) * s_u) + t_i."""
         dt = self._ip_dtype()
-        ip = (q8.to(dt) @ self.codes[c0:c1].to(dt).T).to(torch.float32)
-        return (ip * self.scales[c0:c1][None, :]) * su32[:, None] + self.terms[c0:c1][None, :]
+        ip = (q8.to(dt) @ self._rows(slice(c0, c1)).to(dt).T).to(torch.float32)
+        cols = slice(c0, c1)
+        s = self._item_values(self.scales, cols, torch.float32)
+        return (ip * s) * su32[:, None] + self._item_values(self.terms, cols, torch.float32)
 
     def _group_max(self, q8, su32) -> torch.Tensor:
         b = q8.shape[0]
@@ -319,56 +364,9 @@ class AsymTorchSearcher:
 
 # ---------------------------------------------------------------------------------- Triton
 def _build_triton_kernel():
-    import triton
-    import triton.language as tl
+    from .kernels_asym_triton import asym_scan_kernel
 
-    @triton.jit
-    def _asym_scan_kernel(Q, X, S, T, SU, THR, GMAX, CNT, OUT_ID, B, N, ngroups, cap, stride_q, stride_x,
-                          D: tl.constexpr, BK: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
-                          TILES: tl.constexpr, EMIT: tl.constexpr):
-        """Program (i, j) = queries [BQ i, BQ i + BQ) x group j of TILES tiles of BN items.
-        key = fl(fl(fl(<q, x>) * s_i) * s_u) + t_i from an exact int8 tensor-core dot. EMIT=False:
-        store each (query, group) max key in GMAX; EMIT=True: append the id of every item whose key
-        reaches THR[query] to the query's buffer (same structure as kernels_gpu._scan_kernel)."""
-        pid_q = tl.program_id(0)
-        pid_n = tl.program_id(1)
-        rq = pid_q * BQ + tl.arange(0, BQ)
-        qmask = rq < B
-        rd = tl.arange(0, BK)
-        cols = tl.arange(0, BN)
-        su = tl.load(SU + rq, mask=qmask, other=0.0)
-        if EMIT:
-            thr = tl.load(THR + rq, mask=qmask, other=float("inf"))
-        else:
-            gmax = tl.full([BQ], float("-inf"), dtype=tl.float32)
-        for t in range(TILES):
-            tile = pid_n * TILES + t
-            rn = tile * BN + cols
-            nmask = rn < N
-            ip = tl.zeros([BQ, BN], dtype=tl.int32)
-            for k0 in tl.static_range(0, D, BK):
-                q = tl.load(Q + rq[:, None] * stride_q + (k0 + rd)[None, :], mask=qmask[:, None], other=0)
-                x = tl.load(X + rn[:, None] * stride_x + (k0 + rd)[None, :], mask=nmask[:, None], other=0)
-                ip += tl.dot(q, tl.trans(x), out_dtype=tl.int32)  # int8 x int8 -> exact int32
-            s = tl.load(S + rn, mask=nmask, other=0.0)
-            tt = tl.load(T + rn, mask=nmask, other=0.0)
-            key = (ip.to(tl.float32) * s[None, :]) * su[:, None] + tt[None, :]
-            if EMIT:
-                hit = ((key >= thr[:, None]) & nmask[None, :]).to(tl.int32)
-                rowcnt = tl.sum(hit, axis=1)
-                while tl.max(rowcnt, axis=0) > 0:  # hits are rare: one per row per round
-                    pos = tl.argmax(hit, axis=1, tie_break_left=True)
-                    has = rowcnt > 0
-                    slot = tl.atomic_add(CNT + rq, 1, mask=has, sem="relaxed")
-                    tl.store(OUT_ID + rq * cap + slot, tile * BN + pos, mask=has & (slot < cap))
-                    hit = tl.where(cols[None, :] == pos[:, None], 0, hit)
-                    rowcnt -= has.to(tl.int32)
-            else:
-                gmax = tl.maximum(gmax, tl.max(tl.where(nmask[None, :], key, float("-inf")), axis=1))
-        if not EMIT:
-            tl.store(GMAX + rq * ngroups + pid_n, gmax, mask=qmask)
-
-    return _asym_scan_kernel
+    return asym_scan_kernel
 
 
 _BQ, _WARPS = 64, 4
@@ -378,14 +376,17 @@ def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax
     import triton
 
     b = q8.shape[0]
-    d = eng.codes.shape[1]
+    d = eng.dpad
     ngroups = triton.cdiv(eng.n, eng.tile * eng.group)
     if ngroups > 65535:  # grid axis 1 limit
         raise ValueError("too many item groups for one launch; raise AsymTorchSearcher.group")
     emit = gmax is None
     dummy = su32
+    x = eng.words if eng.packed else eng.codes
+    bk = 32 if eng.packed or d % 64 else 64
+    ss, ts = (0 if v.numel() == 1 and eng.n != 1 else 1 for v in (eng.scales, eng.terms))
     _KERNEL[(triton.cdiv(b, _BQ), ngroups)](
-        q8, eng.codes, eng.scales, eng.terms, su32, thr32 if emit else dummy, dummy if emit else gmax,
+        q8, x, eng.scales, eng.terms, su32, thr32 if emit else dummy, dummy if emit else gmax,
         counts if emit else dummy, cand_ids if emit else dummy, b, eng.n, ngroups, cap, q8.stride(0),
-        eng.codes.stride(0), D=d, BK=64 if d % 64 == 0 else 32, BQ=_BQ, BN=eng.tile, TILES=eng.group, EMIT=emit,
-        num_warps=_WARPS)
+        x.stride(0), ss, ts, D=d, BK=bk, BQ=_BQ, BN=eng.tile, TILES=eng.group, EMIT=emit,
+        PACKED=eng.packed, num_warps=_WARPS)
