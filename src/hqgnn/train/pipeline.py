@@ -217,6 +217,7 @@ def served_memory(tables: dict[str, torch.Tensor], cfg: RunConfig, symmetric: bo
     if not cfg.quant.bits:
         d = tables["item_emb"].shape[1]
         return {"served_bytes_per_item": {"float32": 4.0 * d}}
+    tables = {k: v.detach().cpu() for k, v in tables.items()}  # a CUDA run's tables: the CPU index reads numpy
     codes = tables["item_codes"]
     n, d = codes.shape
     if not symmetric:
