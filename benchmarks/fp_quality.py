@@ -4,8 +4,9 @@ Each configuration is a subprocess of ``python -m hqgnn train`` with ``train.max
 go to ``benchmarks/results/fp_quality.json`` (appended) and, when $OUT is set, to
 ``$OUT/fp_quality_<dataset>.json``; one JSON line is printed per finished row.
 
-    # candidates, all at once (winner by val_recall@20 only; concurrent runs slow each other down)
-    python benchmarks/fp_quality.py --sweep --data gowalla --data-dir DIR
+    # candidates, all at once (winner by val_recall@20 only; concurrent runs slow each other down, so
+    # --share-budget gives each of N runs N x --seconds of wall time; at most 3 fit one 10-minute call)
+    python benchmarks/fp_quality.py --sweep --data gowalla --data-dir DIR --configs base,sm8k_t01,sm8k_t02 --share-budget
     # one configuration under validation, validation+refit and paper (test-selected) protocols
     python benchmarks/fp_quality.py --final cos16k_n4 --data gowalla,yelp2018 --data-dir DIR
     # rows that came back from the GPU machine's $OUT -> benchmarks/results/fp_quality.json
@@ -134,11 +135,14 @@ def run_jobs(jobs: list[dict], args: argparse.Namespace) -> list[dict]:
     runs = Path(tempfile.mkdtemp(prefix="fp_quality_", dir=args.runs_dir or None))
     parallel = max(1, args.parallel or len(jobs))
     pending, running, rows = list(jobs), [], []
-    timeout = args.seconds * 3 + 600  # a refit run trains twice; load + evaluation on top
+    timeout = args.seconds * (parallel if args.share_budget else 1) * 3 + 600  # refit trains twice; + load, eval
     while pending or running:
         while pending and len(running) < parallel:
             job = pending.pop(0)
             job["concurrent_runs"] = min(parallel, len(running) + 1 + len(pending))
+            if args.share_budget:
+                # N runs time-share one GPU: N budgets of wall time give each about one budget of the device
+                job["config"]["train.max_seconds"] = args.seconds * parallel
             job["proc"] = start(job, runs, args)
             running.append(job)
         time.sleep(0.5)
@@ -196,6 +200,8 @@ def main() -> None:
     ap.add_argument("--configs", default="", help="sweep only these names (comma-separated)")
     ap.add_argument("--max-configs", type=int, default=10, help="sweep the first N candidates")
     ap.add_argument("--parallel", type=int, default=0, help="runs at once (0 = all)")
+    ap.add_argument("--share-budget", action="store_true", help="sweep: each of N concurrent runs gets N x --seconds "
+                    "of wall time (about --seconds of the shared GPU each); the time goal is only claimed by a solo run")
     ap.add_argument("--protocols", default="refit,paper", help="--final: refit (= validation + validation+refit "
                     "rows) and/or paper, or validation alone")
     ap.add_argument("--set", action="append", default=[], help="extra section.field=value for every run")
