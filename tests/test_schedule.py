@@ -38,6 +38,14 @@ def small_config(**train) -> RunConfig:
     return cfg
 
 
+def _popularity_recall(cfg: RunConfig) -> float:
+    """Test Recall@20 of ranking by train popularity: the floor a trained model must beat."""
+    data = load_dataset(cfg.data)
+    pop = torch.from_numpy(np.bincount(data.seen[:, 1], minlength=data.n_items).astype(np.float32))
+    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
+    return ev.evaluate(lambda users: pop.expand(len(users), -1).clone())["recall@20"]
+
+
 # -- schedules ----------------------------------------------------------------------------------
 def test_schedules_match_hand_computed_values():
     tc = TrainConfig(epochs=11, lr_schedule="cosine", warmup_epochs=2, lr_min_ratio=0.1)
@@ -151,11 +159,7 @@ def test_bpr_loss_averages_over_negatives():
 def test_training_with_negatives_and_a_schedule_learns(tmp_path):
     cfg = small_config(epochs=4, negatives=4, lr_schedule="linear", warmup_epochs=1, sampling="user")
     metrics = run_training(cfg, tmp_path / "run", progress=False)
-    data = load_dataset(cfg.data)
-    pop = torch.from_numpy(np.bincount(data.seen[:, 1], minlength=data.n_items).astype(np.float32))
-    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
-    popular = ev.evaluate(lambda users: pop.expand(len(users), -1).clone())
-    assert metrics["test"]["recall@20"] > popular["recall@20"]
+    assert metrics["test"]["recall@20"] > _popularity_recall(cfg)
 
 
 # -- objectives ---------------------------------------------------------------------------------
@@ -196,11 +200,7 @@ def test_softmax_training_learns_and_writes_cosine_tables(tmp_path):
     cfg = small_config(epochs=4, loss="softmax", temperature=0.2, negatives=2, sampling="user")
     cfg.model.normalize = True
     metrics = run_training(cfg, tmp_path / "run", progress=False)
-    data = load_dataset(cfg.data)
-    pop = torch.from_numpy(np.bincount(data.seen[:, 1], minlength=data.n_items).astype(np.float32))
-    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
-    popular = ev.evaluate(lambda users: pop.expand(len(users), -1).clone())
-    assert metrics["test"]["recall@20"] > popular["recall@20"]
+    assert metrics["test"]["recall@20"] > _popularity_recall(cfg)
     run = load_run(tmp_path / "run")
     assert run.config.train.loss == "softmax" and run.config.model.normalize
     norms = np.linalg.norm(np.asarray(run.tables["item_emb"], dtype=np.float64), axis=1)
