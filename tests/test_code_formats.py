@@ -195,9 +195,12 @@ def test_served_memory_next_to_packed_size(fmt_run, teacher, tmp_path):
     q = FORMATS[name]
     served = json.loads((out / "metrics.json").read_text())["memory"]["served_bytes_per_item"]
     term = 4 if q.get("center") and q["user_bits"] else 0
-    # CUDA: the scorer's int8 codes + float32 scale (+ float32 term)
     d = 16 * (4 if q.get("layerwise") else 1)
-    assert served["gpu_scorer"] == d + 4 + term
+    # CUDA: the asymmetric index's device copy; 1-bit codes as int32 words (32 dims each), else int8 codes
+    # (d padded to 32), scales as float16 when exact (the float16 formats), terms as stored (float32 here)
+    codes = -(-d // 32) * 4 if q["bits"] == 1 else -(-d // 32) * 32
+    scale = 2 if q.get("scale_dtype") == "float16" else 4
+    assert served["gpu_index"] == pytest.approx(codes + scale + (term and scale), abs=0.05)
     # CPU: the asymmetric index, packed codes (1 bit: d / 8 bytes in blocks of 32 items) + scale (+ term)
     # + the int32 storage order
     n = load_run(out).n_items
@@ -276,3 +279,19 @@ def test_layerwise_needs_float_queries():
 
     with pytest.raises(HqgnnError, match="layerwise"):
         _cfg(bits=1, estimator="ste", user_bits=4, layerwise=True).validate()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_cuda_ranking_equals_cpu_ranking(fmt_run):
+    """The asymmetric index ranks every format on both devices: identical ids and scores."""
+    from hqgnn.eval.ranking import Ranker
+
+    name, out = fmt_run
+    run = load_run(out)
+    kw = dict(bits=run.config.quant.bits, symmetric=False, user_bits=run.config.quant.user_bits)
+    users = np.arange(run.n_users)
+    seen = (run.seen.indptr, run.seen.indices)
+    cpu = Ranker(run.tables, device="cpu", **kw).search(users, 20, exclude=seen)
+    gpu = Ranker(run.tables, device="cuda", **kw).search(users, 20, exclude=seen)
+    np.testing.assert_array_equal(cpu[1], gpu[1])
+    np.testing.assert_array_equal(cpu[0], gpu[0])

@@ -6,8 +6,7 @@ through :class:`Ranker`, so the metrics of training and of serving agree exactly
 * quantized tables: the code index (:mod:`hqgnn.index`; exact integer dot products / popcounts
   times the scales, equal to a float64 brute force, ties to the lower item id);
 * other code formats (float or other-width queries, per-item terms; ``symmetric=False``): the
-  asymmetric code index on CPU (:func:`hqgnn.index.build_asym_index`, exact), their served scores
-  (:func:`hqgnn.eval.served_scorer`) with an exact stable top-K on CUDA;
+  asymmetric code index (:func:`hqgnn.index.build_asym_index`, exact; numba on CPU, Triton on CUDA);
 * float tables: the fused blocked CPU top-K (:mod:`hqgnn.eval.cpu_topk`) on CPU, a GEMM + exact
   stable top-K on CUDA.
 
@@ -52,31 +51,28 @@ class Ranker:
         self.scorers = None
         self.asym_index = None
         if self.bits and not symmetric:
-            # float / other-width queries, per-item terms (hqgnn.eval.served_scorer's formats). On CPU the
-            # asymmetric code index ranks users (exact: equal to a float64 brute force); on CUDA the
-            # served scores, exact stable top-K. Item-to-item similarity scores dequantized item codes.
-            # Scorers hold a float copy of the item codes, so each is built on first use only.
-            from .scoring import code_scorer, served_scorer
+            # float / other-width queries, per-item terms (hqgnn.eval.served_scorer's formats): the
+            # asymmetric code index ranks users on every device (exact: equal to a float64 brute force,
+            # so CPU and CUDA rank identically). Item-to-item similarity scores dequantized item codes;
+            # that scorer holds a float copy of the item codes, so it is built on first use only.
+            from ..index.asym import build_asym_index
+            from .scoring import code_scorer
 
             t = {k: v.detach().to(self.device) for k, v in tables.items()}
             self._built: dict[str, Any] = {}
             self.scorers = {"item": lambda: code_scorer(t["item_codes"], t["item_scale"], t["item_codes"],
                                                         t["item_scale"])}
             self.n_items = len(t["item_codes"])
-            if self.device.type != "cpu":
-                self.scorers["user"] = lambda: served_scorer(t)
-            else:
-                from ..index.asym import build_asym_index
-
-                float_queries = "user_query" in tables
-                qbits = 0 if float_queries else int(user_bits if user_bits is not None and user_bits > 0 else bits)
-                term = tables.get("item_term")
-                self.asym_index = build_asym_index(
-                    tables["item_codes"].cpu().numpy(), tables["item_scale"].float().cpu().numpy(), item_bits=bits,
-                    item_term=None if term is None else term.float().cpu().numpy(), query_bits=qbits, device="cpu")
-                self.queries = (tables["user_query"].float().cpu().numpy() if float_queries
-                                else tables["user_codes"].cpu().numpy())
-                self.query_scales = None if float_queries else tables["user_scale"].float().cpu().numpy()
+            float_queries = "user_query" in tables
+            qbits = 0 if float_queries else int(user_bits if user_bits is not None and user_bits > 0 else bits)
+            term = tables.get("item_term")
+            self.asym_index = build_asym_index(
+                tables["item_codes"].cpu().numpy(), tables["item_scale"].float().cpu().numpy(), item_bits=bits,
+                item_term=None if term is None else term.float().cpu().numpy(), query_bits=qbits,
+                device=str(self.device))
+            self.queries = (tables["user_query"].float().cpu().numpy() if float_queries
+                            else tables["user_codes"].cpu().numpy())
+            self.query_scales = None if float_queries else tables["user_scale"].float().cpu().numpy()
         elif self.bits:
             from ..index.factory import build_code_index
 

@@ -211,8 +211,9 @@ def served_memory(tables: dict[str, torch.Tensor], cfg: RunConfig, symmetric: bo
     """What the serving path actually holds per item, next to the bit-packed size in ``bytes_per_item``.
 
     Symmetric code runs: the CPU code index (packed codes + scale + its scale-sorted order) and the GPU
-    index (one int8 per dimension + scale). Other code formats are served by their scorer from the
-    int8 codes, a float32 scale and, where stored, a float32 item term. Float runs: float32 rows.
+    index (one int8 per dimension + scale). Other code formats: the asymmetric index's CPU layout and
+    its device layout (built here with the torch backend on the host: the same tensors a CUDA index
+    holds). Float runs: float32 rows.
     """
     if not cfg.quant.bits:
         d = tables["item_emb"].shape[1]
@@ -224,12 +225,12 @@ def served_memory(tables: dict[str, torch.Tensor], cfg: RunConfig, symmetric: bo
         from ..index.asym import build_asym_index
 
         term = tables.get("item_term")
-        cpu = build_asym_index(codes.numpy(), tables["item_scale"].float().numpy(), item_bits=cfg.quant.bits,
-                               item_term=None if term is None else term.float().numpy(),
-                               query_bits=0 if "user_query" in tables else 8, device="cpu")
-        # CUDA serves these formats by their scorer from the int8 codes + float32 scale (+ float32 term)
-        return {"served_bytes_per_item": {"cpu_index": float(cpu.bytes_per_item),
-                                          "gpu_scorer": float(d + 4 + (4 if term is not None else 0))}}
+        args = (codes.numpy(), tables["item_scale"].float().numpy())
+        kw = dict(item_bits=cfg.quant.bits, item_term=None if term is None else term.float().numpy(),
+                  query_bits=0 if "user_query" in tables else 8)
+        cpu = build_asym_index(*args, **kw, device="cpu")
+        gpu = build_asym_index(*args, **kw, device="cpu", backend="torch")
+        return {"served_bytes_per_item": {"cpu_index": float(cpu.bytes_per_item), "gpu_index": float(gpu.bytes_per_item)}}
     from ..index.factory import build_code_index
 
     cpu = build_code_index(codes.numpy(), tables["item_scale"].float().numpy(), cfg.quant.bits, device="cpu")
