@@ -26,6 +26,7 @@ from .kernels_lut1 import (  # noqa: F401  (re-exported: the index's view of the
     pack_lut1,
     unpack_lut1,
 )
+from .kernels_half import widen_into
 from .kernels_select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push
 from .kernels_simd import QG, _addr, _s8_ir, _s8_portable, _u4_ir, _u4_portable
 
@@ -104,6 +105,11 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
     ip and the chunk's scale / term ranges bound every key; the chunk is re-scanned for a query only
     when that bound reaches its current k-th best. Ties go to the lower original id (oid), and
     exclusions are storage positions sorted per query, as in kernels_cpu.
+
+    ``scales`` / ``terms``: float32, or the uint16 bits of float16 values (widened per re-scanned
+    chunk into a chunk-sized float32 scratch, so the key loop stays vectorizable); ``cmax`` /
+    ``cmin`` (per-chunk scale range) and ``tmax`` (per-chunk max term) are float32, one entry per
+    chunk for per-row values (stride 1) or a single entry (stride 0).
     """
     B = qs.shape[0]
     nchunks = (n + chunk - 1) // chunk
@@ -123,6 +129,9 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
     bufb = np.empty((QG, chunk), np.int32)
     mm = np.empty((QG, 2), np.int32)
     kb = np.empty(chunk, np.float64)
+    sb = np.empty(chunk, np.float32)
+    tb = np.empty(chunk, np.float32)
+    wch = -1  # chunk whose scales / terms are in sb / tb
     fused_mm = kind == KIND_LUT1 and use_simd and nplanes == 1
     items_addr = _addr(items)
     qa_addr = _addr(qa)
@@ -139,9 +148,9 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
                 nvalid = c1 - c0
                 nblk = (nvalid + 15) // 16
                 blk0 = c0 // 16
-                smax = cmax[ch]
-                smin = cmin[ch]
-                tm = tmax[ch]
+                smax = np.float64(cmax[ch * sstride])
+                smin = np.float64(cmin[ch * sstride])
+                tm = np.float64(tmax[ch * tstride])
                 if fused_mm:
                     a = items_addr + (blk0 // 2) * ngp * 64
                     tq = qa_addr + g0 * qa.shape[1]
@@ -186,10 +195,14 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
                     e_end = ex_ptr[qi + 1] if has_ex else 0
                     # re-scan: all keys of the chunk in one vectorizable pass, then a scan for the
                     # few that reach tau (a branchy per-item loop was the bottleneck with terms)
+                    if wch != ch:  # once per chunk and 8-query group, only for chunks that are re-scanned
+                        widen_into(scales, sstride, c0, nvalid, sb)
+                        widen_into(terms, tstride, c0, nvalid, tb)
+                        wch = ch
                     if nplanes == 2:
-                        _chunk_keys(bufa[r8], 1, 0, c0, nvalid, scales, sstride, terms, tstride, su, kb)
+                        _chunk_keys(bufa[r8], 1, 0, 0, nvalid, sb, sstride, tb, tstride, su, kb)
                     else:
-                        _chunk_keys(bufa[r8], mul_a, add, c0, nvalid, scales, sstride, terms, tstride, su, kb)
+                        _chunk_keys(bufa[r8], mul_a, add, 0, nvalid, sb, sstride, tb, tstride, su, kb)
                     for j in range(nvalid):
                         key = kb[j]
                         if key < tau[r]:
