@@ -23,7 +23,8 @@ def to_numpy(x: object) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ItemScale:
-    """Item scales: ``values`` float32 of length n (per row) or 1 (per tensor); ``stride`` 1 or 0.
+    """Item scales: ``values`` float32 (float16 in AsymCodeIndex's compacted records) of length n
+    (per row) or 1 (per tensor); ``stride`` 1 or 0.
 
     ``per_row`` tells whether the index really stores n scales (memory accounting); ``None`` scale
     means 1.0 and is stored as a per-tensor scale.

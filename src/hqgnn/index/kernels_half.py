@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-__all__ = ["half_to_float32", "kernel_values", "widen_into"]
+__all__ = ["as_float32", "half_to_float32", "kernel_values", "widen_into"]
 
 
 def kernel_values(values: np.ndarray) -> np.ndarray:
@@ -33,11 +33,12 @@ def half_to_float32(h):
     return np.float32(-v if h & 0x8000 else v)  # -0.0 for the negative zero pattern
 
 
-def _as_f32(x):  # pragma: no cover - typed through the overload below
+def as_float32(x):  # pragma: no cover - typed through the overload below
+    """float32 of one stored value in njit code: uint16 = float16 bits, a float as it is."""
     raise NotImplementedError
 
 
-@overload(_as_f32)
+@overload(as_float32)
 def _as_f32_ol(x):
     # one kernel source for both storage dtypes: uint16 = float16 bits, floats are read as they are
     if isinstance(x, types.Integer):
@@ -49,7 +50,7 @@ def _as_f32_ol(x):
 def widen_into(values, stride, c0, m, out):
     """out[:m] = float32 values of rows c0..c0+m (stride 1), or out[0] = the one value (stride 0)."""
     if stride == 0:
-        out[0] = _as_f32(values[0])
+        out[0] = as_float32(values[0])
     else:
         for j in range(m):
-            out[j] = _as_f32(values[c0 + j])
+            out[j] = as_float32(values[c0 + j])
