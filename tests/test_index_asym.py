@@ -303,7 +303,8 @@ def test_save_load_and_memory(tmp_path, item_bits, suffix):
     np.testing.assert_array_equal(index.item_scale_dense(), scale)
     np.testing.assert_array_equal(index.item_term_dense(), term)
     packed = {1: -(-n // 32) * 32 * 14, 4: -(-n // 16) * 16 * 56, 8: -(-n // 16) * 16 * 112}[item_bits]
-    assert index.memory_bytes() == packed + 4 * n * 3  # codes + scale + term + int32 order
+    nch = -(-n // 256)
+    assert index.memory_bytes() == packed + 4 * n * 2 + 12 * nch  # codes + float32 scale, term + chunk bounds
     path = tmp_path / f"asym{suffix}"
     index.save(path)
     for loaded in (AsymCodeIndex.load(path), load_code_index(path)):
@@ -319,6 +320,12 @@ def test_save_load_and_memory(tmp_path, item_bits, suffix):
     assert not isinstance(load_code_index(tmp_path / "plain"), AsymCodeIndex)
     small = build_asym_index(codes, None, item_bits, None, query_bits=4)
     assert small.memory_bytes() == packed  # no scale, term or order stored
+    ordered = build_asym_index(codes, scale, item_bits, term, query_bits=8, item_order="scale")
+    assert ordered.memory_bytes() == packed + 4 * n * 3 + 12 * nch  # + the int32 storage order
+    ordered.save(tmp_path / f"ordered{suffix}")
+    back = AsymCodeIndex.load(tmp_path / f"ordered{suffix}")
+    assert back._order is not None and back.memory_bytes() == ordered.memory_bytes()
+    check(back, q, qs, 5, codes, scale, term, exclude=random_exclusion(rng, 7, n))
 
 
 def test_matches_symmetric_index_when_term_is_zero():
@@ -573,3 +580,121 @@ def test_triton_kernel_in_interpreter(interp_results, d, query_bits, packed):
     """The real Triton kernel (packed words expanded in registers, or int8) on CPU, vs float64."""
     result = interp_results[repr((d, query_bits, packed))]
     assert result == "ok", result
+
+
+# ------------------------------------------------------------------ float16 scales and terms
+def test_half_to_float32_is_bit_exact_for_every_pattern():
+    from hqgnn.index.kernels_half import widen_into
+
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    out = np.empty(bits.size, np.float32)
+    widen_into(bits, 1, 0, bits.size, out)
+    ref = bits.view(np.float16).astype(np.float32)
+    nan = np.isnan(ref)
+    assert nan.sum() == 2 * 1023  # exponent 31 with a nonzero mantissa, both signs: skipped, nothing else
+    np.testing.assert_array_equal(out[~nan].view(np.uint32), ref[~nan].view(np.uint32))  # -0.0, subnormals, inf
+    assert np.isnan(out[nan]).all()
+    one = np.empty(1, np.float32)
+    widen_into(np.array([0.25], np.float32), 0, 5, 9, one)  # stride 0: the single value, float32 as is
+    assert one[0] == 0.25
+
+
+def fp16_values(rng, n, kind):
+    """float16-exact float32 values with ties, negative values and both signed zeros."""
+    v = rng.uniform(-0.5, 1.5, n) if kind == "scale" else rng.normal(0, 2, n)
+    v = v.astype(np.float16).astype(np.float32)
+    v[: n // 3] = v[n // 3 : 2 * (n // 3)]  # repeated values: ties
+    v[5], v[6] = 0.0, -0.0
+    return v
+
+
+FP16_CASES = [(1, 4, 64), (1, 8, 64), (1, 0, 64), (2, 4, 48), (2, 0, 112), (4, 4, 64), (4, 8, 96), (4, 0, 64),
+              (8, 4, 64), (8, 8, 48), (8, 0, 64)]
+
+
+@pytest.mark.parametrize("item_order", ["none", "scale"])
+@pytest.mark.parametrize("item_bits,query_bits,d", FP16_CASES)
+def test_float16_values_equal_reference(item_bits, query_bits, d, item_order):
+    rng = np.random.default_rng(item_bits * 31 + query_bits * 7 + d)
+    n = 1000
+    codes = item_codes(rng, n, d, item_bits)
+    scale, term = fp16_values(rng, n, "scale"), fp16_values(rng, n, "term")
+    for s, t in [(scale, term), (scale, None), (None, term), ((np.abs(scale) + 0.5).astype(np.float16).astype(np.float32), term)]:
+        index = build_asym_index(codes, s, item_bits, t, query_bits=query_bits, item_order=item_order)
+        for rec, given in ((index._scale, s), (index._term, t)):
+            assert given is None or rec.values.dtype == np.float16
+        q, qs = make_queries(rng, 21, d, query_bits)
+        if qs is not None:
+            qs[1] = 0.0  # every key is t_i: the kernel's integer cut must keep all items
+        check(index, q, qs, 10, codes, s, t)
+        check(index, q, qs, 10, codes, s, t, exclude=random_exclusion(rng, 21, n))
+    index = build_asym_index(codes, scale, item_bits, term, query_bits=query_bits, item_order=item_order)
+    index.use_simd = False
+    check(index, q, qs, 10, codes, scale, term, exclude=random_exclusion(rng, 21, n))
+
+
+@pytest.mark.parametrize("item_bits,per_item", [(1, 8), (2, 32), (4, 32), (8, 64)])
+def test_memory_bytes_exact_per_format(item_bits, per_item):
+    """d = 64: codes (d * b / 8 B, 1 byte per dim for 5..8 bits, nibbles for 2..4) + 2 B per float16
+    value or 4 B per float32 value + the per-chunk bounds (4 B per bound per 256 items)."""
+    rng = np.random.default_rng(1)
+    n, d = 4096, 64  # whole blocks and chunks: no padding in the count
+    nch = n // 256
+    codes = item_codes(rng, n, d, item_bits)
+    s16, t16 = fp16_values(rng, n, "scale"), fp16_values(rng, n, "term")
+    s32 = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    t32 = rng.normal(size=n).astype(np.float32)
+    s32[0], t32[0] = 0.1, 0.1  # not float16-exact
+
+    def held(s, t, **kw):
+        return build_asym_index(codes, s, item_bits, t, query_bits=4, **kw).memory_bytes()
+
+    code = per_item * n
+    assert held(s16, None) == code + 2 * n + 8 * nch  # 1-bit: 10 B / item (+ 0.03 bounds)
+    assert held(s16, t16) == code + 4 * n + 12 * nch  # 1-bit: 12 B / item (+ 0.05)
+    assert held(s32, t32) == code + 8 * n + 12 * nch  # 1-bit: 16 B / item (+ 0.05)
+    assert held(s32, t16) == code + 6 * n + 12 * nch
+    assert held(s16, t16, item_order="scale") == code + 8 * n + 12 * nch  # + int32 order
+    assert held(np.full(n, 0.3, np.float32), np.full(n, 0.1, np.float32)) == code  # constants held once
+    assert held(None, None) == code
+    index = build_asym_index(codes, s16, item_bits, t16, query_bits=4)
+    assert index.bytes_per_item == (code + 4 * n + 12 * nch) / n
+    np.testing.assert_array_equal(index.item_scale_dense(), s16)
+    np.testing.assert_array_equal(index.item_term_dense(), t16)
+    assert index.item_scale_dense().dtype == np.float32
+
+
+@pytest.mark.parametrize("suffix", ["", ".npz"])
+def test_float16_save_load_and_old_format(tmp_path, suffix):
+    from hqgnn.index.asym_layout import storage_order
+    from hqgnn.index.common import normalize_item_scale, normalize_item_term
+    from hqgnn.index.packing import NIBBLE, pack_nibble_blocked
+    from hqgnn.index.storage import read_index_files, write_index_files
+
+    rng = np.random.default_rng(4)
+    n, d = 700, 64
+    codes = item_codes(rng, n, d, 4)
+    scale, term = fp16_values(rng, n, "scale"), fp16_values(rng, n, "term")
+    q, qs = make_queries(rng, 9, d, 4)
+    ex = random_exclusion(rng, 9, n)
+    index = build_asym_index(codes, scale, 4, term, query_bits=4)
+    index.save(tmp_path / f"new{suffix}")
+    _, arrays = read_index_files(tmp_path / f"new{suffix}", mmap=False)
+    assert arrays["scales"].dtype == np.float16 and arrays["terms"].dtype == np.float16 and "order" not in arrays
+    new = AsymCodeIndex.load(tmp_path / f"new{suffix}")
+    assert new.memory_bytes() == index.memory_bytes()
+    check(new, q, qs, 10, codes, scale, term, exclude=ex)
+    # the format the code wrote before float16 storage: float32 records and an int32 order, codes in that order
+    s_rec, t_rec = normalize_item_scale(scale, n), normalize_item_term(term, n)
+    order = storage_order(s_rec, t_rec, n, "scale").astype(np.int32)
+    meta = {"kind": "AsymCodeIndex", "bits": 4, "item_bits": 4, "query_bits": 4, "n": n, "dim": d,
+            "layout": NIBBLE, "scales": "row", "terms": "row"}
+    write_index_files(tmp_path / f"old{suffix}", meta, {"codes": pack_nibble_blocked(codes[order]),
+                                                      "scales": scale[order], "terms": term[order], "order": order})
+    old = AsymCodeIndex.load(tmp_path / f"old{suffix}")
+    assert old._order is not None and old._scale.values.dtype == np.float16  # compacted on load
+    np.testing.assert_array_equal(old.codes(), codes)
+    np.testing.assert_array_equal(old.item_scale_dense(), scale)
+    check(old, q, qs, 10, codes, scale, term, exclude=ex)
+    check(old, q, qs, 10, codes, scale, term)
+

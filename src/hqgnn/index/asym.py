@@ -1,7 +1,8 @@
 """AsymCodeIndex: exact top-k of s_u s_i <c_u, c_i> + t_i (b_q-bit queries) or s_i <x_u, c_i> + t_i (float queries).
 
 Items: b-bit integer codes (1 bit = {-1,+1}; b >= 2 symmetric in [-2^(b-1), 2^(b-1)-1]), a float32
-scale s_i and an optional float32 additive term t_i (per item or per tensor). Queries: integer codes of
+scale s_i and an optional float32 additive term t_i (per item or per tensor; held as float16 when every
+value is exactly a float16, so keys are unchanged). Queries: integer codes of
 ``query_bits`` bits (2..8) with per-query scales s_u, or float vectors (``query_bits=0``). Rotation and
 centering are applied once per query by :func:`hqgnn.index.queries.prepare_queries`.
 
@@ -28,7 +29,9 @@ import numpy as np
 
 from . import kernels_asym_cpu as KA
 from . import kernels_cpu as K
-from .asym_layout import LUT1, SCALE_BUCKETS, host_layout, meta_only, storage_order  # noqa: F401  (re-exported)
+from .asym_layout import (  # noqa: F401  (re-exported)
+    ITEM_ORDERS, LUT1, SCALE_BUCKETS, chunk_bounds, compact_record, host_layout, meta_only, storage_order)
+from .kernels_half import kernel_values
 from .common import (
     Exclusion,
     normalize_exclusion,
@@ -61,10 +64,11 @@ _CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int3
 
 # ---------------------------------------------------------------------------------- index
 def build_asym_index(item_codes: object, item_scale: object = None, item_bits: int = 1, item_term: object = None,
-                     query_bits: int = 4, device: object = "cpu", backend: str = "auto") -> "AsymCodeIndex":
+                     query_bits: int = 4, device: object = "cpu", backend: str = "auto",
+                     item_order: str = "none") -> "AsymCodeIndex":
     """An :class:`AsymCodeIndex` over ``item_bits``-bit item codes for ``query_bits``-bit (0 = float) queries."""
     return AsymCodeIndex(item_codes, item_scale, item_bits=item_bits, item_term=item_term, query_bits=query_bits,
-                         device=device, backend=backend)
+                         device=device, backend=backend, item_order=item_order)
 
 
 class AsymCodeIndex:
@@ -72,16 +76,18 @@ class AsymCodeIndex:
 
     Storage (CPU): 1-bit items as bit bytes in 32-item blocks (``d/8`` bytes per item, d padded to a
     multiple of 16) for the ``vpshufb`` fast-scan kernel; 2..4-bit items as nibbles (d/2 bytes);
-    5..8-bit items as int8 (d bytes); plus 4 bytes per item for a per-row scale, 4 for a per-row
-    term and 4 for the storage order (items are kept sorted by scale, which tightens the kernels'
-    per-chunk bounds). ``memory_bytes()`` reports exactly what is held.
+    5..8-bit items as int8 (d bytes); plus 2 bytes per item for a per-row scale and 2 for a per-row
+    term when every value is exactly a float16 (else 4 each; a constant column is held once), and
+    12 bytes per 256-item chunk for the per-chunk bounds. ``item_order="scale"`` (opt-in) stores
+    items sorted by scale, which tightens the per-chunk bounds, for 4 more bytes per item (the int32
+    order; BENCHMARKS.md § 3b measures what it buys). ``memory_bytes()`` reports exactly what is held.
 
     ``search`` returns ``(scores float32 (B, k), ids int64 (B, k))`` sorted by score descending, ties
     to the lower item id, id -1 / score -inf beyond the eligible items; torch tensors on CUDA.
     """
 
     def __init__(self, item_codes: object, item_scale: object = None, item_bits: int = 1, item_term: object = None,
-                 query_bits: int = 4, device: object = "cpu", backend: str = "auto") -> None:
+                 query_bits: int = 4, device: object = "cpu", backend: str = "auto", item_order: str = "none") -> None:
         item_bits = int(item_bits)
         code_range(item_bits)  # validates 1..8
         codes = as_int8_codes(item_codes, "item_codes")
@@ -89,7 +95,7 @@ class AsymCodeIndex:
         n = codes.shape[0]
         scale = normalize_item_scale(item_scale, n)
         term = normalize_item_term(item_term, n)
-        packed, layout, s_rec, t_rec, order = host_layout(codes, scale, term, item_bits)
+        packed, layout, s_rec, t_rec, order = host_layout(codes, scale, term, item_bits, item_order)
         self._init(packed, layout, n, codes.shape[1], item_bits, query_bits, s_rec, t_rec, order, device, backend,
                    codes)
 
@@ -105,9 +111,11 @@ class AsymCodeIndex:
         self.bits = self.item_bits
         self._layout = layout
         self._packed = packed
-        self._scale = scale  # storage order
-        self._term = term  # storage order
+        self._scale = compact_record(scale)  # storage order; float16 / one value where exact
+        self._term = compact_record(term)  # storage order
         self._order = None if order is None else np.asarray(order)
+        if self._order is not None and self._order.shape != (self.n,):
+            raise ValueError(f"order must have shape ({self.n},), got {self._order.shape}")
         if layout == LUT1:
             self._ngp = KA.lut1_cols(dim) // 2  # kernel steps of 16 dims
             want = -(-max(n, 1) // KA.LUT_BLOCK) * self._ngp * 2 * KA.LUT_BLOCK
@@ -121,7 +129,6 @@ class AsymCodeIndex:
             raise ValueError(f"unknown layout {layout!r}")
         if packed.size != want:
             raise ValueError(f"packed codes have {packed.size} bytes, expected {want} for n={n}, dim={dim}")
-        self._bounds_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._inv_order_cache: np.ndarray | None = None
         self.threads: int | None = None  # CPU threads for search; None = all cores (HQGNN_NUM_THREADS)
         self.use_simd: bool | None = None  # None: AVX2 kernels when available; False: portable numba
@@ -137,6 +144,10 @@ class AsymCodeIndex:
             # the device copy is the only one: save / codes() rebuild the host layout from it
             self._packed, self._order = None, None
             self._scale, self._term = (meta_only(r) for r in (self._scale, self._term))
+            self._cb = None
+        else:
+            # held, not cached lazily: the kernels' per-chunk bounds are part of memory_bytes()
+            self._cb = chunk_bounds(self._scale, self._term, self.n, _CHUNK)
 
     # ----------------------------------------------------------------------------- properties
     def __len__(self) -> int:
@@ -172,16 +183,23 @@ class AsymCodeIndex:
         return self._unpermute(self._gather_stored(None))
 
     def memory_bytes(self) -> int:
-        """Bytes this index holds for search: packed codes (with the kernels' padding) + per-row
-        float32 scales and terms + the int32 storage order (CPU). With a torch/Triton backend only
+        """Bytes this index holds for search (CPU): packed codes (with the kernels' padding) +
+        per-row scales and terms (float16 or float32) + their per-chunk bounds + the storage order
+        when one was asked for (int32) and the lazily built inverse of it (int32) once an exclusion
+        or float query has needed it). With a torch/Triton backend only
         the device copy is held (AsymTorchSearcher.device_bytes: bit-packed 1-bit codes or int8
         codes padded to 32 dims, float16/float32 per-row scales and terms); nothing per item on the host."""
         if self._gpu is not None:
             return self._gpu.device_bytes
         host = int(self._packed.nbytes)
-        for s in (self._scale, self._term):
-            host += int(s.values.nbytes) if s.per_row else 0
-        return host + (int(self._order.nbytes) if self._order is not None else 0)
+        cmax, cmin, tmax = self._cb
+        for rec, bounds in ((self._scale, (cmax, cmin)), (self._term, (tmax,))):
+            if rec.per_row:  # per-tensor values and their single bounds are O(1), not counted
+                host += int(rec.values.nbytes) + sum(int(b.nbytes) for b in bounds)
+        if self._order is not None:
+            host += int(self._order.nbytes)
+            host += int(self._inv_order_cache.nbytes) if self._inv_order_cache is not None else 0
+        return host
 
     @property
     def bytes_per_item(self) -> float:
@@ -236,26 +254,6 @@ class AsymCodeIndex:
             return torch.from_numpy(s).to(self.device), torch.from_numpy(i).to(self.device)
         return s, i
 
-    def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-chunk max/min scale and max term (float64), for the kernel's chunk bound."""
-        if self._bounds_cache is None:
-            nch = -(-self.n // _CHUNK)
-
-            def chunked(v: np.ndarray, fn) -> np.ndarray:
-                pad = np.full(nch * _CHUNK, np.nan, np.float32)
-                pad[: self.n] = v
-                return fn(pad.reshape(nch, _CHUNK), axis=1).astype(np.float64)
-
-            s, t = self._scale, self._term
-            if s.stride == 1:
-                cmax, cmin = chunked(s.values, np.nanmax), chunked(s.values, np.nanmin)
-            else:
-                cmax = np.full(nch, s.values[0], np.float64)
-                cmin = cmax.copy()
-            tmax = chunked(t.values, np.nanmax) if t.stride == 1 else np.full(nch, t.values[0], np.float64)
-            self._bounds_cache = (cmax, cmin, tmax)
-        return self._bounds_cache
-
     def _query_planes(self, qc: np.ndarray):
         """Kernel query vectors for codes qc: (qa, qb, nplanes, sign_a, sign_b, mul_a, mul_b, qadd)."""
         b = qc.shape[0]
@@ -303,7 +301,7 @@ class AsymCodeIndex:
         """float64 keys and ids (B, k) of integer queries (codes int8, scales float32)."""
         b = qc.shape[0]
         qa, qb, nplanes, sa, sb, ma, mb, qadd = self._query_planes(qc)
-        cmax, cmin, tmax = self._bounds()
+        cmax, cmin, tmax = self._cb
         ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
         nch = -(-self.n // _CHUNK)
         threads = self._threads()
@@ -314,8 +312,9 @@ class AsymCodeIndex:
         oid = self._order if self._order is not None else np.zeros(0, np.int32)
         K.run_tasks(KA.asym_task, K.n_tasks(b, n_ranges),
                     (self._kind(), self._use_simd(), items, self._ngp, self.n, k, qa, qb, nplanes, sa, sb, ma, mb,
-                     np.ascontiguousarray(qadd, np.int64), np.ascontiguousarray(qs, np.float32), self._scale.values,
-                     self._scale.stride, self._term.values, self._term.stride, cmax, cmin, tmax, oid, ex_ptr, ex_idx,
+                     np.ascontiguousarray(qadd, np.int64), np.ascontiguousarray(qs, np.float32),
+                     kernel_values(self._scale.values), self._scale.stride, kernel_values(self._term.values),
+                     self._term.stride, cmax, cmin, tmax, oid, ex_ptr, ex_idx,
                      has_ex, n_ranges, _CHUNK, self._super_chunks(), out_keys, out_ids), threads)
         return K.merge_ranges(out_keys, out_ids, k)
 
@@ -324,8 +323,8 @@ class AsymCodeIndex:
         b = x.shape[0]
         qc, delta, resid = quantize_float_queries(x)
         cmaxabs = float(max(abs(v) for v in code_range(self.item_bits)))
-        smax = float(np.abs(self._scale.values).max()) if self._scale.values.size else 0.0
-        tabs = float(np.abs(self._term.values).max()) if self._term.values.size else 0.0
+        smax = float(np.abs(self._scale.values.astype(np.float64)).max()) if self._scale.values.size else 0.0
+        tabs = float(np.abs(self._term.values.astype(np.float64)).max()) if self._term.values.size else 0.0
         x1 = np.abs(x.astype(np.float64)).sum(axis=1)
         err = smax * cmaxabs * resid * (1 + 2.0**-30) + 2.0**-30 * (
             smax * cmaxabs * (x1 + delta.astype(np.float64) * 127 * self.dim) + tabs)
@@ -357,7 +356,7 @@ class AsymCodeIndex:
         b, m = cand.shape
         ok = cand >= 0
         flat = np.where(ok, cand, 0).reshape(-1)
-        pos = flat if self._order is None else self._inv_order()[flat]
+        pos = flat if self._order is None else self._inv_order()[flat].astype(np.int64)
         codes = self._gather_stored(pos).astype(np.float64).reshape(b, m, self.dim)
         dots = np.einsum("bd,bmd->bm", x.astype(np.float64), codes)
         s = self._scale.values[pos * self._scale.stride].astype(np.float64).reshape(b, m)
@@ -395,8 +394,8 @@ class AsymCodeIndex:
 
     def _inv_order(self) -> np.ndarray:
         if self._inv_order_cache is None:
-            inv = np.empty(self.n, np.int64)
-            inv[self._order] = np.arange(self.n, dtype=np.int64)
+            inv = np.empty(self.n, self._order.dtype)  # int32 like the order: half the int64 bytes
+            inv[self._order] = np.arange(self.n, dtype=self._order.dtype)
             self._inv_order_cache = inv
         return self._inv_order_cache
 
@@ -412,7 +411,7 @@ class AsymCodeIndex:
         ok = (indices >= 0) & (indices < self.n)  # ids outside the index cannot be returned anyway
         rows, indices = rows[ok], indices[ok]
         if self._order is not None:
-            indices = self._inv_order()[indices]
+            indices = self._inv_order()[indices].astype(np.int64)
         o = np.lexsort((indices, rows))
         indices = indices[o]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=indptr.size - 1))]).astype(np.int64)

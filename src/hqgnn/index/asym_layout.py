@@ -5,22 +5,41 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels_asym_cpu as KA
-from .common import ItemScale
+from .common import ItemScale, compact_values
 from .packing import INT8, NIBBLE, pack_int8_blocked, pack_nibble_blocked
 
-__all__ = ["LUT1", "SCALE_BUCKETS", "host_layout", "meta_only", "storage_order"]
+__all__ = ["ITEM_ORDERS", "LUT1", "SCALE_BUCKETS", "chunk_bounds", "compact_record", "host_layout", "meta_only",
+           "storage_order"]
 
 LUT1 = "lut1x32"  # 1-bit items: bit bytes of 32-item blocks for the vpshufb fast-scan kernel
 
 
 SCALE_BUCKETS = 64
+# "none" (default): items kept in id order, nothing held beyond codes + scales + terms;
+# "scale": sorted by scale / term buckets (tighter chunk bounds) at the cost of an int32 order per item.
+# (A uint16 order local to blocks of 65536 items was measured too: +15-30% q/s with 4-bit queries,
+# none with float queries, for 2 B per item: not kept, the bounds need the global sort. BENCHMARKS.md § 3b.)
+ITEM_ORDERS = ("none", "scale")
 
 
-def storage_order(scale: ItemScale, term: ItemScale, n: int) -> np.ndarray | None:
+def compact_record(rec: ItemScale) -> ItemScale:
+    """Per-row values as held: float16 when every value survives the float16 round trip exactly,
+    else float32; a constant column collapses to one value (stride 0)."""
+    if not rec.per_row:
+        return rec
+    v = compact_values(rec.values)
+    if v.size == 1 and rec.values.size != 1:
+        return ItemScale(v, 0, False, True)
+    return ItemScale(v, 1, True, True)
+
+
+def storage_order(scale: ItemScale, term: ItemScale, n: int, item_order: str = "none") -> np.ndarray | None:
     """Storage order that keeps each chunk's scale and term ranges narrow (the kernel bounds a
     chunk by max(ip s) + max(t)): items sorted by scale quantile bucket (descending), and by term
     (descending) inside a bucket; per-row scales without terms: by scale. None: keep item order."""
-    if not scale.per_row and not term.per_row:
+    if item_order not in ITEM_ORDERS:
+        raise ValueError(f"item_order must be one of {ITEM_ORDERS}, got {item_order!r}")
+    if item_order == "none" or (not scale.per_row and not term.per_row):
         return None
     dtype = np.int32 if n < 2**31 else np.int64
     if not term.per_row:
@@ -33,14 +52,30 @@ def storage_order(scale: ItemScale, term: ItemScale, n: int) -> np.ndarray | Non
     return np.lexsort((-term.values.astype(np.float64), -bucket)).astype(dtype)
 
 
-def host_layout(codes: np.ndarray, scale: ItemScale, term: ItemScale,
-                item_bits: int) -> tuple[np.ndarray, str, ItemScale, ItemScale, np.ndarray | None]:
-    """(packed codes, layout, scale and term records in storage order, order) of the CPU layout."""
-    order = storage_order(scale, term, codes.shape[0])
+def host_layout(codes: np.ndarray, scale: ItemScale, term: ItemScale, item_bits: int,
+                item_order: str = "none") -> tuple[np.ndarray, str, ItemScale, ItemScale, np.ndarray | None]:
+    """(packed codes, layout, compact scale and term records in storage order, order) of the CPU layout."""
+    scale, term = compact_record(scale), compact_record(term)
+    order = storage_order(scale, term, codes.shape[0], item_order)
     stored = codes if order is None else codes[order]
     layout = LUT1 if item_bits == 1 else (NIBBLE if item_bits <= 4 else INT8)
     pack = {LUT1: KA.pack_lut1, NIBBLE: pack_nibble_blocked, INT8: pack_int8_blocked}[layout]
     return pack(stored), layout, _permute(scale, order), _permute(term, order), order
+
+
+def chunk_bounds(scale: ItemScale, term: ItemScale, n: int, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-chunk max / min scale and max term (float32: the max of float16 or float32 values is
+    exact in float32), one entry per chunk for per-row values, else the single value."""
+    nch = -(-n // chunk)
+
+    def chunked(rec: ItemScale, fn) -> np.ndarray:
+        if rec.stride == 0:
+            return rec.values[:1].astype(np.float32)
+        pad = np.full(nch * chunk, np.nan, np.float32)
+        pad[:n] = rec.values
+        return fn(pad.reshape(nch, chunk), axis=1).astype(np.float32)
+
+    return chunked(scale, np.nanmax), chunked(scale, np.nanmin), chunked(term, np.nanmax)
 
 
 def meta_only(rec: ItemScale) -> ItemScale:

@@ -150,7 +150,7 @@ def _faiss_qps(bits: int, codes: np.ndarray, scales: np.ndarray, qcodes: np.ndar
 
 
 def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, device: str = "cpu", seed: int = 0,
-                        threads: int | None = None, query_bits: int | None = None) -> dict:
+                        threads: int | None = None, query_bits: int | None = None, item_order: str = "none") -> dict:
     """Time exact code search against float baselines on random codes with per-row scales.
 
     Every engine is timed the same way: best of up to 5 runs (15 s budget) after a warm-up.
@@ -162,7 +162,8 @@ def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, d
     after a warm-up; ``exact`` checks a subset of queries against the float64 reference.
     """
     if query_bits is not None:
-        return run_asym_bench(items, dim, bits, query_bits, queries, k, device=device, seed=seed, threads=threads)
+        return run_asym_bench(items, dim, bits, query_bits, queries, k, device=device, seed=seed, threads=threads,
+                              item_order=item_order)
     import torch
 
     from .factory import build_code_index
@@ -336,7 +337,7 @@ def _int8_path_qps(index: Any, codes: np.ndarray, scales: np.ndarray, term: np.n
 
 
 def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: int, k: int, device: str = "cpu",
-                   seed: int = 0, threads: int | None = None, train_n: int = 65536) -> dict:
+                   seed: int = 0, threads: int | None = None, train_n: int = 65536, item_order: str = "none") -> dict:
     """Time exact asymmetric search (``bits``-bit items, ``query_bits``-bit or float queries) against
     torch matmul + topk and FAISS IndexPQFastScan 32x4 / 16x4, IndexRaBitQ, IndexRaBitQFastScan, all
     in one run on the same synthetic embeddings (see _asym_data).
@@ -361,7 +362,7 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     q, qs = prepare_queries(xq, center=center, query_bits=query_bits)
     with _threads_set(threads) as nthreads:
         t0 = time.perf_counter()
-        index = build_asym_index(codes, scales, bits, term, query_bits=query_bits, device=device)
+        index = build_asym_index(codes, scales, bits, term, query_bits=query_bits, device=device, item_order=item_order)
         build_s = time.perf_counter() - t0
         index.threads = nthreads
         w = min(queries, 64)
@@ -402,6 +403,7 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
         "items": items,
         "dim": dim,
         "bits": bits,
+        "item_order": item_order,
         "item_bits": bits,
         "query_bits": query_bits,
         "queries": queries,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Exclusion", "ItemScale", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
+__all__ = ["Exclusion", "ItemScale", "compact_values", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
            "subset_exclusion", "to_numpy"]
 
 
@@ -23,7 +23,8 @@ def to_numpy(x: object) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ItemScale:
-    """Item scales: ``values`` float32 of length n (per row) or 1 (per tensor); ``stride`` 1 or 0.
+    """Item scales: ``values`` float32 (float16 in AsymCodeIndex's compacted records) of length n
+    (per row) or 1 (per tensor); ``stride`` 1 or 0.
 
     ``per_row`` tells whether the index really stores n scales (memory accounting); ``None`` scale
     means 1.0 and is stored as a per-tensor scale.
@@ -138,3 +139,17 @@ def subset_exclusion(ex: Exclusion | None, rows: np.ndarray) -> Exclusion | None
     indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     idx = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])
     return Exclusion(indptr, ex.indices[idx])
+
+
+def compact_values(x: np.ndarray) -> np.ndarray:
+    """Per-item scales or terms as the asymmetric index stores them (GPU device copy and CPU layout):
+    one value when all are bitwise equal (read with stride 0), float16 when every value survives the float16 round trip exactly (the
+    kernels widen to float32, so keys and error bounds are unchanged), else float32."""
+    x = np.array(x, np.float32)  # an owned, writable copy (torch.from_numpy shares it)
+    if x.size and np.all(x.view(np.uint32) == x.view(np.uint32)[0]):
+        x = x[:1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = x.astype(np.float16)
+    if np.array_equal(h.astype(np.float32), x) and np.array_equal(np.signbit(h), np.signbit(x)):
+        return h
+    return x

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .common import compact_values  # noqa: F401  (re-exported: moved to the numpy-only common module)
+
 __all__ = ["compact_values", "pack_words", "unpack_words", "WORD"]
 
 WORD = 32  # dims per int32 word (= the int8 tensor-core K tile of the packed kernel)
@@ -29,17 +31,3 @@ def unpack_words(words: torch.Tensor, idx: slice | torch.Tensor) -> torch.Tensor
     shifts = torch.arange(WORD, dtype=torch.int32, device=words.device)
     bits = (w[..., None] >> shifts) & 1  # arithmetic shift, then one bit: sign-safe
     return (bits * 2 - 1).to(torch.int8).reshape(*w.shape[:-1], w.shape[-1] * WORD)
-
-
-def compact_values(x: np.ndarray) -> np.ndarray:
-    """Per-item scales or terms as stored on the device: one value when all are bitwise equal
-    (read with stride 0), float16 when every value survives the float16 round trip exactly (the
-    kernels widen to float32, so keys and error bounds are unchanged), else float32."""
-    x = np.array(x, np.float32)  # an owned, writable copy (torch.from_numpy shares it)
-    if x.size and np.all(x.view(np.uint32) == x.view(np.uint32)[0]):
-        x = x[:1]
-    with np.errstate(over="ignore", invalid="ignore"):
-        h = x.astype(np.float16)
-    if np.array_equal(h.astype(np.float32), x) and np.array_equal(np.signbit(h), np.signbit(x)):
-        return h
-    return x

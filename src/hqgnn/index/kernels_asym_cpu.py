@@ -26,6 +26,7 @@ from .kernels_lut1 import (  # noqa: F401  (re-exported: the index's view of the
     pack_lut1,
     unpack_lut1,
 )
+from .kernels_half import as_float32
 from .kernels_select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push
 from .kernels_simd import QG, _addr, _s8_ir, _s8_portable, _u4_ir, _u4_portable
 
@@ -71,25 +72,37 @@ def _key(ip, s, su, t):
 
 
 @njit(cache=True)
-def _chunk_keys(raw, mul, add, c0, m, scales, sstride, terms, tstride, su, kb):
-    """kb[j] = _key(mul * raw[j] + add, s_(c0+j), s_u, t_(c0+j)) for j < m (stride-specialized
-    loops so that LLVM vectorizes them)."""
-    if sstride == 1 and tstride == 1:
-        for j in range(m):
-            kb[j] = _key(mul * raw[j] + add, scales[c0 + j], su, terms[c0 + j])
-    elif sstride == 1:
-        t = terms[0]
-        for j in range(m):
-            kb[j] = _key(mul * raw[j] + add, scales[c0 + j], su, t)
-    elif tstride == 1:
-        s = scales[0]
-        for j in range(m):
-            kb[j] = _key(mul * raw[j] + add, s, su, terms[c0 + j])
-    else:
-        s = scales[0]
-        t = terms[0]
-        for j in range(m):
-            kb[j] = _key(mul * raw[j] + add, s, su, t)
+def _cuts(smax, smin, su, tm, tau, lo, hi):
+    """(P, N): an item of the chunk (ip in [lo, hi], s_i in [smin, smax], t_i <= tm) can reach
+    tau only if ip >= P or ip <= N. For each corner s, f(ip) = _key(ip, s, su, tm) is monotone in
+    ip (every rounding step is) and bounds every computed key with that ip, so {ip : f(ip) >= tau}
+    is a ray: its end is estimated in float64, then moved to the exact integer by evaluating f."""
+    P = np.int64(hi) + 1
+    N = np.int64(lo) - 1
+    lo64 = np.float64(lo) - 1.0
+    hi64 = np.float64(hi) + 1.0
+    for s in (smax, smin):
+        a = s * su
+        if a == 0.0:
+            if _key(0, s, su, tm) >= tau:
+                P = min(P, np.int64(lo))  # constant key: every item may reach tau
+            continue
+        x = min(max((tau - tm) / a, lo64), hi64)
+        if a > 0.0:
+            e = np.int64(np.floor(x))
+            while e > lo and _key(e - 1, s, su, tm) >= tau:
+                e -= 1
+            while e <= hi and _key(e, s, su, tm) < tau:
+                e += 1
+            P = min(P, e)
+        else:
+            e = np.int64(np.ceil(x))
+            while e < hi and _key(e + 1, s, su, tm) >= tau:
+                e += 1
+            while e >= lo and _key(e, s, su, tm) < tau:
+                e -= 1
+            N = max(N, e)
+    return P, N
 
 
 @njit(cache=True, nogil=True)
@@ -104,6 +117,11 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
     ip and the chunk's scale / term ranges bound every key; the chunk is re-scanned for a query only
     when that bound reaches its current k-th best. Ties go to the lower original id (oid), and
     exclusions are storage positions sorted per query, as in kernels_cpu.
+
+    ``scales`` / ``terms``: float32, or the uint16 bits of float16 values (widened per item, only
+    for the items of a re-scanned chunk whose ip passes the chunk's integer cut); ``cmax`` /
+    ``cmin`` (per-chunk scale range) and ``tmax`` (per-chunk max term) are float32, one entry per
+    chunk for per-row values (stride 1) or a single entry (stride 0).
     """
     B = qs.shape[0]
     nchunks = (n + chunk - 1) // chunk
@@ -122,7 +140,6 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
     bufa = np.empty((QG, chunk), np.int32)
     bufb = np.empty((QG, chunk), np.int32)
     mm = np.empty((QG, 2), np.int32)
-    kb = np.empty(chunk, np.float64)
     fused_mm = kind == KIND_LUT1 and use_simd and nplanes == 1
     items_addr = _addr(items)
     qa_addr = _addr(qa)
@@ -139,9 +156,9 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
                 nvalid = c1 - c0
                 nblk = (nvalid + 15) // 16
                 blk0 = c0 // 16
-                smax = cmax[ch]
-                smin = cmin[ch]
-                tm = tmax[ch]
+                smax = np.float64(cmax[ch * sstride])
+                smin = np.float64(cmin[ch * sstride])
+                tm = np.float64(tmax[ch * tstride])
                 if fused_mm:
                     a = items_addr + (blk0 // 2) * ngp * 64
                     tq = qa_addr + g0 * qa.shape[1]
@@ -184,17 +201,18 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
                     if not (ub > tau[r] or (ub == tau[r] and not ident)):
                         continue
                     e_end = ex_ptr[qi + 1] if has_ex else 0
-                    # re-scan: all keys of the chunk in one vectorizable pass, then a scan for the
-                    # few that reach tau (a branchy per-item loop was the bottleneck with terms)
-                    if nplanes == 2:
-                        _chunk_keys(bufa[r8], 1, 0, c0, nvalid, scales, sstride, terms, tstride, su, kb)
-                    else:
-                        _chunk_keys(bufa[r8], mul_a, add, c0, nvalid, scales, sstride, terms, tstride, su, kb)
+                    # re-scan: an integer cut on ip first (one compare per item), keys only for the
+                    # items past it -- without a storage order most chunks get here, and computing
+                    # every key was the bottleneck
+                    pc, nc = _cuts(smax, smin, su, tm, tau[r], lo, hi)
                     for j in range(nvalid):
-                        key = kb[j]
-                        if key < tau[r]:
+                        ip = bufa[r8, j] if nplanes == 2 else np.int32(mul_a * bufa[r8, j] + add)
+                        if ip < pc and ip > nc:
                             continue
                         p = c0 + j
+                        key = _key(ip, as_float32(scales[p * sstride]), su, as_float32(terms[p * tstride]))
+                        if key < tau[r]:
+                            continue
                         o = p if ident else np.int64(oid[p])
                         if _accept(key, o, tau[r], tau_id[r]):
                             if has_ex and _is_excluded(ex_idx, expos, r, e_end, p):
