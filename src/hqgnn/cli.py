@@ -279,7 +279,8 @@ def bench_retrieval(
     query_bits: Annotated[Optional[int], typer.Option(
         "--query-bits", metavar="Q", help="Asymmetric search: query bits (2..8, 0 = float queries) against --bits-bit items.")] = None,
     item_order: Annotated[str, typer.Option(
-        "--item-order", help="Asymmetric CPU index: none (held = codes + scales + terms) | scale (+4 B/item order).")] = "none",
+        "--item-order", metavar="ORDER",
+        help="Asymmetric CPU index: none (held = codes + scales + terms) | scale (+4 B/item order).")] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
@@ -287,6 +288,8 @@ def bench_retrieval(
 
     if query_bits is not None and query_bits != 0 and not 2 <= query_bits <= 8:
         raise HqgnnError(f"--query-bits must be 0 (float) or 2..8, got {query_bits}")
+    if item_order not in ("none", "scale"):
+        raise HqgnnError(f"--item-order must be none or scale, got {item_order!r}")
     result = run_retrieval_bench(items=items, dim=dim, bits=bits, queries=queries, k=k, device=device,
                                  query_bits=query_bits, item_order=item_order)
     if as_json:
