@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 from hqgnn.index.asym import AsymCodeIndex
-from hqgnn.index.bench import _asym_data, _best_time
+from hqgnn.index.bench_asym import _asym_data
+from hqgnn.index.bench_common import best_time as _best_time
 from hqgnn.index.queries import prepare_queries
 
 

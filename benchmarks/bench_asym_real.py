@@ -48,7 +48,7 @@ def main() -> None:
     from hqgnn.data import load_dataset
     from hqgnn.eval import RankingEvaluator
     from hqgnn.eval.ranking import Ranker
-    from hqgnn.index.bench import _cpu_name
+    from hqgnn.index.bench_common import cpu_name as _cpu_name
     from hqgnn.run import load_run
 
     sys.path.insert(0, str(HERE))

@@ -408,7 +408,7 @@ def test_lut_kernel_is_built_where_avx2_is():
 
 @pytest.mark.parametrize("query_bits", [4, 0])
 def test_asym_bench_small(query_bits):
-    from hqgnn.index.bench import run_asym_bench
+    from hqgnn.index.bench_asym import run_asym_bench
 
     r = run_asym_bench(3000, 32, 1, query_bits, 40, 5, train_n=1000)
     assert r["exact"] is True and r["exact_checked_queries"] == 40 and r["queries_not_exact"] == 0
