@@ -40,6 +40,7 @@ from .common import (
     normalize_query_scale,
     subset_exclusion,
     to_numpy,
+    unpermute,
 )
 from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries  # noqa: F401  (re-exported)
 from .reference import reference_asym_scores, reference_asym_search  # noqa: F401  (re-exported)
@@ -158,11 +159,7 @@ class AsymCodeIndex:
                 f"device={self.device!r}, backend={self.backend!r}, bytes_per_item={self.bytes_per_item:.1f})")
 
     def _unpermute(self, stored: np.ndarray) -> np.ndarray:
-        if self._order is None:
-            return stored
-        out = np.empty_like(stored)
-        out[self._order] = stored
-        return out
+        return unpermute(stored, self._order)
 
     def item_scale_dense(self) -> np.ndarray:
         """float32 (n,) item scales in item order (1.0 when none were given)."""

@@ -14,6 +14,7 @@ from .common import (
     normalize_exclusion,
     normalize_query_scale,
     to_numpy,
+    unpermute,
 )
 from .packing import as_int8_codes, check_code_range
 
@@ -223,11 +224,7 @@ class CodeIndex:
         return np.ascontiguousarray(indptr), np.ascontiguousarray(indices), True
 
     def _unpermute(self, stored: np.ndarray) -> np.ndarray:
-        if self._order is None:
-            return stored
-        out = np.empty_like(stored)
-        out[self._order] = stored
-        return out
+        return unpermute(stored, self._order)
 
     @staticmethod
     def _scale_order(values: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Exclusion", "ItemScale", "compact_values", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
-           "subset_exclusion", "to_numpy"]
+           "subset_exclusion", "unpermute", "to_numpy"]
 
 
 def to_numpy(x: object) -> np.ndarray:
@@ -153,3 +153,12 @@ def compact_values(x: np.ndarray) -> np.ndarray:
     if np.array_equal(h.astype(np.float32), x) and np.array_equal(np.signbit(h), np.signbit(x)):
         return h
     return x
+
+
+def unpermute(stored: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Rows kept in storage order (``stored[j]`` is item ``order[j]``) back in item order."""
+    if order is None:
+        return stored
+    out = np.empty_like(stored)
+    out[order] = stored
+    return out
