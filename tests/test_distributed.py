@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import hqgnn
+import run_helpers
 from hqgnn.config import RunConfig, dump_config
 from hqgnn.launch import torchrun_command
 from hqgnn.run import load_run
@@ -34,15 +35,9 @@ RUN_FILES = {"config.toml", "metrics.json", "model.safetensors", "tables.safeten
 
 
 def small_config(**train) -> RunConfig:
-    cfg = RunConfig()
-    cfg.data.synthetic_users, cfg.data.synthetic_items = 300, 200  # 3417 training pairs
-    cfg.model.dim = 16
-    cfg.train.epochs, cfg.train.eval_every, cfg.train.patience = 3, 1, 0
-    cfg.train.batch_size, cfg.train.lr = 512, 5e-3  # 6 full batches + one of 345: shards of 172 and 173
-    cfg.train.device = "cpu"
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
-    return cfg
+    # 3417 training pairs; batch 512: 6 full batches + one of 345, shards of 172 and 173
+    return run_helpers.small_config(300, 200, 16, **{"epochs": 3, "eval_every": 1, "batch_size": 512, "patience": 0,
+                                                     **train})
 
 
 def quantized_config() -> RunConfig:

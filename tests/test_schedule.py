@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import run_helpers
 from hqgnn.config import RunConfig, TrainConfig
 from hqgnn.data import load_dataset
 from hqgnn.errors import HqgnnError
@@ -28,22 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def small_config(**train) -> RunConfig:
-    cfg = RunConfig()
-    cfg.data.synthetic_users, cfg.data.synthetic_items = 400, 300
-    cfg.model.dim = 16
-    cfg.train.epochs, cfg.train.eval_every, cfg.train.batch_size, cfg.train.lr = 4, 2, 1024, 5e-3
-    cfg.train.device = "cpu"
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
-    return cfg
+    return run_helpers.small_config(400, 300, 16, **{"epochs": 4, "eval_every": 2, "batch_size": 1024, **train})
 
 
 def _popularity_recall(cfg: RunConfig) -> float:
-    """Test Recall@20 of ranking by train popularity: the floor a trained model must beat."""
-    data = load_dataset(cfg.data)
-    pop = torch.from_numpy(np.bincount(data.seen[:, 1], minlength=data.n_items).astype(np.float32))
-    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
-    return ev.evaluate(lambda users: pop.expand(len(users), -1).clone())["recall@20"]
+    return run_helpers.popularity_metrics(cfg)["recall@20"]
 
 
 # -- schedules ----------------------------------------------------------------------------------

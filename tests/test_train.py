@@ -6,30 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+import run_helpers
 from hqgnn.config import RunConfig
-from hqgnn.data import load_dataset
-from hqgnn.eval import RankingEvaluator
 from hqgnn.run import load_run
 from hqgnn.train.pipeline import run_training
 from hqgnn.train.sampler import BPRSampler
+from run_helpers import popularity_metrics
 
 
 def small_config(**train) -> RunConfig:
-    cfg = RunConfig()
-    cfg.data.synthetic_users, cfg.data.synthetic_items = 600, 400
-    cfg.model.dim = 32
-    cfg.train.epochs, cfg.train.eval_every, cfg.train.batch_size, cfg.train.lr = 20, 5, 1024, 5e-3
-    cfg.train.device = "cpu"
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
-    return cfg
-
-
-def popularity_metrics(cfg: RunConfig) -> dict:
-    data = load_dataset(cfg.data)
-    pop = torch.from_numpy(np.bincount(data.seen[:, 1], minlength=data.n_items).astype(np.float32))
-    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
-    return ev.evaluate(lambda users: pop.expand(len(users), -1).clone())
+    return run_helpers.small_config(600, 400, 32, **{"epochs": 20, "eval_every": 5, "batch_size": 1024, **train})
 
 
 def test_lightgcn_beats_popularity(tmp_path):

@@ -1,0 +1,29 @@
+"""Shared by the training tests: small synthetic run configurations and the popularity floor a model must beat."""
+
+import numpy as np
+import torch
+
+from hqgnn.config import RunConfig
+from hqgnn.data import load_dataset
+from hqgnn.eval import RankingEvaluator
+
+
+def small_config(users: int, items: int, dim: int, epochs: int, eval_every: int, batch_size: int,
+                 **train) -> RunConfig:
+    """A CPU run on a synthetic data set of ``users`` x ``items``, lr 5e-3; ``train`` sets other train.* fields."""
+    cfg = RunConfig()
+    cfg.data.synthetic_users, cfg.data.synthetic_items = users, items
+    cfg.model.dim = dim
+    cfg.train.epochs, cfg.train.eval_every, cfg.train.batch_size, cfg.train.lr = epochs, eval_every, batch_size, 5e-3
+    cfg.train.device = "cpu"
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def popularity_metrics(cfg: RunConfig) -> dict:
+    """Test metrics @20 of ranking every user's unseen items by train popularity."""
+    data = load_dataset(cfg.data)
+    pop = torch.from_numpy(np.bincount(data.seen[:, 1], minlength=data.n_items).astype(np.float32))
+    ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
+    return ev.evaluate(lambda users: pop.expand(len(users), -1).clone())
