@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..topk import stable_topk
+from .candidates import append_candidates
 from .common import Exclusion
 from .gpu_packed import WORD, compact_values, pack_words, unpack_words
 
@@ -324,15 +325,7 @@ class AsymTorchSearcher:
         step = self._chunk_items(b)
         for c0 in range(0, self.n, step):
             c1 = min(self.n, c0 + step)
-            key = self._keys32(q8, su32, c0, c1)
-            r, c = torch.nonzero(key >= thr32[:, None], as_tuple=True)
-            if r.numel() == 0:
-                continue
-            first = torch.searchsorted(r, r, right=False)
-            slot = counts[r].to(torch.int64) + (torch.arange(r.numel(), device=self.device) - first)
-            ok = slot < cap
-            cand_ids[r[ok], slot[ok]] = (c[ok] + c0).to(torch.int32)
-            counts += torch.bincount(r, minlength=b).to(torch.int32)
+            append_candidates(self._keys32(q8, su32, c0, c1), thr32, c0, counts, cand_ids, cap)
         return cand_ids, counts
 
     def _select(self, q8, xf, su, cand_ids, counts, k, exr, cap):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..topk import stable_topk
+from .candidates import append_candidates
 from .common import Exclusion, ItemScale
 
 __all__ = ["TorchCodeSearcher", "triton_available"]
@@ -305,15 +306,7 @@ class TorchCodeSearcher:
         for c0 in range(0, self.n, step):
             c1 = min(self.n, c0 + step)
             key = self._keys32(self._ip(qf, c0, c1).to(torch.float32), c0, c1, qsign, mode)
-            r, c = torch.nonzero(key >= thr32[:, None], as_tuple=True)
-            if r.numel() == 0:
-                continue
-            # slot = running count + rank within this chunk's hits of the same row
-            first = torch.searchsorted(r, r, right=False)
-            slot = counts[r].to(torch.int64) + (torch.arange(r.numel(), device=self.device) - first)
-            ok = slot < cap
-            cand_ids[r[ok], slot[ok]] = (c[ok] + c0).to(torch.int32)
-            counts += torch.bincount(r, minlength=b).to(torch.int32)
+            append_candidates(key, thr32, c0, counts, cand_ids, cap)
         return cand_ids, counts
 
     def _select(self, q8, cand_ids, counts, k, qsign, exr, mode, cap):
