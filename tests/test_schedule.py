@@ -223,6 +223,35 @@ def test_refit_retrains_on_train_plus_validation_and_is_served(tmp_path):
     # the refit replays the selection's per-epoch lrs
     refit_hist = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
     assert len(refit_hist) == metrics["epochs_run"]
+    # the refit's test curve yields the paper-protocol number: its best epoch by test, labelled so; the
+    # curve's last point is the refit model itself
+    paper = ref["paper"]
+    assert paper["selected_on"] == "test" and 1 <= paper["epoch"] <= ref["epochs"]
+    assert paper["test"]["recall@20"] >= ref["test"]["recall@20"] - 1e-12
+    assert paper["train_seconds"] <= ref["train_seconds"] + 1e-6
+
+
+def test_refit_test_curve_is_best_by_test_and_its_last_point_is_the_refit_model(tmp_path, monkeypatch):
+    from hqgnn.train import pipeline
+
+    curves = {}
+    real_fit = Trainer.fit
+
+    def spy(self, run_dir, resume=False):
+        result = real_fit(self, run_dir, resume)
+        curves[Path(run_dir).name] = result.history
+        return result
+
+    monkeypatch.setattr(pipeline.Trainer, "fit", spy)
+    cfg = small_config(epochs=6, eval_every=2, lr_schedule="linear", refit=True, patience=0)
+    metrics = run_training(cfg, tmp_path / "run", progress=False)
+    refit = curves["refit"]
+    points = [(h["epoch"], h["test_curve_recall@20"]) for h in refit if "test_curve_recall@20" in h]
+    n = metrics["refit"]["epochs"]
+    assert [e for e, _ in points] == sorted({e for e in range(2, n + 1, 2)} | {n})  # every eval_every, and the last
+    assert points[-1][1] == pytest.approx(metrics["refit"]["test"]["recall@20"], abs=1e-9)
+    assert metrics["refit"]["paper"]["test"]["recall@20"] == max(r for _, r in points)
+    assert not any("test_curve_recall@20" in h for h in curves["run"])  # the selection run never sees test
 
 
 def test_refit_starts_from_the_same_init_on_the_larger_graph():
@@ -303,6 +332,14 @@ def test_fp_quality_rows_label_every_protocol():
                              "selected_test": dict(test, **{"recall@20": 0.19}),
                              "refit": {"test": test, "train_seconds": 150.0, "epochs": 10}})
     assert [r["protocol"] for r in refit] == ["validation", "validation+refit"]
+    with_curve = fq.rows_of(job, {**common, "protocol": "validation+refit", "val": {"recall@20": 0.21}, "test": test,
+                                  "selected_test": test, "refit": {"test": test, "train_seconds": 150.0, "epochs": 10,
+                                                                   "paper": {"test": dict(test, **{"recall@20": 0.25}),
+                                                                             "epoch": 8, "train_seconds": 120.0,
+                                                                             "selected_on": "test"}}})
+    assert [r["protocol"] for r in with_curve] == ["validation", "validation+refit", "paper"]
+    assert with_curve[2]["recall@20"] == 0.25 and with_curve[2]["selected_on"] == "test"
+    assert with_curve[2]["val_recall@20"] is None and with_curve[2]["train_seconds"] == 120.0
     assert refit[0]["recall@20"] == 0.19 and refit[1]["recall@20"] == 0.2
     assert refit[1]["train_seconds"] == 150.0 and refit[1]["selection_seconds"] == 170.0
     assert all(r["val_recall@20"] == 0.21 and r["concurrent_runs"] == 3 for r in refit)

@@ -87,6 +87,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=cuda, capturable=self.use_graph)
         self.lr_tensor = lr if torch.is_tensor(lr) else None
         self.lr_trace: list[float] | None = None  # refit: replay these per-epoch lrs instead of the schedule
+        # refit: also rank TEST every this many epochs, for the paper-protocol row only (selects nothing;
+        # its time is taken out of train_seconds)
+        self.test_curve_every = 0
         check_schedule(cfg.train)
         self.delta_schedule = DeltaSchedule(cfg.quant, self.model.quantized)
         self.paper = cfg.train.protocol == "paper"
@@ -311,6 +314,10 @@ class Trainer:
                 if tc.patience and state["bad_evals"] >= tc.patience:
                     log.info("early stop: no improvement in %d evaluations", tc.patience)
                     state["stopped"] = True
+            if self.test_curve_every and ((epoch + 1) % self.test_curve_every == 0 or last):
+                t_test = time.perf_counter()
+                entry.update({f"test_curve_{k}": v for k, v in self.evaluate("test").items()})
+                t_start += time.perf_counter() - t_test  # reporting only: not training time
             entry["elapsed_seconds"] = time.perf_counter() - t_start
             state["history"].append(entry)
             state["epoch"] = epoch + 1
