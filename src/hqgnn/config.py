@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import HqgnnError
+from .validation import NON_NEGATIVE, POSITIVE, Range, check_rule, check_type, hint
 
 # The gradient estimators of a quantizer: the one list the config, the model and quant/ all use.
 QUANT_ESTIMATORS = ("ste", "gste")
@@ -167,7 +167,7 @@ class RunConfig:
         """Merge a nested {section: {field: value}} dict, checking names and types."""
         for section, values in raw.items():
             if not hasattr(self, section) or not isinstance(values, dict):
-                raise HqgnnError(f"{origin}: unknown config section [{section}]{_hint(section, SECTIONS, 'section')}")
+                raise HqgnnError(f"{origin}: unknown config section [{section}]{hint(section, SECTIONS, 'section')}")
             target = getattr(self, section)
             for key, value in values.items():
                 set_field(target, key, value, f"{origin}: [{section}] {key}")
@@ -175,34 +175,13 @@ class RunConfig:
     def set(self, dotted: str, value: Any) -> None:
         section, _, key = dotted.partition(".")
         if section not in SECTIONS:
-            raise HqgnnError(f"unknown config key {dotted!r}{_hint(section, SECTIONS, 'section')}")
+            raise HqgnnError(f"unknown config key {dotted!r}{hint(section, SECTIONS, 'section')}")
         set_field(getattr(self, section), key, value, dotted)
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))
 
 
-@dataclass(frozen=True)
-class Range:
-    """A numeric rule: lo <= v <= hi (``lo_open`` / ``hi_open``: strict). A plain (lo, hi) tuple in RULES is closed."""
-
-    lo: float = -math.inf
-    hi: float = math.inf
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def check(self, v: float) -> str | None:
-        low_ok = v > self.lo if self.lo_open else v >= self.lo
-        high_ok = v < self.hi if self.hi_open else v <= self.hi
-        if low_ok and high_ok:
-            return None
-        if self.hi == math.inf:
-            return f"must be {'>' if self.lo_open else '>='} {self.lo:g}"
-        return f"must be in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
-
-
-POSITIVE = Range(0, math.inf, lo_open=True)
-NON_NEGATIVE = Range(0, math.inf)
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -267,77 +246,22 @@ RULES: dict[str, Any] = {
 }
 
 
-def _hint(name: str, known: typing.Iterable[str], what: str = "setting") -> str:
-    known = list(known)
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    return f" (known {what}s: {', '.join(known)})"
-
-
-def _check_type(key: str, hint: Any, value: Any) -> Any:
-    """``value`` as the annotated type (int -> float, tuple -> list), or a one-line HqgnnError."""
-    import numbers
-
-    def bad() -> HqgnnError:
-        return HqgnnError(f"{key}: expected {getattr(hint, '__name__', None) or str(hint)}, got {value!r}")
-
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (elem,) = typing.get_args(hint) or (Any,)
-        if not isinstance(value, (list, tuple)):
-            raise bad()
-        return [_check_type(f"{key}[{i}]", elem, v) for i, v in enumerate(value)]
-    if hint is bool:
-        if isinstance(value, bool) or type(value).__name__ == "bool_":
-            return bool(value)
-        raise bad()
-    if hint is int:
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return int(value)
-        raise bad()
-    if hint is float:
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
-        raise bad()
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise bad()
-    return value  # an annotation this table does not know: left to the field's own rule
-
-
-def _check_rule(key: str, rule: Any, value: Any) -> None:
-    for v in value if isinstance(value, list) else [value]:
-        if isinstance(rule, tuple) and rule and all(isinstance(c, str) for c in rule):
-            if v not in rule:
-                close = difflib.get_close_matches(str(v), rule, n=1)
-                extra = f"; did you mean {close[0]!r}?" if close else ""
-                raise HqgnnError(f"{key} must be one of {', '.join(rule)}, got {v!r}{extra}")
-            continue
-        if isinstance(rule, tuple):
-            rule = Range(*rule)
-        problem = rule.check(v) if isinstance(rule, Range) else rule(v)
-        if problem:
-            raise HqgnnError(f"{key} {problem}, got {v!r}")
-
-
 def _validate(cfg: "RunConfig") -> None:
     extra = set(vars(cfg)) - set(SECTIONS)
     for name in sorted(extra):
-        raise HqgnnError(f"unknown config section {name!r}{_hint(name, SECTIONS, 'section')}")
+        raise HqgnnError(f"unknown config section {name!r}{hint(name, SECTIONS, 'section')}")
     for section in SECTIONS:
         target = getattr(cfg, section)
         fields = {f.name: f for f in dataclasses.fields(target)}
         for name in sorted(set(vars(target)) - set(fields)):
             raise HqgnnError(f"unknown config key '{section}.{name}'"
-                             f"{_hint(f'{section}.{name}', [f'{section}.{f}' for f in fields])}")
+                             f"{hint(f'{section}.{name}', [f'{section}.{f}' for f in fields])}")
         hints = typing.get_type_hints(type(target))
         for name in fields:
             key = f"{section}.{name}"
-            value = _check_type(key, hints.get(name, Any), getattr(target, name))
+            value = check_type(key, hints.get(name, Any), getattr(target, name))
             if key in RULES:
-                _check_rule(key, RULES[key], value)
+                check_rule(key, RULES[key], value)
             setattr(target, name, value)
     if not cfg.eval.ks:
         raise HqgnnError("eval.ks must name at least one cut-off")
@@ -355,13 +279,13 @@ def _validate(cfg: "RunConfig") -> None:
     metrics = [f"{m}@{k}" for m in METRIC_NAMES for k in sorted(set(cfg.eval.ks))]
     if cfg.train.select_metric not in metrics:
         raise HqgnnError(f"train.select_metric {cfg.train.select_metric!r} is not evaluated "
-                         f"(eval.ks = {cfg.eval.ks}){_hint(cfg.train.select_metric, metrics, 'metric')}")
+                         f"(eval.ks = {cfg.eval.ks}){hint(cfg.train.select_metric, metrics, 'metric')}")
 
 
 def set_field(target: Any, key: str, value: Any, where: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(target)}
     if key not in fields:
-        raise HqgnnError(f"{where}: unknown setting{_hint(key, fields)}")
+        raise HqgnnError(f"{where}: unknown setting{hint(key, fields)}")
     current = getattr(target, key)
     try:
         if isinstance(current, bool):

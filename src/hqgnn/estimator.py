@@ -58,7 +58,7 @@ class HQGNN:
             if not section:
                 where = sections.get(name)
                 if where is None:
-                    from .config import _hint
+                    from .validation import hint as _hint
 
                     raise HqgnnError(f"HQGNN: unknown parameter {name!r}{_hint(name, sections, 'parameter')}")
                 if len(where) > 1:
