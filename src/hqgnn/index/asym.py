@@ -422,46 +422,19 @@ class AsymCodeIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write packed codes, scales, terms and order as .npy files in directory ``path`` (or one
         .npz when it ends in .npz); memory-mappable, no pickle (see hqgnn.index.storage)."""
-        from .storage import write_index_files
+        from .asym_storage import save_asym_index
 
-        packed, scale, term, order = self._packed, self._scale, self._term, self._order
-        if self._gpu is not None:  # rebuilt from the device copy: the same files as a CPU index writes
-            s, t = (normalize_item_scale(self.item_scale_dense(), self.n) if scale.per_row else scale,
-                    normalize_item_term(self.item_term_dense(), self.n) if term.per_row else term)
-            packed, _, scale, term, order = host_layout(self.codes(), s, t, self.item_bits)
-        arrays: dict[str, np.ndarray] = {"codes": packed}
-        meta: dict[str, Any] = {"kind": "AsymCodeIndex", "bits": self.item_bits, "item_bits": self.item_bits,
-                                "query_bits": self.query_bits, "n": self.n, "dim": self.dim, "layout": self._layout}
-        for name, rec in (("scales", scale), ("terms", term)):
-            if rec.per_row:
-                arrays[name] = rec.values
-                meta[name] = "row"
-            else:
-                meta[name] = float(rec.values[0]) if rec.given else None
-        if order is not None:
-            arrays["order"] = order
-        write_index_files(path, meta, arrays)
+        save_asym_index(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: object = "cpu",
              backend: str = "auto") -> "AsymCodeIndex":
         """Open an index written by :meth:`save` (codes memory-mapped in the directory form)."""
-        from .storage import read_index_files
+        from .asym_storage import read_asym_index
 
-        meta, arrays = read_index_files(path, mmap=mmap)
-        if meta.get("kind") != "AsymCodeIndex":
-            raise ValueError(f"{path}: holds a {meta.get('kind')}, not an AsymCodeIndex")
-        n = int(meta["n"])
-
-        def rec(name: str):
-            v = meta.get(name)
-            if v == "row":
-                return normalize_item_scale(arrays[name], n) if name == "scales" else normalize_item_term(arrays[name], n)
-            return normalize_item_scale(v, n) if name == "scales" else normalize_item_term(v, n)
-
+        args = read_asym_index(path, mmap=mmap)
         self = cls.__new__(cls)
-        self._init(arrays["codes"], meta["layout"], n, int(meta["dim"]), int(meta["item_bits"]),
-                   int(meta["query_bits"]), rec("scales"), rec("terms"), arrays.get("order"), device, backend)
+        self._init(*args, device, backend)
         return self
 
 
