@@ -366,6 +366,22 @@ def test_holdout_validation() -> None:
         holdout_validation(train, 1.0, seed=0)
 
 
+def test_holdout_validation_min_per_user_puts_every_user_in_validation() -> None:
+    counts = np.array([1, 2, 5, 9, 10, 30, 40])
+    train = np.column_stack([np.repeat(np.arange(7), counts), np.concatenate([np.arange(c) for c in counts])])
+    # hand-computed: round-half-up(0.05 k) = 0, 0, 0, 0, 1, 2, 2; at least 1 (capped at k - 1) = 0, 1, 1, 1, 1, 2, 2
+    assert holdout_counts(counts, 0.05).tolist() == [0, 0, 0, 0, 1, 2, 2]
+    assert holdout_counts(counts, 0.05, min_per_user=1).tolist() == [0, 1, 1, 1, 1, 2, 2]
+    tr, val = holdout_validation(train, 0.05, seed=1, min_per_user=1)
+    assert np.bincount(val[:, 0], minlength=7).tolist() == [0, 1, 1, 1, 1, 2, 2]
+    assert np.all(np.bincount(tr[:, 0], minlength=7) >= 1)
+    assert pair_set(tr) | pair_set(val) == pair_set(train)
+    cfg = DataConfig(source="synthetic", val_ratio=0.05, val_min_per_user=1)
+    data = load_dataset(cfg)
+    train_users = np.unique(data.seen[:, 0][np.bincount(data.seen[:, 0])[data.seen[:, 0]] >= 2])
+    assert np.array_equal(np.unique(data.val[:, 0]), train_users)  # every user with >= 2 pairs is validated
+
+
 # ---------------------------------------------------------------- synthetic
 
 

@@ -698,3 +698,26 @@ def test_float16_save_load_and_old_format(tmp_path, suffix):
     check(old, q, qs, 10, codes, scale, term, exclude=ex)
     check(old, q, qs, 10, codes, scale, term)
 
+
+
+@pytest.mark.parametrize("item_bits,query_bits", [(1, 4), (1, 8), (4, 4)])
+def test_torch_reference_equals_the_numpy_reference_with_ties(item_bits, query_bits):
+    from hqgnn.index.reference_torch import reference_asym_search_torch
+
+    rng = np.random.default_rng(3)
+    n, d, b, k = 700, 24, 37, 15
+    lo, hi = (-1, 1) if item_bits == 1 else (-(2 ** (item_bits - 1)), 2 ** (item_bits - 1) - 1)
+    codes = rng.choice([-1, 1], (n, d)) if item_bits == 1 else rng.integers(lo, hi + 1, (n, d))
+    codes[350:] = codes[:350]  # duplicate rows: exact ties broken by the lower id
+    scale = np.round(rng.uniform(0.5, 2, n), 1).astype(np.float32)
+    scale[350:] = scale[:350]
+    term = np.round(rng.normal(0, 1, n), 1).astype(np.float32)
+    term[350:] = term[:350]
+    q = rng.integers(-(2 ** (query_bits - 1)), 2 ** (query_bits - 1), (b, d))
+    qs = rng.uniform(0.5, 1.5, b).astype(np.float32)
+    want = reference_asym_search(q, codes, k, scale, term, qs, block=8)
+    got = reference_asym_search_torch(q, codes, k, scale, term, qs, device="cpu", block=10)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    big_k = reference_asym_search_torch(q, codes[:9], 12, scale[:9], term[:9], qs, device="cpu")
+    np.testing.assert_array_equal(big_k[1], reference_asym_search(q, codes[:9], 12, scale[:9], term[:9], qs)[1])

@@ -40,6 +40,9 @@ class DataConfig:
     split: str = "random"  # random | leave_last  (interaction logs only; LightGCN dirs come split)
     test_ratio: float = 0.2
     val_ratio: float = 0.1  # per-user holdout carved from train for model selection
+    # at least this many validation pairs per user with >= 2 train pairs (0: round(val_ratio * k) only, so
+    # users with fewer than ~1 / (2 val_ratio) pairs are absent from validation; 1: every user is in it)
+    val_min_per_user: int = 0
     seed: int = 2020
     # synthetic generator
     synthetic_users: int = 3000
@@ -198,6 +201,7 @@ RULES: dict[str, Any] = {
     "data.min_item_interactions": NON_NEGATIVE,
     "data.test_ratio": Range(0.0, 1.0, hi_open=True),
     "data.val_ratio": Range(0.0, 1.0, hi_open=True),
+    "data.val_min_per_user": NON_NEGATIVE,
     "data.seed": NON_NEGATIVE,
     "data.synthetic_users": (1, math.inf),
     "data.synthetic_items": (1, math.inf),

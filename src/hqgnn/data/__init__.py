@@ -70,7 +70,7 @@ def _load(cfg: DataConfig) -> tuple[InteractionData, dict[str, Any]]:
 
 def _load_split(cfg: DataConfig) -> tuple[InteractionData, dict[str, Any]]:
     data, notes = _load(cfg)
-    train, val = holdout_validation(data.train, cfg.val_ratio, cfg.seed)
+    train, val = holdout_validation(data.train, cfg.val_ratio, cfg.seed, cfg.val_min_per_user)
     return dataclasses.replace(data, train=train, val=val), notes
 
 

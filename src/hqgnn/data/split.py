@@ -24,18 +24,20 @@ def _check_ratio(ratio: float, what: str) -> None:
         raise HqgnnError(f"{what} must be in [0, 1), got {ratio}")
 
 
-def holdout_counts(counts: np.ndarray, ratio: float) -> np.ndarray:
-    """How many of a user's ``k`` interactions are held out: round-half-up(ratio * k), capped at k - 1.
+def holdout_counts(counts: np.ndarray, ratio: float, min_per_user: int = 0) -> np.ndarray:
+    """How many of a user's ``k`` interactions are held out: max(round-half-up(ratio * k), min_per_user),
+    capped at k - 1.
 
     So every user keeps at least one interaction on the training side, and a user with a single
     interaction keeps it there.
     """
     counts = np.asarray(counts, dtype=np.int64)
-    cut = np.floor(ratio * counts + 0.5).astype(np.int64)
+    cut = np.maximum(np.floor(ratio * counts + 0.5).astype(np.int64), min_per_user)
     return np.clip(np.minimum(cut, counts - 1), 0, None)
 
 
-def per_user_holdout_mask(users: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarray:
+def per_user_holdout_mask(users: np.ndarray, ratio: float, rng: np.random.Generator,
+                          min_per_user: int = 0) -> np.ndarray:
     """Boolean mask of the rows held out, chosen uniformly at random within each user.
 
     Vectorized: shuffle the rows, stable-sort them by user (so each user's rows are in random
@@ -53,7 +55,7 @@ def per_user_holdout_mask(users: np.ndarray, ratio: float, rng: np.random.Genera
     counts = np.bincount(users)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.arange(n) - starts[sorted_users]
-    mask[order] = rank < holdout_counts(counts, ratio)[sorted_users]
+    mask[order] = rank < holdout_counts(counts, ratio, min_per_user)[sorted_users]
     return mask
 
 
@@ -92,12 +94,15 @@ def split_leave_last(pairs: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, 
     return pairs[~held], pairs[held]
 
 
-def holdout_validation(train: np.ndarray, ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def holdout_validation(train: np.ndarray, ratio: float, seed: int,
+                       min_per_user: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Carve a per-user validation set out of ``train``; returns ``(train, val)``.
 
-    A user with k train pairs puts round-half-up(ratio * k) of them in validation, capped at k - 1,
-    so every user keeps at least one train pair (users with fewer than about 1 / (2 * ratio) pairs
-    get no validation pair). Seeded (its own random stream, independent of the test split) and
+    A user with k train pairs puts max(round-half-up(ratio * k), min_per_user) of them in validation,
+    capped at k - 1, so every user keeps at least one train pair. With ``min_per_user = 0`` users with
+    fewer than about 1 / (2 * ratio) pairs get no validation pair, so validation over-represents
+    active users; ``min_per_user = 1`` gives every user with >= 2 pairs one (validation then covers
+    the test split's users). Seeded (its own random stream, independent of the test split) and
     vectorized. ``ratio == 0`` gives an empty ``(0, 2)`` validation array.
     """
     _check_ratio(ratio, "val_ratio")
@@ -105,7 +110,7 @@ def holdout_validation(train: np.ndarray, ratio: float, seed: int) -> tuple[np.n
     if ratio == 0 or len(train) == 0:
         return train, _empty_pairs()
     rng = np.random.default_rng([seed, _VAL_STREAM])
-    held = per_user_holdout_mask(train[:, 0], ratio, rng)
+    held = per_user_holdout_mask(train[:, 0], ratio, rng, min_per_user)
     return train[~held], train[held]
 
 

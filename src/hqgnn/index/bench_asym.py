@@ -122,7 +122,8 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     in one run on the same synthetic embeddings (see _asym_data).
 
     ``exact`` compares EVERY query's ids and scores with the float64 brute force
-    (reference_asym_search, in query blocks). ``recall`` is each engine's recall@k against the exact
+    (reference_asym_search, in query blocks; on CUDA with integer queries the same keys computed on
+    the card, reference_asym_search_torch). ``recall`` is each engine's recall@k against the exact
     float top-k of the unquantized embeddings (what the FAISS methods approximate); FAISS entries are
     None where this faiss build rejects a setting (``faiss_notes`` says why). hqgnn and FAISS are
     timed alike: best of up to 5 runs within a 15 s budget, after a warm-up; ``loadavg_1min`` records
@@ -133,6 +134,7 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     from .asym import build_asym_index
     from .queries import prepare_queries
     from .reference import reference_asym_search
+    from .reference_torch import reference_asym_search_torch
 
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -154,7 +156,10 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
         s, i = index.search(q, k, query_scales=qs)
         if device.startswith("cuda"):
             s, i = s.cpu().numpy(), i.cpu().numpy()
-        rs, ri = reference_asym_search(q, codes, k, scales, term, qs, float_queries=query_bits == 0, block=16)
+        if device.startswith("cuda") and query_bits:  # every query checked, on the card (the host would take minutes)
+            rs, ri = reference_asym_search_torch(q, codes, k, scales, term, qs, device=device)
+        else:
+            rs, ri = reference_asym_search(q, codes, k, scales, term, qs, float_queries=query_bits == 0, block=16)
         exact = bool(np.array_equal(i, ri) and np.array_equal(s, rs))
         n_wrong = int((~np.all(i == ri, axis=1)).sum())
         qps["torch_float32"] = torch_topk_qps(xq, xb, k, device, torch.float32)
