@@ -58,6 +58,9 @@ def triton_asym_available() -> bool:
 # FMA); M uses 2^-20 of the largest possible magnitude: a 16x safety factor.
 _REL = 2.0**-20
 _TINY = 1e-30
+# candidate re-scoring gathers (queries, candidates, dpad) float64 rows: at most this many elements at once
+# (128 MiB), whatever the width (a 4-layer code is d = 256) or the number of candidates per query
+_GATHER_ELEMS = 1 << 24
 
 
 class AsymTorchSearcher:
@@ -161,10 +164,12 @@ class AsymTorchSearcher:
             else:
                 dt = self._ip_dtype()
                 dot = (q8.to(dt) @ self._rows(cols).to(dt).T).to(torch.float64)
-        else:
-            c = self._rows(cols).to(torch.float64)  # (B, m, d): only a few candidates per query
+        else:  # (B, m) candidate ids: gathered rows (B, m, d) in query slices of bounded size
             vec = xf if xf is not None else q8.to(torch.float64)
-            dot = torch.bmm(c, vec[:, :, None]).squeeze(2)
+            step = max(1, _GATHER_ELEMS // max(1, cols.shape[1] * self.dpad))
+            dot = torch.cat([torch.bmm(self._rows(cols[r0:r0 + step]).to(torch.float64), vec[r0:r0 + step, :, None])
+                             .squeeze(2) for r0 in range(0, cols.shape[0], step)]) if cols.shape[0] else \
+                torch.empty(cols.shape, dtype=torch.float64, device=self.device)
         s = self._item_values(self.scales, cols, torch.float64)
         t = self._item_values(self.terms, cols, torch.float64)
         if xf is not None:
