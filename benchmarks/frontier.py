@@ -382,8 +382,9 @@ def main() -> None:
         print(summary(json.loads(Path(args.results).read_text()), args.data, args.summary))
         return
     if args.plot_only:
-        plot(json.loads(Path(args.results).read_text()), args.data, Path(args.results).with_suffix(".png"),
-             args.plot_call)
+        res = Path(args.results)  # one call's rows: a plot of its own next to the all-rows plot
+        out = res.with_name(f"{res.stem}_{args.plot_call}.png") if args.plot_call else res.with_suffix(".png")
+        plot(json.loads(res.read_text()), args.data, out, args.plot_call)
         return
     Frontier(args).main()
     plot(json.loads(Path(args.results).read_text()), args.data, Path(args.results).with_suffix(".png"))
