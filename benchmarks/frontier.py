@@ -205,14 +205,17 @@ class Frontier:
     def qat(self, names: list[str], seeds: list[int], teachers: dict[int, Path], budget: float, phase: str) -> None:
         self.log(f"QAT {phase}: {len(names)} configs x seeds {seeds}, {self.args.qat_epochs} epochs, cap {budget:.0f}s")
         procs = {}
+        limit = self.args.qat_parallel or len(names) * len(seeds)  # runs at once (a small CPU: 1)
         for name in names:
             dim, bits, est, over = QAT[name]
             for seed in seeds:
+                while sum(p.poll() is None for p, _ in procs.values()) >= limit:
+                    time.sleep(1.0)
                 out = self.work / f"{name}_s{seed}"
                 args = [*self.common, "--dim", str(dim), "--lr", str(self.args.qat_lr), "--init-from", str(teachers[dim]),
-                        "--out", str(out), "--epochs", str(self.args.qat_epochs), "--eval-every", "5",
-                        "--bits", str(bits), "--estimator", est, "--set", f"train.seed={seed}",
-                        "--set", f"train.max_seconds={budget}", *_sets(over)]
+                        "--out", str(out), "--epochs", str(self.args.qat_epochs), "--eval-every",
+                        str(self.args.qat_eval_every), "--bits", str(bits), "--estimator", est,
+                        "--set", f"train.seed={seed}", "--set", f"train.max_seconds={budget}", *_sets(over)]
                 procs[(name, seed)] = (_launch(args, Path(f"{out}.log")), out)
         rows = []
         for (name, seed), (p, out) in procs.items():
@@ -251,7 +254,8 @@ class Frontier:
         ph = self.posthoc(teachers)
         if self.args.fixed:
             # configurations chosen earlier on validation: straight to three seeds each
-            self.qat(names, [0, 1, 2], teachers, max(30.0, self.left() - 30), "fixed")
+            seeds = [int(x) for x in self.args.seeds.split(",")]
+            self.qat(names, seeds, teachers, max(30.0, self.left() - 30), "fixed")
             ph.join(timeout=max(1.0, self.left()))
             self.save()
             self.log(f"done: {len(self.rows)} rows")
@@ -368,7 +372,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--val-ratio", type=float, default=0.05)
     ap.add_argument("--configs", default="", help="comma list of QAT configuration names (default: all)")
-    ap.add_argument("--fixed", action="store_true", help="run --configs with seeds 0, 1, 2 (no exploration)")
+    ap.add_argument("--fixed", action="store_true", help="run --configs with --seeds (no exploration)")
+    ap.add_argument("--seeds", default="0,1,2", help="--fixed: comma list of seeds")
+    ap.add_argument("--qat-parallel", type=int, default=0, help="QAT runs at once (0 = all)")
+    ap.add_argument("--qat-eval-every", type=int, default=5)
     ap.add_argument("--posthoc", default="", help="comma list of post-hoc methods (default: all)")
     ap.add_argument("--tag", default="", help="label stored in every row (which call produced it)")
     ap.add_argument("--set", action="append", default=[], help="extra section.field=value for every run")

@@ -752,3 +752,20 @@ def test_device_candidate_rescore_is_sliced_and_exact(monkeypatch, query_bits):
     sliced = check(index, q, qs, 20, codes, scale, term)
     np.testing.assert_array_equal(full[1], sliced[1])
     assert len(gathers) > 1 and max(gathers) < len(q)  # the re-score ran, in slices of queries
+
+
+def test_gpu_layout_int8_is_exact_and_holds_one_byte_per_dimension():
+    rng = np.random.default_rng(12)
+    n, d = 1500, 64
+    codes = item_codes(rng, n, d, 1)
+    scale = make_scale(rng, n, "row").astype(np.float16).astype(np.float32)
+    term = make_term(rng, n, "row")
+    packed = build_asym_index(codes, scale, 1, term, query_bits=4, device="cpu", backend="torch")
+    dense = build_asym_index(codes, scale, 1, term, query_bits=4, device="cpu", backend="torch", gpu_layout="int8")
+    assert packed._gpu.packed and not dense._gpu.packed
+    assert dense.memory_bytes() - packed.memory_bytes() == n * (d - d // 8)
+    q, qs = make_queries(rng, 17, d, 4)
+    for index in (packed, dense):
+        check(index, q, qs, 10, codes, scale, term)
+    with pytest.raises(ValueError, match="gpu_layout"):
+        build_asym_index(codes, scale, 1, term, device="cpu", backend="torch", gpu_layout="int4")

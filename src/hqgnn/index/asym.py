@@ -60,16 +60,17 @@ from .packing import (
 __all__ = ["AsymCodeIndex", "build_asym_index"]
 
 
+GPU_LAYOUTS = ("packed", "int8")  # device copy: bit-packed 1-bit words (stored bytes) or one int8 per dimension
 _CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int32 scores stay in L1
 
 
 # ---------------------------------------------------------------------------------- index
 def build_asym_index(item_codes: object, item_scale: object = None, item_bits: int = 1, item_term: object = None,
                      query_bits: int = 4, device: object = "cpu", backend: str = "auto",
-                     item_order: str = "none") -> "AsymCodeIndex":
+                     item_order: str = "none", gpu_layout: str = "packed") -> "AsymCodeIndex":
     """An :class:`AsymCodeIndex` over ``item_bits``-bit item codes for ``query_bits``-bit (0 = float) queries."""
     return AsymCodeIndex(item_codes, item_scale, item_bits=item_bits, item_term=item_term, query_bits=query_bits,
-                         device=device, backend=backend, item_order=item_order)
+                         device=device, backend=backend, item_order=item_order, gpu_layout=gpu_layout)
 
 
 class AsymCodeIndex:
@@ -83,12 +84,17 @@ class AsymCodeIndex:
     items sorted by scale, which tightens the per-chunk bounds, for 4 more bytes per item (the int32
     order; BENCHMARKS.md § 3b measures what it buys). ``memory_bytes()`` reports exactly what is held.
 
+    On a torch device (``backend`` torch / triton), ``gpu_layout="packed"`` (default) keeps 1-bit codes
+    bit-packed (the stored bytes); ``"int8"`` holds one int8 per dimension, faster (6.4x torch bf16
+    against 4.0x on an H200 at 10,000 queries, BENCHMARKS.md § 3b) for d - d/8 more bytes per item.
+
     ``search`` returns ``(scores float32 (B, k), ids int64 (B, k))`` sorted by score descending, ties
     to the lower item id, id -1 / score -inf beyond the eligible items; torch tensors on CUDA.
     """
 
     def __init__(self, item_codes: object, item_scale: object = None, item_bits: int = 1, item_term: object = None,
-                 query_bits: int = 4, device: object = "cpu", backend: str = "auto", item_order: str = "none") -> None:
+                 query_bits: int = 4, device: object = "cpu", backend: str = "auto", item_order: str = "none",
+                 gpu_layout: str = "packed") -> None:
         item_bits = int(item_bits)
         code_range(item_bits)  # validates 1..8
         codes = as_int8_codes(item_codes, "item_codes")
@@ -98,11 +104,15 @@ class AsymCodeIndex:
         term = normalize_item_term(item_term, n)
         packed, layout, s_rec, t_rec, order = host_layout(codes, scale, term, item_bits, item_order)
         self._init(packed, layout, n, codes.shape[1], item_bits, query_bits, s_rec, t_rec, order, device, backend,
-                   codes)
+                   codes, gpu_layout)
 
     def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale,
-              term, order: np.ndarray | None, device: object, backend: str, codes: np.ndarray | None = None) -> None:
+              term, order: np.ndarray | None, device: object, backend: str, codes: np.ndarray | None = None,
+              gpu_layout: str = "packed") -> None:
         from .base import _device_str, resolve_backend
+
+        if gpu_layout not in GPU_LAYOUTS:
+            raise ValueError(f"gpu_layout must be one of {GPU_LAYOUTS}, got {gpu_layout!r}")
 
         query_bits = int(query_bits)
         if query_bits != 0 and not 2 <= query_bits <= 8:
@@ -141,7 +151,7 @@ class AsymCodeIndex:
 
             full = self.codes() if codes is None else codes
             self._gpu = AsymTorchSearcher(full, self.item_scale_dense(), self.item_term_dense(), self.item_bits,
-                                          self.device, use_triton=backend == "triton")
+                                          self.device, use_triton=backend == "triton", packed=gpu_layout == "packed")
             # the device copy is the only one: save / codes() rebuild the host layout from it
             self._packed, self._order = None, None
             self._scale, self._term = (meta_only(r) for r in (self._scale, self._term))
@@ -428,13 +438,13 @@ class AsymCodeIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: object = "cpu",
-             backend: str = "auto") -> "AsymCodeIndex":
+             backend: str = "auto", gpu_layout: str = "packed") -> "AsymCodeIndex":
         """Open an index written by :meth:`save` (codes memory-mapped in the directory form)."""
         from .asym_storage import read_asym_index
 
         args = read_asym_index(path, mmap=mmap)
         self = cls.__new__(cls)
-        self._init(*args, device, backend)
+        self._init(*args, device, backend, gpu_layout=gpu_layout)
         return self
 
 
