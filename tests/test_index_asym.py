@@ -728,7 +728,7 @@ def test_device_candidate_rescore_is_sliced_and_exact(monkeypatch, query_bits):
     """The device path's float64 re-score of the candidates gathers (queries, candidates, d) rows in
     bounded slices (a d = 256 layer-wise code with float queries once asked for 32 GiB): same results
     with a tiny slice budget, every query against the float64 brute force."""
-    from hqgnn.index import kernels_asym_gpu as KG
+    from hqgnn.index import candidates
 
     rng = np.random.default_rng(11)
     n, d = 3000, 256
@@ -739,7 +739,7 @@ def test_device_candidate_rescore_is_sliced_and_exact(monkeypatch, query_bits):
     index._gpu.method = "two_phase"  # CUDA's path (on the host the default is the plain chunked scan)
     q, qs = make_queries(rng, 23, d, query_bits)
     full = check(index, q, qs, 20, codes, scale, term)
-    monkeypatch.setattr(KG, "_GATHER_ELEMS", 3 * d)  # a few rows of candidates at a time
+    monkeypatch.setattr(candidates, "GATHER_ELEMS", 3 * d)  # a few rows of candidates at a time
     gathers = []
     real_rows = type(index._gpu)._rows
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..topk import stable_topk
-from .candidates import append_candidates
+from .candidates import append_candidates, gathered_dot, sorted_candidates, top_candidates
 from .common import Exclusion
 from .gpu_packed import WORD, compact_values, pack_words, unpack_words
 
@@ -58,9 +58,6 @@ def triton_asym_available() -> bool:
 # FMA); M uses 2^-20 of the largest possible magnitude: a 16x safety factor.
 _REL = 2.0**-20
 _TINY = 1e-30
-# candidate re-scoring gathers (queries, candidates, dpad) float64 rows: at most this many elements at once
-# (128 MiB), whatever the width (a 4-layer code is d = 256) or the number of candidates per query
-_GATHER_ELEMS = 1 << 24
 
 
 class AsymTorchSearcher:
@@ -164,12 +161,8 @@ class AsymTorchSearcher:
             else:
                 dt = self._ip_dtype()
                 dot = (q8.to(dt) @ self._rows(cols).to(dt).T).to(torch.float64)
-        else:  # (B, m) candidate ids: gathered rows (B, m, d) in query slices of bounded size
-            vec = xf if xf is not None else q8.to(torch.float64)
-            step = max(1, _GATHER_ELEMS // max(1, cols.shape[1] * self.dpad))
-            dot = torch.cat([torch.bmm(self._rows(cols[r0:r0 + step]).to(torch.float64), vec[r0:r0 + step, :, None])
-                             .squeeze(2) for r0 in range(0, cols.shape[0], step)]) if cols.shape[0] else \
-                torch.empty(cols.shape, dtype=torch.float64, device=self.device)
+        else:  # (B, m) candidate ids: their rows gathered in bounded query slices
+            dot = gathered_dot(self._rows, cols, xf if xf is not None else q8, torch.float64)
         s = self._item_values(self.scales, cols, torch.float64)
         t = self._item_values(self.terms, cols, torch.float64)
         if xf is not None:
@@ -335,29 +328,8 @@ class AsymTorchSearcher:
 
     def _select(self, q8, xf, su, cand_ids, counts, k, exr, cap):
         """Exact float64 keys of the candidates, exclusions removed, (key desc, id asc) top-k."""
-        b = cand_ids.shape[0]
-        used = max(1, min(cap, int(counts.max().item()) if counts.numel() else 1))
-        ids64 = cand_ids[:, :used].to(torch.int64)
-        ids_sorted, _ = torch.sort(torch.where(ids64 >= 0, ids64, torch.full_like(ids64, self.n)), dim=1)
-        valid = ids_sorted < self.n
-        safe = torch.where(valid, ids_sorted, torch.zeros_like(ids_sorted))
-        key = self._keys64(q8, xf, su, safe)
-        key = torch.where(valid, key, torch.full_like(key, float("-inf")))
-        if exr is not None and exr[0].numel():
-            ex_code = torch.sort(exr[0] * self.n + exr[1]).values
-            code = torch.arange(b, device=self.device)[:, None] * self.n + safe
-            pos = torch.searchsorted(ex_code, code.reshape(-1)).clamp_max(ex_code.numel() - 1)
-            hit = (ex_code[pos] == code.reshape(-1)).view(b, -1) & valid
-            key = torch.where(hit, torch.full_like(key, float("-inf")), key)
-        v, order = torch.sort(key, dim=1, descending=True, stable=True)  # ids sorted: ties by id
-        kk = min(k, used)
-        v = v[:, :kk]
-        out_i = ids_sorted.gather(1, order[:, :kk])
-        out_i = torch.where(torch.isneginf(v), torch.full_like(out_i, -1), out_i)
-        if kk < k:
-            v = torch.cat([v, torch.full((b, k - kk), float("-inf"), dtype=v.dtype, device=v.device)], 1)
-            out_i = torch.cat([out_i, torch.full((b, k - kk), -1, dtype=out_i.dtype, device=v.device)], 1)
-        return v, out_i
+        ids_sorted, valid, safe = sorted_candidates(cand_ids, counts, cap, self.n)
+        return top_candidates(self._keys64(q8, xf, su, safe), ids_sorted, valid, k, exr, self.n)
 
 
 # ---------------------------------------------------------------------------------- Triton

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..topk import stable_topk
-from .candidates import append_candidates
+from .candidates import append_candidates, gathered_dot, sorted_candidates, top_candidates
 from .common import Exclusion, ItemScale
 
 __all__ = ["TorchCodeSearcher", "triton_available"]
@@ -311,37 +311,10 @@ class TorchCodeSearcher:
 
     def _select(self, q8, cand_ids, counts, k, qsign, exr, mode, cap):
         """Phase 3: exact keys of the candidates, exclusions removed, (key desc, id asc) top-k."""
-        b = cand_ids.shape[0]
-        # slots fill from 0, so columns past the fullest row are empty: work on the used part only
-        used = max(1, min(cap, int(counts.max().item()) if counts.numel() else 1))
-        ids64 = cand_ids[:, :used].to(torch.int64)
-        valid = ids64 >= 0
-        # candidates in id order (the kernel appends them in any order): after a stable sort by
-        # key, equal keys then stay in id order -- the required tie-break
-        ids_sorted, _ = torch.sort(torch.where(valid, ids64, torch.full_like(ids64, self.n)), dim=1)
-        valid = ids_sorted < self.n
-        safe = torch.where(valid, ids_sorted, torch.zeros_like(ids_sorted))
+        ids_sorted, valid, safe = sorted_candidates(cand_ids, counts, cap, self.n)
         # exact inner products of the few candidates: gather their codes, one batched matmul
-        dt = self._fdtype()
-        ip = torch.bmm(self.codes[safe].to(dt), q8.to(dt)[:, :, None]).squeeze(2)
-        key = self._keys64(ip, safe, qsign, mode)
-        key = torch.where(valid, key, torch.full_like(key, float("-inf")))
-        if exr is not None and exr[0].numel():
-            # excluded (row, id) pairs: membership by binary search on row * n + id
-            ex_code = torch.sort(exr[0] * self.n + exr[1]).values
-            code = torch.arange(b, device=self.device)[:, None] * self.n + safe
-            pos = torch.searchsorted(ex_code, code.reshape(-1)).clamp_max(ex_code.numel() - 1)
-            hit = (ex_code[pos] == code.reshape(-1)).view(b, -1) & valid
-            key = torch.where(hit, torch.full_like(key, float("-inf")), key)
-        v, order = torch.sort(key, dim=1, descending=True, stable=True)
-        kk = min(k, used)
-        v = v[:, :kk]
-        out_i = ids_sorted.gather(1, order[:, :kk])
-        out_i = torch.where(torch.isneginf(v), torch.full_like(out_i, -1), out_i)
-        if kk < k:
-            v = torch.cat([v, torch.full((b, k - kk), float("-inf"), dtype=v.dtype, device=v.device)], 1)
-            out_i = torch.cat([out_i, torch.full((b, k - kk), -1, dtype=out_i.dtype, device=v.device)], 1)
-        return v, out_i
+        ip = gathered_dot(lambda idx: self.codes[idx], safe, q8, self._fdtype())
+        return top_candidates(self._keys64(ip, safe, qsign, mode), ids_sorted, valid, k, exr, self.n)
 
 
 # ---------------------------------------------------------------------------------- Triton
