@@ -23,14 +23,13 @@ Exactness (CPU):
 from __future__ import annotations
 
 import os
-from typing import Any
-
 import numpy as np
 
 from . import kernels_asym_cpu as KA
 from . import kernels_cpu as K
+from .asym_float import search_float, to_scores
 from .asym_layout import (  # noqa: F401  (re-exported)
-    ITEM_ORDERS, LUT1, SCALE_BUCKETS, chunk_bounds, compact_record, host_layout, meta_only, storage_order)
+    ITEM_ORDERS, LUT1, SCALE_BUCKETS, chunk_bounds, compact_record, gather_rows, host_layout, meta_only, storage_order)
 from .kernels_half import kernel_values
 from .common import (
     Exclusion,
@@ -38,7 +37,6 @@ from .common import (
     normalize_item_scale,
     normalize_item_term,
     normalize_query_scale,
-    subset_exclusion,
     to_numpy,
     unpermute,
 )
@@ -53,8 +51,6 @@ from .packing import (
     int8_query_vectors,
     nibble_query_vectors,
     padded_dim,
-    unpack_int8_blocked,
-    unpack_nibble_blocked,
 )
 
 __all__ = ["AsymCodeIndex", "build_asym_index"]
@@ -187,7 +183,7 @@ class AsymCodeIndex:
         """The item codes as int8 (n, d), item order (unpacked from storage, or from the device)."""
         if self._gpu is not None:
             return self._gpu.host_codes()
-        return self._unpermute(self._gather_stored(None))
+        return self._unpermute(gather_rows(self._packed, self._layout, self.n, self.dim, self._ngp, None))
 
     def memory_bytes(self) -> int:
         """Bytes this index holds for search (CPU): packed codes (with the kernels' padding) +
@@ -248,9 +244,9 @@ class AsymCodeIndex:
                 return s.numpy(), i.numpy()
             return s, i
         if self.query_bits == 0:
-            return self._search_float(q, k, ex)
+            return search_float(self, q, k, ex)
         keys, ids = self._search_int(q, qs, k, ex)
-        return _to_scores(keys, ids), ids
+        return to_scores(keys, ids), ids
 
     def _empty(self, b: int, k: int):
         s = np.full((b, k), -np.inf, np.float32)
@@ -325,80 +321,6 @@ class AsymCodeIndex:
                      has_ex, n_ranges, _CHUNK, self._super_chunks(), out_keys, out_ids), threads)
         return K.merge_ranges(out_keys, out_ids, k)
 
-    def _search_float(self, x: np.ndarray, k: int, ex: Exclusion | None):
-        """Candidates from the 8-bit search with a proven error margin, exact float64 re-scoring."""
-        b = x.shape[0]
-        qc, delta, resid = quantize_float_queries(x)
-        cmaxabs = float(max(abs(v) for v in code_range(self.item_bits)))
-        smax = float(np.abs(self._scale.values.astype(np.float64)).max()) if self._scale.values.size else 0.0
-        tabs = float(np.abs(self._term.values.astype(np.float64)).max()) if self._term.values.size else 0.0
-        x1 = np.abs(x.astype(np.float64)).sum(axis=1)
-        err = smax * cmaxabs * resid * (1 + 2.0**-30) + 2.0**-30 * (
-            smax * cmaxabs * (x1 + delta.astype(np.float64) * 127 * self.dim) + tabs)
-        out_s = np.full((b, k), -np.inf, np.float32)
-        out_i = np.full((b, k), -1, np.int64)
-        todo = np.arange(b)
-        kk = min(self.n, k + 16 + k // 4)
-        while todo.size:
-            sub_ex = subset_exclusion(ex, todo)
-            keys, ids = self._search_int(qc[todo], delta[todo], kk, sub_ex)
-            valid = ids >= 0
-            nvalid = valid.sum(axis=1)
-            if kk >= self.n:
-                done = np.ones(todo.size, bool)
-            else:
-                kth = keys[:, min(k, kk) - 1]
-                last = keys[:, kk - 1]
-                done = (nvalid < kk) | (last < kth - 2 * err[todo])
-            rows = todo[done]
-            if rows.size:
-                s, i = self._rescore(x[rows], ids[done], k)
-                out_s[rows], out_i[rows] = s, i
-            todo = todo[~done]
-            kk = min(self.n, 2 * kk)
-        return out_s, out_i
-
-    def _rescore(self, x: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact float64 keys dot(x, c_i) * s_i + t_i of candidate ids (-1 = none), top k sorted."""
-        b, m = cand.shape
-        ok = cand >= 0
-        flat = np.where(ok, cand, 0).reshape(-1)
-        pos = flat if self._order is None else self._inv_order()[flat].astype(np.int64)
-        codes = self._gather_stored(pos).astype(np.float64).reshape(b, m, self.dim)
-        dots = np.einsum("bd,bmd->bm", x.astype(np.float64), codes)
-        s = self._scale.values[pos * self._scale.stride].astype(np.float64).reshape(b, m)
-        t = self._term.values[pos * self._term.stride].astype(np.float64).reshape(b, m)
-        keys = np.where(ok, dots * s + t, -np.inf)
-        ids = np.where(ok, cand, np.iinfo(np.int64).max)
-        order = np.lexsort((ids, -keys), axis=-1)[:, :k]
-        keys = np.take_along_axis(keys, order, 1)
-        ids = np.take_along_axis(ids, order, 1)
-        ids = np.where(np.isfinite(keys), ids, -1)
-        s_out = np.full((b, k), -np.inf, np.float32)
-        i_out = np.full((b, k), -1, np.int64)
-        s_out[:, : keys.shape[1]] = _to_scores(keys, ids)
-        i_out[:, : ids.shape[1]] = ids
-        return s_out, i_out
-
-    def _gather_stored(self, pos: np.ndarray | None) -> np.ndarray:
-        """int8 codes of storage rows ``pos`` (None = all rows, storage order)."""
-        if self._layout == LUT1:
-            return KA.unpack_lut1(self._packed, self.n, self.dim, pos)
-        if pos is None:
-            if self._layout == NIBBLE:
-                return unpack_nibble_blocked(self._packed, self.n, self.dim)
-            return unpack_int8_blocked(self._packed, self.n, self.dim)
-        pos = np.asarray(pos, np.int64)
-        if self._layout == NIBBLE:
-            g = self._ngp
-            by = self._packed.reshape(-1, g, 16, 2)[pos // 16, :, pos % 16, :]  # (m, g, r)
-            lo = (by & 15).astype(np.int16) - 8
-            hi = (by >> 4).astype(np.int16) - 8
-            return np.stack([lo, hi], axis=2).reshape(pos.size, 4 * g)[:, : self.dim].astype(np.int8)
-        pairs = self._ngp
-        by = self._packed.reshape(-1, pairs, 8, 2)[pos // 8, :, pos % 8, :]  # (m, pairs, r)
-        return np.ascontiguousarray(by.reshape(pos.size, 2 * pairs)[:, : self.dim]).astype(np.int8)
-
     def _inv_order(self) -> np.ndarray:
         if self._inv_order_cache is None:
             inv = np.empty(self.n, self._order.dtype)  # int32 like the order: half the int64 bytes
@@ -446,10 +368,3 @@ class AsymCodeIndex:
         self = cls.__new__(cls)
         self._init(*args, device, backend, gpu_layout=gpu_layout)
         return self
-
-
-def _to_scores(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", over="ignore"):
-        s = keys.astype(np.float32)
-    s[ids < 0] = -np.inf
-    return s

@@ -6,10 +6,10 @@ import numpy as np
 
 from . import kernels_asym_cpu as KA
 from .common import ItemScale, compact_values
-from .packing import INT8, NIBBLE, pack_int8_blocked, pack_nibble_blocked
+from .packing import INT8, NIBBLE, pack_int8_blocked, pack_nibble_blocked, unpack_int8_blocked, unpack_nibble_blocked
 
-__all__ = ["ITEM_ORDERS", "LUT1", "SCALE_BUCKETS", "chunk_bounds", "compact_record", "host_layout", "meta_only",
-           "storage_order"]
+__all__ = ["ITEM_ORDERS", "LUT1", "SCALE_BUCKETS", "chunk_bounds", "compact_record", "gather_rows", "host_layout",
+           "meta_only", "storage_order"]
 
 LUT1 = "lut1x32"  # 1-bit items: bit bytes of 32-item blocks for the vpshufb fast-scan kernel
 
@@ -88,3 +88,20 @@ def _permute(rec: ItemScale, order: np.ndarray | None) -> ItemScale:
     if not rec.per_row or order is None:
         return rec
     return ItemScale(np.ascontiguousarray(rec.values[order]), 1, True, True)
+
+
+def gather_rows(packed: np.ndarray, layout: str, n: int, dim: int, ngp: int, pos: np.ndarray | None) -> np.ndarray:
+    """int8 codes (m, dim) of storage rows ``pos`` (None = all n rows, storage order) of a packed layout;
+    ``ngp``: the layout's column groups (AsymCodeIndex._ngp)."""
+    if layout == LUT1:
+        return KA.unpack_lut1(packed, n, dim, pos)
+    if pos is None:
+        return unpack_nibble_blocked(packed, n, dim) if layout == NIBBLE else unpack_int8_blocked(packed, n, dim)
+    pos = np.asarray(pos, np.int64)
+    if layout == NIBBLE:
+        by = packed.reshape(-1, ngp, 16, 2)[pos // 16, :, pos % 16, :]  # (m, g, r)
+        lo = (by & 15).astype(np.int16) - 8
+        hi = (by >> 4).astype(np.int16) - 8
+        return np.stack([lo, hi], axis=2).reshape(pos.size, 4 * ngp)[:, :dim].astype(np.int8)
+    by = packed.reshape(-1, ngp, 8, 2)[pos // 8, :, pos % 8, :]  # (m, pairs, r)
+    return np.ascontiguousarray(by.reshape(pos.size, 2 * ngp)[:, :dim]).astype(np.int8)
