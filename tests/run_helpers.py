@@ -1,4 +1,5 @@
-"""Shared by the training tests: small synthetic run configurations and the popularity floor a model must beat."""
+"""Shared by the tests: small synthetic run configurations, the popularity floor a model must beat, and a
+subprocess runner for Triton's CPU interpreter."""
 
 import numpy as np
 import torch
@@ -27,3 +28,18 @@ def popularity_metrics(cfg: RunConfig) -> dict:
     pop = torch.from_numpy(np.bincount(data.seen[:, 1], minlength=data.n_items).astype(np.float32))
     ev = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), [20], "cpu")
     return ev.evaluate(lambda users: pop.expand(len(users), -1).clone())
+
+
+def run_in_triton_interpreter(code: str, timeout: int = 1800):
+    """Run ``code`` in a fresh Python with TRITON_INTERPRET=1 (it must be set before triton is imported,
+    so this process's Triton, used by the CUDA tests, stays compiled), the tests folder and src/ on the
+    path. Returns the CompletedProcess (stdout / stderr captured)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join([str(here), str(here.parent / "src"), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)

@@ -420,3 +420,34 @@ def test_run_retrieval_bench_smoke() -> None:
         assert r["float32_bytes_per_item"] == 128 and r["bits"] == bits and r["threads"] == 2
         assert ("hqgnn_scaled" in r["qps"]) == (bits == 1)
         json.dumps(r)
+
+
+# ------------------------------------------------ the symmetric Triton kernel in its CPU interpreter
+def run_triton_interp_cases() -> None:
+    """In a TRITON_INTERPRET=1 process: the symmetric two-phase Triton path on CPU tensors against the
+    float64 brute force (1/4/8 bits, row / tensor / no scale, exclusions, small tiles, a forced overflow)."""
+    from hqgnn.index.common import normalize_item_scale
+    from hqgnn.index.kernels_gpu import TorchCodeSearcher, triton_available
+
+    assert triton_available()
+    for bits, kind in ((1, "row"), (1, "none"), (4, "tensor"), (8, "row")):
+        codes, q, scale, qs, rng = make_case(60 + bits, bits, 500, 40, 11, kind)
+        eng = TorchCodeSearcher(codes, normalize_item_scale(scale, 500), bits, "cpu", use_triton=True,
+                                method="two_phase")
+        eng.tile, eng.group = 32, 2
+        ex = random_exclusion(rng, 11, 500, 0.01)
+        for cap in (None, 4):
+            eng.cap = cap
+            for mode in ["scaled", "hamming"] if bits == 1 else ["scaled"]:
+                got = eng.search(q, 7, normalize_query_scale(qs, 11), normalize_exclusion(ex, 11, 500), mode)
+                got = tuple(t.numpy() for t in got)
+                assert_same(got, reference_search(q, codes, 7, qs, scale, ex, mode=mode), f"{bits} {kind} {cap}")
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("triton") is None,
+                    reason="triton is not installed (its CPU interpreter runs this)")
+def test_symmetric_triton_kernel_in_interpreter():
+    from run_helpers import run_in_triton_interpreter
+
+    res = run_in_triton_interpreter("import test_index as T\nT.run_triton_interp_cases()\n", timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]

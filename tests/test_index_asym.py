@@ -548,15 +548,11 @@ def interp_results():
     """Runs every INTERP_CASES entry in one subprocess with TRITON_INTERPRET=1 (set before triton
     is imported there; this process's Triton, used by the CUDA tests, stays compiled)."""
     import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    here = Path(__file__).resolve().parent
+    from run_helpers import run_in_triton_interpreter
+
     code = (
-        "import json, sys, traceback\n"
-        f"sys.path.insert(0, {str(here)!r})\n"
+        "import json, traceback\n"
         "import test_index_asym as T\n"
         "out = {}\n"
         "for case in T.INTERP_CASES:\n"
@@ -566,9 +562,7 @@ def interp_results():
         "        out[repr(case)] = traceback.format_exc()[-3000:]\n"
         "print('RESULTS' + json.dumps(out))\n"
     )
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = os.pathsep.join([str(here.parent / "src"), env.get("PYTHONPATH", "")])
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1800)
+    res = run_in_triton_interpreter(code)
     line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULTS")]
     assert line, res.stderr[-3000:]
     return json.loads(line[-1][len("RESULTS"):])

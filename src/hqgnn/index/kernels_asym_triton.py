@@ -27,7 +27,7 @@ if triton is not None:
         """Program (i, j) = queries [BQ i, BQ i + BQ) x group j of TILES tiles of BN items.
         key = fl(fl(fl(<q, x>) * s_i) * s_u) + t_i from an exact int8 tensor-core dot. EMIT=False:
         store each (query, group) max key in GMAX; EMIT=True: append the id of every item whose key
-        reaches THR[query] to the query's buffer (same structure as kernels_gpu._scan_kernel).
+        reaches THR[query] to the query's buffer (same structure as kernels_triton.scan_kernel).
         PACKED: X is int32 words (D / 32, N) (row stride stride_x), BK = 32, one word row per dot;
         else int8 codes (N, D). S / T are float16 or float32, stride 0 when one value is stored."""
         pid_q = tl.program_id(0)
