@@ -420,7 +420,8 @@ def test_asym_bench_small(query_bits):
 
 # ------------------------------------------------------------ packed device layout (CPU-checkable)
 def test_packed_words_roundtrip_and_compact_values():
-    from hqgnn.index.gpu_packed import compact_values, pack_words, unpack_words
+    from hqgnn.index.common import compact_values
+    from hqgnn.index.gpu_packed import pack_words, unpack_words
 
     rng = np.random.default_rng(4)
     for d in (1, 16, 33, 64, 100):

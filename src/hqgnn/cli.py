@@ -284,12 +284,13 @@ def bench_retrieval(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
+    from .index.asym_layout import ITEM_ORDERS
     from .index.bench import run_retrieval_bench
 
     if query_bits is not None and query_bits != 0 and not 2 <= query_bits <= 8:
         raise HqgnnError(f"--query-bits must be 0 (float) or 2..8, got {query_bits}")
-    if item_order not in ("none", "scale"):
-        raise HqgnnError(f"--item-order must be none or scale, got {item_order!r}")
+    if item_order not in ITEM_ORDERS:
+        raise HqgnnError(f"--item-order must be one of {', '.join(ITEM_ORDERS)}, got {item_order!r}")
     result = run_retrieval_bench(items=items, dim=dim, bits=bits, queries=queries, k=k, device=device,
                                  query_bits=query_bits, item_order=item_order)
     if as_json:

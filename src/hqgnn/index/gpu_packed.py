@@ -1,13 +1,11 @@
-"""Device storage helpers for the asymmetric GPU searcher: bit-packed 1-bit codes and compact scales/terms."""
+"""Device storage helpers for the asymmetric GPU searcher: bit-packed 1-bit codes (32 dimensions per int32 word)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .common import compact_values  # noqa: F401  (re-exported: moved to the numpy-only common module)
-
-__all__ = ["compact_values", "pack_words", "unpack_words", "WORD"]
+__all__ = ["pack_words", "unpack_words", "WORD"]
 
 WORD = 32  # dims per int32 word (= the int8 tensor-core K tile of the packed kernel)
 

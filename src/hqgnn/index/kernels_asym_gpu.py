@@ -31,8 +31,8 @@ import torch
 
 from ..topk import stable_topk
 from .candidates import append_candidates, gathered_dot, sorted_candidates, top_candidates
-from .common import Exclusion
-from .gpu_packed import WORD, compact_values, pack_words, unpack_words
+from .common import Exclusion, compact_values
+from .gpu_packed import WORD, pack_words, unpack_words
 
 __all__ = ["AsymTorchSearcher", "triton_asym_available"]
 
