@@ -185,12 +185,16 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
                     else:
                         # one plane: ip = mul_a * raw + add with mul_a > 0, so the raw range is enough
                         # (ip is formed only for the items of a chunk that gets re-scanned)
-                        rlo = np.int32(2147483647)
-                        rhi = np.int32(-2147483647)
-                        for j in range(nvalid):
-                            v = bufa[r8, j]
-                            rlo = min(rlo, v)
-                            rhi = max(rhi, v)
+                        if fused_mm:  # the kernel reduced it in registers (pad slots included: wider, safe)
+                            rhi = mm[r8, 0]
+                            rlo = mm[r8, 1]
+                        else:
+                            rlo = np.int32(2147483647)
+                            rhi = np.int32(-2147483647)
+                            for j in range(nvalid):
+                                v = bufa[r8, j]
+                                rlo = min(rlo, v)
+                                rhi = max(rhi, v)
                         lo = np.int32(mul_a * rlo + add)
                         hi = np.int32(mul_a * rhi + add)
                     su = np.float64(qs[qi])
