@@ -99,18 +99,14 @@ def _faiss_asym_baselines(xb: np.ndarray, xq: np.ndarray, k: int, query_bits: in
 
 def _int8_path_qps(index: Any, codes: np.ndarray, scales: np.ndarray, term: np.ndarray, q: np.ndarray,
                    qs: np.ndarray | None, k: int, device: str) -> tuple[float, float]:
-    """(queries/s, bytes per item) of the int8 device layout (packed=False) on the same queries."""
-    from .common import normalize_query_scale
-    from .kernels_asym_gpu import AsymTorchSearcher
+    """(queries/s, bytes per item) of the int8 device layout (``gpu_layout="int8"``) on the same queries."""
+    from .asym import build_asym_index
 
-    g = index._gpu
-    alt = AsymTorchSearcher(codes, scales, term, index.item_bits, device, use_triton=g.use_triton, method=g.method,
-                            packed=False)
-    fq = index.query_bits == 0
-    qsn = None if fq else normalize_query_scale(qs, q.shape[0])
-    alt.search(q[:64], k, None if qsn is None else qsn[:64], None, fq)  # compile
-    rate = q.shape[0] / best_time(lambda: alt.search(q, k, qsn, None, fq), device, reps=5)
-    per_item = alt.device_bytes / max(index.n, 1)
+    alt = build_asym_index(codes, scales, index.item_bits, term, query_bits=index.query_bits, device=device,
+                           backend=index.backend, gpu_layout="int8")
+    alt.search(q[:64], k, None if qs is None else qs[:64])  # compile
+    rate = q.shape[0] / best_time(lambda: alt.search(q, k, query_scales=qs), device, reps=5)
+    per_item = alt.bytes_per_item
     del alt
     return rate, per_item
 
