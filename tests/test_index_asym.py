@@ -510,13 +510,15 @@ def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-INTERP_CASES = [(d, qb, packed) for d in (16, 64, 100) for qb in (0, 4, 8) for packed in (True,)] + [
-    (64, 4, False), (100, 0, False)]
+# (d, query bits, packed, zero_one): the packed cases also with the 0/1 operand (and 32-query programs)
+INTERP_CASES = [(d, qb, True, False) for d in (16, 64, 100) for qb in (0, 4, 8)] + [
+    (64, 4, False, False), (100, 0, False, False), (16, 4, True, True), (64, 8, True, True), (100, 0, True, True)]
 
 
-def run_interp_case(d: int, query_bits: int, packed: bool) -> None:
+def run_interp_case(d: int, query_bits: int, packed: bool, zero_one: bool = False) -> None:
     """One interpreter case (run in a TRITON_INTERPRET=1 subprocess): the two-phase Triton path
-    with and without exclusion, a forced buffer overflow, float16 / float32 / constant values."""
+    with and without exclusion, a forced buffer overflow, float16 / float32 / constant values;
+    ``zero_one``: the 0/1 bit operand (ip = 2 <q, bits> - sum q) with 32 queries per program."""
     from hqgnn.index.common import normalize_exclusion
     from hqgnn.index.kernels_asym_gpu import AsymTorchSearcher, triton_asym_available
 
@@ -533,6 +535,8 @@ def run_interp_case(d: int, query_bits: int, packed: bool) -> None:
     td = np.zeros(n, np.float32) if term is None else term
     g = AsymTorchSearcher(codes, sd, td, 1, "cpu", use_triton=True, method="two_phase", packed=packed)
     g.tile, g.group = 32, 2  # 16 groups: a finite threshold with few candidates
+    if zero_one:
+        g.zero_one, g.block_q = True, 32
     q, qs = make_queries(rng, b, d, query_bits)
     cases = [(None, None), (random_exclusion(rng, b, n, 0.005), None)] + ([(None, 4)] if d == 64 else [])
     for ex, cap in cases:
@@ -570,10 +574,10 @@ def interp_results():
 
 
 @pytest.mark.skipif(not _triton_importable(), reason="triton is not installed (its CPU interpreter runs these)")
-@pytest.mark.parametrize("d,query_bits,packed", INTERP_CASES)
-def test_triton_kernel_in_interpreter(interp_results, d, query_bits, packed):
+@pytest.mark.parametrize("d,query_bits,packed,zero_one", INTERP_CASES)
+def test_triton_kernel_in_interpreter(interp_results, d, query_bits, packed, zero_one):
     """The real Triton kernel (packed words expanded in registers, or int8) on CPU, vs float64."""
-    result = interp_results[repr((d, query_bits, packed))]
+    result = interp_results[repr((d, query_bits, packed, zero_one))]
     assert result == "ok", result
 
 

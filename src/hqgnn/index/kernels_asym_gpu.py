@@ -71,6 +71,11 @@ class AsymTorchSearcher:
 
     tile = 128  # items per tile (= the Triton kernel's BN)
     group = 8  # tiles per max-group of the threshold pass
+    # Triton launch shape: queries per program (each expanded item tile is reused by block_q
+    # queries), warps per program, and the packed operand form (0/1 bits: fewer ops per element)
+    block_q = 64
+    warps = 4
+    zero_one = False
     cap: int | None = None  # per-query candidate buffer; None: 4 (k + #excluded) + 256, power of 2
 
     def __init__(self, codes: np.ndarray, scales: np.ndarray, terms: np.ndarray, item_bits: int, device: str,
@@ -339,9 +344,6 @@ def _build_triton_kernel():
     return asym_scan_kernel
 
 
-_BQ, _WARPS = 64, 4
-
-
 def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax: torch.Tensor | None = None) -> None:
     import triton
 
@@ -355,8 +357,11 @@ def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax
     x = eng.words if eng.packed else eng.codes
     bk = 32 if eng.packed or d % 64 else 64
     ss, ts = (0 if v.numel() == 1 and eng.n != 1 else 1 for v in (eng.scales, eng.terms))
-    _KERNEL[(triton.cdiv(b, _BQ), ngroups)](
-        q8, x, eng.scales, eng.terms, su32, thr32 if emit else dummy, dummy if emit else gmax,
+    zero_one = bool(eng.packed and eng.zero_one)
+    qsum = q8.sum(1, dtype=torch.int32) if zero_one else dummy
+    bq = int(eng.block_q)
+    _KERNEL[(triton.cdiv(b, bq), ngroups)](
+        q8, x, eng.scales, eng.terms, su32, qsum, thr32 if emit else dummy, dummy if emit else gmax,
         counts if emit else dummy, cand_ids if emit else dummy, b, eng.n, ngroups, cap, q8.stride(0),
-        x.stride(0), ss, ts, D=d, BK=bk, BQ=_BQ, BN=eng.tile, TILES=eng.group, EMIT=emit,
-        PACKED=eng.packed, num_warps=_WARPS)
+        x.stride(0), ss, ts, D=d, BK=bk, BQ=bq, BN=eng.tile, TILES=eng.group, EMIT=emit,
+        PACKED=eng.packed, ZERO_ONE=zero_one, num_warps=int(eng.warps))

@@ -8,7 +8,7 @@ try:
 except ImportError:  # pragma: no cover - no Triton: triton_asym_available() is False, nothing imports these
     triton = None
 
-__all__ = ["asym_scan_kernel", "expand_bits"]
+__all__ = ["asym_scan_kernel", "expand_bits", "expand_bits01"]
 
 # Module level (not built inside a function): the CPU interpreter (TRITON_INTERPRET=1) re-runs a
 # kernel's source against its module globals, so a helper captured from a closure would be unseen.
@@ -21,15 +21,25 @@ if triton is not None:
         return (((w[None, :] >> sh[:, None]) & 1) * 2 - 1).to(tl.int8)
 
     @triton.jit
-    def asym_scan_kernel(Q, X, S, T, SU, THR, GMAX, CNT, OUT_ID, B, N, ngroups, cap, stride_q, stride_x,
+    def expand_bits01(w):
+        """int32 words (BN,) -> the int8 (32, BN) 0/1 operand (row j = bit j): two operations per
+        element fewer than the +-1 form; the kernel recovers <q, x> = 2 <q, bits> - sum(q)."""
+        sh = tl.arange(0, 32)
+        return ((w[None, :] >> sh[:, None]) & 1).to(tl.int8)
+
+    @triton.jit
+    def asym_scan_kernel(Q, X, S, T, SU, QSUM, THR, GMAX, CNT, OUT_ID, B, N, ngroups, cap, stride_q, stride_x,
                          s_stride, t_stride, D: tl.constexpr, BK: tl.constexpr, BQ: tl.constexpr,
-                         BN: tl.constexpr, TILES: tl.constexpr, EMIT: tl.constexpr, PACKED: tl.constexpr):
+                         BN: tl.constexpr, TILES: tl.constexpr, EMIT: tl.constexpr, PACKED: tl.constexpr,
+                         ZERO_ONE: tl.constexpr):
         """Program (i, j) = queries [BQ i, BQ i + BQ) x group j of TILES tiles of BN items.
         key = fl(fl(fl(<q, x>) * s_i) * s_u) + t_i from an exact int8 tensor-core dot. EMIT=False:
         store each (query, group) max key in GMAX; EMIT=True: append the id of every item whose key
         reaches THR[query] to the query's buffer (same structure as kernels_triton.scan_kernel).
         PACKED: X is int32 words (D / 32, N) (row stride stride_x), BK = 32, one word row per dot;
-        else int8 codes (N, D). S / T are float16 or float32, stride 0 when one value is stored."""
+        else int8 codes (N, D). ZERO_ONE (packed only): bits expand to a 0/1 operand and
+        ip = 2 <q, bits> - QSUM[query] (the int32 sum of the query's codes), exact like the +-1 form.
+        S / T are float16 or float32, stride 0 when one value is stored."""
         pid_q = tl.program_id(0)
         pid_n = tl.program_id(1)
         rq = pid_q * BQ + tl.arange(0, BQ)
@@ -37,6 +47,8 @@ if triton is not None:
         rd = tl.arange(0, BK)
         cols = tl.arange(0, BN)
         su = tl.load(SU + rq, mask=qmask, other=0.0)
+        if ZERO_ONE:
+            qsum = tl.load(QSUM + rq, mask=qmask, other=0)
         if EMIT:
             thr = tl.load(THR + rq, mask=qmask, other=float("inf"))
         else:
@@ -50,10 +62,15 @@ if triton is not None:
                 q = tl.load(Q + rq[:, None] * stride_q + (k0 + rd)[None, :], mask=qmask[:, None], other=0)
                 if PACKED:
                     w = tl.load(X + (k0 // 32) * stride_x + rn, mask=nmask, other=0)
-                    ip += tl.dot(q, expand_bits(w), out_dtype=tl.int32)  # exact int32
+                    if ZERO_ONE:
+                        ip += tl.dot(q, expand_bits01(w), out_dtype=tl.int32)  # exact int32
+                    else:
+                        ip += tl.dot(q, expand_bits(w), out_dtype=tl.int32)
                 else:
                     x = tl.load(X + rn[:, None] * stride_x + (k0 + rd)[None, :], mask=nmask[:, None], other=0)
                     ip += tl.dot(q, tl.trans(x), out_dtype=tl.int32)  # int8 x int8 -> exact int32
+            if ZERO_ONE:
+                ip = 2 * ip - qsum[:, None]
             # float16 values widen exactly: the same float32 key as from float32 storage
             s = tl.load(S + rn * s_stride, mask=nmask, other=0.0).to(tl.float32)
             tt = tl.load(T + rn * t_stride, mask=nmask, other=0.0).to(tl.float32)
