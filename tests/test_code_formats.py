@@ -106,6 +106,55 @@ def test_recommend_equals_brute_force_of_the_format(fmt_run):
     np.testing.assert_allclose(scores, got, rtol=1e-4, atol=1e-5)
 
 
+def test_renumbered_serving_equals_the_run_numbering(fmt_run):
+    """Recommender(renumber_items=True): same raw ids and scores, the index in its storage order
+    without an order array (the run's id table absorbs the permutation)."""
+    from hqgnn.index.asym_layout import storage_order
+    from hqgnn.index.common import normalize_item_scale, normalize_item_term
+
+    name, out = fmt_run
+    run = load_run(out)
+    plain, renum = Recommender(run), Recommender(run, renumber_items=True)
+    users = np.arange(run.n_users)
+    s0, i0 = plain.recommend(users, 10)
+    s1, i1 = renum.recommend(users, 10)
+    np.testing.assert_array_equal(s0, s1)  # exact keys: the same scores in the same order
+    raw0, raw1 = run.item_ids[i0], renum.run.item_ids[i1]
+    untied = np.ones_like(s0, bool)  # items whose score no neighbour shares rank the same in any numbering
+    untied[:, 1:] &= s0[:, 1:] != s0[:, :-1]
+    untied[:, :-1] &= s0[:, :-1] != s0[:, 1:]
+    assert untied.mean() > 0.5
+    np.testing.assert_array_equal(raw0[untied], raw1[untied])
+    # the renumbered seen items are the same raw items
+    for u in (0, run.n_users // 2):
+        assert set(run.item_ids[run.seen[u].indices]) == set(renum.run.item_ids[renum.run.seen[u].indices])
+    t = renum.run.tables
+    if "item_term" in t or t["item_scale"].numel() > 1:
+        n = renum.run.n_items
+        term = t.get("item_term")
+        order = storage_order(normalize_item_scale(t["item_scale"].float().numpy(), n),
+                              normalize_item_term(None if term is None else term.float().numpy(), n), n, "scale")
+        assert order is not None and np.array_equal(order, np.arange(n))  # already in storage order
+        assert renum.ranker.asym_index._order is None
+        assert renum.ranker.asym_index.memory_bytes() == plain.ranker.asym_index.memory_bytes()
+
+
+def test_export_renumbered_items_move_with_their_ids(fmt_run, tmp_path):
+    name, out = fmt_run
+    run = load_run(out)
+    main(["export", str(out), "--out", str(tmp_path / "plain.npz")])
+    main(["export", str(out), "--out", str(tmp_path / "renum.npz"), "--renumber-items"])
+    a, b = np.load(tmp_path / "plain.npz"), np.load(tmp_path / "renum.npz")
+    pos = {v: i for i, v in enumerate(a["item_ids"].tolist())}
+    src = np.array([pos[v] for v in b["item_ids"].tolist()])
+    assert sorted(src.tolist()) == list(range(run.n_items))
+    for key in set(a.files) - {"item_ids"}:
+        if key.startswith("item_") and a[key].ndim and a[key].shape[0] == run.n_items:
+            np.testing.assert_array_equal(b[key], a[key][src])
+        else:
+            np.testing.assert_array_equal(b[key], a[key])
+
+
 def test_served_score_is_model_score_up_to_a_per_user_constant(teacher):
     cfg = _cfg(bits=2, estimator="ste", user_bits=4, center=True)
     cfg.train.init_from = str(teacher)

@@ -535,8 +535,9 @@ def run_interp_case(d: int, query_bits: int, packed: bool, zero_one: bool = Fals
     td = np.zeros(n, np.float32) if term is None else term
     g = AsymTorchSearcher(codes, sd, td, 1, "cpu", use_triton=True, method="two_phase", packed=packed)
     g.tile, g.group = 32, 2  # 16 groups: a finite threshold with few candidates
+    g.zero_one = zero_one  # both operand forms (the default is the 0/1 one)
     if zero_one:
-        g.zero_one, g.block_q = True, 32
+        g.block_q = 32
     q, qs = make_queries(rng, b, d, query_bits)
     cases = [(None, None), (random_exclusion(rng, b, n, 0.005), None)] + ([(None, 4)] if d == 64 else [])
     for ex, cap in cases:

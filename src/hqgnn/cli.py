@@ -199,8 +199,9 @@ def recommend(
         u = run.user_index(user)
     except KeyError:
         raise HqgnnError(f"{run_dir}: unknown user {user!r}") from None
-    scores, items = Recommender(run).recommend([u], k, exclude_seen=not include_seen)
-    recs = [{"item": run.item_ids[i].item(), "score": float(s)} for s, i in zip(scores[0], items[0]) if i >= 0]
+    rec = Recommender(run, renumber_items=True)  # served as `hqgnn serve` serves (its storage order)
+    scores, items = rec.recommend([u], k, exclude_seen=not include_seen)
+    recs = [{"item": rec.run.item_ids[i].item(), "score": float(s)} for s, i in zip(scores[0], items[0]) if i >= 0]
     if as_json:
         print(json.dumps({"user": run.user_ids[u].item(), "items": recs}))
     else:
@@ -218,14 +219,18 @@ def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
     out_path: Annotated[Path, typer.Option("--out", metavar="FILE", help="The .npz file to write.")],
     faiss: Annotated[Optional[Path], typer.Option("--faiss", metavar="PREFIX", help="Also write FAISS indexes with this path prefix (see README: FAISS export).")] = None,
+    renumber_items: Annotated[bool, typer.Option("--renumber-items", help="Write the items in the asymmetric code index's storage order (item_ids reordered with them), as `hqgnn serve` holds them.")] = False,
 ) -> None:
     """Write embeddings (and codes + scales for quantized runs) with the original ids to an .npz."""
     import numpy as np
 
     from .io import save_npz
+    from .recommender import storage_numbered
     from .run import load_run
 
     run = load_run(run_dir)
+    if renumber_items:
+        run = storage_numbered(run)
     arrays = {k: v.numpy() for k, v in run.tables.items()}
     arrays.update(user_ids=run.user_ids, item_ids=run.item_ids)
     for key in ("user_codes", "item_codes"):
@@ -280,7 +285,11 @@ def bench_retrieval(
         "--query-bits", metavar="Q", help="Asymmetric search: query bits (2..8, 0 = float queries) against --bits-bit items.")] = None,
     item_order: Annotated[str, typer.Option(
         "--item-order", metavar="ORDER",
-        help="Asymmetric CPU index: none (held = codes + scales + terms) | scale (+4 B/item order).")] = "none",
+        help="Asymmetric CPU index: none (held = codes + scales + terms) | scale (+4 B/item order) | renumbered "
+             "(items renumbered into the storage order first, as `hqgnn serve` does; no order held).")] = "none",
+    value_dtype: Annotated[str, typer.Option(
+        "--value-dtype", metavar="DTYPE",
+        help="Asymmetric search: item scales and terms as float32 or float16 (as quant.scale_dtype=float16 runs store them).")] = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
@@ -289,10 +298,12 @@ def bench_retrieval(
 
     if query_bits is not None and query_bits != 0 and not 2 <= query_bits <= 8:
         raise HqgnnError(f"--query-bits must be 0 (float) or 2..8, got {query_bits}")
-    if item_order not in ITEM_ORDERS:
-        raise HqgnnError(f"--item-order must be one of {', '.join(ITEM_ORDERS)}, got {item_order!r}")
+    if item_order not in ITEM_ORDERS + ("renumbered",):
+        raise HqgnnError(f"--item-order must be one of {', '.join(ITEM_ORDERS)}, renumbered, got {item_order!r}")
+    if value_dtype not in ("float32", "float16"):
+        raise HqgnnError(f"--value-dtype must be float32 or float16, got {value_dtype!r}")
     result = run_retrieval_bench(items=items, dim=dim, bits=bits, queries=queries, k=k, device=device,
-                                 query_bits=query_bits, item_order=item_order)
+                                 query_bits=query_bits, item_order=item_order, value_dtype=value_dtype)
     if as_json:
         print(json.dumps(result))
         return

@@ -19,11 +19,22 @@ class Recommender:
     :class:`hqgnn.eval.ranking.Ranker`, the path training-time evaluation uses, so served lists and
     metrics equal the evaluated ones exactly. Seen items (train + validation) are excluded unless
     ``exclude_seen=False``; ties go to the lower item index.
+
+    ``renumber_items`` (serving): for asymmetric code runs with per-item scales / terms on the CPU,
+    the items are renumbered once into the code index's storage order (scale buckets, then term;
+    ``hqgnn.index.asym_layout.storage_order``), so the index gets that order's tight per-chunk
+    bounds without holding an order array: ``self.run`` is the renumbered run, whose id table
+    absorbs the permutation. Item indices in and out (``recommend``, ``similar_items``,
+    ``evaluate``'s matrices) are then in ``self.run``'s numbering; map them with
+    ``self.run.item_ids`` / ``self.run.item_index``. Raw ids and scores are unchanged; of two
+    exactly tied items, the one first in the storage order ranks first. Other runs: unchanged.
     """
 
-    def __init__(self, run: TrainedRun, device: str = "cpu") -> None:
-        self.run = run
+    def __init__(self, run: TrainedRun, device: str = "cpu", renumber_items: bool = False) -> None:
         self.device = torch.device(device)
+        if renumber_items:
+            run = storage_numbered(run, self.device)
+        self.run = run
         self.ranker = Ranker(run.tables, run.bits, self.device, symmetric=run.symmetric, user_bits=run.user_bits)
         self.index = self.ranker.index  # the code index of quantized runs (None for float runs)
         seen = run.seen.tocsr(copy=True)
@@ -52,3 +63,18 @@ class Recommender:
 
         ev = RankingEvaluator(truth, self.seen if exclude is None else exclude, ks, self.device)
         return ev.evaluate_ranker(self.ranker)
+
+
+def storage_numbered(run: TrainedRun, device: torch.device = torch.device("cpu")) -> TrainedRun:
+    """``run`` renumbered into the asymmetric CPU index's storage order (itself when that changes nothing)."""
+    if device.type != "cpu" or not run.quantized or run.symmetric:
+        return run  # the GPU searcher and the symmetric index do not use a storage order
+    from .index.asym_layout import storage_order
+    from .index.common import normalize_item_scale, normalize_item_term
+
+    n = run.n_items
+    t = run.tables
+    term = t.get("item_term")
+    order = storage_order(normalize_item_scale(t["item_scale"].float().numpy(), n),
+                          normalize_item_term(None if term is None else term.float().numpy(), n), n, "scale")
+    return run if order is None else run.with_item_order(order)

@@ -127,6 +127,28 @@ class TrainedRun:
     def item_index(self, raw: Any) -> int:
         return self._lookup(self.item_ids, raw, "item")
 
+    def with_item_order(self, order: np.ndarray) -> "TrainedRun":
+        """The same run with its items renumbered: new item j is old item ``order[j]``.
+
+        Every per-item table row, the id table and the seen columns move together, so raw ids,
+        scores and recommendations are unchanged; only the numbering (and so which of two exactly
+        tied items comes first) follows the new order. The permutation itself is not kept: the id
+        table absorbs it (a code index can then hold items in its storage order without an order array).
+        """
+        n = self.n_items
+        order = np.asarray(order, dtype=np.int64)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise ValueError(f"order must be a permutation of the {n} items")
+        idx = torch.from_numpy(order)
+        tables = {k: (v[idx] if k.startswith("item_") and v.ndim and v.shape[0] == n else v)
+                  for k, v in self.tables.items()}
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.arange(n)
+        seen = self.seen.tocsr()
+        seen = sp.csr_matrix((seen.data, inverse[seen.indices], seen.indptr), shape=seen.shape)
+        seen.sort_indices()
+        return TrainedRun(self.path, self.config, self.metrics, tables, self.user_ids, self.item_ids[order], seen)
+
 
 def load_run(run_dir: str | Path) -> TrainedRun:
     run_dir = Path(run_dir)

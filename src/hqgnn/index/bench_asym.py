@@ -112,7 +112,8 @@ def _int8_path_qps(index: Any, codes: np.ndarray, scales: np.ndarray, term: np.n
 
 
 def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: int, k: int, device: str = "cpu",
-                   seed: int = 0, threads: int | None = None, train_n: int = 65536, item_order: str = "none") -> dict:
+                   seed: int = 0, threads: int | None = None, train_n: int = 65536, item_order: str = "none",
+                   value_dtype: str = "float32") -> dict:
     """Time exact asymmetric search (``bits``-bit items, ``query_bits``-bit or float queries) against
     torch matmul + topk and FAISS IndexPQFastScan 32x4 / 16x4, IndexRaBitQ, IndexRaBitQFastScan, all
     in one run on the same synthetic embeddings (see _asym_data).
@@ -124,10 +125,16 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     None where this faiss build rejects a setting (``faiss_notes`` says why). hqgnn and FAISS are
     timed alike: best of up to 5 runs within a 15 s budget, after a warm-up; ``loadavg_1min`` records
     how busy the machine was (shared machines make every number noisy).
+    ``item_order``: none | scale (the index's int32 storage order, +4 B/item) | renumbered (items
+    renumbered into that order before the build, so an index without an order array has its locality).
+    ``value_dtype="float16"`` rounds the items' scales and terms to float16 first (the stored format
+    of quant.scale_dtype=float16 runs; the index then holds 2 B for each).
     """
     import torch
 
     from .asym import build_asym_index
+    from .asym_layout import storage_order
+    from .common import normalize_item_scale, normalize_item_term
     from .queries import prepare_queries
     from .reference import reference_asym_search
     from .reference_torch import reference_asym_search_torch
@@ -136,10 +143,23 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' requested but CUDA is not available")
     xb, xq, codes, scales, term, center = _asym_data(items, dim, bits, queries, seed)
+    if value_dtype == "float16":  # as trained models store them (quant.scale_dtype=float16): 2 B each per item
+        scales, term = (v.astype(np.float16).astype(np.float32) for v in (scales, term))
+    elif value_dtype != "float32":
+        raise ValueError(f"value_dtype must be float32 or float16, got {value_dtype!r}")
     q, qs = prepare_queries(xq, center=center, query_bits=query_bits)
+    build_order = item_order
+    if item_order == "renumbered":
+        # the items numbered in the index's storage order first (as `hqgnn serve` does with a run: its
+        # id table absorbs the permutation), then an index without an order array; the reference, the
+        # torch and FAISS baselines all see the same renumbered items
+        order = storage_order(normalize_item_scale(scales, items), normalize_item_term(term, items), items, "scale")
+        xb, codes, scales, term = xb[order], codes[order], scales[order], term[order]
+        build_order = "none"
     with threads_set(threads) as nthreads:
         t0 = time.perf_counter()
-        index = build_asym_index(codes, scales, bits, term, query_bits=query_bits, device=device, item_order=item_order)
+        index = build_asym_index(codes, scales, bits, term, query_bits=query_bits, device=device,
+                                 item_order=build_order)
         build_s = time.perf_counter() - t0
         index.threads = nthreads
         w = min(queries, 64)
@@ -177,6 +197,6 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
         "speedup_vs_torch_float32": qps["hqgnn"] / qps["torch_float32"],
         "bytes_per_item_int8": int8_bytes,
         **result_fields(index, device, nthreads, build_s, qps, items=items, dim=dim, bits=bits, item_order=item_order,
-                        item_bits=bits, query_bits=query_bits, queries=queries, k=k, seed=seed),
+                        value_dtype=value_dtype, item_bits=bits, query_bits=query_bits, queries=queries, k=k, seed=seed),
     }
     return result

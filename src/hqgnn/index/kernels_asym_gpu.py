@@ -71,11 +71,12 @@ class AsymTorchSearcher:
 
     tile = 128  # items per tile (= the Triton kernel's BN)
     group = 8  # tiles per max-group of the threshold pass
-    # Triton launch shape: queries per program (each expanded item tile is reused by block_q
-    # queries), warps per program, and the packed operand form (0/1 bits: fewer ops per element)
+    # Triton launch shape: queries per program, warps per program, and the packed operand form.
+    # Measured on an H200 (BENCHMARKS.md § 3b, benchmarks/asym_gpu_tiles.py): the 0/1 bit operand
+    # (ip = 2 <q, bits> - sum q) is 1.20x the +-1 form; 128 / 256 queries or 8 warps per program are slower.
     block_q = 64
     warps = 4
-    zero_one = False
+    zero_one = True
     cap: int | None = None  # per-query candidate buffer; None: 4 (k + #excluded) + 256, power of 2
 
     def __init__(self, codes: np.ndarray, scales: np.ndarray, terms: np.ndarray, item_bits: int, device: str,

@@ -123,7 +123,10 @@ def load_snapshot(run_dir: str | Path, device: str = "cpu") -> ModelSnapshot:
     run = load_run(path)
     if run.n_users == 0 or run.n_items == 0:
         raise HqgnnError(f"{path}: the run has no users or no items")
-    rec = Recommender(run, device=device)
+    # served items in the code index's storage order (asymmetric CPU runs): the id lists below absorb
+    # the permutation, so the index holds no order array (Recommender docstring)
+    rec = Recommender(run, device=device, renumber_items=True)
+    run = rec.run
     # TrainedRun builds its id -> index maps lazily on first lookup, and that lazy build is not
     # safe when two threads do it at once (one can replace the cache the other is reading, which
     # would turn a known id into a spurious 404). Building both maps here, before the snapshot is
