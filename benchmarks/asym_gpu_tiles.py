@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--backend", default="auto", help="auto (triton on CUDA) | triton (with TRITON_INTERPRET=1 on CPU: a smoke test)")
     ap.add_argument("--max-variants", type=int, default=len(VARIANTS), help="the first N variants (smoke tests)")
+    ap.add_argument("--variants", default="", help="comma-separated indices into VARIANTS (default: all)")
+    ap.add_argument("--value-dtype", default="float32", help="float16: scales and terms rounded to float16, as "
+                    "quant.scale_dtype=float16 runs store them (the device then holds 2 B for each)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -56,13 +59,16 @@ def main() -> None:
     interpret = args.backend == "triton" and not dev.startswith("cuda")
     backend = "torch" if interpret else args.backend
     xb, xq, codes, scales, term, center = _asym_data(args.items, args.dim, 1, args.queries, 0)
+    if args.value_dtype == "float16":
+        scales, term = (v.astype(np.float16).astype(np.float32) for v in (scales, term))
     q, qs = prepare_queries(xq, center=center, query_bits=args.query_bits)
     t0 = time.perf_counter()
     rs, ri = reference_asym_search_torch(q, codes, args.k, scales, term, qs, device=dev)
     ref_s = time.perf_counter() - t0
     rows = []
     indexes = {}
-    for layout, bq, warps, tile, zero_one in VARIANTS[: args.max_variants]:
+    chosen = [VARIANTS[int(v)] for v in args.variants.split(",")] if args.variants else VARIANTS[: args.max_variants]
+    for layout, bq, warps, tile, zero_one in chosen:
         if layout not in indexes:
             indexes.clear()
             if torch.cuda.is_available():
@@ -96,7 +102,7 @@ def main() -> None:
         if "qps" in r:
             r["vs_torch_bf16"] = r["qps"] / base["torch_bf16"]
     out = {"device": device_name(dev, 0), "torch": torch.__version__, "items": args.items, "dim": args.dim,
-           "query_bits": args.query_bits, "queries": args.queries, "k": args.k, "baselines_qps": base,
+           "query_bits": args.query_bits, "value_dtype": args.value_dtype, "queries": args.queries, "k": args.k, "baselines_qps": base,
            "reference_seconds": ref_s, "exact_checked_queries": args.queries, "variants": rows,
            "command": " ".join(["python"] + sys.argv)}
     args.out.write_text(json.dumps(out, indent=1))
