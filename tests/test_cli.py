@@ -70,6 +70,8 @@ def test_recommend_and_export(trained_run, tmp_path, capsys):
         (["train", "--data", "/no/such/place"], "/no/such/place"),
         (["train", "--set", "model.nope=1"], "unknown setting"),
         (["evaluate", "/no/such/run"], "missing"),
+        (["bench", "retrieval", "--query-bits", "4", "--value-dtype", "float64"], "--value-dtype must be"),
+        (["bench", "retrieval", "--query-bits", "4", "--item-order", "random"], "--item-order must be"),
     ],
 )
 def test_user_errors_are_one_line(args, message, capsys):

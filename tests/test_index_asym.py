@@ -418,6 +418,22 @@ def test_asym_bench_small(query_bits):
     assert 0 <= r["recall_vs_float"]["hqgnn"] <= 1
 
 
+def test_asym_bench_renumbered_float16_holds_no_order():
+    """--item-order renumbered --value-dtype float16: exact on every query against the brute force
+    of the same renumbered items, and the index holds codes + float16 scale + term + bounds only."""
+    from hqgnn.index.bench_asym import run_asym_bench
+
+    n, d = 3000, 64
+    r = run_asym_bench(n, d, 1, 4, 40, 5, train_n=1000, item_order="renumbered", value_dtype="float16")
+    assert r["exact"] is True and r["queries_not_exact"] == 0
+    assert r["item_order"] == "renumbered" and r["value_dtype"] == "float16"
+    chunks = -(-n // 256)
+    padded = -(-n // 32) * 32  # the LUT layout's 32-item blocks
+    assert r["bytes_per_item"] == (padded * d / 8 + 2 * n + 2 * n + 12 * chunks) / n
+    with pytest.raises(ValueError, match="value_dtype"):
+        run_asym_bench(100, 16, 1, 4, 4, 2, train_n=100, value_dtype="float64")
+
+
 # ------------------------------------------------------------ packed device layout (CPU-checkable)
 def test_packed_words_roundtrip_and_compact_values():
     from hqgnn.index.common import compact_values

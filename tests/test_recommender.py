@@ -111,3 +111,24 @@ def test_exported_dequantized_faiss_index_reproduces_recommend(quantized_run, tm
     cont = faiss.read_index(str(tmp_path / "idx.continuous_ip.faiss"))
     _, c_ids = cont.search(np.ascontiguousarray(t["user_emb"].numpy(), dtype=np.float32), k)
     assert (c_ids != r_ids).any()
+
+
+def test_with_item_order_moves_every_item_row_and_inverts(quantized_run):
+    run = load_run(quantized_run)
+    n = run.n_items
+    order = np.random.default_rng(0).permutation(n)
+    moved = run.with_item_order(order)
+    np.testing.assert_array_equal(moved.item_ids, run.item_ids[order])
+    for key, table in run.tables.items():
+        if key.startswith("item_") and table.ndim and table.shape[0] == n:
+            assert torch.equal(moved.tables[key], table[torch.from_numpy(order)])
+        else:
+            assert torch.equal(moved.tables[key], table)
+    inverse = np.argsort(order)
+    back = moved.with_item_order(inverse)
+    np.testing.assert_array_equal(back.item_ids, run.item_ids)
+    assert (back.seen != run.seen).nnz == 0
+    assert all(torch.equal(back.tables[k], run.tables[k]) for k in run.tables)
+    for bad in (order[:-1], np.zeros(n, np.int64)):
+        with pytest.raises(ValueError, match="permutation"):
+            run.with_item_order(bad)

@@ -140,6 +140,28 @@ def test_recommend_equals_cli(which: str, user: str, float_run: Path, quant_run:
     assert got["user"] == int(user) and len(got["items"]) == 5
 
 
+def test_asymmetric_run_is_served_renumbered_with_the_same_answers(tmp_path: Path) -> None:
+    """An asymmetric code run (4-bit centered queries: per-item scales and terms) is served in the
+    index's storage order; the answers in raw ids equal the run's own numbering (untied slots)."""
+    cfg = RunConfig()
+    cfg.data.synthetic_users, cfg.data.synthetic_items = 300, 200
+    cfg.model.dim, cfg.train.epochs, cfg.train.device = 16, 2, "cpu"
+    cfg.quant.bits, cfg.quant.estimator, cfg.quant.user_bits, cfg.quant.center = 1, "ste", 4, True
+    run_training(cfg, tmp_path / "asym", progress=False)
+    run = load_run(tmp_path / "asym")
+    assert not run.symmetric and "item_term" in run.tables
+    app = TestClient(create_app(tmp_path / "asym"))
+    snap = app.app.state.holder.snapshot
+    assert snap.recommender.ranker.asym_index._order is None
+    assert not np.array_equal(snap.run.item_ids, run.item_ids)  # renumbered: the id table moved
+    scores, items = Recommender(run).recommend(np.arange(run.n_users), 10)
+    for u in (0, 7, 150):
+        got = app.get("/recommend", params={"user": int(run.user_ids[u]), "k": 10}).json()["items"]
+        assert [g["score"] for g in got] == scores[u].astype(np.float64).tolist()
+        untied = [i for i in range(10) if scores[u][i] not in np.delete(scores[u], i)]
+        assert [got[i]["item"] for i in untied] == [int(run.item_ids[items[u][i]]) for i in untied]
+
+
 def test_exclude_seen_flag(client: TestClient, float_run: Path) -> None:
     run = load_run(float_run)
     rec = Recommender(run)
