@@ -356,15 +356,19 @@ def _torch_index(codes, scale, item_bits, term, query_bits, device, backend, met
     return index
 
 
-@pytest.mark.parametrize("method,cap", [("exact", None), ("two_phase", None), ("two_phase", 4)])
+@pytest.mark.parametrize("method,cap,fraction", [("exact", None, 1.0), ("two_phase", None, 1.0), ("two_phase", 4, 1.0),
+                                                 ("two_phase", None, 0.25), ("two_phase", 64, 0.1)])
 @pytest.mark.parametrize("item_bits,query_bits,d", [(1, 4, 64), (1, 0, 96), (4, 8, 112), (8, 0, 48)])
-def test_torch_backend_on_cpu(item_bits, query_bits, d, method, cap):
-    """The GPU algorithm (threshold pass, candidate buffer incl. overflow, exact select) on CPU."""
+def test_torch_backend_on_cpu(item_bits, query_bits, d, method, cap, fraction):
+    """The GPU algorithm (threshold pass, candidate buffer incl. overflow, exact select) on CPU;
+    ``fraction`` < 1: the threshold from the first groups only (33 groups of 64 items here)."""
     rng = np.random.default_rng(d + item_bits)
     n = 2100
     codes = item_codes(rng, n, d, item_bits)
     scale, term = make_scale(rng, n, "row"), make_term(rng, n, "row")
     index = _torch_index(codes, scale, item_bits, term, query_bits, "cpu", "torch", method, cap)
+    if fraction < 1.0:
+        index._gpu.tile, index._gpu.group, index._gpu.threshold_fraction = 32, 2, fraction
     q, qs = make_queries(rng, 13, d, query_bits)
     check(index, q, qs, 9, codes, scale, term)
     check(index, q, qs, 9, codes, scale, term, exclude=random_exclusion(rng, 13, n))
@@ -552,8 +556,8 @@ def run_interp_case(d: int, query_bits: int, packed: bool, zero_one: bool = Fals
     g = AsymTorchSearcher(codes, sd, td, 1, "cpu", use_triton=True, method="two_phase", packed=packed)
     g.tile, g.group = 32, 2  # 16 groups: a finite threshold with few candidates
     g.zero_one = zero_one  # both operand forms (the default is the 0/1 one)
-    if zero_one:
-        g.block_q = 32
+    if zero_one:  # also 32-query programs and the threshold from the first groups only
+        g.block_q, g.threshold_fraction = 32, 0.25
     q, qs = make_queries(rng, b, d, query_bits)
     cases = [(None, None), (random_exclusion(rng, b, n, 0.005), None)] + ([(None, 4)] if d == 64 else [])
     for ex, cap in cases:

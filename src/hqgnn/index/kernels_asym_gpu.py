@@ -6,7 +6,7 @@ Mirrors :mod:`hqgnn.index.kernels_gpu` with the asymmetric key ``(ip * s_i) * s_
   float32 matmul, exact while |ip| < 2^24; float queries: a float64 matmul), running top-k merged
   with :func:`hqgnn.topk.stable_topk`. The fallback everywhere.
 * ``two_phase`` (CUDA default): (1) one pass stores each (query, group of 1024 items) max float32
-  key; the (k + #excluded)-th largest group max, lowered by twice the float32 error bound M (and,
+  key (of every group, or of the first ``threshold_fraction`` of them); the (k + #excluded)-th largest group max, lowered by twice the float32 error bound M (and,
   for float queries, twice the 8-bit quantization bound), is a lower bound of every true top-k
   item's approximate key; (2) a fused pass appends the ids of the items reaching it (~k per query)
   to a per-query buffer; (3) exact float64 keys of the candidates, sorted by (key desc, id asc).
@@ -77,6 +77,11 @@ class AsymTorchSearcher:
     block_q = 64
     warps = 4
     zero_one = True
+    # threshold pass over the first ceil(f x groups) item groups only (at least k + #excluded of them):
+    # the (k + e)-th largest group max of any subset of groups is still a lower bound of the true k-th
+    # best key (k + e distinct items reach it), just a looser one, so pass 2 emits more candidates
+    # (the buffer grows by 1 / f). 1.0 = every group (measured default); < 1 is not yet timed on a GPU.
+    threshold_fraction = 1.0
     cap: int | None = None  # per-query candidate buffer; None: 4 (k + #excluded) + 256, power of 2
 
     def __init__(self, codes: np.ndarray, scales: np.ndarray, terms: np.ndarray, item_bits: int, device: str,
@@ -252,12 +257,16 @@ class AsymTorchSearcher:
             ex_count = torch.bincount(exr[0], minlength=b)[:b]
         else:
             ex_count = torch.zeros(b, dtype=torch.int64, device=self.device)
+        ngroups = -(-self.n // (self.tile * self.group))
+        e_max = int(ex_count.max().item()) if exr is not None else 0
+        tgroups = ngroups  # groups the threshold pass scans
+        if self.threshold_fraction < 1.0:
+            tgroups = min(ngroups, max(math.ceil(ngroups * self.threshold_fraction), k + e_max, 1))
         if cap is None:
             cap = self.cap
         if cap is None:
-            e_max = int(ex_count.max().item()) if exr is not None else 0
-            cap = int(min(1 << 16, 2 ** math.ceil(math.log2(4 * (k + e_max) + 256))))
-        ngroups = -(-self.n // (self.tile * self.group))
+            spread = ngroups / tgroups  # a threshold from 1 / spread of the items admits ~spread x more
+            cap = int(min(1 << 16, 2 ** math.ceil(math.log2(4 * (k + e_max) * spread + 256))))
         batch = max(1, min(b, (1 << 25) // max(ngroups, cap)))
         if batch < b:
             parts = []
@@ -271,14 +280,14 @@ class AsymTorchSearcher:
                                              k, sub, cap))
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         su32 = su.to(torch.float32)
-        gmax = self._group_max(q8, su32)
+        gmax = self._group_max(q8, su32, tgroups)
         need = (k + ex_count).to(torch.int64)
-        kk = int(min(ngroups, int(need.max().item())))
+        kk = int(min(tgroups, int(need.max().item())))
         vals = torch.topk(gmax, kk, dim=1).values
         big_t = vals.gather(1, (need.clamp(max=kk) - 1)[:, None]).squeeze(1).to(torch.float64)
         # every true top-k item's float32 key is >= T - 2 M - 2 err (module docstring)
         thr = big_t - 2 * self._margin(su) - 2 * err
-        thr = torch.where(need > ngroups, torch.full_like(thr, float("-inf")), thr)
+        thr = torch.where(need > tgroups, torch.full_like(thr, float("-inf")), thr)
         thr32 = thr.to(torch.float32)
         fix = thr32.to(torch.float64) > thr  # round down, never up
         thr32[fix] = torch.nextafter(thr32[fix], torch.full_like(thr32[fix], float("-inf")))
@@ -299,18 +308,19 @@ class AsymTorchSearcher:
         s = self._item_values(self.scales, cols, torch.float32)
         return (ip * s) * su32[:, None] + self._item_values(self.terms, cols, torch.float32)
 
-    def _group_max(self, q8, su32) -> torch.Tensor:
+    def _group_max(self, q8, su32, groups: int) -> torch.Tensor:
+        """(B, groups) max float32 key of each of the first ``groups`` groups of tile x group items."""
         b = q8.shape[0]
         g = self.tile * self.group
-        ngroups = -(-self.n // g)
+        n = min(self.n, groups * g)
         if self.use_triton:
-            gmax = torch.empty((b, ngroups), dtype=torch.float32, device=self.device)
-            _launch(self, q8, su32, None, 0, None, None, gmax=gmax)
+            gmax = torch.empty((b, groups), dtype=torch.float32, device=self.device)
+            _launch(self, q8, su32, None, 0, None, None, gmax=gmax, n_items=n)
             return gmax
         step = max(g, (self._chunk_items(b) // g) * g)
         out = []
-        for c0 in range(0, self.n, step):
-            c1 = min(self.n, c0 + step)
+        for c0 in range(0, n, step):
+            c1 = min(n, c0 + step)
             key = self._keys32(q8, su32, c0, c1)
             pad = (-(c1 - c0)) % g
             if pad:
@@ -345,12 +355,16 @@ def _build_triton_kernel():
     return asym_scan_kernel
 
 
-def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax: torch.Tensor | None = None) -> None:
+def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax: torch.Tensor | None = None,
+            n_items: int | None = None) -> None:
+    """One launch of the scan kernel over the first ``n_items`` items (default all): group maxima into
+    ``gmax``, or (``gmax`` None) candidate ids reaching ``thr32`` into ``cand_ids`` / ``counts``."""
     import triton
 
     b = q8.shape[0]
     d = eng.dpad
-    ngroups = triton.cdiv(eng.n, eng.tile * eng.group)
+    n = eng.n if n_items is None else int(n_items)
+    ngroups = triton.cdiv(n, eng.tile * eng.group)
     if ngroups > 65535:  # grid axis 1 limit
         raise ValueError("too many item groups for one launch; raise AsymTorchSearcher.group")
     emit = gmax is None
@@ -363,6 +377,6 @@ def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax
     bq = int(eng.block_q)
     _KERNEL[(triton.cdiv(b, bq), ngroups)](
         q8, x, eng.scales, eng.terms, su32, qsum, thr32 if emit else dummy, dummy if emit else gmax,
-        counts if emit else dummy, cand_ids if emit else dummy, b, eng.n, ngroups, cap, q8.stride(0),
+        counts if emit else dummy, cand_ids if emit else dummy, b, n, ngroups, cap, q8.stride(0),
         x.stride(0), ss, ts, D=d, BK=bk, BQ=bq, BN=eng.tile, TILES=eng.group, EMIT=emit,
         PACKED=eng.packed, ZERO_ONE=zero_one, num_warps=int(eng.warps))
