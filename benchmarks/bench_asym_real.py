@@ -84,6 +84,22 @@ def main() -> None:
     row(f"hqgnn_{run.bits}bit_q{run.user_bits}", run.metrics["memory"]["bytes_per_item"], ids, len(users) / t,
         len(users) / t_plain, held_bytes_per_item=held, exact=True)
 
+    # the same, served as `hqgnn serve` / `hqgnn recommend` do: items renumbered into the index's storage
+    # order (Recommender(renumber_items=True); the id table absorbs the permutation, no order array held)
+    from hqgnn.recommender import Recommender
+
+    rec = Recommender(run, "cpu", renumber_items=True)
+    ex_r = rec.run.seen[users]
+    ids_r = rec.ranker.search(users, k, exclude=ex_r)[1]
+    t = _best(lambda: rec.ranker.search(users, k, exclude=ex_r))
+    t_plain = _best(lambda: rec.ranker.search(users, k))
+    orig = {str(v): i for i, v in enumerate(run.item_ids.tolist())}  # back to the run's numbering to evaluate
+    to_orig = np.array([orig[str(v)] for v in rec.run.item_ids.tolist()] + [-1])
+    index = rec.ranker.asym_index
+    row(f"hqgnn_{run.bits}bit_q{run.user_bits}_renumbered", run.metrics["memory"]["bytes_per_item"], to_orig[ids_r],
+        len(users) / t, len(users) / t_plain, held_bytes_per_item=float(index.bytes_per_item) if index else None,
+        exact=True)
+
     # FAISS on the float teacher (float queries; RaBitQ quantizes them to qb bits)
     xb = teacher.tables["item_emb"].float().numpy()
     xq = np.ascontiguousarray(teacher.tables["user_emb"].float().numpy()[users])

@@ -6,7 +6,8 @@ Mirrors :mod:`hqgnn.index.kernels_gpu` with the asymmetric key ``(ip * s_i) * s_
   float32 matmul, exact while |ip| < 2^24; float queries: a float64 matmul), running top-k merged
   with :func:`hqgnn.topk.stable_topk`. The fallback everywhere.
 * ``two_phase`` (CUDA default): (1) one pass stores each (query, group of 1024 items) max float32
-  key (of every group, or of the first ``threshold_fraction`` of them); the (k + #excluded)-th largest group max, lowered by twice the float32 error bound M (and,
+  key (of every group, or of the first ``threshold_fraction`` of them); the (k + #excluded)-th
+  largest group max, lowered by twice the float32 error bound M (and,
   for float queries, twice the 8-bit quantization bound), is a lower bound of every true top-k
   item's approximate key; (2) a fused pass appends the ids of the items reaching it (~k per query)
   to a per-query buffer; (3) exact float64 keys of the candidates, sorted by (key desc, id asc).
