@@ -74,7 +74,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     # hqgnn: the run's served format, exactly as recommend / serve rank it on CPU
-    ranker = Ranker(run.tables, run.bits, "cpu", symmetric=run.symmetric, user_bits=run.user_bits)
+    ranker = Ranker(run.tables, run.bits, "cpu", symmetric=run.symmetric, user_bits=run.user_bits,
+                    item_order="none")  # the run's numbering at the stored bytes (no order array)
     ex = seen[users]
     ids = ranker.search(users, k, exclude=ex)[1]
     t = _best(lambda: ranker.search(users, k, exclude=ex))

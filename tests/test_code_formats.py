@@ -109,6 +109,7 @@ def test_recommend_equals_brute_force_of_the_format(fmt_run):
 def test_renumbered_serving_equals_the_run_numbering(fmt_run):
     """Recommender(renumber_items=True): same raw ids and scores, the index in its storage order
     without an order array (the run's id table absorbs the permutation)."""
+    from hqgnn.index.asym import build_asym_index
     from hqgnn.index.asym_layout import storage_order
     from hqgnn.index.common import normalize_item_scale, normalize_item_term
 
@@ -136,7 +137,12 @@ def test_renumbered_serving_equals_the_run_numbering(fmt_run):
                               normalize_item_term(None if term is None else term.float().numpy(), n), n, "scale")
         assert order is not None and np.array_equal(order, np.arange(n))  # already in storage order
         assert renum.ranker.asym_index._order is None
-        assert renum.ranker.asym_index.memory_bytes() == plain.ranker.asym_index.memory_bytes()
+        assert plain.ranker.asym_index._order is not None  # evaluation's Ranker keeps the order array instead
+        ot = run.tables
+        bare = build_asym_index(ot["item_codes"].numpy(), ot["item_scale"].float().numpy(), item_bits=run.bits,
+                                item_term=None if term is None else ot["item_term"].float().numpy(),
+                                query_bits=renum.ranker.asym_index.query_bits)  # the run's numbering, no order
+        assert renum.ranker.asym_index.memory_bytes() == bare.memory_bytes()
 
 
 def test_export_renumbered_items_move_with_their_ids(fmt_run, tmp_path):

@@ -35,7 +35,9 @@ class Recommender:
         if renumber_items:
             run = storage_numbered(run, self.device)
         self.run = run
-        self.ranker = Ranker(run.tables, run.bits, self.device, symmetric=run.symmetric, user_bits=run.user_bits)
+        # renumbered tables are already in the index's storage order: no order array on top
+        self.ranker = Ranker(run.tables, run.bits, self.device, symmetric=run.symmetric, user_bits=run.user_bits,
+                             item_order="none" if renumber_items else "scale")
         self.index = self.ranker.index  # the code index of quantized runs (None for float runs)
         seen = run.seen.tocsr(copy=True)
         seen.has_sorted_indices = False

@@ -41,10 +41,15 @@ class Ranker:
     ``tables``: ``user_emb`` / ``item_emb`` (float) or, when ``bits > 0``, ``user_codes`` /
     ``user_scale`` / ``item_codes`` / ``item_scale`` (the run's tables.safetensors, or the
     trainer's current codes).
+
+    ``item_order``: the asymmetric CPU index's storage order. ``"scale"`` (default: evaluation, where
+    speed matters more than 4 B per item; ~3x the users/s on real gowalla codes, BENCHMARKS § 3b) or
+    ``"none"`` (tables already renumbered into that order, as ``Recommender(renumber_items=True)``
+    serves them). Rankings are identical either way: the index is exact with ties to the lower id.
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], bits: int, device: str | torch.device = "cpu",
-                 symmetric: bool = True, user_bits: int | None = None) -> None:
+                 symmetric: bool = True, user_bits: int | None = None, item_order: str = "scale") -> None:
         self.device = torch.device(device)
         self.bits = int(bits)
         self.index = None
@@ -69,7 +74,7 @@ class Ranker:
             self.asym_index = build_asym_index(
                 tables["item_codes"].cpu().numpy(), tables["item_scale"].float().cpu().numpy(), item_bits=bits,
                 item_term=None if term is None else term.float().cpu().numpy(), query_bits=qbits,
-                device=str(self.device))
+                device=str(self.device), item_order=item_order)
             self.queries = (tables["user_query"].float().cpu().numpy() if float_queries
                             else tables["user_codes"].cpu().numpy())
             self.query_scales = None if float_queries else tables["user_scale"].float().cpu().numpy()
