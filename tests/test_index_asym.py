@@ -422,6 +422,23 @@ def test_asym_bench_small(query_bits):
     assert 0 <= r["recall_vs_float"]["hqgnn"] <= 1
 
 
+@pytest.mark.parametrize("term_kind", ["row", "constant", "none"])
+def test_storage_order_of_raw_values_is_the_index_order(term_kind):
+    """What the renumbered serving path computes from a run's raw tables is the order the index
+    itself holds (a constant term column is compacted away in both)."""
+    from hqgnn.index.asym_layout import storage_order
+    from hqgnn.index.common import normalize_item_scale, normalize_item_term
+
+    rng = np.random.default_rng(11)
+    n, d = 1500, 32
+    codes = item_codes(rng, n, d, 1)
+    scale = make_scale(rng, n, "row")
+    term = {"row": make_term(rng, n, "row"), "constant": np.full(n, 0.5, np.float32), "none": None}[term_kind]
+    index = build_asym_index(codes, scale, 1, term, query_bits=4, item_order="scale")
+    order = storage_order(normalize_item_scale(scale, n), normalize_item_term(term, n), n, "scale")
+    np.testing.assert_array_equal(order, index._order)
+
+
 def test_asym_bench_renumbered_float16_holds_no_order():
     """--item-order renumbered --value-dtype float16: exact on every query against the brute force
     of the same renumbered items, and the index holds codes + float16 scale + term + bounds only."""

@@ -36,9 +36,12 @@ def compact_record(rec: ItemScale) -> ItemScale:
 def storage_order(scale: ItemScale, term: ItemScale, n: int, item_order: str = "none") -> np.ndarray | None:
     """Storage order that keeps each chunk's scale and term ranges narrow (the kernel bounds a
     chunk by max(ip s) + max(t)): items sorted by scale quantile bucket (descending), and by term
-    (descending) inside a bucket; per-row scales without terms: by scale. None: keep item order."""
+    (descending) inside a bucket; per-row scales without terms: by scale. None: keep item order.
+    The records are compacted first (a constant column is not per-row), so the order is the index's
+    whether its caller passes raw or held values (the renumbered serving path passes raw ones)."""
     if item_order not in ITEM_ORDERS:
         raise ValueError(f"item_order must be one of {ITEM_ORDERS}, got {item_order!r}")
+    scale, term = compact_record(scale), compact_record(term)
     if item_order == "none" or (not scale.per_row and not term.per_row):
         return None
     dtype = np.int32 if n < 2**31 else np.int64
