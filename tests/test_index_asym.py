@@ -367,8 +367,9 @@ def test_torch_backend_on_cpu(item_bits, query_bits, d, method, cap, fraction):
     codes = item_codes(rng, n, d, item_bits)
     scale, term = make_scale(rng, n, "row"), make_term(rng, n, "row")
     index = _torch_index(codes, scale, item_bits, term, query_bits, "cpu", "torch", method, cap)
+    index._gpu.threshold_fraction = fraction  # 1.0: every group; the default is 0.25
     if fraction < 1.0:
-        index._gpu.tile, index._gpu.group, index._gpu.threshold_fraction = 32, 2, fraction
+        index._gpu.tile, index._gpu.group = 32, 2
     q, qs = make_queries(rng, 13, d, query_bits)
     check(index, q, qs, 9, codes, scale, term)
     check(index, q, qs, 9, codes, scale, term, exclude=random_exclusion(rng, 13, n))
@@ -573,8 +574,9 @@ def run_interp_case(d: int, query_bits: int, packed: bool, zero_one: bool = Fals
     g = AsymTorchSearcher(codes, sd, td, 1, "cpu", use_triton=True, method="two_phase", packed=packed)
     g.tile, g.group = 32, 2  # 16 groups: a finite threshold with few candidates
     g.zero_one = zero_one  # both operand forms (the default is the 0/1 one)
-    if zero_one:  # also 32-query programs and the threshold from the first groups only
-        g.block_q, g.threshold_fraction = 32, 0.25
+    g.threshold_fraction = 0.25 if zero_one else 1.0  # the default (first groups only) and every group
+    if zero_one:  # also 32-query programs
+        g.block_q = 32
     q, qs = make_queries(rng, b, d, query_bits)
     cases = [(None, None), (random_exclusion(rng, b, n, 0.005), None)] + ([(None, 4)] if d == 64 else [])
     for ex, cap in cases:

@@ -81,8 +81,9 @@ class AsymTorchSearcher:
     # threshold pass over the first ceil(f x groups) item groups only (at least k + #excluded of them):
     # the (k + e)-th largest group max of any subset of groups is still a lower bound of the true k-th
     # best key (k + e distinct items reach it), just a looser one, so pass 2 emits more candidates
-    # (the buffer grows by 1 / f). 1.0 = every group (measured default); < 1 is not yet timed on a GPU.
-    threshold_fraction = 1.0
+    # (the buffer grows by 1 / f). 0.25 is 1.3-1.8 % faster than 1.0 in the same run and 0.125 is 20 %
+    # slower (its candidate pass grows), on an H200 (BENCHMARKS.md § 3b, calls s6a / s6c).
+    threshold_fraction = 0.25
     cap: int | None = None  # per-query candidate buffer; None: 4 (k + #excluded) + 256, power of 2
 
     def __init__(self, codes: np.ndarray, scales: np.ndarray, terms: np.ndarray, item_bits: int, device: str,
