@@ -19,9 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hqgnn.index.asym_layout import storage_order  # noqa: E402
+from hqgnn.index.asym_layout import scale_order_of  # noqa: E402
 from hqgnn.index.bench_asym import _asym_data  # noqa: E402
-from hqgnn.index.common import normalize_item_scale, normalize_item_term  # noqa: E402
 from hqgnn.index.queries import prepare_queries  # noqa: E402
 
 
@@ -35,8 +34,7 @@ def main() -> None:
     a = ap.parse_args()
     _, xq, codes, scales, term, center = _asym_data(a.items, 64, 1, a.queries, 0)
     if a.order == "scale":  # the index's own storage order (scale buckets, then term)
-        perm = storage_order(normalize_item_scale(scales, len(scales)), normalize_item_term(term, len(term)),
-                             len(scales), "scale")
+        perm = scale_order_of(scales, term, len(scales))
         codes, scales, term = codes[perm], scales[perm], term[perm]
     q, qs = prepare_queries(xq, center=center, query_bits=4)
     ip = q.astype(np.float64) @ codes.astype(np.float64).T

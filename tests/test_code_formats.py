@@ -110,8 +110,7 @@ def test_renumbered_serving_equals_the_run_numbering(fmt_run):
     """Recommender(renumber_items=True): same raw ids and scores, the index in its storage order
     without an order array (the run's id table absorbs the permutation)."""
     from hqgnn.index.asym import build_asym_index
-    from hqgnn.index.asym_layout import storage_order
-    from hqgnn.index.common import normalize_item_scale, normalize_item_term
+    from hqgnn.index.asym_layout import scale_order_of
 
     name, out = fmt_run
     run = load_run(out)
@@ -133,8 +132,7 @@ def test_renumbered_serving_equals_the_run_numbering(fmt_run):
     if "item_term" in t or t["item_scale"].numel() > 1:
         n = renum.run.n_items
         term = t.get("item_term")
-        order = storage_order(normalize_item_scale(t["item_scale"].float().numpy(), n),
-                              normalize_item_term(None if term is None else term.float().numpy(), n), n, "scale")
+        order = scale_order_of(t["item_scale"].float().numpy(), None if term is None else term.float().numpy(), n)
         assert order is not None and np.array_equal(order, np.arange(n))  # already in storage order
         assert renum.ranker.asym_index._order is None
         assert plain.ranker.asym_index._order is not None  # evaluation's Ranker keeps the order array instead

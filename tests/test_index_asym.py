@@ -427,8 +427,7 @@ def test_asym_bench_small(query_bits):
 def test_storage_order_of_raw_values_is_the_index_order(term_kind):
     """What the renumbered serving path computes from a run's raw tables is the order the index
     itself holds (a constant term column is compacted away in both)."""
-    from hqgnn.index.asym_layout import storage_order
-    from hqgnn.index.common import normalize_item_scale, normalize_item_term
+    from hqgnn.index.asym_layout import scale_order_of
 
     rng = np.random.default_rng(11)
     n, d = 1500, 32
@@ -436,8 +435,7 @@ def test_storage_order_of_raw_values_is_the_index_order(term_kind):
     scale = make_scale(rng, n, "row")
     term = {"row": make_term(rng, n, "row"), "constant": np.full(n, 0.5, np.float32), "none": None}[term_kind]
     index = build_asym_index(codes, scale, 1, term, query_bits=4, item_order="scale")
-    order = storage_order(normalize_item_scale(scale, n), normalize_item_term(term, n), n, "scale")
-    np.testing.assert_array_equal(order, index._order)
+    np.testing.assert_array_equal(scale_order_of(scale, term, n), index._order)
 
 
 def test_asym_bench_renumbered_float16_holds_no_order():

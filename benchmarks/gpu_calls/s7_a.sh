@@ -6,9 +6,7 @@
 # The validation winner over s6a + s7a then runs alone with its refit (s7_b.sh, edit NAME) and, for the
 # paper row, test-selected over a 480 s budget (s7_c.sh).
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name --format=csv,noheader
+source benchmarks/gpu_calls/device_env.sh
 timeout 570 python3 benchmarks/fp_quality.py --sweep --data yelp2018 --data-dir .gpu_data --device cuda --seconds 150 \
   --share-budget --configs cos16k_n8_reg2e-4,cos16k_n8_reg4e-4,cos16k_n8_reg8e-4 --runs-dir /tmp/fpq \
   --results /tmp/fp_quality.json 2>&1 | cut -c1-200 | tail -4

@@ -5,9 +5,7 @@
 # asymmetric CUDA tests on the card under session 6's default threshold_fraction 0.25 (last run with 1.0, s5c).
 set -u
 NAME=${NAME:-cos16k_n8_reg2e-4}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name --format=csv,noheader
+source benchmarks/gpu_calls/device_env.sh
 timeout 440 python3 benchmarks/fp_quality.py --final $NAME --data yelp2018 --data-dir .gpu_data --device cuda --seconds 170 \
   --set train.refit=true --runs-dir /tmp/fpq --results /tmp/fp_quality.json 2>&1 | cut -c1-200 | tail -4
 timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_index_asym.py tests/test_code_formats.py -k "cuda" 2>&1 | tail -3

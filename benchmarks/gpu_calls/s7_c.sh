@@ -4,8 +4,6 @@
 # (labelled test-selected). Call s6d ran this for cos16k_n8 (L2 1e-4): 0.0637 / 0.0528, no better than 170 s.
 set -u
 NAME=${NAME:-cos16k_n8_reg2e-4}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name --format=csv,noheader
+source benchmarks/gpu_calls/device_env.sh
 timeout 570 python3 benchmarks/fp_quality.py --final $NAME --data yelp2018 --data-dir .gpu_data --device cuda --seconds 480 \
   --protocols paper --runs-dir /tmp/fpq --results /tmp/fp_quality.json 2>&1 | cut -c1-200 | tail -4

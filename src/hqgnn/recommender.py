@@ -71,12 +71,9 @@ def storage_numbered(run: TrainedRun, device: torch.device = torch.device("cpu")
     """``run`` renumbered into the asymmetric CPU index's storage order (itself when that changes nothing)."""
     if device.type != "cpu" or not run.quantized or run.symmetric:
         return run  # the GPU searcher and the symmetric index do not use a storage order
-    from .index.asym_layout import storage_order
-    from .index.common import normalize_item_scale, normalize_item_term
+    from .index.asym_layout import scale_order_of
 
-    n = run.n_items
-    t = run.tables
-    term = t.get("item_term")
-    order = storage_order(normalize_item_scale(t["item_scale"].float().numpy(), n),
-                          normalize_item_term(None if term is None else term.float().numpy(), n), n, "scale")
+    term = run.tables.get("item_term")
+    order = scale_order_of(run.tables["item_scale"].float().numpy(), None if term is None else term.float().numpy(),
+                           run.n_items)
     return run if order is None else run.with_item_order(order)

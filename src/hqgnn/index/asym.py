@@ -23,6 +23,7 @@ Exactness (CPU):
 from __future__ import annotations
 
 import os
+
 import numpy as np
 
 from . import kernels_asym_cpu as KA
@@ -81,8 +82,8 @@ class AsymCodeIndex:
     order; BENCHMARKS.md § 3b measures what it buys). ``memory_bytes()`` reports exactly what is held.
 
     On a torch device (``backend`` torch / triton), ``gpu_layout="packed"`` (default) keeps 1-bit codes
-    bit-packed (the stored bytes); ``"int8"`` holds one int8 per dimension, faster (6.4x torch bf16
-    against 4.0x on an H200 at 10,000 queries, BENCHMARKS.md § 3b) for d - d/8 more bytes per item.
+    bit-packed (the stored bytes); ``"int8"`` holds one int8 per dimension, faster (6.5x torch bf16
+    against 5.4x on an H200 at 10,000 queries, BENCHMARKS.md § 3b) for d - d/8 more bytes per item.
 
     ``search`` returns ``(scores float32 (B, k), ids int64 (B, k))`` sorted by score descending, ties
     to the lower item id, id -1 / score -inf beyond the eligible items; torch tensors on CUDA.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels_asym_cpu as KA
-from .common import ItemScale, compact_values
+from .common import ItemScale, compact_values, normalize_item_scale, normalize_item_term
 from .packing import INT8, NIBBLE, pack_int8_blocked, pack_nibble_blocked, unpack_int8_blocked, unpack_nibble_blocked
 
 __all__ = ["ITEM_ORDERS", "LUT1", "SCALE_BUCKETS", "chunk_bounds", "compact_record", "gather_rows", "host_layout",
-           "meta_only", "storage_order"]
+           "meta_only", "scale_order_of", "storage_order"]
 
 LUT1 = "lut1x32"  # 1-bit items: bit bytes of 32-item blocks for the vpshufb fast-scan kernel
 
@@ -84,6 +84,12 @@ def chunk_bounds(scale: ItemScale, term: ItemScale, n: int, chunk: int) -> tuple
 def meta_only(rec: ItemScale) -> ItemScale:
     """The record without its per-row values (held on the device instead): flags and scalar only."""
     return ItemScale(rec.values[:0], rec.stride, True, rec.given) if rec.per_row else rec
+
+
+def scale_order_of(scale: object, term: object, n: int) -> np.ndarray | None:
+    """:func:`storage_order` (``item_order="scale"``) of raw item scales / terms (arrays, scalars or None),
+    the order an items-renumbering caller applies before building an index without an order array."""
+    return storage_order(normalize_item_scale(scale, n), normalize_item_term(term, n), n, "scale")
 
 
 def _permute(rec: ItemScale, order: np.ndarray | None) -> ItemScale:

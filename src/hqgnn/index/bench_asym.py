@@ -133,8 +133,7 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     import torch
 
     from .asym import build_asym_index
-    from .asym_layout import storage_order
-    from .common import normalize_item_scale, normalize_item_term
+    from .asym_layout import scale_order_of
     from .queries import prepare_queries
     from .reference import reference_asym_search
     from .reference_torch import reference_asym_search_torch
@@ -153,7 +152,7 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
         # the items numbered in the index's storage order first (as `hqgnn serve` does with a run: its
         # id table absorbs the permutation), then an index without an order array; the reference, the
         # torch and FAISS baselines all see the same renumbered items
-        order = storage_order(normalize_item_scale(scales, items), normalize_item_term(term, items), items, "scale")
+        order = scale_order_of(scales, term, items)
         xb, codes, scales, term = xb[order], codes[order], scales[order], term[order]
         build_order = "none"
     with threads_set(threads) as nthreads:
