@@ -1,4 +1,4 @@
-"""The ``hqgnn`` command line: train, evaluate, recommend, export, data stats, bench, serve."""
+"""The ``hqgnn`` command line: train, sweep, evaluate, recommend, export, data stats, bench, serve."""
 
 from __future__ import annotations
 
@@ -136,6 +136,44 @@ def _apply_sets(cfg: RunConfig, items: list[str] | None) -> None:
         if not sep:
             raise HqgnnError(f"--set expects section.field=value, got {item!r}")
         cfg.set(key.strip(), value.strip())
+
+
+@app.command()
+def sweep(
+    grid: Annotated[list[str], typer.Option("--grid", metavar="KEY=V1,V2", help="A sweep dimension: section.field and its values (repeatable; the grid is every combination).")],
+    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="TOML config of the base run ([data] [model] [quant] [train] [eval]).")] = None,
+    data: Annotated[Optional[str], typer.Option(metavar="SOURCE", help=f"synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.  [default: {_D.data.source}]")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Folder holding named datasets (else $HQGNN_DATA, else download).")] = None,
+    device: Annotated[Optional[str], typer.Option(metavar="DEV", help=f"auto | cpu | cuda.  [default: {_D.train.device}]")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a field of the base config (repeatable).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR", help="Sweep directory to write (candidates/, sweep.json, best.toml, best/).")] = Path("runs/sweep"),
+    refit: Annotated[bool, typer.Option("--refit", help="Retrain the winner with train.refit=true (train + validation) into DIR/best.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted sweep in --out (finished candidates are kept).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the results.")] = False,
+) -> None:
+    """Train a grid of configurations, select on VALIDATION, report the winner (and its refit) on test."""
+    from .train.sweep import parse_grid, run_sweep
+
+    _setup_logging(quiet)
+    cfg = load_config(config)
+    for key, value in {"data.source": data, "data.data_dir": data_dir, "train.device": device}.items():
+        if value is not None:
+            cfg.set(key, value)
+    _apply_sets(cfg, set_)
+    result = run_sweep(cfg, parse_grid(grid), out_dir, refit=refit, resume=resume, progress=not quiet and sys.stderr.isatty())
+    summary = result.summary
+    metric = summary["select_metric"]
+    table = Table(title=f"sweep ({out_dir}): validation {metric}, selected on validation")
+    for column in ("candidate", *summary["grid"], f"val {metric}", "best epoch", "train s"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for row in summary["candidates"]:
+        mark = " *" if row["name"] == result.winner else ""  # the full name (with the values) is the run folder's
+        table.add_row(row["name"].partition("_")[0] + mark, *(str(row["overrides"][k]) for k in summary["grid"]),
+                      f"{row['val'][metric]:.4f}", str(row["best_epoch"]), f"{row['train_seconds']:.1f}")
+    out.print(table)
+    final = summary["final"]
+    _print_metrics(final["test"], title=f"test metrics of the winner {result.winner} ({final['protocol']})")
+    err.print(f"winner {result.winner}; its config: {out_dir / summary['best_config']}; wrote {out_dir / 'sweep.json'}")
 
 
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
