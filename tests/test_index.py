@@ -451,3 +451,45 @@ def test_symmetric_triton_kernel_in_interpreter():
 
     res = run_in_triton_interpreter("import test_index as T\nT.run_triton_interp_cases()\n", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+# -- the helpers both torch searchers share (hqgnn.index.chunked) ---------------------------------------
+def test_chunked_running_topk_with_exclusions_matches_brute_force() -> None:
+    from hqgnn.index.chunked import exclusion_rows, exclusion_slice, exclusion_tensors, running_topk
+
+    rng = np.random.default_rng(5)
+    b, n, k = 9, 257, 12
+    keys = np.round(rng.normal(size=(b, n)), 1)  # rounded: many exact ties, lower id must win
+    ex = normalize_exclusion(random_exclusion(rng, b, n, 0.2), b, n)
+    masked = keys.copy()
+    for u in range(b):
+        masked[u, ex.indices[ex.indptr[u]:ex.indptr[u + 1]]] = -np.inf
+    want_ids = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    exr = exclusion_tensors(ex, b, n, torch.device("cpu"))
+    table = torch.from_numpy(keys)
+    for step in (1, 50, 1000):  # many chunks, a ragged last chunk, one chunk
+        got_k, got_i = running_topk(lambda c0, c1: table[:, c0:c1].clone(), n, b, k, step, exr, torch.device("cpu"))
+        np.testing.assert_array_equal(got_i.numpy(), want_ids)
+        np.testing.assert_array_equal(got_k.numpy(), np.take_along_axis(masked, want_ids, 1))
+    rows = torch.tensor([7, 2])  # a subset of the queries, renumbered (the overflow redo)
+    sub_k, sub_i = running_topk(lambda c0, c1: table[rows, c0:c1].clone(), n, 2, k, 64,
+                                exclusion_rows(exr, rows, b), torch.device("cpu"))
+    np.testing.assert_array_equal(sub_i.numpy(), want_ids[[7, 2]])
+    part_k, part_i = running_topk(lambda c0, c1: table[3:6, c0:c1].clone(), n, 3, k, 64,
+                                  exclusion_slice(exr, 3, 6), torch.device("cpu"))
+    np.testing.assert_array_equal(part_i.numpy(), want_ids[3:6])
+    # fewer eligible items than k: padded with (-inf, -1)
+    few_k, few_i = running_topk(lambda c0, c1: table[:1, c0:c1].clone(), 5, 1, 8, 2, None, torch.device("cpu"))
+    assert few_i[0, 5:].tolist() == [-1] * 3 and torch.isneginf(few_k[0, 5:]).all()
+
+
+def test_float32_at_most_never_rounds_up() -> None:
+    from hqgnn.index.chunked import float32_at_most
+
+    thr = torch.tensor([1 / 3, -1 / 3, 1.0, 0.0, float("-inf"), 1e-40, -1e-40, 16777217.0], dtype=torch.float64)
+    got = float32_at_most(thr.clone())
+    assert got.dtype == torch.float32
+    assert bool((got.to(torch.float64) <= thr).all())
+    nxt = torch.nextafter(got, torch.full_like(got, float("inf"))).to(torch.float64)
+    finite = torch.isfinite(thr)
+    assert bool((nxt[finite] > thr[finite]).all())  # the largest such float32, not just any

@@ -30,8 +30,8 @@ import os
 import numpy as np
 import torch
 
-from ..topk import stable_topk
 from .candidates import append_candidates, gathered_dot, sorted_candidates, top_candidates
+from .chunked import exclusion_rows, exclusion_slice, exclusion_tensors, float32_at_most, running_topk
 from .common import Exclusion, compact_values
 from .gpu_packed import WORD, pack_words, unpack_words
 
@@ -141,7 +141,7 @@ class AsymTorchSearcher:
         q8 = torch.from_numpy(qpad).to(self.device)
         su_t = torch.from_numpy(np.ascontiguousarray(su)).to(self.device)
         err_t = torch.from_numpy(np.ascontiguousarray(err, np.float64)).to(self.device)
-        exr = self._exclusion_tensors(ex, b)
+        exr = exclusion_tensors(ex, b, self.n, self.device)
         if (method or self.method) == "exact":
             keys, ids = self._exact(q8, xf, su_t, k, exr)
         else:
@@ -149,17 +149,6 @@ class AsymTorchSearcher:
         scores = keys.to(torch.float32)
         scores = torch.where(ids >= 0, scores, torch.full_like(scores, float("-inf")))
         return scores, ids
-
-    def _exclusion_tensors(self, ex: Exclusion | None, b: int):
-        """(rows, cols) of excluded pairs, sorted by column, on the device."""
-        if ex is None or ex.nnz == 0:
-            return None
-        rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(ex.indptr))
-        cols = ex.indices
-        ok = (cols >= 0) & (cols < self.n)
-        rows, cols = rows[ok], cols[ok]
-        order = np.argsort(cols, kind="stable")
-        return torch.from_numpy(rows[order]).to(self.device), torch.from_numpy(cols[order]).to(self.device)
 
     def _ip_dtype(self) -> torch.dtype:
         # integer inner products are exact in float32 while every partial sum is below 2^24
@@ -215,37 +204,12 @@ class AsymTorchSearcher:
     def _exact(self, q8, xf, su, k, exr, rows: torch.Tensor | None = None):
         """Chunked running top-k (float64 keys); ``rows`` restricts to a subset of the queries."""
         if rows is not None:
-            if exr is not None:
-                remap = torch.full((q8.shape[0],), -1, dtype=torch.int64, device=self.device)
-                remap[rows] = torch.arange(rows.numel(), device=self.device)
-                r2 = remap[exr[0]]
-                keep = r2 >= 0
-                exr = (r2[keep], exr[1][keep])
+            exr = exclusion_rows(exr, rows, q8.shape[0])
             q8, su = q8[rows], su[rows]
             xf = None if xf is None else xf[rows]
         b = q8.shape[0]
-        run_k = torch.empty((b, 0), dtype=torch.float64, device=self.device)
-        run_i = torch.empty((b, 0), dtype=torch.int64, device=self.device)
-        step = self._chunk_items(b)
-        for c0 in range(0, self.n, step):
-            c1 = min(self.n, c0 + step)
-            key = self._keys64(q8, xf, su, slice(c0, c1))
-            if exr is not None:
-                lo = int(torch.searchsorted(exr[1], c0).item())
-                hi = int(torch.searchsorted(exr[1], c1).item())
-                if hi > lo:
-                    key[exr[0][lo:hi], exr[1][lo:hi] - c0] = float("-inf")
-            ids = torch.arange(c0, c1, device=self.device).expand(b, -1)
-            cand_k = torch.cat([run_k, key], 1)  # running entries first: lower ids win ties
-            cand_i = torch.cat([run_i, ids], 1)
-            v, pos = stable_topk(cand_k, min(k, cand_k.shape[1]))
-            run_k, run_i = v, cand_i.gather(1, pos)
-        run_i = torch.where(torch.isneginf(run_k), torch.full_like(run_i, -1), run_i)
-        if run_k.shape[1] < k:
-            pad = k - run_k.shape[1]
-            run_k = torch.cat([run_k, torch.full((b, pad), float("-inf"), dtype=torch.float64, device=self.device)], 1)
-            run_i = torch.cat([run_i, torch.full((b, pad), -1, dtype=torch.int64, device=self.device)], 1)
-        return run_k, run_i
+        return running_topk(lambda c0, c1: self._keys64(q8, xf, su, slice(c0, c1)), self.n, b, k,
+                            self._chunk_items(b), exr, self.device)
 
     # ------------------------------------------------------------------------ two-phase
     def _margin(self, su: torch.Tensor) -> torch.Tensor:
@@ -274,12 +238,8 @@ class AsymTorchSearcher:
             parts = []
             for r0 in range(0, b, batch):
                 r1 = min(b, r0 + batch)
-                sub = None
-                if exr is not None:
-                    sel = (exr[0] >= r0) & (exr[0] < r1)
-                    sub = (exr[0][sel] - r0, exr[1][sel])
                 parts.append(self._two_phase(q8[r0:r1], None if xf is None else xf[r0:r1], su[r0:r1], err[r0:r1],
-                                             k, sub, cap))
+                                             k, exclusion_slice(exr, r0, r1), cap))
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         su32 = su.to(torch.float32)
         gmax = self._group_max(q8, su32, tgroups)
@@ -290,9 +250,7 @@ class AsymTorchSearcher:
         # every true top-k item's float32 key is >= T - 2 M - 2 err (module docstring)
         thr = big_t - 2 * self._margin(su) - 2 * err
         thr = torch.where(need > tgroups, torch.full_like(thr, float("-inf")), thr)
-        thr32 = thr.to(torch.float32)
-        fix = thr32.to(torch.float64) > thr  # round down, never up
-        thr32[fix] = torch.nextafter(thr32[fix], torch.full_like(thr32[fix], float("-inf")))
+        thr32 = float32_at_most(thr)  # round down, never up
         cand_ids, counts = self._collect(q8, su32, thr32, cap)
         keys, ids = self._select(q8, xf, su, cand_ids, counts, k, exr, cap)
         over = torch.nonzero(counts > cap).flatten()

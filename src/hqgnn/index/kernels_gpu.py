@@ -24,8 +24,8 @@ import os
 import numpy as np
 import torch
 
-from ..topk import stable_topk
 from .candidates import append_candidates, gathered_dot, sorted_candidates, top_candidates
+from .chunked import exclusion_rows, exclusion_slice, exclusion_tensors, float32_at_most, running_topk
 from .common import Exclusion, ItemScale
 
 __all__ = ["TorchCodeSearcher", "triton_available"]
@@ -123,17 +123,6 @@ class TorchCodeSearcher:
             scores = (keys * qabs[:, None]).to(torch.float32)
         return torch.where(ids >= 0, scores, torch.full_like(scores, float("-inf")))
 
-    def _exclusion_tensors(self, ex: Exclusion | None, b: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(rows, cols) of excluded pairs, sorted by column, on the device."""
-        if ex is None or ex.nnz == 0:
-            return None
-        rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(ex.indptr))
-        cols = ex.indices
-        ok = (cols >= 0) & (cols < self.n)
-        rows, cols = rows[ok], cols[ok]
-        order = np.argsort(cols, kind="stable")
-        return (torch.from_numpy(rows[order]).to(self.device), torch.from_numpy(cols[order]).to(self.device))
-
     # --------------------------------------------------------------------------- search
     def search(self, qc: np.ndarray, k: int, qs: np.ndarray, ex: Exclusion | None, mode: str,
                method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +134,7 @@ class TorchCodeSearcher:
         qs_t = torch.from_numpy(qs.astype(np.float64)).to(self.device)
         qsign = torch.sign(qs_t)
         qabs = qs_t.abs()
-        exr = self._exclusion_tensors(ex, b)
+        exr = exclusion_tensors(ex, b, self.n, self.device)
         method = method or self.method
         if method == "exact":
             keys, ids = self._exact(q8, k, qsign, exr, mode)
@@ -161,40 +150,13 @@ class TorchCodeSearcher:
                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Chunked running top-k; ``rows`` restricts to a subset of the queries (overflow redo)."""
         if rows is not None:
-            if exr is not None:
-                # keep only exclusions of the selected rows, renumbered 0..len(rows)-1
-                remap = torch.full((q8.shape[0],), -1, dtype=torch.int64, device=self.device)
-                remap[rows] = torch.arange(rows.numel(), device=self.device)
-                r2 = remap[exr[0]]
-                keep = r2 >= 0
-                exr = (r2[keep], exr[1][keep])
+            exr = exclusion_rows(exr, rows, q8.shape[0])
             q8 = q8[rows]
             qsign = qsign[rows]
         b = q8.shape[0]
         qf = q8.to(self._fdtype())
-        run_k = torch.empty((b, 0), dtype=torch.float64, device=self.device)
-        run_i = torch.empty((b, 0), dtype=torch.int64, device=self.device)
-        step = self._chunk_items(b)
-        for c0 in range(0, self.n, step):
-            c1 = min(self.n, c0 + step)
-            key = self._keys64(self._ip(qf, c0, c1), slice(c0, c1), qsign, mode)
-            if exr is not None:
-                lo = int(torch.searchsorted(exr[1], c0).item())
-                hi = int(torch.searchsorted(exr[1], c1).item())
-                if hi > lo:
-                    key[exr[0][lo:hi], exr[1][lo:hi] - c0] = float("-inf")
-            ids = torch.arange(c0, c1, device=self.device).expand(b, -1)
-            # running entries first: they have lower ids, so column order = id order on ties
-            cand_k = torch.cat([run_k, key], 1)
-            cand_i = torch.cat([run_i, ids], 1)
-            v, pos = stable_topk(cand_k, min(k, cand_k.shape[1]))
-            run_k, run_i = v, cand_i.gather(1, pos)
-        run_i = torch.where(torch.isneginf(run_k), torch.full_like(run_i, -1), run_i)
-        if run_k.shape[1] < k:
-            pad = k - run_k.shape[1]
-            run_k = torch.cat([run_k, torch.full((b, pad), float("-inf"), dtype=torch.float64, device=self.device)], 1)
-            run_i = torch.cat([run_i, torch.full((b, pad), -1, dtype=torch.int64, device=self.device)], 1)
-        return run_k, run_i
+        return running_topk(lambda c0, c1: self._keys64(self._ip(qf, c0, c1), slice(c0, c1), qsign, mode),
+                            self.n, b, k, self._chunk_items(b), exr, self.device)
 
     # ------------------------------------------------------------------------ two-phase
     # items per tile of the threshold pass (= the Triton kernel's BN), and the per-query candidate
@@ -221,11 +183,7 @@ class TorchCodeSearcher:
             parts = []
             for r0 in range(0, b, batch):
                 r1 = min(b, r0 + batch)
-                sub = None
-                if exr is not None:
-                    sel = (exr[0] >= r0) & (exr[0] < r1)
-                    sub = (exr[0][sel] - r0, exr[1][sel])
-                parts.append(self._two_phase(q8[r0:r1], k, qsign[r0:r1], sub, mode, cap))
+                parts.append(self._two_phase(q8[r0:r1], k, qsign[r0:r1], exclusion_slice(exr, r0, r1), mode, cap))
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         thr = self._tile_threshold(q8, k, qsign, mode, ex_count)
         cand_ids, counts = self._collect(q8, thr, qsign, mode, cap)
@@ -267,11 +225,7 @@ class TorchCodeSearcher:
         thr = torch.where(need > ngroups, torch.full_like(thr, float("-inf")), thr)
         # T is a float32 key; exact keys of the items behind it -- and the true k-th best -- are
         # >= T minus a few ulps: lower by a safe margin and round down to float32
-        thr = thr - thr.abs() * _MARGIN - _TINY
-        thr32 = thr.to(torch.float32)
-        fix = thr32.to(torch.float64) > thr
-        thr32[fix] = torch.nextafter(thr32[fix], torch.full_like(thr32[fix], float("-inf")))
-        return thr32
+        return float32_at_most(thr - thr.abs() * _MARGIN - _TINY)
 
     def _group_max(self, q8, qsign, mode) -> torch.Tensor:
         b = q8.shape[0]
