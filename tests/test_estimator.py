@@ -133,3 +133,29 @@ def test_bad_input_is_one_clear_error():
     df = pd.DataFrame({"user": [1, None], "item": [1, 2]})
     with pytest.raises(HqgnnError, match="missing user id"):
         HQGNN(**FAST).fit(df)
+
+
+# -- sweep: selection on validation from a DataFrame ------------------------------------------------
+def test_sweep_selects_on_validation_and_returns_the_fitted_winner():
+    log = community_log()
+    base = HQGNN(**FAST)
+    winner, rows = base.sweep(log, {"train.reg": [1e-4, 30.0]}, user_col="uid", item_col="iid")
+    assert [r["name"] for r in rows] == ["c00_reg=0.0001", "c01_reg=30.0"]
+    vals = [r["val"]["recall@20"] for r in rows]
+    assert vals[0] > vals[1]  # reg 30 crushes the embeddings
+    assert winner.fitted and winner.config.train.reg == 1e-4
+    assert winner.metrics["val"]["recall@20"] == vals[0]  # the returned model is the selected candidate
+    assert all("test" not in r for r in rows)
+    assert base.config.train.reg == RunConfig().train.reg and not base.fitted  # the base is left as it was
+    items, _ = winner.recommend(["user-0"], k=5)
+    assert items.shape == (1, 5)
+
+
+def test_sweep_refit_and_grid_rules():
+    log = community_log()
+    winner, rows = HQGNN(**FAST).sweep(log, {"train.lr": [5e-3]}, user_col="uid", item_col="iid", refit=True)
+    assert winner.metrics["protocol"] == "validation+refit" and winner.metrics["refit"]["epochs"] == rows[0]["best_epoch"]
+    with pytest.raises(HqgnnError, match="not a sweep dimension"):
+        HQGNN(**FAST).sweep(log, {"data.val_ratio": [0.1, 0.2]}, user_col="uid", item_col="iid")
+    with pytest.raises(HqgnnError, match="expected float"):
+        HQGNN(**FAST).sweep(log, {"train.lr": [1e-3, "fast"]}, user_col="uid", item_col="iid")

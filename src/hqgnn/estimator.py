@@ -134,6 +134,43 @@ class HQGNN:
         self._rec = None
         return self
 
+    def sweep(self, data: Any, grid: dict[str, Iterable[Any]], user_col: str | None = None,
+              item_col: str | None = None, time_col: str | None = None, validation: Any = None,
+              refit: bool | None = None, progress: bool = False) -> tuple["HQGNN", list[dict[str, Any]]]:
+        """Fit one model per point of ``grid`` ({"section.field": values}, on top of this estimator's
+        parameters) and select on the VALIDATION split only; returns (the fitted winner, one row per
+        candidate: name, overrides, validation metrics, best epoch, train seconds). No test numbers are
+        computed or read. ``refit`` (default: this estimator's ``refit``) refits the winner on train +
+        validation. The grid rules are ``hqgnn sweep``'s (:func:`hqgnn.train.sweep.candidates`): data.*,
+        eval.*, the select metric, the protocol and the refit are not sweep dimensions. ``data`` and the
+        column / validation arguments are :meth:`fit`'s; every candidate sees the same validation split.
+        """
+        from .train.sweep import candidates
+
+        refit = bool(self.config.train.refit if refit is None else refit)
+        points = candidates(copy.deepcopy(self.config), {k: list(v) for k, v in grid.items()})
+        metric = self.config.train.select_metric
+        rows: list[dict[str, Any]] = []
+        best: tuple[float, HQGNN] | None = None
+        for name, overrides, cfg in points:
+            model = HQGNN._of_config(cfg).fit(data, user_col, item_col, time_col, validation, progress)
+            m = model.metrics
+            rows.append({"name": name, "overrides": overrides, "val": m["val"], "best_epoch": m["best_epoch"],
+                         "train_seconds": m["train_seconds"]})
+            if best is None or m["val"][metric] > best[0]:  # strictly better: the first of equals wins
+                best = (m["val"][metric], model)
+        winner = best[1]
+        if refit:
+            cfg = copy.deepcopy(winner.config)
+            cfg.train.refit = True
+            winner = HQGNN._of_config(cfg).fit(data, user_col, item_col, time_col, validation, progress)
+        return winner, rows
+
+    @classmethod
+    def _of_config(cls, cfg: RunConfig) -> "HQGNN":
+        """An unfitted estimator with exactly ``cfg`` (dotted names override the keyword defaults)."""
+        return cls(**{f"{s}.{k}": copy.deepcopy(v) for s, fields in cfg.to_dict().items() for k, v in fields.items()})
+
     # -- inference ------------------------------------------------------------------------------------
     @property
     def fitted(self) -> bool:
