@@ -139,8 +139,9 @@ class HQGNN:
               refit: bool | None = None, progress: bool = False) -> tuple["HQGNN", list[dict[str, Any]]]:
         """Fit one model per point of ``grid`` ({"section.field": values}, on top of this estimator's
         parameters) and select on the VALIDATION split only; returns (the fitted winner, one row per
-        candidate: name, overrides, validation metrics, best epoch, train seconds). No test numbers are
-        computed or read. ``refit`` (default: this estimator's ``refit``) refits the winner on train +
+        candidate: name, overrides, validation metrics, best epoch, train seconds). The selection never
+        reads a test number (a path or dataset source still has its test split evaluated by each fit, as
+        :meth:`fit` does; in-memory data has none). ``refit`` (default: this estimator's ``refit``) refits the winner on train +
         validation. The grid rules are ``hqgnn sweep``'s (:func:`hqgnn.train.sweep.candidates`): data.*,
         eval.*, the select metric, the protocol and the refit are not sweep dimensions. ``data`` and the
         column / validation arguments are :meth:`fit`'s; every candidate sees the same validation split.
