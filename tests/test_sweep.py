@@ -61,6 +61,13 @@ def test_every_candidate_is_validated_before_any_training(tmp_path):
         candidates(base_config(), parse_grid(["train.learning_rate=1e-3"]))
 
 
+def test_an_empty_python_grid_is_an_error():
+    with pytest.raises(HqgnnError, match="train.reg: no values"):
+        candidates(base_config(), {"train.reg": []})
+    with pytest.raises(HqgnnError, match="at least one"):
+        candidates(base_config(), {})
+
+
 def test_a_paper_protocol_base_is_refused():
     cfg = base_config()
     cfg.train.protocol, cfg.data.val_ratio = "paper", 0.0

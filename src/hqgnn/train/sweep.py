@@ -71,6 +71,10 @@ def candidates(base: RunConfig, grid: dict[str, list[Any]]) -> list[tuple[str, d
         why = _FIXED_SECTIONS.get(key.partition(".")[0]) or _FIXED_FIELDS.get(key)
         if why:
             raise HqgnnError(f"--grid {key}: not a sweep dimension ({why})")
+        if not grid[key]:
+            raise HqgnnError(f"--grid {key}: no values")
+    if not grid:
+        raise HqgnnError("a sweep needs at least one --grid section.field=v1,v2,...")
     out = []
     for i, values in enumerate(itertools.product(*grid.values())):
         overrides = dict(zip(grid, values))
