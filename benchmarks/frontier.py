@@ -97,8 +97,20 @@ class Frontier:
         self.common = ["--data", args.data, "--data-dir", args.data_dir, "--batch-size", str(args.batch_size),
                        "--patience", "0", "--set", "train.sampling=user", "--set", f"data.val_ratio={args.val_ratio}",
                        "--device", args.device]
+        self.teacher_args: list[str] = []
+        if args.teacher_config:
+            # the teacher's recipe from a TOML file (configs/lightgcn_<data>.toml: the float rows of BENCHMARKS
+            # section 1); its [data] fields go to every QAT run as well, so the QAT runs are selected on the
+            # validation split the teacher never trained on. Never its refit: that trains on validation.
+            import tomllib
+
+            data_fields = tomllib.loads(Path(args.teacher_config).read_text()).get("data", {})
+            self.common += _sets({f"data.{k}": v for k, v in data_fields.items()})
+            self.teacher_args = ["--data", args.data, "--data-dir", args.data_dir, "--device", args.device,
+                                 "--config", args.teacher_config, "--set", "train.refit=false"]
         for item in args.set:
             self.common += ["--set", item]
+            self.teacher_args += ["--set", item]
 
     def left(self) -> float:
         return self.args.deadline - (time.time() - self.t0)
@@ -142,9 +154,12 @@ class Frontier:
         procs = {}
         for d in dims:
             out = self.work / f"teacher_d{d}"
-            procs[d] = (_launch([*self.common, "--dim", str(d), "--lr", str(self.args.teacher_lr), "--out", str(out),
-                                 "--epochs", "100000", "--eval-every", "20", "--set", f"train.max_seconds={budget}"],
-                                self.work / f"teacher_d{d}.log"), out)
+            if self.teacher_args:
+                recipe = [*self.teacher_args, "--dim", str(d), "--out", str(out)]
+            else:
+                recipe = [*self.common, "--dim", str(d), "--lr", str(self.args.teacher_lr), "--out", str(out),
+                          "--epochs", "100000", "--eval-every", "20"]
+            procs[d] = (_launch([*recipe, "--set", f"train.max_seconds={budget}"], self.work / f"teacher_d{d}.log"), out)
         rows = []
         for d, (p, out) in procs.items():
             p.wait()
@@ -364,6 +379,8 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=560, help="wall-clock seconds for the whole command")
     ap.add_argument("--teacher-seconds", type=float, default=150)
     ap.add_argument("--teacher-lr", type=float, default=5e-3)
+    ap.add_argument("--teacher-config", default="", help="TOML recipe of the teachers (e.g. configs/lightgcn_yelp2018.toml; "
+                    "its [data] fields apply to the QAT runs too; --teacher-seconds still sets the budget)")
     ap.add_argument("--float-dim", type=int, default=64)
     ap.add_argument("--qat-epochs", type=int, default=40)
     ap.add_argument("--qat-lr", type=float, default=5e-3)
