@@ -16,12 +16,9 @@ item); measured kernel alone, one core of the 2-core AMD EPYC (Zen 4) dev box, d
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
-from .kernels_simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _addr
+from .kernels_simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _addr, _ir_intrinsic
 
 __all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "pack_lut1", "unpack_lut1"]
 
@@ -222,62 +219,11 @@ _CODEGEN_LUT = _CODEGEN_AVX2 and _lut_ir_parses()
 HAVE_LUT_SIMD: bool = HAVE_AVX2 and _CODEGEN_LUT
 
 
-def _lut_intrinsic(fn_name: str, signed: bool):
-    """numba intrinsic calling the IR kernel (compiles to nothing without AVX2; never reached then)."""
-
-    @intrinsic
-    def _call(typingctx, a0, a1, a2, a3, a4, a5):
-        sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, types.int64)
-
-        def codegen(context, builder, signature, args):
-            if not _CODEGEN_LUT:
-                return context.get_dummy_value()
-            import llvmlite.binding as llvm
-
-            lib = context.codegen().create_library(fn_name)
-            lib.add_llvm_module(llvm.parse_assembly(_gen_lut1_ir(signed)))
-            context.active_code_library.add_linking_library(lib)
-            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 6)
-            fn = cgutils.get_or_insert_function(builder.module, fnty, fn_name)
-            builder.call(fn, args)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return _call
-
-
-_lut1_s_ir = _lut_intrinsic("hq_lut1_s", True)
-_lut1_u_ir = _lut_intrinsic("hq_lut1_u", False)
-
-
-def _lut_mm_intrinsic(fn_name: str, signed: bool):
-    """Like _lut_intrinsic for the 7-argument min/max variant."""
-
-    @intrinsic
-    def _call(typingctx, a0, a1, a2, a3, a4, a5, a6):
-        sig = types.void(*([types.int64] * 7))
-
-        def codegen(context, builder, signature, args):
-            if not _CODEGEN_LUT:
-                return context.get_dummy_value()
-            import llvmlite.binding as llvm
-
-            lib = context.codegen().create_library(fn_name)
-            lib.add_llvm_module(llvm.parse_assembly(_gen_lut1_ir(signed, True)))
-            context.active_code_library.add_linking_library(lib)
-            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 7)
-            fn = cgutils.get_or_insert_function(builder.module, fnty, fn_name)
-            builder.call(fn, args)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return _call
-
-
-_lut1_s_mm_ir = _lut_mm_intrinsic("hq_lut1_s_mm", True)
-_lut1_u_mm_ir = _lut_mm_intrinsic("hq_lut1_u_mm", False)
+# numba intrinsics calling the IR kernels (they compile to nothing without AVX2; never reached then)
+_lut1_s_ir = _ir_intrinsic("hq_lut1_s", lambda: _gen_lut1_ir(True), 6, _CODEGEN_LUT)
+_lut1_u_ir = _ir_intrinsic("hq_lut1_u", lambda: _gen_lut1_ir(False), 6, _CODEGEN_LUT)
+_lut1_s_mm_ir = _ir_intrinsic("hq_lut1_s_mm", lambda: _gen_lut1_ir(True, True), 7, _CODEGEN_LUT)  # + min/max
+_lut1_u_mm_ir = _ir_intrinsic("hq_lut1_u_mm", lambda: _gen_lut1_ir(False, True), 7, _CODEGEN_LUT)
 
 
 @njit(cache=True)

@@ -203,33 +203,41 @@ _CODEGEN_AVX2: bool = _target_has_avx2() and _ir_parses()
 HAVE_AVX2: bool = _CODEGEN_AVX2 and os.environ.get("HQGNN_DISABLE_SIMD", "").strip() in ("", "0")
 
 
-def _ir_intrinsic(fn_name: str, ir_text_fn):
-    """A numba intrinsic calling ``fn_name`` (6 x i64 -> void) defined by LLVM IR text.
+def _ir_intrinsic(fn_name: str, ir_text_fn, nargs: int = 6, emit: bool | None = None):
+    """A numba intrinsic calling ``fn_name`` (``nargs`` x i64 -> void, 6 or 7) defined by LLVM IR text.
 
     The IR is parsed into a code library linked into the caller (so ``cache=True`` stores the
-    machine code). When the target has no AVX2 the intrinsic compiles to nothing; callers never
-    reach it then (they pass use_simd = HAVE_AVX2 = False).
+    machine code). With ``emit`` False (default: whether the target has AVX2) the intrinsic compiles
+    to nothing; callers never reach it then (they pass use_simd = HAVE_AVX2 = False). Shared by the
+    kernels here and the 1-bit LUT kernels of :mod:`hqgnn.index.kernels_lut1`.
     """
+    emit = _CODEGEN_AVX2 if emit is None else emit
+    sig = types.void(*([types.int64] * nargs))
 
-    @intrinsic
-    def _call(typingctx, a0, a1, a2, a3, a4, a5):
-        sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, types.int64)
-
-        def codegen(context, builder, signature, args):
-            if not _CODEGEN_AVX2:
-                return context.get_dummy_value()
-            import llvmlite.binding as llvm
-
-            lib = context.codegen().create_library(fn_name)
-            lib.add_llvm_module(llvm.parse_assembly(ir_text_fn()))
-            context.active_code_library.add_linking_library(lib)
-            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 6)
-            fn = cgutils.get_or_insert_function(builder.module, fnty, fn_name)
-            builder.call(fn, args)
+    def codegen(context, builder, signature, args):
+        if not emit:
             return context.get_dummy_value()
+        import llvmlite.binding as llvm
 
-        return sig, codegen
+        lib = context.codegen().create_library(fn_name)
+        lib.add_llvm_module(llvm.parse_assembly(ir_text_fn()))
+        context.active_code_library.add_linking_library(lib)
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * nargs)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, fn_name)
+        builder.call(fn, args)
+        return context.get_dummy_value()
 
+    # numba types an intrinsic by its Python signature, so each arity is spelt out
+    if nargs == 6:
+        @intrinsic
+        def _call(typingctx, a0, a1, a2, a3, a4, a5):
+            return sig, codegen
+    elif nargs == 7:
+        @intrinsic
+        def _call(typingctx, a0, a1, a2, a3, a4, a5, a6):
+            return sig, codegen
+    else:
+        raise ValueError(f"nargs must be 6 or 7, got {nargs}")
     return _call
 
 
