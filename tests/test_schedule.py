@@ -432,3 +432,26 @@ def test_recipe_preset_trains_from_the_cli(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"] == "validation+refit" and metrics["refit"]["epochs"] == metrics["best_epoch"]
     assert "negatives = 8" in (out / "config.toml").read_text()
+
+
+def test_frontier_teacher_config_shares_the_split_with_the_qat_runs(tmp_path):
+    """frontier.py --teacher-config: the teacher trains with the preset (never its refit) and every QAT run gets
+    the preset's [data] fields, so QAT is selected on the validation split the teacher never trained on."""
+    spec = importlib.util.spec_from_file_location("frontier", REPO / "benchmarks" / "frontier.py")
+    fr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fr)
+    preset = REPO / "configs" / "lightgcn_yelp2018.toml"
+    args = type("A", (), {"data": "yelp2018", "data_dir": "D", "batch_size": 8192, "val_ratio": 0.1, "device": "cuda",
+                          "set": ["train.seed=3"], "work": str(tmp_path / "w"), "teacher_config": str(preset)})()
+    f = fr.Frontier(args)
+    sets = [f.common[i + 1] for i, a in enumerate(f.common) if a == "--set"]
+    # the preset's split settings come after the frontier's own val_ratio, so they win
+    assert sets.index("data.val_ratio=0.05") > sets.index("data.val_ratio=0.1")
+    assert "data.val_min_per_user=1" in sets and sets[-1] == "train.seed=3"
+    t = f.teacher_args
+    assert t[t.index("--config") + 1] == str(preset) and "train.refit=false" in t and "train.seed=3" in t
+    cfg = load_config(preset)
+    for item in sets:  # every override is a real field the CLI accepts
+        key, _, value = item.partition("=")
+        cfg.set(key, value)
+    assert cfg.data.val_ratio == 0.05
