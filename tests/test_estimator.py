@@ -159,3 +159,24 @@ def test_sweep_refit_and_grid_rules():
         HQGNN(**FAST).sweep(log, {"data.val_ratio": [0.1, 0.2]}, user_col="uid", item_col="iid")
     with pytest.raises(HqgnnError, match="expected float"):
         HQGNN(**FAST).sweep(log, {"train.lr": [1e-3, "fast"]}, user_col="uid", item_col="iid")
+
+
+def test_from_config_reads_a_preset_and_takes_overrides():
+    repo = Path(__file__).resolve().parents[1]
+    preset = repo / "configs" / "lightgcn_yelp2018.toml"
+    from hqgnn.config import load_config
+
+    m = HQGNN.from_config(preset, reg=4e-4, dim=16, **{"train.seed": 3})
+    want = load_config(preset)
+    want.train.reg, want.model.dim, want.train.seed = 4e-4, 16, 3
+    assert m.get_params() == HQGNN._of_config(want.validate()).get_params()
+    assert m.config.train.negatives == 8 and m.config.train.refit is True and m.config.data.seed == want.data.seed
+    both = HQGNN.from_config(preset, seed=11).config
+    assert both.data.seed == both.train.seed == 11
+    with pytest.raises(HqgnnError, match="expected float"):
+        HQGNN.from_config(preset, reg="strong")
+    with pytest.raises(HqgnnError, match="config file not found"):
+        HQGNN.from_config(repo / "configs" / "missing.toml")
+    fitted = HQGNN.from_config(preset, **{**FAST, "max_seconds": 0.0, "epochs": 2, "warmup_epochs": 0.0}).fit(
+        community_log(), user_col="uid", item_col="iid")
+    assert fitted.metrics["protocol"] == "validation+refit"

@@ -31,6 +31,25 @@ def _field_sections() -> dict[str, list[str]]:
     return out
 
 
+def _section_field(name: str) -> tuple[str, str]:
+    """("section", "field") of a parameter given as ``field`` (unique across sections) or ``section.field``."""
+    section, _, field = name.rpartition(".")
+    if not section:
+        sections = _field_sections()
+        where = sections.get(name)
+        if where is None:
+            from .validation import hint as _hint
+
+            raise HqgnnError(f"HQGNN: unknown parameter {name!r}{_hint(name, sections, 'parameter')}")
+        if len(where) > 1:
+            raise HqgnnError(f"HQGNN: {name!r} is a field of {' and '.join(where)}: "
+                             f"pass it as {', '.join(repr(f'{s}.{name}') for s in where)}")
+        section, field = where[0], name
+    if section not in SECTIONS or field not in {f.name for f in dataclasses.fields(getattr(RunConfig(), section))}:
+        raise HqgnnError(f"HQGNN: unknown parameter {name!r}")
+    return section, field
+
+
 class HQGNN:
     """LightGCN recommender with optional b-bit quantized embeddings (HQ-GNN), scikit-learn style.
 
@@ -52,21 +71,8 @@ class HQGNN:
         params = dict(dim=dim, layers=layers, bits=bits, estimator="auto" if estimator is None else estimator,
                       epochs=epochs, lr=lr, batch_size=batch_size, device=device, **more)
         cfg = RunConfig()
-        sections = _field_sections()
         for name, value in params.items():
-            section, _, field = name.rpartition(".")
-            if not section:
-                where = sections.get(name)
-                if where is None:
-                    from .validation import hint as _hint
-
-                    raise HqgnnError(f"HQGNN: unknown parameter {name!r}{_hint(name, sections, 'parameter')}")
-                if len(where) > 1:
-                    raise HqgnnError(f"HQGNN: {name!r} is a field of {' and '.join(where)}: "
-                                     f"pass it as {', '.join(repr(f'{s}.{name}') for s in where)}")
-                section, field = where[0], name
-            if section not in SECTIONS or not hasattr(getattr(cfg, section), field):
-                raise HqgnnError(f"HQGNN: unknown parameter {name!r}")
+            section, field = _section_field(name)
             setattr(getattr(cfg, section), field, value)
         if "data.seed" not in more:
             cfg.data.seed = seed
@@ -166,6 +172,20 @@ class HQGNN:
             cfg.train.refit = True
             winner = HQGNN._of_config(cfg).fit(data, user_col, item_col, time_col, validation, progress)
         return winner, rows
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **params: Any) -> "HQGNN":
+        """An unfitted estimator with the fields of TOML file ``path`` (e.g. ``configs/lightgcn_yelp2018.toml``,
+        the measured float recipes), then ``params`` by name on top (``reg=4e-4``, ``seed=3`` for both seeds);
+        checked by the same :meth:`RunConfig.validate` as the CLI's ``--config``."""
+        from .config import load_config
+
+        cfg = load_config(path)
+        for name, value in params.items():
+            targets = ["data.seed", "train.seed"] if name == "seed" else ["{}.{}".format(*_section_field(name))]
+            for key in targets:  # ``seed`` sets both seeds, as in the constructor
+                cfg.set(key, value)
+        return cls._of_config(cfg.validate(origin=os.fspath(path)))
 
     @classmethod
     def _of_config(cls, cfg: RunConfig) -> "HQGNN":
