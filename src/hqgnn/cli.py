@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import typer.core
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.markup import escape
 from rich.table import Table
 
+from .cli_output import (PlainHelpCommand, err, out, print_error_and_exit, print_metrics, print_sweep, setup_logging,
+                         usage_error)
 from .config import RunConfig, load_config
 from .errors import HqgnnError
 
@@ -25,29 +22,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
 bench_app = typer.Typer(no_args_is_help=True, help="Micro-benchmarks.")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
-err = Console(stderr=True)
-out = Console()
 _argv: list[str] = []  # the arguments main() was called with (hqgnn train --nproc re-launches them)
 _D = RunConfig()  # the defaults shown in --help (options left unset keep None so --config / --resume apply)
-
-
-class _Command(typer.core.TyperCommand):
-    """A command whose help names arguments plainly (``RUN``), not typer's ``{run_dir}`` / ``<path>``."""
-
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        for param in self.params:  # "RUN  A finished run directory.", not "RUN <path>  ..."
-            if isinstance(param, typer.core.TyperArgument):
-                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
-
-    def collect_usage_pieces(self, ctx):  # type: ignore[no-untyped-def]
-        pieces = super().collect_usage_pieces(ctx)
-        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
-
-
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err, show_path=False)], force=True)
 
 
 def _parse_ks(ks: list[str]) -> list[int]:
@@ -95,7 +71,7 @@ def train(
             sys.exit(code)  # torchrun's exit status (its failure summary names the failed rank)
         return
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 logs and prints
-    _setup_logging(quiet or rank != 0)
+    setup_logging(quiet or rank != 0)
     cfg = load_config(config)
     if resume and config is None and (out / "config.toml").exists():
         cfg = load_config(out / "config.toml")
@@ -125,7 +101,7 @@ def train(
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in info["shapes"].items())
         err.print(f"init-from: loaded {info['path']} (epoch {info['epoch']}; {shapes})", highlight=False, soft_wrap=True)
     protocol = "" if metrics.get("protocol", "validation") == "validation" else f", {metrics['protocol']}"
-    _print_metrics(metrics["test"], title=f"test metrics ({out}{protocol})")
+    print_metrics(metrics["test"], title=f"test metrics ({out}{protocol})")
     out_line = {k: metrics[k] for k in ("best_epoch", "train_seconds")}
     err.print(f"best epoch {out_line['best_epoch']}, {out_line['train_seconds']:.1f}s; wrote {out}")
 
@@ -154,41 +130,17 @@ def sweep(
     """Train a grid of configurations, select on VALIDATION, report the winner (and its refit) on test."""
     from .train.sweep import parse_grid, run_sweep
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     cfg = load_config(config)
     for key, value in {"data.source": data, "data.data_dir": data_dir, "train.device": device}.items():
         if value is not None:
             cfg.set(key, value)
     _apply_sets(cfg, set_)
     result = run_sweep(cfg, parse_grid(grid), out_dir, refit=refit, resume=resume, progress=not quiet and sys.stderr.isatty())
-    summary = result.summary
-    metric = summary["select_metric"]
-    table = Table(title=f"sweep ({out_dir}): validation {metric}, selected on validation")
-    for column in ("candidate", *summary["grid"], f"val {metric}", "best epoch", "train s"):
-        table.add_column(column, justify="left" if column == "candidate" else "right")
-    for row in summary["candidates"]:
-        mark = " *" if row["name"] == result.winner else ""  # the full name (with the values) is the run folder's
-        table.add_row(row["name"].partition("_")[0] + mark, *(str(row["overrides"][k]) for k in summary["grid"]),
-                      f"{row['val'][metric]:.4f}", str(row["best_epoch"]), f"{row['train_seconds']:.1f}")
-    out.print(table)
-    final = summary["final"]
-    _print_metrics(final["test"], title=f"test metrics of the winner {result.winner} ({final['protocol']})")
-    err.print(f"winner {result.winner}; its config: {out_dir / summary['best_config']}; wrote {out_dir / 'sweep.json'}")
+    print_sweep(result.summary, result.winner, out_dir)
 
 
-def _print_metrics(metrics: dict[str, float], title: str) -> None:
-    table = Table(title=title)
-    ks = sorted({int(k.split("@")[1]) for k in metrics})
-    names = sorted({k.split("@")[0] for k in metrics}, key=["recall", "ndcg", "precision", "hit_rate"].index)
-    table.add_column("metric")
-    for k in ks:
-        table.add_column(f"@{k}", justify="right")
-    for name in names:
-        table.add_row(name, *(f"{metrics[f'{name}@{k}']:.4f}" for k in ks))
-    out.print(table)
-
-
-@app.command(cls=_Command)
+@app.command(cls=PlainHelpCommand)
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
     data: Annotated[Optional[str], typer.Option(metavar="SOURCE", help="Evaluate on other data with the same ids.  [default: the run's data]")] = None,
@@ -215,10 +167,10 @@ def evaluate(
     if as_json:
         print(json.dumps(metrics))
     else:
-        _print_metrics(metrics, title=f"test metrics ({run_dir})")
+        print_metrics(metrics, title=f"test metrics ({run_dir})")
 
 
-@app.command(cls=_Command)
+@app.command(cls=PlainHelpCommand)
 def recommend(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
     user: Annotated[str, typer.Option("--user", metavar="ID", help="User id, in your own id space.")],
@@ -252,7 +204,7 @@ def recommend(
         out.print(table)
 
 
-@app.command(cls=_Command)
+@app.command(cls=PlainHelpCommand)
 def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
     out_path: Annotated[Path, typer.Option("--out", metavar="FILE", help="The .npz file to write.")],
@@ -283,7 +235,7 @@ def export(
             err.print(f"wrote {path}: {what}", highlight=False, soft_wrap=True)
 
 
-@data_app.command("stats", cls=_Command)
+@data_app.command("stats", cls=PlainHelpCommand)
 def data_stats(
     path: Annotated[str, typer.Argument(metavar="SOURCE", help="synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.")],
     config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="TOML config; its [data] table names columns, separator, format ...")] = None,
@@ -355,7 +307,7 @@ def bench_retrieval(
     out.print(f"exact: {result['exact']}   bytes/item: {result['bytes_per_item']}")
 
 
-@app.command(cls=_Command)
+@app.command(cls=PlainHelpCommand)
 def serve(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
     host: Annotated[str, typer.Option(metavar="HOST", help="Interface to bind.")] = "127.0.0.1",
@@ -371,22 +323,6 @@ def serve(
     serve_run(run_dir, host=host, port=port, api_key=api_key)
 
 
-def _error(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    sys.exit(code)
-
-
-def _usage_error(exc: typer.TyperException) -> None:
-    """Typer's own parse errors (unknown option, bad value, missing argument or command): one line, exit 2."""
-    ctx = getattr(exc, "ctx", None)
-    command = ctx.command_path if ctx is not None else "hqgnn"
-    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `hqgnn` / `hqgnn data`: the help is the useful part
-        err.print(exc.format_message(), highlight=False, markup=False)
-        _error(f"{command}: missing command (see '{command} --help')", 2)
-    code = getattr(exc, "exit_code", 2)
-    _error(f"{exc.format_message()} (see '{command} --help')", code if isinstance(code, int) and code else 2)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one 'error:' line, no traceback.
 
@@ -398,9 +334,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="hqgnn")
     except HqgnnError as exc:
-        _error(str(exc), 1)
+        print_error_and_exit(str(exc), 1)
     except typer.TyperException as exc:  # typer >= 0.29: base class of its vendored click errors
-        _usage_error(exc)
+        usage_error(exc)
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
