@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import os
 import tempfile
@@ -21,21 +22,22 @@ log = logging.getLogger("hqgnn")
 __all__ = ["HQGNN"]
 
 
-def _field_sections() -> dict[str, list[str]]:
+@functools.lru_cache(maxsize=1)
+def _field_sections() -> dict[str, tuple[str, ...]]:
     """config field name -> the sections that have a field of that name (``seed`` is in data and train)."""
     out: dict[str, list[str]] = {}
     cfg = RunConfig()
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(cfg, section)):
             out.setdefault(f.name, []).append(section)
-    return out
+    return {name: tuple(where) for name, where in out.items()}
 
 
 def _section_field(name: str) -> tuple[str, str]:
     """("section", "field") of a parameter given as ``field`` (unique across sections) or ``section.field``."""
     section, _, field = name.rpartition(".")
+    sections = _field_sections()
     if not section:
-        sections = _field_sections()
         where = sections.get(name)
         if where is None:
             from .validation import hint as _hint
@@ -45,7 +47,7 @@ def _section_field(name: str) -> tuple[str, str]:
             raise HqgnnError(f"HQGNN: {name!r} is a field of {' and '.join(where)}: "
                              f"pass it as {', '.join(repr(f'{s}.{name}') for s in where)}")
         section, field = where[0], name
-    if section not in SECTIONS or field not in {f.name for f in dataclasses.fields(getattr(RunConfig(), section))}:
+    if section not in sections.get(field, ()):
         raise HqgnnError(f"HQGNN: unknown parameter {name!r}")
     return section, field
 
