@@ -102,6 +102,23 @@ class RecommenderBase:
         one_ids, one_scores = fitted.recommend(users[2], k=7)  # a single id: one row
         np.testing.assert_array_equal(one_ids[0], ids[2])
 
+    def test_batch_and_single_scores_are_bit_identical(self, fitted):
+        """A user's list and scores do not depend on who else is in the call (no shape-dependent sums)."""
+        users = fitted.user_ids
+        ids, scores = fitted.recommend(users, k=9)
+        rng = np.random.default_rng(0)
+        for size in (1, 2, 3, 5, 7, 33):
+            pick = rng.choice(len(users), size=size, replace=False)
+            sub_ids, sub_scores = fitted.recommend(users[pick], k=9)
+            np.testing.assert_array_equal(sub_ids, ids[pick])
+            assert sub_scores.tobytes() == scores[pick].tobytes(), f"batch of {size}"
+        items = fitted.item_ids
+        sim_ids, sim_scores = fitted.similar_items(items, k=5)
+        for i in rng.choice(len(items), size=4, replace=False):
+            one_ids, one_scores = fitted.similar_items(items[i], k=5)
+            np.testing.assert_array_equal(one_ids[0], sim_ids[i])
+            assert one_scores[0].tobytes() == sim_scores[i].tobytes()
+
     def test_recommend_equals_brute_force(self, fitted):
         """Scores are inner products of what is stored: floats, or codes x scales (float64 reference)."""
         t = {k: v.double().numpy() for k, v in fitted.run.tables.items()}

@@ -109,6 +109,28 @@ def test_evaluator_cuda_equals_cpu():
         assert gpu[key] == pytest.approx(cpu[key], abs=1e-6)
 
 
+@pytest.mark.parametrize("dim", [8, 64, 67])
+def test_fused_cpu_topk_scores_do_not_depend_on_the_batch(dim):
+    """Every user's scores are bit-identical alone, in any batch size and at any position (no BLAS
+    shape-dependent sums): random float embeddings, where summation order shows in the last bits."""
+    from hqgnn.eval.cpu_topk import float_topk_cpu
+
+    rng = np.random.default_rng(dim)
+    n_users, n_items = 300, 2500
+    ue = torch.from_numpy(rng.standard_normal((n_users, dim)).astype(np.float32))
+    ie = torch.from_numpy(rng.standard_normal((n_items, dim)).astype(np.float32))
+    none = torch.zeros(n_users + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    vals, ids = float_topk_cpu(ue, ie, torch.arange(n_users), *none, 20)
+    for size in (1, 2, 3, 4, 5, 7, 129, 131):
+        users = torch.from_numpy(rng.choice(n_users, size=size, replace=False))
+        v, i = float_topk_cpu(ue, ie, users, *none, 20)
+        assert torch.equal(i, ids[users])
+        assert v.numpy().tobytes() == vals[users].numpy().tobytes(), size
+    # and they are the float scores (to float32 rounding)
+    ref = (ue.double() @ ie.double().T).topk(20, dim=1).values
+    np.testing.assert_allclose(vals.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("n_items", [37, 3000])
 def test_fused_cpu_topk_equals_reference_with_ties(n_items):
     from hqgnn.eval.cpu_topk import float_topk_cpu
