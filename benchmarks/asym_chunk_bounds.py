@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from hqgnn.index.asym_layout import scale_order_of  # noqa: E402
-from hqgnn.index.bench_asym import _asym_data  # noqa: E402
+from retrieval_asym import _asym_data  # noqa: E402
 from hqgnn.index.queries import prepare_queries  # noqa: E402
 
 

@@ -13,9 +13,10 @@ import time
 import numpy as np
 
 from hqgnn.index.asym import AsymCodeIndex
-from hqgnn.index.bench_asym import _asym_data
-from hqgnn.index.bench_common import best_time as _best_time
+from retrieval_asym import _asym_data
+from bench_common import best_time as _best_time
 from hqgnn.index.queries import prepare_queries
+from hqgnn.index import QueryCodes  # noqa: E402
 
 
 def main() -> None:
@@ -37,9 +38,9 @@ def main() -> None:
     q, qs = prepare_queries(xq, center=center, query_bits=a.query_bits)
     kw = {"item_order": a.order} if "item_order" in inspect.signature(AsymCodeIndex.__init__).parameters else {}
     index = AsymCodeIndex(codes, scales, a.bits, term, query_bits=a.query_bits, **kw)
-    index.search(q[:64], a.k, None if qs is None else qs[:64])
+    index.search(QueryCodes(q[:64], None if qs is None else qs[:64]), a.k)
     load0 = os.getloadavg()
-    best = _best_time(lambda: index.search(q, a.k, query_scales=qs), "cpu", reps=3, budget_s=8.0)
+    best = _best_time(lambda: index.search(QueryCodes(q, qs), a.k), "cpu", reps=3, budget_s=8.0)
     print(json.dumps({"command": " ".join(["python"] + sys.argv), "order": kw.get("item_order", "scale (old code)"),
                       "fp16_values": a.fp16, "query_bits": a.query_bits, "qps": a.queries / best,
                       "bytes_per_item": index.bytes_per_item, "loadavg_before": load0, "loadavg_after": os.getloadavg(),

@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hqgnn.index.bench_asym import _asym_data  # noqa: E402
-from hqgnn.index.bench_common import best_time, device_name, torch_topk_qps  # noqa: E402
+from retrieval_asym import _asym_data  # noqa: E402
+from bench_common import best_time, device_name, torch_topk_qps  # noqa: E402
 from hqgnn.io import write_json  # noqa: E402
 
 
@@ -56,16 +56,17 @@ def main() -> None:
 
     from hqgnn.index.asym import build_asym_index
     from hqgnn.index.queries import prepare_queries
+    from hqgnn.index import QueryCodes  # noqa: E402
 
     dev = args.device
     xb, xq, codes, scales, term, center = _asym_data(args.items, args.dim, 1, args.queries, 0)
     scales, term = (v.astype(np.float16).astype(np.float32) for v in (scales, term))
     q, qs = prepare_queries(xq, center=center, query_bits=args.query_bits)
     index = build_asym_index(codes, scales, 1, term, query_bits=args.query_bits, device=dev, backend=args.backend)
-    index.search(q[:64], args.k, qs[:64])  # compile
+    index.search(QueryCodes(q[:64], qs[:64]), args.k)  # compile
     rounds = []
     for _ in range(args.rounds):  # alternate, so a drift of the card shows in both columns
-        ours = args.queries / best_time(lambda: index.search(q, args.k, query_scales=qs), dev, reps=5)
+        ours = args.queries / best_time(lambda: index.search(QueryCodes(q, qs), args.k), dev, reps=5)
         bf16 = torch_topk_qps(xq, xb, args.k, dev, torch.bfloat16)
         rounds.append({"qps": ours, "torch_bf16_qps": bf16, "vs_torch_bf16": ours / bf16})
         print(json.dumps(rounds[-1]), flush=True)
@@ -75,7 +76,7 @@ def main() -> None:
         torch.cuda.synchronize()
     with torch.profiler.profile(activities=activities) as prof:
         t0 = time.perf_counter()
-        index.search(q, args.k, query_scales=qs)
+        index.search(QueryCodes(q, qs), args.k)
         if dev.startswith("cuda"):
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0

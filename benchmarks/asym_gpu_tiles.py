@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hqgnn.index.bench_asym import _asym_data  # noqa: E402
-from hqgnn.index.bench_common import best_time, device_name, torch_topk_qps  # noqa: E402
+from retrieval_asym import _asym_data  # noqa: E402
+from bench_common import best_time, device_name, torch_topk_qps  # noqa: E402
 
 # (layout, block_q, warps, tile, zero_one[, threshold_fraction]); indices are used by the call scripts,
 # so new variants go at the end. Index 1 is the packed default since session 5, 9 the int8 one.
@@ -56,6 +56,7 @@ def main() -> None:
 
     from hqgnn.index.asym import build_asym_index
     from hqgnn.index.queries import prepare_queries
+    from hqgnn.index import QueryCodes  # noqa: E402
     from hqgnn.index.reference_torch import reference_asym_search_torch
 
     dev = args.device
@@ -92,9 +93,9 @@ def main() -> None:
                "threshold_fraction": fraction,
                "bytes_per_item": index.bytes_per_item}
         try:
-            index.search(q[:64], args.k, qs[:64])  # compile
-            row["qps"] = args.queries / best_time(lambda: index.search(q, args.k, query_scales=qs), dev, reps=5)
-            s, i = index.search(q, args.k, query_scales=qs)
+            index.search(QueryCodes(q[:64], qs[:64]), args.k)  # compile
+            row["qps"] = args.queries / best_time(lambda: index.search(QueryCodes(q, qs), args.k), dev, reps=5)
+            s, i = index.search(QueryCodes(q, qs), args.k)
             s, i = (x.cpu().numpy() if torch.is_tensor(x) else x for x in (s, i))
             row["exact"] = bool(np.array_equal(i, ri) and np.array_equal(s, rs))
             row["queries_not_exact"] = int((~np.all(i == ri, axis=1)).sum())

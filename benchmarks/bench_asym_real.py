@@ -48,7 +48,7 @@ def main() -> None:
     from hqgnn.data import load_dataset
     from hqgnn.eval import RankingEvaluator
     from hqgnn.eval.ranking import Ranker
-    from hqgnn.index.bench_common import cpu_name as _cpu_name
+    from bench_common import cpu_name as _cpu_name
     from hqgnn.run import load_run
 
     sys.path.insert(0, str(HERE))
@@ -74,7 +74,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     # hqgnn: the run's served format, exactly as recommend / serve rank it on CPU
-    ranker = Ranker(run.tables, run.bits, "cpu", symmetric=run.symmetric, user_bits=run.user_bits,
+    ranker = Ranker(run.tables, run.format, "cpu",
                     item_order="none")  # the run's numbering at the stored bytes (no order array)
     ex = seen[users]
     ids = ranker.search(users, k, exclude=ex)[1]
@@ -82,7 +82,7 @@ def main() -> None:
     t_plain = _best(lambda: ranker.search(users, k))
     index = ranker.asym_index if ranker.asym_index is not None else ranker.index
     held = float(index.bytes_per_item) if index is not None else None
-    row(f"hqgnn_{run.bits}bit_q{run.user_bits}", run.metrics["memory"]["bytes_per_item"], ids, len(users) / t,
+    row(f"hqgnn_{run.bits}bit_q{run.format.query_bits}", run.metrics["memory"]["bytes_per_item"], ids, len(users) / t,
         len(users) / t_plain, held_bytes_per_item=held, exact=True)
 
     # the same, served as `hqgnn serve` / `hqgnn recommend` do: items renumbered into the index's storage
@@ -97,7 +97,7 @@ def main() -> None:
     orig = {str(v): i for i, v in enumerate(run.item_ids.tolist())}  # back to the run's numbering to evaluate
     to_orig = np.array([orig[str(v)] for v in rec.run.item_ids.tolist()] + [-1])
     index = rec.ranker.asym_index
-    row(f"hqgnn_{run.bits}bit_q{run.user_bits}_renumbered", run.metrics["memory"]["bytes_per_item"], to_orig[ids_r],
+    row(f"hqgnn_{run.bits}bit_q{run.format.query_bits}_renumbered", run.metrics["memory"]["bytes_per_item"], to_orig[ids_r],
         len(users) / t, len(users) / t_plain, held_bytes_per_item=float(index.bytes_per_item) if index else None,
         exact=True)
 

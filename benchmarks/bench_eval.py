@@ -14,7 +14,7 @@ import torch
 
 from hqgnn.config import DataConfig
 from hqgnn.data import load_dataset
-from hqgnn.eval import RankingEvaluator, code_scorer, embedding_scorer
+from hqgnn.eval import RankingEvaluator, code_scorer
 from hqgnn.io import write_json
 from hqgnn.train.pipeline import device_name
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from hqgnn.index.bench import run_retrieval_bench
+    from retrieval import run_retrieval_bench
 
     queries = args.queries or (10_000 if args.device.startswith("cuda") else 1000)
     runs = []

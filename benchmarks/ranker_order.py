@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from hqgnn.eval.ranking import Ranker  # noqa: E402
-from hqgnn.index.bench_common import cpu_name  # noqa: E402
+from bench_common import cpu_name  # noqa: E402
 from hqgnn.run import load_run  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     rows, first = {}, None
     load0 = os.getloadavg()
     for order in ("none", "scale"):
-        ranker = Ranker(run.tables, run.bits, "cpu", symmetric=run.symmetric, user_bits=run.user_bits, item_order=order)
+        ranker = Ranker(run.tables, run.format, "cpu", item_order=order)
         ranker.search(users[:2000], args.k, exclude=ex[:2000])  # compile
         best = float("inf")
         for _ in range(3):

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# the benchmark harnesses live outside the package (benchmarks/); their own tests import them from there
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS_DIR) not in sys.path:
+    sys.path.append(str(BENCHMARKS_DIR))
 
 # The benchmark data ({gowalla,yelp2018}/{train,test}.txt): $HQGNN_TEST_DATA if set, else the folder
 # next to the repository, <repo>/../shared/data.

@@ -109,7 +109,7 @@ def test_recommend_equals_brute_force_of_the_format(fmt_run):
 def test_renumbered_serving_equals_the_run_numbering(fmt_run):
     """Recommender(renumber_items=True): same raw ids and scores, the index in its storage order
     without an order array (the run's id table absorbs the permutation)."""
-    from hqgnn.index.asym import build_asym_index
+    from hqgnn.index import build_index
     from hqgnn.index.asym_layout import scale_order_of
 
     name, out = fmt_run
@@ -134,13 +134,12 @@ def test_renumbered_serving_equals_the_run_numbering(fmt_run):
         term = t.get("item_term")
         order = scale_order_of(t["item_scale"].float().numpy(), None if term is None else term.float().numpy(), n)
         assert order is not None and np.array_equal(order, np.arange(n))  # already in storage order
-        assert renum.ranker.asym_index._order is None
-        assert plain.ranker.asym_index._order is not None  # evaluation's Ranker keeps the order array instead
+        assert renum.ranker.index.format.item_order == "none"
+        assert plain.ranker.index.format.item_order == "scale"  # evaluation's Ranker keeps the order array instead
         ot = run.tables
-        bare = build_asym_index(ot["item_codes"].numpy(), ot["item_scale"].float().numpy(), item_bits=run.bits,
-                                item_term=None if term is None else ot["item_term"].float().numpy(),
-                                query_bits=renum.ranker.asym_index.query_bits)  # the run's numbering, no order
-        assert renum.ranker.asym_index.memory_bytes() == bare.memory_bytes()
+        bare = build_index(ot["item_codes"].numpy(), run.format, scale=ot["item_scale"].float().numpy(),
+                           term=None if term is None else ot["item_term"].float().numpy())  # run's numbering, no order
+        assert renum.ranker.index.memory_bytes() == bare.memory_bytes()
 
 
 def test_export_renumbered_items_move_with_their_ids(fmt_run, tmp_path):
@@ -276,7 +275,7 @@ def test_served_memory_of_symmetric_codes(teacher, tmp_path):
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())["memory"]
     assert m["bytes_per_item"] == 16 / 8 + 4  # the bit-packed size
     # CPU index: one 64-bit word of sign bits + float32 scale + int32 scale-sorted order; GPU: 32 int8 + scale
-    assert m["served_bytes_per_item"] == {"cpu_index": 8 + 4 + 4, "gpu_index": 32 + 4}
+    assert m["served_bytes_per_item"] == {"format_bytes": 8 + 4 + 4, "cpu_index": 8 + 4 + 4, "gpu_index": 32 + 4}
 
 
 @pytest.mark.parametrize("field, value", [("user_bits", 9), ("user_bits", -2), ("rotation", "pca"),
@@ -346,7 +345,7 @@ def test_cuda_ranking_equals_cpu_ranking(fmt_run):
 
     name, out = fmt_run
     run = load_run(out)
-    kw = dict(bits=run.config.quant.bits, symmetric=False, user_bits=run.config.quant.user_bits)
+    kw = dict(fmt=run.format)
     users = np.arange(run.n_users)
     seen = (run.seen.indptr, run.seen.indices)
     cpu = Ranker(run.tables, device="cpu", **kw).search(users, 20, exclude=seen)

@@ -114,7 +114,7 @@ def test_two_ranks_gste_delta_agrees(tmp_path):
     for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
     assert not outs[1].exists()  # rank 1 wrote no file, not even its --out folder
-    assert {p.name for p in outs[0].iterdir()} == RUN_FILES
+    assert {p.name for p in outs[0].iterdir()} == RUN_FILES | {"format.json"}  # a code run also writes its format
     assert_same_run(tmp_path / "one", outs[0])
     history = json.loads((outs[0] / "metrics.json").read_text())["history"]
     assert sum("gste_delta" in h for h in history) == 2  # epochs 1 and 3

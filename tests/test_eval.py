@@ -199,7 +199,7 @@ def test_unsorted_exclusion_rows_never_return_seen_items():
     assert all(v == 0.0 for v in ev.evaluate_embeddings(user_emb, item_emb).values())
     from hqgnn.eval.ranking import Ranker
 
-    ranker = Ranker({"user_emb": user_emb, "item_emb": item_emb}, 0)
+    ranker = Ranker({"user_emb": user_emb, "item_emb": item_emb})
     _, ids = ranker.search(np.arange(n_users), 50, exclude=bad)
     for u in range(n_users):
         assert not set(ids[u].tolist()) & set(seen[u].tolist())

@@ -8,15 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from hqgnn.index import (
-    BinaryCodeIndex,
-    CodeIndex,
-    ScalarCodeIndex,
-    build_code_index,
-    reference_scores,
-    reference_search,
-    search_rerank,
-)
+from hqgnn.index import QueryCodes, reference_scores, reference_search, search_rerank
+from hqgnn.index.base import CodeIndex
+from hqgnn.index.binary import BinaryCodeIndex
+from hqgnn.index.factory import build_code_index
+from hqgnn.index.scalar import ScalarCodeIndex
 from hqgnn.index import kernels_cpu as K
 from hqgnn.index.common import normalize_exclusion, normalize_query_scale
 from hqgnn.index.packing import (
@@ -202,7 +198,7 @@ def test_search_equals_reference(backend: str, bits: int) -> None:
             for k in (1, 10, n + 7):
                 for mode in modes:
                     qsc = None if (k == 1 and not with_ex) else qs
-                    got = idx.search(q, k, query_scales=qsc, exclude=ex, mode=mode)
+                    got = idx.search(QueryCodes(q, qsc), k, exclude=ex, mode=mode)
                     want = reference_search(q, codes, k, qsc, scale, exclude=ex, mode=mode)
                     assert_same(got, want, f"{backend} bits={bits} scale={scale_kind} ex={with_ex} k={k} {mode}")
 
@@ -220,7 +216,7 @@ def test_two_phase_small_tiles_and_buffer_overflow(device: str) -> None:
             eng.tile, eng.group, eng.cap = tile, group, cap
             for mode in ["scaled", "hamming"] if bits == 1 else ["scaled"]:
                 for k in (3, 12):
-                    got = idx.search(q, k, qs, ex, mode=mode)
+                    got = idx.search(QueryCodes(q, qs), k, ex, mode=mode)
                     assert_same(got, reference_search(q, codes, k, qs, scale, ex, mode=mode),
                                 f"{device} bits={bits} tile={tile}x{group} cap={cap} {mode} k={k}")
 
@@ -234,8 +230,8 @@ def test_cpu_many_queries_threads_and_ranges(bits: int) -> None:
     want = reference_search(q, codes, 15, qs, scale, exclude=ex)
     for threads in (1, 3):
         idx.threads = threads
-        assert_same(idx.search(q, 15, qs, ex), want, f"threads={threads}")
-        assert_same(idx.search(q[:1], 15, qs[:1]), reference_search(q[:1], codes, 15, qs[:1], scale), "one query")
+        assert_same(idx.search(QueryCodes(q, qs), 15, ex), want, f"threads={threads}")
+        assert_same(idx.search(QueryCodes(q[:1], qs[:1]), 15), reference_search(q[:1], codes, 15, qs[:1], scale), "one query")
 
 
 def test_all_items_identical_and_degenerate_inputs() -> None:
@@ -291,7 +287,7 @@ def test_save_load_roundtrip(tmp_path, bits: int, form: str) -> None:
         assert type(loaded) is type(idx) and loaded.bits == bits and len(loaded) == 120
         assert np.array_equal(loaded.codes(), codes)
         assert np.array_equal(loaded.item_scale, scale)
-        assert_same(loaded.search(q, 7, qs), reference_search(q, codes, 7, qs, scale), f"loaded mmap={mmap}")
+        assert_same(loaded.search(QueryCodes(q, qs), 7), reference_search(q, codes, 7, qs, scale), f"loaded mmap={mmap}")
     if form == "dir":
         assert isinstance(CodeIndex.load(path)._packed_arrays()["codes"], np.memmap)
     # the file holds no pickle: it loads with allow_pickle=False (load would raise otherwise)
@@ -411,7 +407,7 @@ def test_exclusion_normalization() -> None:
 
 # ---------------------------------------------------------------------------------------- bench
 def test_run_retrieval_bench_smoke() -> None:
-    from hqgnn.index import run_retrieval_bench
+    from retrieval import run_retrieval_bench
 
     for bits in (1, 4):
         r = run_retrieval_bench(3000, 32, bits, 20, 5, device="cpu", threads=2)

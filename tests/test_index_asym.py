@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hqgnn.index import (
-    AsymCodeIndex,
-    build_asym_index,
-    build_code_index,
-    load_code_index,
-    prepare_queries,
-    reference_asym_search,
-)
+from hqgnn.index import QueryCodes, prepare_queries, reference_asym_search
+from hqgnn.index.asym import AsymCodeIndex, build_asym_index
+from hqgnn.index.factory import build_code_index, load_code_index
 from hqgnn.index import kernels_lut1 as KL
 from hqgnn.index.queries import quantize_float_queries
 from hqgnn.index.reference import reference_asym_scores
@@ -72,7 +67,7 @@ def random_exclusion(rng, b, n, frac=0.2):
 
 
 def check(index, q, qs, k, codes, scale, term, exclude=None):
-    s, i = index.search(q, k, query_scales=qs, exclude=exclude)
+    s, i = index.search(QueryCodes(q, qs), k, exclude=exclude)
     if isinstance(s, torch.Tensor):
         s, i = s.cpu().numpy(), i.cpu().numpy()
     rs, ri = reference_asym_search(q, codes, k, scale, term, qs, exclude=exclude,
@@ -195,13 +190,13 @@ def test_edge_cases(query_bits):
     s, i = check(index, q, qs, 80, codes, scale, term)  # k > n
     assert (i[:, n:] == -1).all() and np.isneginf(s[:, n:]).all()
     every = (np.arange(0, 5 * n + 1, n), np.tile(np.arange(n), 5))
-    s, i = index.search(q, 3, query_scales=qs, exclude=every)  # everything excluded
+    s, i = index.search(QueryCodes(q, qs), 3, exclude=every)  # everything excluded
     assert (i == -1).all() and np.isneginf(s).all()
     part = (np.array([0, n - 2, n - 2, n - 2, n - 2, n - 2]), np.concatenate([np.arange(n - 2)]))
     s, i = check(index, q, qs, 4, codes, scale, term, exclude=part)  # query 0: only 2 eligible
     assert (i[0, 2:] == -1).all() and (i[0, :2] >= n - 2).all()
-    assert index.search(q, 0, query_scales=qs)[1].shape == (5, 0)
-    assert index.search(q[:0], 3, query_scales=None if qs is None else qs[:0])[1].shape == (0, 3)
+    assert index.search(QueryCodes(q, qs), 0)[1].shape == (5, 0)
+    assert index.search(QueryCodes(q[:0], None if qs is None else qs[:0]), 3)[1].shape == (0, 3)
     one = build_asym_index(codes[:1], scale[:1], 1, term[:1], query_bits=query_bits)
     check(one, q, qs, 2, codes[:1], scale[:1], term[:1])
 
@@ -279,7 +274,7 @@ def test_input_validation():
         index.search(np.zeros((2, 16), np.int8), -1)
     fidx = build_asym_index(codes, None, 1, None, query_bits=0)
     with pytest.raises(ValueError, match="query_scales"):
-        fidx.search(np.zeros((2, 16), np.float32), 3, query_scales=1.0)
+        fidx.search(QueryCodes(np.zeros((2, 16), np.float32), 1.0), 3)
     with pytest.raises(ValueError, match="float queries"):
         fidx.search(np.zeros((2, 16), np.int8), 3)
     with pytest.raises(ValueError, match="query_bits"):
@@ -311,8 +306,8 @@ def test_save_load_and_memory(tmp_path, item_bits, suffix):
         assert isinstance(loaded, AsymCodeIndex) and loaded.query_bits == 8
         assert loaded.memory_bytes() == index.memory_bytes()
         q, qs = make_queries(rng, 7, d, 8)
-        a = index.search(q, 5, qs)
-        b = loaded.search(q, 5, qs)
+        a = index.search(QueryCodes(q, qs), 5)
+        b = loaded.search(QueryCodes(q, qs), 5)
         np.testing.assert_array_equal(a[1], b[1])
         np.testing.assert_array_equal(a[0], b[0])
     plain = build_code_index(codes if item_bits > 1 else codes, scale, item_bits)  # symmetric kinds still load
@@ -334,8 +329,8 @@ def test_matches_symmetric_index_when_term_is_zero():
     codes = item_codes(rng, 700, 64, 4)
     scale = rng.uniform(0.5, 1.5, 700).astype(np.float32)
     q, qs = make_queries(rng, 12, 64, 4, neg=False)
-    a = build_asym_index(codes, scale, 4, None, query_bits=4).search(q, 15, qs)
-    b = build_code_index(codes, scale, 4).search(q, 15, qs)
+    a = build_asym_index(codes, scale, 4, None, query_bits=4).search(QueryCodes(q, qs), 15)
+    b = build_code_index(codes, scale, 4).search(QueryCodes(q, qs), 15)
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], b[0])
 
@@ -394,7 +389,7 @@ def test_cuda_backends(item_bits, query_bits, d, backend):
             index = _torch_index(codes, scale, item_bits, term, query_bits, "cuda", "torch",
                                  "exact" if backend == "cuda-exact" else "two_phase", None)
         q, qs = make_queries(rng, 70, d, query_bits)
-        s, i = index.search(q, 20, query_scales=qs)
+        s, i = index.search(QueryCodes(q, qs), 20)
         assert s.device.type == "cuda"
         check(index, q, qs, 20, codes, scale, term)
         check(index, q, qs, 20, codes, scale, term, exclude=random_exclusion(rng, 70, n, 0.01))
@@ -413,7 +408,7 @@ def test_lut_kernel_is_built_where_avx2_is():
 
 @pytest.mark.parametrize("query_bits", [4, 0])
 def test_asym_bench_small(query_bits):
-    from hqgnn.index.bench_asym import run_asym_bench
+    from retrieval_asym import run_asym_bench
 
     r = run_asym_bench(3000, 32, 1, query_bits, 40, 5, train_n=1000)
     assert r["exact"] is True and r["exact_checked_queries"] == 40 and r["queries_not_exact"] == 0
@@ -441,7 +436,7 @@ def test_storage_order_of_raw_values_is_the_index_order(term_kind):
 def test_asym_bench_renumbered_float16_holds_no_order():
     """--item-order renumbered --value-dtype float16: exact on every query against the brute force
     of the same renumbered items, and the index holds codes + float16 scale + term + bounds only."""
-    from hqgnn.index.bench_asym import run_asym_bench
+    from retrieval_asym import run_asym_bench
 
     n, d = 3000, 64
     r = run_asym_bench(n, d, 1, 4, 40, 5, train_n=1000, item_order="renumbered", value_dtype="float16")

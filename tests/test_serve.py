@@ -149,10 +149,10 @@ def test_asymmetric_run_is_served_renumbered_with_the_same_answers(tmp_path: Pat
     cfg.quant.bits, cfg.quant.estimator, cfg.quant.user_bits, cfg.quant.center = 1, "ste", 4, True
     run_training(cfg, tmp_path / "asym", progress=False)
     run = load_run(tmp_path / "asym")
-    assert not run.symmetric and "item_term" in run.tables
+    assert not run.format.symmetric and "item_term" in run.tables
     app = TestClient(create_app(tmp_path / "asym"))
     snap = app.app.state.holder.snapshot
-    assert snap.recommender.ranker.asym_index._order is None
+    assert snap.recommender.ranker.index.format.item_order == "none"
     assert not np.array_equal(snap.run.item_ids, run.item_ids)  # renumbered: the id table moved
     scores, items = Recommender(run).recommend(np.arange(run.n_users), 10)
     for u in (0, 7, 150):

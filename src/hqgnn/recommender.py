@@ -36,8 +36,7 @@ class Recommender:
             run = storage_numbered(run, self.device)
         self.run = run
         # renumbered tables are already in the index's storage order: no order array on top
-        self.ranker = Ranker(run.tables, run.bits, self.device, symmetric=run.symmetric, user_bits=run.user_bits,
-                             item_order="none" if renumber_items else "scale")
+        self.ranker = Ranker(run.tables, run.format, self.device, item_order="none" if renumber_items else "scale")
         self.index = self.ranker.index  # the code index of quantized runs (None for float runs)
         seen = run.seen.tocsr(copy=True)
         seen.has_sorted_indices = False
@@ -69,7 +68,8 @@ class Recommender:
 
 def storage_numbered(run: TrainedRun, device: torch.device = torch.device("cpu")) -> TrainedRun:
     """``run`` renumbered into the asymmetric CPU index's storage order (itself when that changes nothing)."""
-    if device.type != "cpu" or not run.quantized or run.symmetric:
+    fmt = run.format
+    if device.type != "cpu" or fmt is None or fmt.symmetric:
         return run  # the GPU searcher and the symmetric index do not use a storage order
     from .index.asym_layout import scale_order_of
 

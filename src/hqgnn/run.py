@@ -14,10 +14,12 @@ from safetensors.torch import load_file, save_file
 
 from .config import RunConfig, dump_config, load_config
 from .errors import HqgnnError
+from .index.format import CodeFormat
 from .io import atomic_path, save_npz, write_json, write_text
 
-CONFIG, METRICS, MODEL, TABLES, IDS, SEEN, CURVE = (
+CONFIG, METRICS, MODEL, TABLES, IDS, SEEN, CURVE, FORMAT = (
     "config.toml", "metrics.json", "model.safetensors", "tables.safetensors", "ids.npz", "seen.npz", "curve.png",
+    "format.json",
 )
 
 
@@ -38,6 +40,9 @@ def save_run(
     for name, tensors in ((MODEL, model_state), (TABLES, tables)):
         with atomic_path(run_dir / name) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    if cfg.quant.bits:  # the code format, written next to the codes (docs/index.md)
+        fmt = CodeFormat.from_config(cfg.quant, dim=int(tables["item_codes"].shape[1]), term="item_term" in tables)
+        write_json(run_dir / FORMAT, fmt.to_dict())
     save_npz(run_dir / IDS, user_ids=user_ids, item_ids=item_ids)
     save_npz(run_dir / SEEN, indptr=seen.indptr.astype(np.int64), indices=seen.indices.astype(np.int64),
              shape=np.asarray(seen.shape, dtype=np.int64))
@@ -85,18 +90,21 @@ class TrainedRun:
         return "item_codes" in self.tables
 
     @property
-    def symmetric(self) -> bool:
-        """Quantized with both sides b-bit codes of one width and no per-item term (the packed-code engine's
-        format); other code formats are scored by :func:`hqgnn.eval.served_scorer`."""
-        q = self.config.quant
-        return (self.quantized and "user_query" not in self.tables and "item_term" not in self.tables
-                and q.user_bits in (-1, q.bits))
-
-    @property
-    def user_bits(self) -> int:
-        """Width of the user codes (0: float queries); the item width where the config says -1."""
-        q = self.config.quant
-        return 0 if "user_query" in self.tables else (q.bits if q.user_bits < 0 else q.user_bits)
+    def format(self) -> CodeFormat | None:
+        """The code format of a quantized run (None for a float run): from its ``[quant]`` config, checked
+        against the tables it stored (a run whose tables disagree with its config is refused)."""
+        if not self.quantized:
+            return None
+        try:
+            fmt = CodeFormat.from_config(self.config.quant, dim=int(self.tables["item_codes"].shape[1]),
+                                         term="item_term" in self.tables)
+        except ValueError as exc:
+            raise HqgnnError(f"{self.path / CONFIG}: {exc}") from None
+        if fmt.float_queries != ("user_query" in self.tables):
+            stored = "float queries" if "user_query" in self.tables else "user codes"
+            raise HqgnnError(f"{self.path / CONFIG}: [quant] says {fmt.query_bits}-bit queries, but "
+                             f"{self.path / TABLES} holds {stored}")
+        return fmt
 
     @property
     def bits(self) -> int:

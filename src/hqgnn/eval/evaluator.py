@@ -77,7 +77,7 @@ class RankingEvaluator:
         """Metrics of inner-product scoring, ranked by :class:`hqgnn.eval.ranking.Ranker` (as served)."""
         from .ranking import Ranker
 
-        return self.evaluate_ranker(Ranker({"user_emb": user_emb, "item_emb": item_emb}, 0, self.device))
+        return self.evaluate_ranker(Ranker({"user_emb": user_emb, "item_emb": item_emb}, None, self.device))
 
     @torch.no_grad()
     def evaluate_ranker(self, ranker) -> dict[str, float]:

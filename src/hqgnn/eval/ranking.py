@@ -17,12 +17,14 @@ sorted rows), whichever kernel then applies them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..index.common import Exclusion, normalize_exclusion
+from ..index.api import Index, QueryCodes, build_index
+from ..index.format import CodeFormat
 from ..topk import stable_topk
 from .masking import exclusion_mask_fill
 
@@ -38,9 +40,10 @@ def self_exclusion(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Ranker:
     """Top-``k`` items for user (or item) rows of a model's tables, seen items excluded.
 
-    ``tables``: ``user_emb`` / ``item_emb`` (float) or, when ``bits > 0``, ``user_codes`` /
-    ``user_scale`` / ``item_codes`` / ``item_scale`` (the run's tables.safetensors, or the
-    trainer's current codes).
+    ``tables``: ``user_emb`` / ``item_emb`` (float, ``fmt=None``) or the code tables of ``fmt``
+    (``item_codes`` / ``item_scale`` [/ ``item_term``] and ``user_codes`` / ``user_scale`` or
+    ``user_query``: the run's tables.safetensors, or the trainer's current codes), ranked by the
+    one :class:`hqgnn.index.Index` of that format.
 
     ``item_order``: the asymmetric CPU index's storage order. ``"scale"`` (default: evaluation, where
     speed matters more than 4 B per item; ~3x the users/s on real gowalla codes, BENCHMARKS § 3b) or
@@ -48,51 +51,44 @@ class Ranker:
     serves them). Rankings are identical either way: the index is exact with ties to the lower id.
     """
 
-    def __init__(self, tables: dict[str, torch.Tensor], bits: int, device: str | torch.device = "cpu",
-                 symmetric: bool = True, user_bits: int | None = None, item_order: str = "scale") -> None:
+    def __init__(self, tables: dict[str, torch.Tensor], fmt: CodeFormat | None = None,
+                 device: str | torch.device = "cpu", item_order: str = "scale") -> None:
         self.device = torch.device(device)
-        self.bits = int(bits)
-        self.index = None
-        self.scorers = None
-        self.asym_index = None
-        if self.bits and not symmetric:
-            # float / other-width queries, per-item terms (hqgnn.eval.served_scorer's formats): the
-            # asymmetric code index ranks users on every device (exact: equal to a float64 brute force,
-            # so CPU and CUDA rank identically). Item-to-item similarity scores dequantized item codes;
-            # that scorer holds a float copy of the item codes, so it is built on first use only.
-            from ..index.asym import build_asym_index
-            from .scoring import code_scorer
-
-            t = {k: v.detach().to(self.device) for k, v in tables.items()}
-            self._built: dict[str, Any] = {}
-            self.scorers = {"item": lambda: code_scorer(t["item_codes"], t["item_scale"], t["item_codes"],
-                                                        t["item_scale"])}
-            self.n_items = len(t["item_codes"])
-            float_queries = "user_query" in tables
-            qbits = 0 if float_queries else int(user_bits if user_bits is not None and user_bits > 0 else bits)
-            term = tables.get("item_term")
-            self.asym_index = build_asym_index(
-                tables["item_codes"].cpu().numpy(), tables["item_scale"].float().cpu().numpy(), item_bits=bits,
-                item_term=None if term is None else term.float().cpu().numpy(), query_bits=qbits,
-                device=str(self.device), item_order=item_order)
-            self.queries = (tables["user_query"].float().cpu().numpy() if float_queries
-                            else tables["user_codes"].cpu().numpy())
-            self.query_scales = None if float_queries else tables["user_scale"].float().cpu().numpy()
-        elif self.bits:
-            from ..index.factory import build_code_index
-
-            t = {k: v.detach().cpu() for k, v in tables.items() if k in ("user_codes", "user_scale", "item_codes",
-                                                                           "item_scale")}
-            self.codes = {"user": t["user_codes"].numpy(), "item": t["item_codes"].numpy()}
-            self.scales = {"user": t["user_scale"].float().numpy(), "item": t["item_scale"].float().numpy()}
-            self.index = build_code_index(self.codes["item"], self.scales["item"], self.bits, device=str(self.device))
-            self.n_items = len(self.codes["item"])
-        else:
+        self.format = fmt
+        self.index: Index | None = None
+        self.scorers: dict[str, Callable[[], Any]] | None = None
+        if fmt is None:  # float tables
             dev = self.device
             self.emb = {"user": tables["user_emb"].detach().float().to(dev),
                         "item": tables["item_emb"].detach().float().to(dev)}
             self.n_items = len(self.emb["item"])
             self._item_t = self.emb["item"].t().contiguous() if dev.type != "cpu" else None
+            return
+        t = {k: v.detach().cpu() for k, v in tables.items()}
+        term = t.get("item_term")
+        if not fmt.symmetric:
+            fmt = fmt.replace(item_order=item_order)
+        self.index = build_index(t["item_codes"].numpy(), fmt, scale=t["item_scale"].float().numpy(),
+                                 term=None if term is None else term.float().numpy(), device=str(self.device))
+        self.n_items = len(t["item_codes"])
+        if fmt.float_queries:
+            self.queries = {"user": t["user_query"].float().numpy()}
+            self.query_scales: dict[str, np.ndarray | None] = {"user": None}
+        else:
+            self.queries = {"user": t["user_codes"].numpy()}
+            self.query_scales = {"user": t["user_scale"].float().numpy()}
+        if fmt.symmetric:  # item-to-item: item codes are queries of the same width
+            self.queries["item"] = t["item_codes"].numpy()
+            self.query_scales["item"] = t["item_scale"].float().numpy()
+        else:
+            # item-to-item similarity of other formats scores dequantized item codes; that scorer holds
+            # a float copy of the item codes, so it is built on first use only
+            from .scoring import code_scorer
+
+            d = {k: v.to(self.device) for k, v in t.items() if k in ("item_codes", "item_scale")}
+            self._built: dict[str, Any] = {}
+            self.scorers = {"item": lambda: code_scorer(d["item_codes"], d["item_scale"], d["item_codes"],
+                                                        d["item_scale"])}
 
     @torch.no_grad()
     def search(self, rows: Any, k: int, exclude: Any = None, side: str = "user") -> tuple[np.ndarray, np.ndarray]:
@@ -105,21 +101,15 @@ class Ranker:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         b, k = len(rows), int(k)
         ex = normalize_exclusion(exclude, b, self.n_items)
-        if self.asym_index is not None and side == "user":
-            qs = None if self.query_scales is None else (self.query_scales[rows] if self.query_scales.ndim
-                                                         else self.query_scales)
-            scores, ids = self.asym_index.search(self.queries[rows], k, query_scales=qs,
-                                                 exclude=None if ex is None else (ex.indptr, ex.indices))
-            return _pad(_numpy(scores).astype(np.float32, copy=False), _numpy(ids).astype(np.int64, copy=False), k)
-        if self.scorers is not None:
+        if self.index is None:
+            return self._float_search(rows, k, ex, side)
+        if self.scorers is not None and side == "item":
             return self._scored_search(rows, k, ex, side)
-        if self.index is not None:
-            scale = self.scales[side]
-            qs = scale[rows] if scale.ndim else scale
-            scores, ids = self.index.search(self.codes[side][rows], k, query_scales=qs,
-                                            exclude=None if ex is None else (ex.indptr, ex.indices))
-            return _pad(_numpy(scores).astype(np.float32, copy=False), _numpy(ids).astype(np.int64, copy=False), k)
-        return self._float_search(rows, k, ex, side)
+        scale = self.query_scales[side]
+        qs = None if scale is None else (scale[rows] if scale.ndim else scale)
+        scores, ids = self.index.search(QueryCodes(self.queries[side][rows], qs), k,
+                                        exclude=None if ex is None else (ex.indptr, ex.indices))
+        return _pad(_numpy(scores).astype(np.float32, copy=False), _numpy(ids).astype(np.int64, copy=False), k)
 
     def _scored_search(self, rows: np.ndarray, k: int, ex: Exclusion | None, side: str) -> tuple[np.ndarray, np.ndarray]:
         dev = self.device

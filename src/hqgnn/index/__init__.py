@@ -1,54 +1,40 @@
-"""Exact top-k retrieval straight from packed quantized codes (1-bit Hamming, b-bit integer dot), CPU and CUDA.
+"""Exact top-k retrieval straight from quantized codes: one format, one interface, CPU and CUDA.
 
-Public API::
+Public API (FAISS-style: a format description, one build, one load)::
 
-    index = build_code_index(item_codes, item_scale, bits, device="cpu")   # Binary/ScalarCodeIndex
-    scores, ids = index.search(query_codes, k, query_scales=None, exclude=(indptr, indices),
-                               mode="scaled")                              # or "hamming" (1 bit)
-    scores, ids = index.search_rerank(query_codes, query_float, item_float, k, candidates=100)
-    index.save(path); index = CodeIndex.load(path, mmap=True)
+    fmt = CodeFormat(dim=64, item_bits=1, query_bits=0)            # 1-bit items x float queries
+    index = build_index(item_codes, fmt, scale=s, term=None, device="cpu")
+    scores, ids = index.search(x, k, exclude=(indptr, indices))      # float x, encoded by the format
+    scores, ids = index.search(QueryCodes(codes, scales), k)         # queries already in codes
+    index.save(path); index = load_index(path, device="cuda")
+    fmt.item_bytes, index.memory_bytes()
 
-    # asymmetric: b-bit items (+ scale s_i, term t_i) x 4/8-bit or float queries
-    index = build_asym_index(item_codes, item_scale, item_bits=1, item_term=None, query_bits=4)
-    codes, scales = prepare_queries(x, rotation=R, center=mu, query_bits=4)   # once per query
-    scores, ids = index.search(codes, k, query_scales=scales, exclude=(indptr, indices))
-
-Results are exact: identical to :func:`reference_search` (float64 brute force), sorted by score
-descending with ties broken by lower item id; numpy arrays on CPU, torch tensors on CUDA.
+Results are exact: identical to :func:`reference_search` / :func:`reference_asym_search` (float64
+brute force), sorted by score descending with ties broken by lower item id; numpy arrays on CPU,
+torch tensors on CUDA.
 """
 
 from __future__ import annotations
 
-from .asym import AsymCodeIndex, build_asym_index
+from .api import Index, QueryCodes, build_index, encode_queries, load_index, read_format
+from .base import BACKENDS
+from .format import CodeFormat
 from .queries import prepare_queries
-from .base import BACKENDS, CodeIndex
-from .binary import BinaryCodeIndex
-from .factory import build_code_index, load_code_index
 from .reference import reference_asym_search, reference_scores, reference_search
 from .rerank import search_rerank
-from .scalar import ScalarCodeIndex
 
 __all__ = [
-    "AsymCodeIndex",
     "BACKENDS",
-    "BinaryCodeIndex",
-    "CodeIndex",
-    "ScalarCodeIndex",
-    "build_asym_index",
-    "build_code_index",
-    "load_code_index",
+    "CodeFormat",
+    "Index",
+    "QueryCodes",
+    "build_index",
+    "encode_queries",
+    "load_index",
     "prepare_queries",
+    "read_format",
     "reference_asym_search",
     "reference_scores",
     "reference_search",
-    "run_retrieval_bench",
     "search_rerank",
 ]
-
-
-def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, device: str = "cpu", seed: int = 0,
-                        threads: int | None = None, query_bits: int | None = None) -> dict:
-    """See :func:`hqgnn.index.bench.run_retrieval_bench` (imported lazily: it pulls in torch/faiss)."""
-    from .bench import run_retrieval_bench as _run
-
-    return _run(items, dim, bits, queries, k, device=device, seed=seed, threads=threads, query_bits=query_bits)

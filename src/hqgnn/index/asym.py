@@ -23,12 +23,14 @@ Exactness (CPU):
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
 from . import kernels_asym_cpu as KA
 from . import kernels_cpu as K
 from .asym_float import search_float, to_scores
+from .format import CodeFormat
 from .asym_layout import (  # noqa: F401  (re-exported)
     ITEM_ORDERS, LUT1, SCALE_BUCKETS, chunk_bounds, compact_record, gather_rows, host_layout, meta_only, storage_order)
 from .kernels_half import kernel_values
@@ -41,7 +43,7 @@ from .common import (
     to_numpy,
     unpermute,
 )
-from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries  # noqa: F401  (re-exported)
+from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries, split_queries  # noqa: F401
 from .reference import reference_asym_scores, reference_asym_search  # noqa: F401  (re-exported)
 from .packing import (
     INT8,
@@ -121,6 +123,7 @@ class AsymCodeIndex:
         self._packed = packed
         self._scale = compact_record(scale)  # storage order; float16 / one value where exact
         self._term = compact_record(term)  # storage order
+        self._has_term = bool(term.given)
         self._order = None if order is None else np.asarray(order)
         if self._order is not None and self._order.shape != (self.n,):
             raise ValueError(f"order must have shape ({self.n},), got {self._order.shape}")
@@ -210,13 +213,31 @@ class AsymCodeIndex:
         return self.memory_bytes() / max(self.n, 1)
 
     # ------------------------------------------------------------------------------- search
-    def search(self, queries: object, k: int, query_scales: object = None, exclude: object = None):
-        """Exact top-k. ``queries``: int codes (B, d) of ``query_bits`` bits with ``query_scales``
-        (None = 1, a scalar or (B,)), or float32 (B, d) when ``query_bits == 0`` (no scales).
+    @property
+    def format(self) -> CodeFormat:
+        """The code format (as given to :func:`hqgnn.index.build_index`, else derived from the index)."""
+        fmt = getattr(self, "_format", None)
+        if fmt is None:
+            s = self._scale if self._gpu is None else None
+            kind = "row" if (s is None or s.per_row) else ("tensor" if s.given else "none")
+            half = s is not None and s.values.dtype == np.float16
+            fmt = CodeFormat(dim=self.dim, item_bits=self.item_bits, query_bits=self.query_bits, scale=kind,
+                             scale_dtype="float16" if half else "float32", term=self._has_term,
+                             item_order="none" if self._order is None else "scale")
+        return fmt
+
+    def search(self, queries: Any, k: int, exclude: Any = None) -> tuple[Any, Any]:
+        """Exact top-k. ``queries``: int codes (B, d) of ``query_bits`` bits (scales 1), a
+        :class:`hqgnn.index.QueryCodes` (codes and scales: None = 1, a scalar or (B,)), or float32
+        (B, d): used as they are when ``query_bits == 0``, else encoded by the format.
         ``exclude``: seen items per query as ``(indptr, indices)`` CSR or a scipy CSR matrix."""
         k = int(k)
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
+        if self.query_bits == 0 and not isinstance(queries, tuple):
+            queries, query_scales = to_numpy(queries), None
+        else:
+            queries, query_scales = split_queries(queries, self.format)
         q = to_numpy(queries)
         if q.ndim == 1:
             q = q[None, :]

@@ -20,7 +20,7 @@ def save_asym_index(index: Any, path: str | os.PathLike[str]) -> None:
                 normalize_item_term(index.item_term_dense(), index.n) if term.per_row else term)
         packed, _, scale, term, order = host_layout(index.codes(), s, t, index.item_bits)
     arrays: dict[str, np.ndarray] = {"codes": packed}
-    meta: dict[str, Any] = {"kind": "AsymCodeIndex", "bits": index.item_bits, "item_bits": index.item_bits,
+    meta: dict[str, Any] = {"code_format": index.format.to_dict(), "kind": "AsymCodeIndex", "bits": index.item_bits, "item_bits": index.item_bits,
                             "query_bits": index.query_bits, "n": index.n, "dim": index.dim, "layout": index._layout}
     for name, rec in (("scales", scale), ("terms", term)):
         if rec.per_row:

@@ -16,6 +16,8 @@ from .common import (
     to_numpy,
     unpermute,
 )
+from .format import CodeFormat
+from .queries import split_queries
 from .packing import as_int8_codes, check_code_range
 
 __all__ = ["BACKENDS", "CodeIndex", "SearchResult"]
@@ -133,12 +135,25 @@ class CodeIndex:
         return (f"{type(self).__name__}(n={self.n}, dim={self.dim}, bits={self.bits}, device={self.device!r}, "
                 f"backend={self.backend!r}, bytes_per_item={self.bytes_per_item:.1f})")
 
-    def search(self, query_codes: object, k: int, query_scales: object = None, exclude: object = None,
-               mode: str = "scaled") -> SearchResult:
+    @property
+    def format(self) -> CodeFormat:
+        """The code format (as given to :func:`hqgnn.index.build_index`, else derived from the codes)."""
+        fmt = getattr(self, "_format", None)
+        if fmt is None:
+            kind = "row" if self._scale.per_row else ("tensor" if self._scale.given else "none")
+            fmt = CodeFormat(dim=self.dim, item_bits=self.bits, query_bits=self.bits, scale=kind)
+        return fmt
+
+    def memory_bytes(self) -> int:
+        """Bytes this index holds for search (see :attr:`bytes_per_item`)."""
+        return int(round(self.bytes_per_item * self.n))
+
+    def search(self, queries: Any, k: int, exclude: Any = None, mode: str = "scaled") -> SearchResult:
         """Exact top-k items for each query.
 
-        query_codes: (B, d) integer codes of the same bit width as the items.
-        query_scales: None (1.0), a scalar, or (B,) float scales; the score is
+        queries: (B, d) integer codes of the items' bit width (scales 1), a
+            :class:`hqgnn.index.QueryCodes` (codes and (B,) or scalar scales), or float vectors that
+            the format encodes (:func:`hqgnn.index.encode_queries`); the score is
             ``s_u * s_i * <c_u, c_i>`` (the dequantized inner product).
         exclude: seen items per query, ``(indptr, indices)`` CSR over item ids (or a scipy CSR
             matrix of shape (B, n)); excluded items are never returned.
@@ -153,6 +168,7 @@ class CodeIndex:
         k = int(k)
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
+        query_codes, query_scales = split_queries(queries, self.format)
         qc = to_numpy(query_codes)  # codes are tiny; validation and packing happen on the host
         if qc.ndim == 1:
             qc = qc[None, :]
@@ -172,8 +188,8 @@ class CodeIndex:
             return scores, ids
         return self._search_numba(qc, k, qs, ex, mode)
 
-    def search_rerank(self, query_codes: object, query_float: object, item_float: object, k: int,
-                      candidates: int = 100, query_scales: object = None, exclude: object = None,
+    def search_rerank(self, query_codes: Any, query_float: Any, item_float: Any, k: int,
+                      candidates: int = 100, query_scales: Any = None, exclude: Any = None,
                       mode: str = "scaled") -> SearchResult:
         """Two-stage retrieval: top-``candidates`` by the codes, exact float re-rank (see
         :func:`hqgnn.index.rerank.search_rerank`)."""
@@ -241,6 +257,7 @@ class CodeIndex:
     # --------------------------------------------------------------------- persistence
     def _meta(self) -> dict[str, Any]:
         return {
+            "code_format": self.format.to_dict(),
             "kind": type(self).__name__,
             "bits": self.bits,
             "n": self.n,

@@ -1,11 +1,16 @@
-"""Queries of the asymmetric index: rotation, centering and b-bit codes once per query, and the 8-bit
-candidate-pass codes of float queries with the residual that bounds their error."""
+"""Queries: the encoded form (QueryCodes), encoding float vectors in a format's query width, rotation and
+centering, and the 8-bit candidate-pass codes of float queries with the residual that bounds their error."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from .common import to_numpy
+
+if TYPE_CHECKING:
+    from .format import CodeFormat
 
 _FLOAT_QUERY_BITS = 8  # float queries are searched with 8-bit codes, then re-scored in float64
 
@@ -65,3 +70,40 @@ def prepare_queries(x: object, rotation: object = None, center: object = None,
     s = torch.where(zero | ~(s > 0), torch.ones_like(s), s)  # zero rows: codes 0, scale 1
     codes = integer_codes(t, s, query_bits).to(torch.int8).numpy()
     return np.ascontiguousarray(codes), np.ascontiguousarray(s.reshape(-1).numpy().astype(np.float32))
+
+
+class QueryCodes(NamedTuple):
+    """Queries already encoded in a format's query width: int8 codes (B, d) and their scales
+    (None = 1, a scalar or (B,) float32), e.g. a trained run's user codes."""
+
+    codes: Any
+    scales: Any = None
+
+
+def encode_queries(x: Any, fmt: CodeFormat) -> QueryCodes | np.ndarray:
+    """Float vectors (B, d) as ``fmt``'s queries: unchanged (float32) for float-query formats, else
+    codes of ``fmt.query_bits`` bits with one least-squares scale per row (1 bit: signs, scale mean |x|).
+
+    Rotation and centering are not applied here: a run folds them into its encoder, and
+    :func:`hqgnn.index.queries.prepare_queries` applies explicit ones.
+    """
+    if fmt.float_queries:
+        return prepare_queries(x, query_bits=0)[0]
+    if fmt.query_bits == 1:
+        q = prepare_queries(x, query_bits=0)[0]
+        scale = np.abs(q).mean(axis=1).astype(np.float32)
+        return QueryCodes(np.where(q >= 0, 1, -1).astype(np.int8), np.where(scale > 0, scale, 1).astype(np.float32))
+    codes, scales = prepare_queries(x, query_bits=fmt.query_bits)
+    return QueryCodes(codes, scales)
+
+
+def split_queries(queries: Any, fmt: CodeFormat) -> tuple[Any, Any]:
+    """(codes, scales) of ``queries``: a QueryCodes, integer codes (scales 1), or float vectors
+    encoded by ``fmt`` (float vectors stay as they are for float-query formats: scales None)."""
+    if isinstance(queries, tuple) and len(queries) == 2 and not isinstance(queries, np.ndarray):
+        return QueryCodes(*queries)
+    arr = to_numpy(queries)
+    if arr.dtype.kind == "f":
+        enc = encode_queries(arr, fmt)
+        return (enc, None) if isinstance(enc, np.ndarray) else (enc.codes, enc.scales)
+    return arr, None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .common import to_numpy
+from .queries import QueryCodes
 
 if TYPE_CHECKING:  # annotation only: base imports this module for CodeIndex.search_rerank
     from .base import CodeIndex
@@ -26,7 +27,7 @@ def search_rerank(index: CodeIndex, query_codes: object, query_float: object, it
     torch tensors on the device for a CUDA index, like ``search``; missing slots are -1 / -inf.
     """
     c = max(int(candidates), int(k))
-    _, cand = index.search(query_codes, c, query_scales=query_scales, exclude=exclude, mode=mode)
+    _, cand = index.search(QueryCodes(query_codes, query_scales), c, exclude=exclude, mode=mode)
     if index.device != "cpu":
         import torch
 

@@ -188,7 +188,7 @@ def train_model(
         "train_seconds": selected.train_seconds,
         "epoch_seconds_mean": float(np.mean(epoch_times)) if epoch_times else None,
         "load_seconds": 0.0,
-        "memory": {**result.memory, **served_memory(tables, cfg, model.symmetric if model.quantized else True)},
+        "memory": {**result.memory, **served_memory(tables, cfg)},
         "bits": cfg.quant.bits,
         "estimator": cfg.quant.estimator if cfg.quant.bits else "none",
         "device": device_name(trainer.device),
@@ -207,36 +207,25 @@ def train_model(
     return TrainedModel(metrics, state, {k: v.detach().cpu() for k, v in tables.items()})
 
 
-def served_memory(tables: dict[str, torch.Tensor], cfg: RunConfig, symmetric: bool) -> dict[str, Any]:
-    """What the serving path actually holds per item, next to the bit-packed size in ``bytes_per_item``.
-
-    Symmetric code runs: the CPU code index (packed codes + scale + its scale-sorted order) and the GPU
-    index (one int8 per dimension + scale). Other code formats: the asymmetric index's CPU layout and
-    its device layout (built here with the torch backend on the host: the same tensors a CUDA index
-    holds). Float runs: float32 rows.
+def served_memory(tables: dict[str, torch.Tensor], cfg: RunConfig) -> dict[str, Any]:
+    """What the serving path holds per item: the code format's stored bytes (``format_bytes``, what the
+    saved index files take), the CPU index's and the device index's held bytes (the device copy built
+    with the torch backend on the host: the same tensors a CUDA index holds). Float runs: float32 rows.
     """
     if not cfg.quant.bits:
         d = tables["item_emb"].shape[1]
         return {"served_bytes_per_item": {"float32": 4.0 * d}}
+    from ..index import CodeFormat, build_index
+
     tables = {k: v.detach().cpu() for k, v in tables.items()}  # a CUDA run's tables: the CPU index reads numpy
-    codes = tables["item_codes"]
-    n, d = codes.shape
-    if not symmetric:
-        from ..index.asym import build_asym_index
-
-        term = tables.get("item_term")
-        args = (codes.numpy(), tables["item_scale"].float().numpy())
-        kw = dict(item_bits=cfg.quant.bits, item_term=None if term is None else term.float().numpy(),
-                  query_bits=0 if "user_query" in tables else 8)
-        cpu = build_asym_index(*args, **kw, device="cpu")
-        gpu = build_asym_index(*args, **kw, device="cpu", backend="torch")
-        return {"served_bytes_per_item": {"cpu_index": float(cpu.bytes_per_item), "gpu_index": float(gpu.bytes_per_item)}}
-    from ..index.factory import build_code_index
-
-    cpu = build_code_index(codes.numpy(), tables["item_scale"].float().numpy(), cfg.quant.bits, device="cpu")
-    per_row = tables["item_scale"].numel() > 1
-    gpu = -(-d // 32) * 32 + (4 if per_row else 0)  # int8 per dimension, d padded to the 32-wide tile
-    return {"served_bytes_per_item": {"cpu_index": float(cpu.bytes_per_item), "gpu_index": float(gpu)}}
+    codes = tables["item_codes"].numpy()
+    term = tables.get("item_term")
+    fmt = CodeFormat.from_config(cfg.quant, dim=codes.shape[1], term=term is not None)
+    kw: dict[str, Any] = dict(scale=tables["item_scale"].float().numpy(),
+                              term=None if term is None else term.float().numpy())
+    held = {dev: build_index(codes, fmt, device="cpu", backend=backend, **kw).memory_bytes() / max(len(codes), 1)
+            for dev, backend in (("cpu_index", "numba"), ("gpu_index", "torch"))}
+    return {"served_bytes_per_item": {"format_bytes": fmt.item_bytes, **held}}
 
 
 def _check_protocol(cfg: RunConfig) -> None:

@@ -20,6 +20,7 @@ from ..device import resolve_device  # noqa: F401  (also re-exported: hqgnn.trai
 from ..errors import HqgnnError
 from ..eval import RankingEvaluator, exclusion_mask_fill
 from ..graph import normalized_adjacency
+from ..index.format import CodeFormat
 from ..io import atomic_path
 from ..models import HQGNNModel
 from ..quant.schedule import DeltaSchedule
@@ -201,8 +202,9 @@ class Trainer:
         else:
             users, items = self.model.final(self.adj)
             tables = {"user_emb": users, "item_emb": items}
-        return ev.evaluate_ranker(Ranker(tables, self.model.bits, self.device, symmetric=self.model.symmetric,
-                                           user_bits=self.model.user_bits))
+        fmt = (CodeFormat.from_config(self.cfg.quant, dim=int(tables["item_codes"].shape[1]),
+                                      term="item_term" in tables) if self.model.quantized else None)
+        return ev.evaluate_ranker(Ranker(tables, fmt, self.device))
 
     def estimate_delta(self) -> dict[str, float]:
         """Refresh GSTE's delta now (see :class:`hqgnn.quant.schedule.DeltaSchedule`)."""
@@ -252,7 +254,7 @@ class Trainer:
         main = distributed.is_main()  # only rank 0 writes; every rank reads the checkpoint on resume
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
-        tc, qc = self.cfg.train, self.cfg.quant
+        tc = self.cfg.train
         state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "best_val": {},
                                  "bad_evals": 0, "train_seconds": 0.0, "history": [], "stopped": False}
         ckpt = run_dir / CHECKPOINT

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .bench_common import best_time, result_fields, threads_set, torch_topk_qps
+from bench_common import best_time, result_fields, threads_set, torch_topk_qps
+from hqgnn.index import QueryCodes
 
 __all__ = ["run_asym_bench"]
 
@@ -19,8 +20,8 @@ def _asym_data(items: int, dim: int, bits: int, queries: int, seed: int):
     into the items: s_i <x_u - m, c_i> + t_i = s_i <x_u, c_i>, with a better-quantized query."""
     import torch
 
-    from ..quant.estimators import integer_codes
-    from ..quant.quantizer import data_scale
+    from hqgnn.quant.estimators import integer_codes
+    from hqgnn.quant.quantizer import data_scale
 
     rng = np.random.default_rng(seed)
     offset = rng.normal(0, 0.5, size=dim).astype(np.float32)
@@ -100,14 +101,14 @@ def _faiss_asym_baselines(xb: np.ndarray, xq: np.ndarray, k: int, query_bits: in
 def _int8_path_qps(index: Any, codes: np.ndarray, scales: np.ndarray, term: np.ndarray, q: np.ndarray,
                    qs: np.ndarray | None, k: int, device: str) -> tuple[float, float]:
     """(queries/s, bytes per item) of the int8 device layout (``gpu_layout="int8"``) on the same queries."""
-    from .asym import build_asym_index
+    from hqgnn.index import build_index
 
-    alt = build_asym_index(codes, scales, index.item_bits, term, query_bits=index.query_bits, device=device,
-                           backend=index.backend, gpu_layout="int8")
-    alt.search(q[:64], k, None if qs is None else qs[:64])  # compile
-    rate = q.shape[0] / best_time(lambda: alt.search(q, k, query_scales=qs), device, reps=5)
+    alt = build_index(codes, index.format.replace(layout="int8"), scale=scales, term=term, device=device,
+                      backend=index.backend)
+    alt.search(QueryCodes(q[:64], None if qs is None else qs[:64]), k)  # compile
+    rate = q.shape[0] / best_time(lambda: alt.search(QueryCodes(q, qs), k), device, reps=5)
     per_item = alt.bytes_per_item
-    del alt
+    alt = None  # freed before the caller goes on
     return rate, per_item
 
 
@@ -132,11 +133,11 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     """
     import torch
 
-    from .asym import build_asym_index
-    from .asym_layout import scale_order_of
-    from .queries import prepare_queries
-    from .reference import reference_asym_search
-    from .reference_torch import reference_asym_search_torch
+    from hqgnn.index import CodeFormat, build_index
+    from hqgnn.index.asym_layout import scale_order_of
+    from hqgnn.index.queries import prepare_queries
+    from hqgnn.index.reference import reference_asym_search
+    from hqgnn.index.reference_torch import reference_asym_search_torch
 
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -157,18 +158,19 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
         build_order = "none"
     with threads_set(threads) as nthreads:
         t0 = time.perf_counter()
-        index = build_asym_index(codes, scales, bits, term, query_bits=query_bits, device=device,
-                                 item_order=build_order)
+        fmt = CodeFormat(dim=dim, item_bits=bits, query_bits=query_bits, term=True, item_order=build_order,
+                         scale_dtype=value_dtype)
+        index = build_index(codes, fmt, scale=scales, term=term, device=device)
         build_s = time.perf_counter() - t0
         index.threads = nthreads
         w = min(queries, 64)
-        index.search(q[:w], k, None if qs is None else qs[:w])  # compile / autotune
+        index.search(QueryCodes(q[:w], None if qs is None else qs[:w]), k)  # compile / autotune
         qps: dict[str, Any] = {}
-        qps["hqgnn"] = queries / best_time(lambda: index.search(q, k, query_scales=qs), device, reps=5)
+        qps["hqgnn"] = queries / best_time(lambda: index.search(QueryCodes(q, qs), k), device, reps=5)
         int8_bytes = None
         if index._gpu is not None and index._gpu.packed:  # the unpacked int8 device path, same run
             qps["hqgnn_int8"], int8_bytes = _int8_path_qps(index, codes, scales, term, q, qs, k, device)
-        s, i = index.search(q, k, query_scales=qs)
+        s, i = index.search(QueryCodes(q, qs), k)
         if device.startswith("cuda"):
             s, i = s.cpu().numpy(), i.cpu().numpy()
         if device.startswith("cuda") and query_bits:  # every query checked, on the card (the host would take minutes)

@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from .bench_common import best_time, result_fields, threads_set, torch_topk_qps
+from bench_common import best_time, result_fields, threads_set, torch_topk_qps
+from hqgnn.index import QueryCodes
 
 __all__ = ["run_retrieval_bench"]
 
 
 def _synthetic(items: int, dim: int, bits: int, queries: int, seed: int):
-    from .packing import code_range
+    from hqgnn.index.packing import code_range
 
     rng = np.random.default_rng(seed)
     lo, hi = code_range(bits)
@@ -41,9 +42,9 @@ def _faiss_qps(bits: int, codes: np.ndarray, scales: np.ndarray, qcodes: np.ndar
     flat.add(xf)
     out["faiss_flat_ip"] = qf.shape[0] / best_time(lambda: flat.search(qf, k), "cpu",
                                                     warm=lambda: flat.search(qf[:16], k))
-    del flat
+    flat = None  # freed before the next engine is built
     if bits == 1:
-        from .faiss_interop import faiss_binary_bytes, to_faiss_binary
+        from hqgnn.index.faiss_interop import faiss_binary_bytes, to_faiss_binary
 
         index = to_faiss_binary(codes)
         qb = faiss_binary_bytes(qcodes)
@@ -75,14 +76,13 @@ def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, d
     after a warm-up; ``exact`` checks a subset of queries against the float64 reference.
     """
     if query_bits is not None:
-        from .bench_asym import run_asym_bench
+        from retrieval_asym import run_asym_bench
 
         return run_asym_bench(items, dim, bits, query_bits, queries, k, device=device, seed=seed, threads=threads,
                               item_order=item_order, value_dtype=value_dtype)
     import torch
 
-    from .factory import build_code_index
-    from .reference import reference_search
+    from hqgnn.index import CodeFormat, build_index, reference_search
 
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -90,23 +90,23 @@ def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, d
     codes, scales, qcodes, qscales = _synthetic(items, dim, bits, queries, seed)
     with threads_set(threads) as nthreads:
         t0 = time.perf_counter()
-        index = build_code_index(codes, scales, bits, device=device)
+        index = build_index(codes, CodeFormat(dim=dim, item_bits=bits), scale=scales, device=device)
         build_s = time.perf_counter() - t0
         index.threads = nthreads
         mode = "hamming" if bits == 1 else "scaled"
         warm = qcodes[: min(queries, 64)]
-        index.search(warm, k, query_scales=qscales[: warm.shape[0]], mode=mode)  # compile / autotune
+        index.search(QueryCodes(warm, qscales[: warm.shape[0]]), k, mode=mode)  # compile / autotune
         qps: dict[str, Any] = {}
-        qps["hqgnn"] = queries / best_time(lambda: index.search(qcodes, k, query_scales=qscales, mode=mode), device)
+        qps["hqgnn"] = queries / best_time(lambda: index.search(QueryCodes(qcodes, qscales), k, mode=mode), device)
         if bits == 1:
-            index.search(warm, k, query_scales=qscales[: warm.shape[0]])
-            qps["hqgnn_scaled"] = queries / best_time(lambda: index.search(qcodes, k, query_scales=qscales), device)
+            index.search(QueryCodes(warm, qscales[: warm.shape[0]]), k)
+            qps["hqgnn_scaled"] = queries / best_time(lambda: index.search(QueryCodes(qcodes, qscales), k), device)
 
         # exactness on a subset (the reference is a float64 brute force over all items)
         nchk = min(queries, 8)
         exact = True
         for m in ["hamming", "scaled"] if bits == 1 else ["scaled"]:
-            s, i = index.search(qcodes[:nchk], k, query_scales=qscales[:nchk], mode=m)
+            s, i = index.search(QueryCodes(qcodes[:nchk], qscales[:nchk]), k, mode=m)
             if device.startswith("cuda"):
                 s, i = s.cpu().numpy(), i.cpu().numpy()
             rs, ri = reference_search(qcodes[:nchk], codes, k, qscales[:nchk], scales, mode=m)
