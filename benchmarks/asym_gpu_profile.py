@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--query-bits", type=int, default=4)
-    ap.add_argument("--queries", type=int, default=10_000)
+    ap.add_argument("--queries", default="10000", help="query counts, comma-separated (e.g. 100,1000,10000)")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--rounds", type=int, default=3)
@@ -54,41 +54,54 @@ def main() -> None:
 
     import torch
 
-    from hqgnn.index.asym import build_asym_index
+    from hqgnn.index import CodeFormat, QueryCodes, build_index
     from hqgnn.index.queries import prepare_queries
-    from hqgnn.index import QueryCodes  # noqa: E402
 
     dev = args.device
-    xb, xq, codes, scales, term, center = _asym_data(args.items, args.dim, 1, args.queries, 0)
+    counts = [int(c) for c in str(args.queries).split(",")]
+    xb, xq_all, codes, scales, term, center = _asym_data(args.items, args.dim, 1, max(counts), 0)
     scales, term = (v.astype(np.float16).astype(np.float32) for v in (scales, term))
-    q, qs = prepare_queries(xq, center=center, query_bits=args.query_bits)
-    index = build_asym_index(codes, scales, 1, term, query_bits=args.query_bits, device=dev, backend=args.backend)
-    index.search(QueryCodes(q[:64], qs[:64]), args.k)  # compile
-    rounds = []
-    for _ in range(args.rounds):  # alternate, so a drift of the card shows in both columns
-        ours = args.queries / best_time(lambda: index.search(QueryCodes(q, qs), args.k), dev, reps=5)
-        bf16 = torch_topk_qps(xq, xb, args.k, dev, torch.bfloat16)
-        rounds.append({"qps": ours, "torch_bf16_qps": bf16, "vs_torch_bf16": ours / bf16})
-        print(json.dumps(rounds[-1]), flush=True)
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if dev.startswith("cuda"):
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-        torch.cuda.synchronize()
-    with torch.profiler.profile(activities=activities) as prof:
-        t0 = time.perf_counter()
-        index.search(QueryCodes(q, qs), args.k)
-        if dev.startswith("cuda"):
-            torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
-    kernels = kernel_summary(prof, "cuda" if dev.startswith("cuda") else "cpu")
+    fmt = CodeFormat(dim=args.dim, item_bits=1, query_bits=args.query_bits, term=True, scale_dtype="float16")
+    index = build_index(codes, fmt, scale=scales, term=term, device=dev, backend=args.backend)
     out = {"device": device_name(dev, 0), "torch": torch.__version__, "items": args.items, "dim": args.dim,
-           "query_bits": args.query_bits, "queries": args.queries, "k": args.k, "value_dtype": "float16",
-           "bytes_per_item": index.bytes_per_item, "threshold_fraction": index._gpu.threshold_fraction
-           if index._gpu is not None else None, "rounds": rounds,
-           "profiled_search": {"wall_us": wall * 1e6, "kernels": kernels,
-                               "kernel_share_of_wall": kernels["total_us"] / (wall * 1e6)},
+           "query_bits": args.query_bits, "k": args.k, "value_dtype": "float16", "format": fmt.to_dict(),
+           "bytes_per_item": index.memory_bytes() / args.items, "threshold_fraction": index._gpu.threshold_fraction
+           if index._gpu is not None else None, "by_queries": {},
            "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
-    print(json.dumps({k: out[k] for k in ("device", "profiled_search")})[:2000])
+    for nq in counts:
+        xq = xq_all[:nq]
+        q, qs = prepare_queries(xq, center=center, query_bits=args.query_bits)
+        queries = QueryCodes(q, qs)
+        index.search(QueryCodes(q[:64], None if qs is None else qs[:64]), args.k)  # compile
+        rounds = []
+        for _ in range(args.rounds):  # alternate, so a drift of the card shows in both columns
+            ours = nq / best_time(lambda: index.search(queries, args.k), dev, reps=5)
+            bf16 = torch_topk_qps(xq, xb, args.k, dev, torch.bfloat16)
+            rounds.append({"qps": ours, "torch_bf16_qps": bf16, "vs_torch_bf16": ours / bf16})
+            print(nq, json.dumps(rounds[-1]), flush=True)
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if dev.startswith("cuda"):
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+            torch.cuda.synchronize()
+        with torch.profiler.profile(activities=activities) as prof:
+            t0 = time.perf_counter()
+            index.search(queries, args.k)
+            if dev.startswith("cuda"):
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - t0
+        kernels = kernel_summary(prof, "cuda" if dev.startswith("cuda") else "cpu")
+        gpu = index._gpu
+        cand = {}
+        if gpu is not None and getattr(gpu, "last_counts", None) is not None:
+            c = gpu.last_counts.to(torch.float64)
+            cand = {"cap": int(gpu.last_cap), "mean": float(c.mean()), "max": float(c.max()),
+                    "over_cap": int((gpu.last_counts > gpu.last_cap).sum())}
+        out["by_queries"][str(nq)] = {
+            "rounds": rounds, "candidates": cand,
+            "profiled_search": {"wall_us": wall * 1e6, "kernels": kernels,
+                                "kernel_share_of_wall": kernels["total_us"] / (wall * 1e6)}}
+        print(nq, json.dumps({"candidates": cand, "profiled": out["by_queries"][str(nq)]["profiled_search"]})[:3000],
+              flush=True)
     write_json(args.out, out)
 
 

@@ -173,8 +173,9 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
         s, i = index.search(QueryCodes(q, qs), k)
         if device.startswith("cuda"):
             s, i = s.cpu().numpy(), i.cpu().numpy()
-        if device.startswith("cuda") and query_bits:  # every query checked, on the card (the host would take minutes)
-            rs, ri = reference_asym_search_torch(q, codes, k, scales, term, qs, device=device)
+        if device.startswith("cuda"):  # every query checked, on the card (the host would take minutes)
+            rs, ri = reference_asym_search_torch(q, codes, k, scales, term, qs, device=device,
+                                                 float_queries=query_bits == 0)
         else:
             rs, ri = reference_asym_search(q, codes, k, scales, term, qs, float_queries=query_bits == 0, block=16)
         exact = bool(np.array_equal(i, ri) and np.array_equal(s, rs))

@@ -732,7 +732,7 @@ def test_float16_save_load_and_old_format(tmp_path, suffix):
 
 
 
-@pytest.mark.parametrize("item_bits,query_bits", [(1, 4), (1, 8), (4, 4)])
+@pytest.mark.parametrize("item_bits,query_bits", [(1, 4), (1, 8), (4, 4), (1, 0), (4, 0)])
 def test_torch_reference_equals_the_numpy_reference_with_ties(item_bits, query_bits):
     from hqgnn.index.reference_torch import reference_asym_search_torch
 
@@ -745,14 +745,17 @@ def test_torch_reference_equals_the_numpy_reference_with_ties(item_bits, query_b
     scale[350:] = scale[:350]
     term = np.round(rng.normal(0, 1, n), 1).astype(np.float32)
     term[350:] = term[:350]
-    q = rng.integers(-(2 ** (query_bits - 1)), 2 ** (query_bits - 1), (b, d))
-    qs = rng.uniform(0.5, 1.5, b).astype(np.float32)
-    want = reference_asym_search(q, codes, k, scale, term, qs, block=8)
-    got = reference_asym_search_torch(q, codes, k, scale, term, qs, device="cpu", block=10)
+    fq = query_bits == 0  # float queries: random float32 vectors (duplicated items still tie exactly)
+    q = (rng.standard_normal((b, d)).astype(np.float32) if fq
+         else rng.integers(-(2 ** (query_bits - 1)), 2 ** (query_bits - 1), (b, d)))
+    qs = None if fq else rng.uniform(0.5, 1.5, b).astype(np.float32)
+    want = reference_asym_search(q, codes, k, scale, term, qs, block=8, float_queries=fq)
+    got = reference_asym_search_torch(q, codes, k, scale, term, qs, device="cpu", block=10, float_queries=fq)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])
-    big_k = reference_asym_search_torch(q, codes[:9], 12, scale[:9], term[:9], qs, device="cpu")
-    np.testing.assert_array_equal(big_k[1], reference_asym_search(q, codes[:9], 12, scale[:9], term[:9], qs)[1])
+    big_k = reference_asym_search_torch(q, codes[:9], 12, scale[:9], term[:9], qs, device="cpu", float_queries=fq)
+    np.testing.assert_array_equal(big_k[1], reference_asym_search(q, codes[:9], 12, scale[:9], term[:9], qs,
+                                                                  float_queries=fq)[1])
 
 
 @pytest.mark.parametrize("query_bits", [0, 4])

@@ -254,6 +254,7 @@ class AsymTorchSearcher:
         cand_ids, counts = self._collect(q8, su32, thr32, cap)
         keys, ids = self._select(q8, xf, su, cand_ids, counts, k, exr, cap)
         over = torch.nonzero(counts > cap).flatten()
+        self.last_counts, self.last_cap = counts, cap  # diagnostics (benchmarks/asym_gpu_profile.py)
         if over.numel():
             ok, oi = self._exact(q8, xf, su, k, exr, rows=over)
             keys[over] = ok
