@@ -81,7 +81,7 @@ def main() -> None:
             indexes[layout] = build_asym_index(codes, scales, 1, term, query_bits=args.query_bits, device=dev,
                                                backend=backend, gpu_layout=layout)
             if interpret:  # the Triton kernel in its CPU interpreter (index built with the torch backend)
-                from hqgnn.index.kernels_asym_gpu import triton_asym_available
+                from hqgnn.index.gpu.asym import triton_asym_available
 
                 assert triton_asym_available()
                 indexes[layout]._gpu.use_triton, indexes[layout]._gpu.method = True, "two_phase"

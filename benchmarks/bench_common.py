@@ -60,7 +60,7 @@ def best_time(fn: Callable[[], object], device: str, reps: int = 3, budget_s: fl
 def threads_set(threads: int | None) -> Iterator[int]:
     import torch
 
-    from hqgnn.index.kernels_cpu import default_threads
+    from hqgnn.index.cpu.sym import default_threads
 
     n = default_threads() if threads is None else int(threads)
     old_torch = torch.get_num_threads()

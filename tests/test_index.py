@@ -13,7 +13,7 @@ from hqgnn.index.base import CodeIndex
 from hqgnn.index.binary import BinaryCodeIndex
 from hqgnn.index.factory import build_code_index
 from hqgnn.index.scalar import ScalarCodeIndex
-from hqgnn.index import kernels_cpu as K
+from hqgnn.index.cpu import sym as K
 from hqgnn.index.common import normalize_exclusion, normalize_query_scale
 from hqgnn.index.packing import (
     code_range,
@@ -175,7 +175,7 @@ def build(backend: str, codes, scale, bits: int) -> CodeIndex:
         idx._torch_engine.method = "two_phase" if backend == "torch-two-phase" else "exact"
         return idx
     if backend == "cuda-triton":
-        from hqgnn.index.kernels_gpu import triton_available
+        from hqgnn.index.gpu.sym import triton_available
 
         if not triton_available():
             pytest.skip("triton not available")
@@ -423,7 +423,7 @@ def run_triton_interp_cases() -> None:
     """In a TRITON_INTERPRET=1 process: the symmetric two-phase Triton path on CPU tensors against the
     float64 brute force (1/4/8 bits, row / tensor / no scale, exclusions, small tiles, a forced overflow)."""
     from hqgnn.index.common import normalize_item_scale
-    from hqgnn.index.kernels_gpu import TorchCodeSearcher, triton_available
+    from hqgnn.index.gpu.sym import TorchCodeSearcher, triton_available
 
     assert triton_available()
     for bits, kind in ((1, "row"), (1, "none"), (4, "tensor"), (8, "row")):
@@ -449,9 +449,9 @@ def test_symmetric_triton_kernel_in_interpreter():
     assert res.returncode == 0, res.stderr[-3000:]
 
 
-# -- the helpers both torch searchers share (hqgnn.index.chunked) ---------------------------------------
+# -- the helpers both torch searchers share (hqgnn.index.gpu.chunked) ---------------------------------------
 def test_chunked_running_topk_with_exclusions_matches_brute_force() -> None:
-    from hqgnn.index.chunked import exclusion_rows, exclusion_slice, exclusion_tensors, running_topk
+    from hqgnn.index.gpu.chunked import exclusion_rows, exclusion_slice, exclusion_tensors, running_topk
 
     rng = np.random.default_rng(5)
     b, n, k = 9, 257, 12
@@ -480,7 +480,7 @@ def test_chunked_running_topk_with_exclusions_matches_brute_force() -> None:
 
 
 def test_float32_at_most_never_rounds_up() -> None:
-    from hqgnn.index.chunked import float32_at_most
+    from hqgnn.index.gpu.chunked import float32_at_most
 
     thr = torch.tensor([1 / 3, -1 / 3, 1.0, 0.0, float("-inf"), 1e-40, -1e-40, 16777217.0], dtype=torch.float64)
     got = float32_at_most(thr.clone())

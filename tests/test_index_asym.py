@@ -9,7 +9,7 @@ import torch
 from hqgnn.index import QueryCodes, prepare_queries, reference_asym_search
 from hqgnn.index.asym import AsymCodeIndex, build_asym_index
 from hqgnn.index.factory import build_code_index, load_code_index
-from hqgnn.index import kernels_lut1 as KL
+from hqgnn.index.cpu import lut1 as KL
 from hqgnn.index.queries import quantize_float_queries
 from hqgnn.index.reference import reference_asym_scores
 from hqgnn.index.packing import code_range
@@ -401,7 +401,7 @@ def test_cuda_backends(item_bits, query_bits, d, backend):
 def test_lut_kernel_is_built_where_avx2_is():
     """The LUT IR must parse wherever the other AVX2 kernels do (a broken IR would silently fall
     back to the portable kernel)."""
-    from hqgnn.index import kernels_simd
+    from hqgnn.index.cpu import simd as kernels_simd
 
     assert KL.HAVE_LUT_SIMD == (kernels_simd.HAVE_AVX2 and kernels_simd._CODEGEN_AVX2)
 
@@ -452,7 +452,7 @@ def test_asym_bench_renumbered_float16_holds_no_order():
 # ------------------------------------------------------------ packed device layout (CPU-checkable)
 def test_packed_words_roundtrip_and_compact_values():
     from hqgnn.index.common import compact_values
-    from hqgnn.index.gpu_packed import pack_words, unpack_words
+    from hqgnn.index.gpu.packed import pack_words, unpack_words
 
     rng = np.random.default_rng(4)
     for d in (1, 16, 33, 64, 100):
@@ -478,7 +478,7 @@ def test_packed_words_roundtrip_and_compact_values():
 @pytest.mark.parametrize("query_bits", [4, 0])
 def test_torch_searcher_layouts_on_cpu(packed, query_bits):
     """Packed words and the int8 layout, float16 / float32 / constant scales and terms: exact."""
-    from hqgnn.index.kernels_asym_gpu import AsymTorchSearcher
+    from hqgnn.index.gpu.asym import AsymTorchSearcher
 
     rng = np.random.default_rng(17 + packed)
     n, d = 1700, 100
@@ -551,7 +551,7 @@ def run_interp_case(d: int, query_bits: int, packed: bool, zero_one: bool = Fals
     with and without exclusion, a forced buffer overflow, float16 / float32 / constant values;
     ``zero_one``: the 0/1 bit operand (ip = 2 <q, bits> - sum q) with 32 queries per program."""
     from hqgnn.index.common import normalize_exclusion
-    from hqgnn.index.kernels_asym_gpu import AsymTorchSearcher, triton_asym_available
+    from hqgnn.index.gpu.asym import AsymTorchSearcher, triton_asym_available
 
     assert triton_asym_available()
     rng = np.random.default_rng(d * 10 + query_bits + packed)
@@ -616,7 +616,7 @@ def test_triton_kernel_in_interpreter(interp_results, d, query_bits, packed, zer
 
 # ------------------------------------------------------------------ float16 scales and terms
 def test_half_to_float32_is_bit_exact_for_every_pattern():
-    from hqgnn.index.kernels_half import widen_into
+    from hqgnn.index.cpu.half import widen_into
 
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     out = np.empty(bits.size, np.float32)
@@ -701,7 +701,7 @@ def test_float16_save_load_and_old_format(tmp_path, suffix):
     from hqgnn.index.asym_layout import storage_order
     from hqgnn.index.common import normalize_item_scale, normalize_item_term
     from hqgnn.index.packing import NIBBLE, pack_nibble_blocked
-    from hqgnn.index.storage import read_index_files, write_index_files
+    from hqgnn.index.io import read_index_files, write_index_files
 
     rng = np.random.default_rng(4)
     n, d = 700, 64
@@ -763,7 +763,7 @@ def test_device_candidate_rescore_is_sliced_and_exact(monkeypatch, query_bits):
     """The device path's float64 re-score of the candidates gathers (queries, candidates, d) rows in
     bounded slices (a d = 256 layer-wise code with float queries once asked for 32 GiB): same results
     with a tiny slice budget, every query against the float64 brute force."""
-    from hqgnn.index import candidates
+    from hqgnn.index.gpu import candidates
 
     rng = np.random.default_rng(11)
     n, d = 3000, 256

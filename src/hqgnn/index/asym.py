@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels_asym_cpu as KA
-from . import kernels_cpu as K
+from .cpu import asym as KA
+from .cpu import sym as K
 from .asym_float import search_float, to_scores
 from .format import CodeFormat
 from .asym_layout import (  # noqa: F401  (re-exported)
     ITEM_ORDERS, LUT1, SCALE_BUCKETS, chunk_bounds, compact_record, gather_rows, host_layout, meta_only, storage_order)
-from .kernels_half import kernel_values
+from .cpu.half import kernel_values
 from .common import (
     Exclusion,
     normalize_exclusion,
@@ -147,7 +147,7 @@ class AsymCodeIndex:
         self.backend = backend = resolve_backend(self.device, backend)
         self._gpu = None
         if backend in ("torch", "triton"):
-            from .kernels_asym_gpu import AsymTorchSearcher
+            from .gpu.asym import AsymTorchSearcher
 
             full = self.codes() if codes is None else codes
             self._gpu = AsymTorchSearcher(full, self.item_scale_dense(), self.item_term_dense(), self.item_bits,
@@ -375,7 +375,7 @@ class AsymCodeIndex:
     # ---------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write packed codes, scales, terms and order as .npy files in directory ``path`` (or one
-        .npz when it ends in .npz); memory-mappable, no pickle (see hqgnn.index.storage)."""
+        .npz when it ends in .npz); memory-mappable, no pickle (see hqgnn.index.io)."""
         from .asym_storage import save_asym_index
 
         save_asym_index(self, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels_asym_cpu as KA
+from .cpu import asym as KA
 from .common import ItemScale, compact_values, normalize_item_scale, normalize_item_term
 from .packing import INT8, NIBBLE, pack_int8_blocked, pack_nibble_blocked, unpack_int8_blocked, unpack_nibble_blocked
 

@@ -1,4 +1,4 @@
-"""AsymCodeIndex files: what an asymmetric index writes and reads (layout in hqgnn.index.storage)."""
+"""AsymCodeIndex files: what an asymmetric index writes and reads (layout in hqgnn.index.io)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from .asym_layout import host_layout
 from .common import normalize_item_scale, normalize_item_term
-from .storage import read_index_files, write_index_files
+from .io import read_index_files, write_index_files
 
 
 def save_asym_index(index: Any, path: str | os.PathLike[str]) -> None:

@@ -47,7 +47,7 @@ def resolve_backend(device: str, backend: str) -> str:
     if backend == "auto":
         if device == "cpu":
             return "numba"
-        from .kernels_gpu import triton_available
+        from .gpu.sym import triton_available
 
         return "triton" if triton_available() else "torch"
     if backend == "numba" and device != "cpu":
@@ -101,7 +101,7 @@ class CodeIndex:
             self._torch_engine = self._make_torch_engine()
 
     def _make_torch_engine(self):
-        from .kernels_gpu import TorchCodeSearcher
+        from .gpu.sym import TorchCodeSearcher
 
         s = self._scale
         original = ItemScale(self._unpermute(s.values), 1, True, True) if s.per_row else s
@@ -249,7 +249,7 @@ class CodeIndex:
         return order.astype(np.int32 if values.size < 2**31 else np.int64)
 
     def _threads(self) -> int:
-        from .kernels_cpu import default_threads
+        from .cpu.sym import default_threads
 
         t = getattr(self, "threads", None)
         return default_threads() if t is None else max(1, int(t))
@@ -269,7 +269,7 @@ class CodeIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the packed codes (+ per-row scales) as .npy files in directory ``path`` (or one
         .npz when ``path`` ends in .npz). No pickle; the directory form is memory-mappable."""
-        from .storage import write_index_files
+        from .io import write_index_files
 
         arrays = dict(self._packed_arrays())
         if self._scale.per_row:
@@ -283,7 +283,7 @@ class CodeIndex:
              backend: str = "auto") -> "CodeIndex":
         """Open an index written by :meth:`save`. With ``mmap`` (directory form) the codes are
         memory-mapped read-only and searched in place, nothing is copied."""
-        from .storage import read_index_files
+        from .io import read_index_files
 
         meta, arrays = read_index_files(path, mmap=mmap)
         # subclasses register themselves (__init_subclass__), so the base never imports them

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels_cpu as K
+from .cpu import sym as K
 from .base import CodeIndex, keys_to_scores
 from .common import Exclusion, normalize_item_scale
 from .packing import WORDS, as_int8_codes, check_code_range, pack_sign_bits, unpack_sign_bits, words_for_dim

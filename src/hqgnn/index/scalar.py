@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels_cpu as K
+from .cpu import sym as K
 from .base import CodeIndex, keys_to_scores
 from .binary import _stored
 from .common import Exclusion, normalize_item_scale

@@ -1,8 +1,8 @@
 """CPU kernels for asymmetric search: raw scores of 8 queries x item blocks, exact keys, and the top-k task.
 
-1-bit items use the ``vpshufb`` lookup-table kernels of :mod:`kernels_lut1`; 5..8-bit queries are split
+1-bit items use the ``vpshufb`` lookup-table kernels of :mod:`hqgnn.index.cpu.lut1`; 5..8-bit queries are split
 into a signed high plane h = c >> 4 and an unsigned low plane l = c & 15 (c = 16 h + l) and looked up
-twice, and <c_u, b_i> becomes <c_u, c_i> = 2 <c_u, b_i> - sum(c_u). b-bit items reuse kernels_simd's
+twice, and <c_u, b_i> becomes <c_u, c_i> = 2 <c_u, b_i> - sum(c_u). b-bit items reuse cpu.simd's
 nibble (``vpmaddubsw``) and int8 (``vpmaddwd``) kernels; 8-bit queries against nibble items are split
 into two planes with |h|, |l| <= 8 (c = 16 h + l), which is the range that kernel is exact for.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels_lut1 import (  # noqa: F401  (re-exported: the index's view of the LUT layout)
+from .lut1 import (  # noqa: F401  (re-exported: the index's view of the LUT layout)
     HAVE_LUT_SIMD,
     LUT_BLOCK,
     LUT_MAX_DIM,
@@ -26,9 +26,9 @@ from .kernels_lut1 import (  # noqa: F401  (re-exported: the index's view of the
     pack_lut1,
     unpack_lut1,
 )
-from .kernels_half import as_float32
-from .kernels_select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push
-from .kernels_simd import QG, _addr, _s8_ir, _s8_portable, _u4_ir, _u4_portable
+from .half import as_float32
+from .select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push
+from .simd import QG, _addr, _s8_ir, _s8_portable, _u4_ir, _u4_portable
 
 __all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "asym_task", "lut1_tables", "pack_lut1", "unpack_lut1"]
 
@@ -116,7 +116,7 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
     ``ip * s_i * s_u + t_i`` in float64 (see _key). Per (8-query group, chunk) the integer range of
     ip and the chunk's scale / term ranges bound every key; the chunk is re-scanned for a query only
     when that bound reaches its current k-th best. Ties go to the lower original id (oid), and
-    exclusions are storage positions sorted per query, as in kernels_cpu.
+    exclusions are storage positions sorted per query, as in cpu.sym.
 
     ``scales`` / ``terms``: float32, or the uint16 bits of float16 values (widened per item, only
     for the items of a re-scanned chunk whose ip passes the chunk's integer cut); ``cmax`` /

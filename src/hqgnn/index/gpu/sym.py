@@ -26,7 +26,7 @@ import torch
 
 from .candidates import append_candidates, gathered_dot, sorted_candidates, top_candidates
 from .chunked import exclusion_rows, exclusion_slice, exclusion_tensors, float32_at_most, running_topk
-from .common import Exclusion, ItemScale
+from ..common import Exclusion, ItemScale
 
 __all__ = ["TorchCodeSearcher", "triton_available"]
 
@@ -275,7 +275,7 @@ class TorchCodeSearcher:
 
 # ---------------------------------------------------------------------------------- Triton
 def _build_triton_kernel():
-    from .kernels_triton import scan_kernel
+    from .sym_triton import scan_kernel
 
     return scan_kernel
 

@@ -35,7 +35,7 @@ if triton is not None:
         """Program (i, j) = queries [BQ i, BQ i + BQ) x group j of TILES tiles of BN items.
         key = fl(fl(fl(<q, x>) * s_i) * s_u) + t_i from an exact int8 tensor-core dot. EMIT=False:
         store each (query, group) max key in GMAX; EMIT=True: append the id of every item whose key
-        reaches THR[query] to the query's buffer (same structure as kernels_triton.scan_kernel).
+        reaches THR[query] to the query's buffer (same structure as gpu.sym_triton.scan_kernel).
         PACKED: X is int32 words (D / 32, N) (row stride stride_x), BK = 32, one word row per dot;
         else int8 codes (N, D). ZERO_ONE (packed only): bits expand to a 0/1 operand and
         ip = 2 <q, bits> - QSUM[query] (the int32 sum of the query's codes), exact like the +-1 form.

@@ -16,7 +16,7 @@ Design (why it is fast):
   scale needs <= 45 significant bits), and every comparison is on (key, original id), so ties go
   to the lower id whatever the scan order. The final heap is sorted by (key desc, id asc).
 * b-bit inner products use ``vpmaddubsw`` (b <= 4, nibble codes; exact: no int16 saturation for
-  |q| <= 8, nibble <= 15) and ``vpmaddwd`` (b <= 8) emitted from LLVM IR (module kernels_simd),
+  |q| <= 8, nibble <= 15) and ``vpmaddwd`` (b <= 8) emitted from LLVM IR (module cpu.simd),
   because numba's auto-vectorizer does not produce them (measured ~15x slower). A portable numba
   fallback reads the same layouts and is used when the host has no AVX2 (and by the tests).
 """
@@ -31,10 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-# per-query heap state lives in kernels_select, the b-bit micro-kernels in kernels_simd;
+# per-query heap state lives in cpu.select, the b-bit micro-kernels in cpu.simd;
 # merge_ranges, HAVE_AVX2 and the *_py entries are re-exported for callers and tests
-from .kernels_select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push, merge_ranges  # noqa: F401
-from .kernels_simd import (  # noqa: F401
+from .select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push, merge_ranges  # noqa: F401
+from .simd import (  # noqa: F401
     HAVE_AVX2,
     QG,
     _addr,

@@ -209,7 +209,7 @@ def _ir_intrinsic(fn_name: str, ir_text_fn, nargs: int = 6, emit: bool | None = 
     The IR is parsed into a code library linked into the caller (so ``cache=True`` stores the
     machine code). With ``emit`` False (default: whether the target has AVX2) the intrinsic compiles
     to nothing; callers never reach it then (they pass use_simd = HAVE_AVX2 = False). Shared by the
-    kernels here and the 1-bit LUT kernels of :mod:`hqgnn.index.kernels_lut1`.
+    kernels here and the 1-bit LUT kernels of :mod:`hqgnn.index.cpu.lut1`.
     """
     emit = _CODEGEN_AVX2 if emit is None else emit
     sig = types.void(*([types.int64] * nargs))

@@ -7,8 +7,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..topk import stable_topk
-from .common import Exclusion
+from ...topk import stable_topk
+from ..common import Exclusion
 
 __all__ = ["exclusion_rows", "exclusion_slice", "exclusion_tensors", "float32_at_most", "running_topk"]
 

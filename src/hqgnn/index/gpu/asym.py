@@ -1,6 +1,6 @@
 """Torch (any device) and Triton (CUDA) exact asymmetric top-k: threshold pass, fused candidate scan, exact select.
 
-Mirrors :mod:`hqgnn.index.kernels_gpu` with the asymmetric key ``(ip * s_i) * s_u + t_i``:
+Mirrors :mod:`hqgnn.index.gpu.sym` with the asymmetric key ``(ip * s_i) * s_u + t_i``:
 
 * ``exact``: items in chunks, float64 keys (integer queries: the exact integer inner product by a
   float32 matmul, exact while |ip| < 2^24; float queries: a float64 matmul), running top-k merged
@@ -19,7 +19,7 @@ Mirrors :mod:`hqgnn.index.kernels_gpu` with the asymmetric key ``(ip * s_i) * s_
 Storage: 1-bit items are bit-packed (``packed=True``, default): d/32 int32 words per item,
 word-major (W, n); the kernel expands a tile's words to the +-1 int8 operand in registers, and
 the torch paths unpack only the rows they touch (candidates, or one chunk). Scales and terms are
-float16 when exactly representable, one value when constant (see gpu_packed.compact_values).
+float16 when exactly representable, one value when constant (see common.compact_values).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import torch
 
 from .candidates import append_candidates, gathered_dot, sorted_candidates, top_candidates
 from .chunked import exclusion_rows, exclusion_slice, exclusion_tensors, float32_at_most, running_topk
-from .common import Exclusion, compact_values
-from .gpu_packed import WORD, pack_words, unpack_words
+from ..common import Exclusion, compact_values
+from .packed import WORD, pack_words, unpack_words
 
 __all__ = ["AsymTorchSearcher", "triton_asym_available"]
 
@@ -120,7 +120,7 @@ class AsymTorchSearcher:
                method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """q: int8 codes with scales qs, or float32 vectors (float_queries). Returns float32
         scores and int64 ids (B, k) on the device."""
-        from .queries import quantize_float_queries
+        from ..queries import quantize_float_queries
 
         b = q.shape[0]
         dpad = self.dpad
@@ -311,7 +311,7 @@ class AsymTorchSearcher:
 
 # ---------------------------------------------------------------------------------- Triton
 def _build_triton_kernel():
-    from .kernels_asym_triton import asym_scan_kernel
+    from .asym_triton import asym_scan_kernel
 
     return asym_scan_kernel
 

@@ -5,7 +5,7 @@ group of 4 dims, table[v] = sum of the query codes of the dims whose bit is set 
 ``vpshufb`` then looks up 32 items at once. Four table lookups (16 dims) are summed in int8 -- exact:
 a signed plane has codes in [-8, 7] (sum in [-128, 112]), an unsigned plane codes in [0, 15] (sum in
 [0, 240], read as uint8) -- and widened into int16 accumulators (exact for d <= 2048). The kernels
-return <c_u, b_i> (b_i = item bits, 1 for +1); :mod:`kernels_asym_cpu` turns that into scores.
+return <c_u, b_i> (b_i = item bits, 1 for +1); :mod:`hqgnn.index.cpu.asym` turns that into scores.
 
 Why LUTs and not bit planes: at d=64 a 4-bit query costs 4 AND + 4 POPCNT + the weighted sum per
 item with bit planes (~12 scalar ops), vs 16 table lookups per 32 items here (~1.5 vector ops per
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels_simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _addr, _ir_intrinsic
+from .simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _addr, _ir_intrinsic
 
 __all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "pack_lut1", "unpack_lut1"]
 
