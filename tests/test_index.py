@@ -449,9 +449,9 @@ def test_symmetric_triton_kernel_in_interpreter():
     assert res.returncode == 0, res.stderr[-3000:]
 
 
-# -- the helpers both torch searchers share (hqgnn.index.gpu.chunked) ---------------------------------------
+# -- the helpers both torch searchers share (hqgnn.index.gpu.topk) ---------------------------------------
 def test_chunked_running_topk_with_exclusions_matches_brute_force() -> None:
-    from hqgnn.index.gpu.chunked import exclusion_rows, exclusion_slice, exclusion_tensors, running_topk
+    from hqgnn.index.gpu.topk import exclusion_rows, exclusion_slice, exclusion_tensors, running_topk
 
     rng = np.random.default_rng(5)
     b, n, k = 9, 257, 12
@@ -480,7 +480,7 @@ def test_chunked_running_topk_with_exclusions_matches_brute_force() -> None:
 
 
 def test_float32_at_most_never_rounds_up() -> None:
-    from hqgnn.index.gpu.chunked import float32_at_most
+    from hqgnn.index.gpu.topk import float32_at_most
 
     thr = torch.tensor([1 / 3, -1 / 3, 1.0, 0.0, float("-inf"), 1e-40, -1e-40, 16777217.0], dtype=torch.float64)
     got = float32_at_most(thr.clone())

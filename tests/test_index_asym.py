@@ -616,7 +616,7 @@ def test_triton_kernel_in_interpreter(interp_results, d, query_bits, packed, zer
 
 # ------------------------------------------------------------------ float16 scales and terms
 def test_half_to_float32_is_bit_exact_for_every_pattern():
-    from hqgnn.index.cpu.half import widen_into
+    from hqgnn.index.cpu.select import widen_into
 
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     out = np.empty(bits.size, np.float32)
@@ -734,7 +734,7 @@ def test_float16_save_load_and_old_format(tmp_path, suffix):
 
 @pytest.mark.parametrize("item_bits,query_bits", [(1, 4), (1, 8), (4, 4), (1, 0), (4, 0)])
 def test_torch_reference_equals_the_numpy_reference_with_ties(item_bits, query_bits):
-    from hqgnn.index.reference_torch import reference_asym_search_torch
+    from hqgnn.index.reference import reference_asym_search_torch
 
     rng = np.random.default_rng(3)
     n, d, b, k = 700, 24, 37, 15
@@ -763,7 +763,7 @@ def test_device_candidate_rescore_is_sliced_and_exact(monkeypatch, query_bits):
     """The device path's float64 re-score of the candidates gathers (queries, candidates, d) rows in
     bounded slices (a d = 256 layer-wise code with float queries once asked for 32 GiB): same results
     with a tiny slice budget, every query against the float64 brute force."""
-    from hqgnn.index.gpu import candidates
+    from hqgnn.index.gpu import topk as candidates
 
     rng = np.random.default_rng(11)
     n, d = 3000, 256

@@ -33,7 +33,7 @@ from .asym_float import search_float, to_scores
 from .format import CodeFormat
 from .asym_layout import (  # noqa: F401  (re-exported)
     ITEM_ORDERS, LUT1, SCALE_BUCKETS, chunk_bounds, compact_record, gather_rows, host_layout, meta_only, storage_order)
-from .cpu.half import kernel_values
+from .cpu.select import kernel_values
 from .common import (
     Exclusion,
     normalize_exclusion,
@@ -376,7 +376,7 @@ class AsymCodeIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write packed codes, scales, terms and order as .npy files in directory ``path`` (or one
         .npz when it ends in .npz); memory-mappable, no pickle (see hqgnn.index.io)."""
-        from .asym_storage import save_asym_index
+        from .io import save_asym_index
 
         save_asym_index(self, path)
 
@@ -384,7 +384,7 @@ class AsymCodeIndex:
     def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: object = "cpu",
              backend: str = "auto", gpu_layout: str = "packed") -> "AsymCodeIndex":
         """Open an index written by :meth:`save` (codes memory-mapped in the directory form)."""
-        from .asym_storage import read_asym_index
+        from .io import read_asym_index
 
         args = read_asym_index(path, mmap=mmap)
         self = cls.__new__(cls)

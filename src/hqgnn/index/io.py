@@ -1,4 +1,5 @@
-"""On-disk format of a code index: packed codes + scales as .npy files (memory-mappable) or one .npz, no pickle."""
+"""The one on-disk format of a code index: packed codes + scales / terms as .npy files (memory-mappable) or
+one .npz, no pickle, with the code format in the metadata; the asymmetric index's reader and writer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from .asym_layout import host_layout
+from .common import normalize_item_scale, normalize_item_term
+
 __all__ = ["FORMAT", "VERSION", "read_index_files", "write_index_files"]
+
 
 FORMAT = "hqgnn-code-index"
 VERSION = 1
@@ -80,3 +85,39 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
         raise ValueError(f"{path}: not an hqgnn code index (format={meta.get('format')!r})")
     if int(meta.get("version", -1)) > VERSION:
         raise ValueError(f"{path}: index format version {meta['version']} is newer than this hqgnn ({VERSION})")
+
+
+def save_asym_index(index: Any, path: str | os.PathLike[str]) -> None:
+    """Packed codes, per-row scales / terms (or their constants in the metadata) and the storage order."""
+    packed, scale, term, order = index._packed, index._scale, index._term, index._order
+    if index._gpu is not None:  # rebuilt from the device copy: the same files as a CPU index writes
+        s, t = (normalize_item_scale(index.item_scale_dense(), index.n) if scale.per_row else scale,
+                normalize_item_term(index.item_term_dense(), index.n) if term.per_row else term)
+        packed, _, scale, term, order = host_layout(index.codes(), s, t, index.item_bits)
+    arrays: dict[str, np.ndarray] = {"codes": packed}
+    meta: dict[str, Any] = {"code_format": index.format.to_dict(), "kind": "AsymCodeIndex", "bits": index.item_bits, "item_bits": index.item_bits,
+                            "query_bits": index.query_bits, "n": index.n, "dim": index.dim, "layout": index._layout}
+    for name, rec in (("scales", scale), ("terms", term)):
+        if rec.per_row:
+            arrays[name] = rec.values
+            meta[name] = "row"
+        else:
+            meta[name] = float(rec.values[0]) if rec.given else None
+    if order is not None:
+        arrays["order"] = order
+    write_index_files(path, meta, arrays)
+
+
+def read_asym_index(path: str | os.PathLike[str], mmap: bool = True) -> tuple:
+    """The arguments of ``AsymCodeIndex._init`` before device and backend, from files :func:`save_asym_index` wrote."""
+    meta, arrays = read_index_files(path, mmap=mmap)
+    if meta.get("kind") != "AsymCodeIndex":
+        raise ValueError(f"{path}: holds a {meta.get('kind')}, not an AsymCodeIndex")
+    n = int(meta["n"])
+
+    def record(name: str):
+        v = arrays[name] if meta.get(name) == "row" else meta.get(name)
+        return normalize_item_scale(v, n) if name == "scales" else normalize_item_term(v, n)
+
+    return (arrays["codes"], meta["layout"], n, int(meta["dim"]), int(meta["item_bits"]), int(meta["query_bits"]),
+            record("scales"), record("terms"), arrays.get("order"))

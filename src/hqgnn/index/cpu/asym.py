@@ -26,7 +26,7 @@ from .lut1 import (  # noqa: F401  (re-exported: the index's view of the LUT lay
     pack_lut1,
     unpack_lut1,
 )
-from .half import as_float32
+from .select import as_float32
 from .select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push
 from .simd import QG, _addr, _s8_ir, _s8_portable, _u4_ir, _u4_portable
 

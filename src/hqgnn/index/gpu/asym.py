@@ -30,8 +30,8 @@ import os
 import numpy as np
 import torch
 
-from .candidates import append_candidates, gathered_dot, sorted_candidates, top_candidates
-from .chunked import exclusion_rows, exclusion_slice, exclusion_tensors, float32_at_most, running_topk
+from .topk import append_candidates, gathered_dot, sorted_candidates, top_candidates
+from .topk import exclusion_rows, exclusion_slice, exclusion_tensors, float32_at_most, running_topk
 from ..common import Exclusion, compact_values
 from .packed import WORD, pack_words, unpack_words
 
