@@ -338,6 +338,30 @@ def serve(
     serve_run(run_dir, host=host, port=port, api_key=api_key)
 
 
+@app.command("config", cls=PlainHelpCommand)
+def config_cmd(
+    toml: Annotated[bool, typer.Option("--toml", help="Print a complete commented TOML config (for hqgnn train --config).")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="Start from this TOML config instead of the defaults.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config field: section.field=value (repeatable).")] = None,
+) -> None:
+    """Every config field (section.field) with its type, default, range and meaning; --toml: a config file."""
+    from .config import config_fields, config_toml
+
+    cfg = load_config(config)
+    _apply_sets(cfg, set_)
+    RunConfig.from_dict(cfg.to_dict(), validate=False).validate()  # checked on a copy: validate() resolves "auto" values the listing should show
+    if toml:
+        print(config_toml(cfg), end="")
+        return
+    defaults = {d.name: d.default for d in config_fields()}
+    rows = [(d.name, d.type, json.dumps(d.default), d.range or "-", d.help) for d in config_fields(cfg)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print("  ".join(h.ljust(w) for h, w in zip(("field", "type", "value" if config or set_ else "default", "range"), widths)) + "  meaning")
+    for row, doc_default in zip(rows, defaults.values()):  # one line per field, so `hqgnn config | grep lr` works
+        changed = "" if json.loads(row[2]) == doc_default else f" (default {json.dumps(doc_default)})"
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] + changed)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one 'error:' line, no traceback.
 
