@@ -162,11 +162,36 @@ class RecommenderBase:
 
     def test_unknown_ids_raise(self, fitted):
         with pytest.raises(HqgnnError, match="unknown user 'nobody'"):
-            fitted.recommend(["nobody"])
+            fitted.recommend("nobody")
         with pytest.raises(HqgnnError, match="unknown item"):
             fitted.similar_items(["nothing"])
         with pytest.raises(HqgnnError, match="k must be"):
             fitted.recommend(fitted.user_ids[:1], k=0)
+
+    def test_several_users_answer_per_user_like_the_http_batch(self, fitted):
+        """One unknown user does not fail the call: its row is padding, a warning names it, the others are
+        answered as alone; recommend_batch() gives POST /recommend/batch's structure."""
+        known = list(fitted.user_ids[:3])
+        users = [known[0], "nobody", known[1], known[2]]
+        with pytest.warns(UserWarning, match="1 of 4 users unknown"):
+            ids, scores = fitted.recommend(users, k=5)
+        want_ids, want_scores = fitted.recommend(known, k=5)
+        np.testing.assert_array_equal(ids[[0, 2, 3]], want_ids)
+        assert scores[[0, 2, 3]].tobytes() == want_scores.tobytes()
+        assert np.all(np.isneginf(scores[1])) and set(ids[1].tolist()) == {"" if ids.dtype.kind == "U" else -1}
+        batch = fitted.recommend_batch(users, k=5)
+        assert batch["unknown_users"] == ["nobody"]
+        assert batch["results"][1] == {"user": "nobody", "items": [], "error": "unknown user 'nobody'"}
+        for r, j in ((0, 0), (2, 1), (3, 2)):
+            entry = batch["results"][r]
+            assert entry["user"] == known[j] and "error" not in entry
+            assert [e["item"] for e in entry["items"]] == [i for i in want_ids[j].tolist() if i not in ("", -1)]
+
+    def test_evaluate_remembers_the_fit_columns(self, fitted):
+        """fit(user_col=..., item_col=...) is remembered: evaluate(test_df) needs no column names again."""
+        log = community_log()
+        assert fitted.config.data.user_col == "uid" and fitted.config.data.item_col == "iid"
+        assert fitted.evaluate(log, ks=[5]) == fitted.evaluate(log, ks=[5], user_col="uid", item_col="iid")
 
     def test_similar_items(self, fitted):
         items = fitted.item_ids[:5]

@@ -180,3 +180,24 @@ def test_from_config_reads_a_preset_and_takes_overrides():
     fitted = HQGNN.from_config(preset, **{**FAST, "max_seconds": 0.0, "epochs": 2, "warmup_epochs": 0.0}).fit(
         community_log(), user_col="uid", item_col="iid")
     assert fitted.metrics["protocol"] == "validation+refit"
+
+
+def test_a_dataframe_fitted_run_is_evaluated_by_the_cli(tmp_path, capsys):
+    """HQGNN.fit(df).save(d) then ``hqgnn evaluate d --data test.csv``: the fit's columns are remembered, the
+    metrics equal HQGNN.evaluate(test_df), and without --data the command says what it needs in one line."""
+    import json
+
+    from hqgnn.cli import main
+
+    log = community_log()
+    train, test = log.iloc[:1000], log.iloc[1000:]
+    model = HQGNN(**FAST).fit(train, user_col="uid", item_col="iid")
+    model.save(tmp_path / "run")
+    test.to_csv(tmp_path / "test.csv", index=False)
+    want = model.evaluate(test, ks=[5, 10])
+    main(["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "test.csv"), "--k", "5,10", "--json"])
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got == pytest.approx(want)
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(tmp_path / "run")])
+    assert exc.value.code == 1 and "pass the test interactions with --data" in capsys.readouterr().err

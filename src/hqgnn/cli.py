@@ -147,8 +147,13 @@ def evaluate(
     k: Annotated[list[str], typer.Option("--k", metavar="K", help="Cut-offs, e.g. --k 20,50 or --k 20 --k 50.")] = ["20", "50"],
     device: Annotated[str, typer.Option(metavar="DEV", help="auto | cpu | cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a data field, e.g. data.user_col=uid (repeatable).")] = None,
 ) -> None:
-    """Full-ranking test metrics of a run (seen items masked), scored exactly as served."""
+    """Full-ranking test metrics of a run (seen items masked), scored exactly as served.
+
+    A run fitted on in-memory data (``HQGNN.fit(df).save(dir)``) has no data source: ``--data`` is then
+    a test log (CSV / TSV / Parquet, the fit's columns unless ``--set``), every pair of which is a test
+    pair in the run's ids, as ``HQGNN.evaluate(test_df)`` reads it."""
     from .data import load_dataset
     from .recommender import Recommender
     from .run import load_run
@@ -156,18 +161,44 @@ def evaluate(
 
     run = load_run(run_dir)
     cfg = run.config
+    in_memory = cfg.data.source == "in-memory"
+    _apply_sets(cfg, set_)
     if data is not None:
         cfg.data.source = data
-    ds = load_dataset(cfg.data)
-    if ds.n_users != run.n_users or ds.n_items != run.n_items:
-        raise HqgnnError(f"{cfg.data.source}: {ds.n_users} users / {ds.n_items} items, but the run has "
-                         f"{run.n_users} / {run.n_items}")
     rec = Recommender(run, str(resolve_device(device)))
-    metrics = rec.evaluate(ds.matrix(ds.test), _parse_ks(k), exclude=ds.matrix(ds.seen))  # ranked as served
+    if in_memory:
+        if data is None:
+            raise HqgnnError(f"{run_dir}: fitted on in-memory data, so it has no test split: "
+                             "pass the test interactions with --data FILE")
+        metrics = rec.evaluate(_test_log(data, cfg, run), _parse_ks(k))  # seen = the run's own
+    else:
+        ds = load_dataset(cfg.data)
+        if ds.n_users != run.n_users or ds.n_items != run.n_items:
+            raise HqgnnError(f"{cfg.data.source}: {ds.n_users} users / {ds.n_items} items, but the run has "
+                             f"{run.n_users} / {run.n_items}")
+        metrics = rec.evaluate(ds.matrix(ds.test), _parse_ks(k), exclude=ds.matrix(ds.seen))  # ranked as served
     if as_json:
         print(json.dumps(metrics))
     else:
         print_metrics(metrics, title=f"test metrics ({run_dir})")
+
+
+def _test_log(source: str, cfg: RunConfig, run: Any) -> Any:
+    """The pairs of log ``source`` as a (users x items) test matrix in ``run``'s ids (unknown ids dropped
+    with a warning, as HQGNN.evaluate does)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from .data.logs import read_log
+    from .data.memory import interactions_from, pairs_in
+
+    raw = read_log(source, cfg.data)
+    pairs = pairs_in(interactions_from((raw.user_ids[raw.users], raw.item_ids[raw.items])), run.user_ids,
+                     run.item_ids, "test")
+    truth = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+                          shape=(run.n_users, run.n_items))
+    truth.sort_indices()
+    return truth
 
 
 @app.command(cls=PlainHelpCommand)

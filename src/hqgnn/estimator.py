@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -128,6 +129,10 @@ class HQGNN:
                                ds.item_ids, "validation")
                 ds = dataclasses.replace(ds, train=np.concatenate([ds.train, ds.val]), val=val)
         else:
+            # the config remembers the columns, so evaluate(test_df) and a saved run's CLI use them too
+            for name, value in (("user_col", user_col), ("item_col", item_col), ("time_col", time_col)):
+                if value is not None:
+                    setattr(cfg.data, name, value)
             inter = interactions_from(data, user_col, item_col, time_col)
             val = None if validation is None else interactions_from(validation, user_col, item_col, time_col)
             ds, _ = in_memory_dataset(inter, val, cfg.data.val_ratio, cfg.data.seed)
@@ -254,9 +259,46 @@ class HQGNN:
         Slots beyond the available items hold score -inf and item id -1 (int ids) or "" (string ids).
         """
         k = _check_k(k)
-        rows = self._rows(users, self.run.user_ids, "user")
-        scores, items = self._recommender().recommend(rows, k, exclude_seen=exclude_seen)
-        return self._to_ids(np.asarray(items), np.asarray(scores))
+        if np.ndim(users) == 0:  # one id: unknown is an error, as GET /recommend's 404
+            rows = self._rows(users, self.run.user_ids, "user")
+        else:  # several ids: per-user answers, unknown users reported as in POST /recommend/batch
+            rows, unknown = self._rows_or_unknown(users)
+            if unknown:
+                shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+                warnings.warn(f"{len(unknown)} of {len(rows)} users unknown ({shown}): their rows hold no items "
+                              "(id padding, score -inf); recommend_batch() lists them", UserWarning, stacklevel=2)
+        known = rows >= 0
+        scores = np.full((len(rows), k), -np.inf, np.float32)
+        items = np.full((len(rows), k), -1, np.int64)
+        if known.any():
+            scores[known], items[known] = self._recommender().recommend(rows[known], k, exclude_seen=exclude_seen)
+        return self._to_ids(items, scores)
+
+    def recommend_batch(self, users: Any, k: int = 10, exclude_seen: bool = True) -> dict[str, Any]:
+        """What ``POST /recommend/batch`` answers, for your ids: ``{"results": [{"user", "items": [{"item",
+        "score"}, ...]} or {"user", "items": [], "error"}, ...], "unknown_users": [...]}`` in request order."""
+        k = _check_k(k)
+        users = list(np.asarray(users).reshape(-1).tolist())
+        rows, unknown = self._rows_or_unknown(users)
+        known = np.flatnonzero(rows >= 0)
+        results: list[dict[str, Any]] = [{"user": u, "items": [], "error": f"unknown user {u!r}"} for u in users]
+        if len(known):
+            scores, items = self._recommender().recommend(rows[known], k, exclude_seen=exclude_seen)
+            ids, scores = self._to_ids(np.asarray(items), np.asarray(scores))
+            for j, r in enumerate(known.tolist()):
+                ok = np.isfinite(scores[j])
+                results[r] = {"user": users[r], "items": [{"item": i, "score": float(v)}
+                                                          for i, v in zip(ids[j][ok].tolist(), scores[j][ok])]}
+        return {"results": results, "unknown_users": unknown}
+
+    def _rows_or_unknown(self, users: Any) -> tuple[np.ndarray, list[Any]]:
+        """Row of each user id (-1 where unknown) and the unknown ids, in request order."""
+        import pandas as pd
+
+        q = np.asarray(users).reshape(-1)
+        rows = pd.Index(self.run.user_ids).get_indexer(q) if len(q) else np.empty(0, np.int64)
+        unknown = [u.item() if hasattr(u, "item") else u for u in q[rows < 0]]
+        return rows.astype(np.int64), unknown
 
     def similar_items(self, items: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items with the largest inner product with each of ``items`` (itself excluded):
@@ -278,8 +320,9 @@ class HQGNN:
         else:
             from .data.memory import interactions_from, pairs_in
 
-            pairs = pairs_in(interactions_from(test, user_col, item_col), self.run.user_ids, self.run.item_ids,
-                             "test")
+            data_cfg = self.run.config.data  # default: the columns fit() was given
+            pairs = pairs_in(interactions_from(test, user_col or data_cfg.user_col, item_col or data_cfg.item_col),
+                             self.run.user_ids, self.run.item_ids, "test")
             truth = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
                                   shape=(self.run.n_users, self.run.n_items))
             truth.sort_indices()
