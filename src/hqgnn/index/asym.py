@@ -27,15 +27,23 @@ from typing import Any
 
 import numpy as np
 
-from .cpu import asym as KA
-from .cpu import sym as K
 from .asym_float import search_float, to_scores
-from .format import CodeFormat
 from .asym_layout import (  # noqa: F401  (re-exported)
-    ITEM_ORDERS, LUT1, SCALE_BUCKETS, chunk_bounds, compact_record, gather_rows, host_layout, meta_only, storage_order)
-from .cpu.select import kernel_values
+    ITEM_ORDERS,
+    LUT1,
+    SCALE_BUCKETS,
+    chunk_bounds,
+    compact_record,
+    gather_rows,
+    host_layout,
+    meta_only,
+    storage_order,
+)
 from .common import (
+    ArrayLike,
+    DeviceLike,
     Exclusion,
+    ScaleLike,
     normalize_exclusion,
     normalize_item_scale,
     normalize_item_term,
@@ -43,8 +51,10 @@ from .common import (
     to_numpy,
     unpermute,
 )
-from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries, split_queries  # noqa: F401
-from .reference import reference_asym_scores, reference_asym_search  # noqa: F401  (re-exported)
+from .cpu import asym as KA
+from .cpu import sym as K
+from .cpu.select import kernel_values
+from .format import CodeFormat
 from .packing import (
     INT8,
     NIBBLE,
@@ -55,6 +65,8 @@ from .packing import (
     nibble_query_vectors,
     padded_dim,
 )
+from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries, split_queries  # noqa: F401
+from .reference import reference_asym_scores, reference_asym_search  # noqa: F401  (re-exported)
 
 __all__ = ["AsymCodeIndex", "build_asym_index"]
 
@@ -64,8 +76,8 @@ _CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int3
 
 
 # ---------------------------------------------------------------------------------- index
-def build_asym_index(item_codes: object, item_scale: object = None, item_bits: int = 1, item_term: object = None,
-                     query_bits: int = 4, device: object = "cpu", backend: str = "auto",
+def build_asym_index(item_codes: ArrayLike, item_scale: ScaleLike = None, item_bits: int = 1, item_term: ScaleLike = None,
+                     query_bits: int = 4, device: DeviceLike = "cpu", backend: str = "auto",
                      item_order: str = "none", gpu_layout: str = "packed") -> "AsymCodeIndex":
     """An :class:`AsymCodeIndex` over ``item_bits``-bit item codes for ``query_bits``-bit (0 = float) queries."""
     return AsymCodeIndex(item_codes, item_scale, item_bits=item_bits, item_term=item_term, query_bits=query_bits,
@@ -91,8 +103,8 @@ class AsymCodeIndex:
     to the lower item id, id -1 / score -inf beyond the eligible items; torch tensors on CUDA.
     """
 
-    def __init__(self, item_codes: object, item_scale: object = None, item_bits: int = 1, item_term: object = None,
-                 query_bits: int = 4, device: object = "cpu", backend: str = "auto", item_order: str = "none",
+    def __init__(self, item_codes: ArrayLike, item_scale: ScaleLike = None, item_bits: int = 1, item_term: ScaleLike = None,
+                 query_bits: int = 4, device: DeviceLike = "cpu", backend: str = "auto", item_order: str = "none",
                  gpu_layout: str = "packed") -> None:
         item_bits = int(item_bits)
         code_range(item_bits)  # validates 1..8
@@ -106,7 +118,7 @@ class AsymCodeIndex:
                    codes, gpu_layout)
 
     def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale,
-              term, order: np.ndarray | None, device: object, backend: str, codes: np.ndarray | None = None,
+              term, order: np.ndarray | None, device: DeviceLike, backend: str, codes: np.ndarray | None = None,
               gpu_layout: str = "packed") -> None:
         from .base import _device_str, resolve_backend
 
@@ -381,7 +393,7 @@ class AsymCodeIndex:
         save_asym_index(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: object = "cpu",
+    def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: DeviceLike = "cpu",
              backend: str = "auto", gpu_layout: str = "packed") -> "AsymCodeIndex":
         """Open an index written by :meth:`save` (codes memory-mapped in the directory form)."""
         from .io import read_asym_index

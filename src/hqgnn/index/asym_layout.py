@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .common import (
+    ItemScale,
+    ScaleLike,
+    compact_values,
+    normalize_item_scale,
+    normalize_item_term,
+)
 from .cpu import asym as KA
-from .common import ItemScale, compact_values, normalize_item_scale, normalize_item_term
 from .packing import INT8, NIBBLE, pack_int8_blocked, pack_nibble_blocked, unpack_int8_blocked, unpack_nibble_blocked
 
 __all__ = ["ITEM_ORDERS", "LUT1", "SCALE_BUCKETS", "chunk_bounds", "compact_record", "gather_rows", "host_layout",
@@ -86,7 +92,7 @@ def meta_only(rec: ItemScale) -> ItemScale:
     return ItemScale(rec.values[:0], rec.stride, True, rec.given) if rec.per_row else rec
 
 
-def scale_order_of(scale: object, term: object, n: int) -> np.ndarray | None:
+def scale_order_of(scale: ScaleLike, term: ScaleLike, n: int) -> np.ndarray | None:
     """:func:`storage_order` (``item_order="scale"``) of raw item scales / terms (arrays, scalars or None),
     the order an items-renumbering caller applies before building an index without an order array."""
     return storage_order(normalize_item_scale(scale, n), normalize_item_term(term, n), n, "scale")

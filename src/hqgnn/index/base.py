@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 
 from .common import (
+    DeviceLike,
     Exclusion,
     ItemScale,
+    ScaleLike,
     empty_exclusion_arrays,
     normalize_exclusion,
     normalize_query_scale,
@@ -17,8 +19,8 @@ from .common import (
     unpermute,
 )
 from .format import CodeFormat
-from .queries import split_queries
 from .packing import as_int8_codes, check_code_range
+from .queries import split_queries
 
 __all__ = ["BACKENDS", "CodeIndex", "SearchResult"]
 
@@ -27,7 +29,7 @@ BACKENDS = ("auto", "numba", "torch", "triton")
 SearchResult = tuple[Any, Any]  # (scores float32 (B, k), ids int64 (B, k)): numpy on CPU, torch on CUDA
 
 
-def _device_str(device: object) -> str:
+def _device_str(device: DeviceLike) -> str:
     s = str(device)
     if s.startswith("cuda"):
         return s if ":" in s else "cuda"
@@ -92,7 +94,7 @@ class CodeIndex:
         raise NotImplementedError
 
     # ---------------------------------------------------------------------- common
-    def _setup(self, device: object, backend: str) -> None:
+    def _setup(self, device: DeviceLike, backend: str) -> None:
         self.device = _device_str(device)
         self.backend = backend = resolve_backend(self.device, backend)
         self.threads: int | None = None  # CPU threads for search; None = all cores (HQGNN_NUM_THREADS)
@@ -279,7 +281,7 @@ class CodeIndex:
         write_index_files(path, self._meta(), arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: object = "cpu",
+    def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: DeviceLike = "cpu",
              backend: str = "auto") -> "CodeIndex":
         """Open an index written by :meth:`save`. With ``mmap`` (directory form) the codes are
         memory-mapped read-only and searched in place, nothing is copied."""
@@ -301,7 +303,7 @@ class CodeIndex:
         return kind._from_packed(arrays, meta, scale, device, backend)
 
     @classmethod
-    def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: object, device: object,
+    def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: ScaleLike, device: DeviceLike,
                      backend: str) -> "CodeIndex":
         raise NotImplementedError
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from .cpu import sym as K
 from .base import CodeIndex, keys_to_scores
-from .common import Exclusion, normalize_item_scale
+from .common import ArrayLike, DeviceLike, Exclusion, ItemScale, ScaleLike, normalize_item_scale
+from .cpu import sym as K
 from .packing import WORDS, as_int8_codes, check_code_range, pack_sign_bits, unpack_sign_bits, words_for_dim
 
 __all__ = ["BinaryCodeIndex"]
@@ -34,7 +34,7 @@ class BinaryCodeIndex(CodeIndex):
 
     bits = 1
 
-    def __init__(self, item_codes: object, item_scale: object = None, device: object = "cpu",
+    def __init__(self, item_codes: ArrayLike, item_scale: ScaleLike = None, device: DeviceLike = "cpu",
                  backend: str = "auto") -> None:
         codes = as_int8_codes(item_codes, "item_codes")
         check_code_range(codes, 1, "item_codes")
@@ -43,7 +43,7 @@ class BinaryCodeIndex(CodeIndex):
         words = pack_sign_bits(codes if order is None else codes[order])
         self._init(words, codes.shape[1], _stored(scale, order), order, device, backend)
 
-    def _init(self, words: np.ndarray, dim: int, stored_scale: object, order: np.ndarray | None, device: object,
+    def _init(self, words: np.ndarray, dim: int, stored_scale: ScaleLike, order: np.ndarray | None, device: DeviceLike,
               backend: str) -> None:
         """words / stored_scale are in storage order (``order[p]`` = original id of row p)."""
         self.n = int(words.shape[0])
@@ -60,14 +60,14 @@ class BinaryCodeIndex(CodeIndex):
         self._setup(device, backend)
 
     @classmethod
-    def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: object, device: object,
+    def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: ScaleLike, device: DeviceLike,
                      backend: str) -> "BinaryCodeIndex":
         self = cls.__new__(cls)
         self._init(arrays["codes"], int(meta["dim"]), scale, arrays.get("order"), device, backend)
         return self
 
     @classmethod
-    def from_words(cls, words: np.ndarray, dim: int, item_scale: object = None, device: object = "cpu",
+    def from_words(cls, words: np.ndarray, dim: int, item_scale: ScaleLike = None, device: DeviceLike = "cpu",
                    backend: str = "auto") -> "BinaryCodeIndex":
         """Wrap already-packed (n, ceil(dim/64)) uint64 sign words in item order (e.g. from FAISS
         bytes viewed as '<u8'); no copy unless per-row scales require sorting."""
@@ -171,7 +171,7 @@ class BinaryCodeIndex(CodeIndex):
         return scores, ids
 
 
-def _stored(scale, order: np.ndarray | None) -> object:
+def _stored(scale: ItemScale, order: np.ndarray | None) -> np.ndarray | float | None:
     """The user's scale argument re-expressed in storage order (per-row values permuted)."""
     if not scale.given:
         return None

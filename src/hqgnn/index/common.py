@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-__all__ = ["Exclusion", "ItemScale", "compact_values", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
+if TYPE_CHECKING:
+    import scipy.sparse
+    import torch
+
+# what the index functions accept: numpy arrays, torch tensors (read through ``__array__``), lists
+DeviceLike = Union[str, "torch.device"]  # "cpu" or "cuda[:i]"
+ScaleLike = Union[ArrayLike, None]  # None (1), one value, or one per row
+ExcludeLike = Union[tuple[ArrayLike, ArrayLike], "scipy.sparse.spmatrix", None]  # CSR rows of item ids per query
+
+__all__ = ["ArrayLike", "DeviceLike", "ExcludeLike", "ScaleLike", "Exclusion", "ItemScale", "compact_values", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
            "subset_exclusion", "unpermute", "to_numpy"]
 
 
-def to_numpy(x: object) -> np.ndarray:
+def to_numpy(x: ArrayLike) -> np.ndarray:
     try:
         import torch
 
@@ -39,7 +50,7 @@ class ItemScale:
         return self.values if self.stride == 1 else np.full(n, self.values[0], dtype=np.float32)
 
 
-def normalize_item_scale(scale: object, n: int) -> ItemScale:
+def normalize_item_scale(scale: ScaleLike, n: int) -> ItemScale:
     if scale is None:
         return ItemScale(np.ones(1, np.float32), 0, False, False)
     arr = to_numpy(scale).astype(np.float32, copy=False).reshape(-1)
@@ -52,7 +63,7 @@ def normalize_item_scale(scale: object, n: int) -> ItemScale:
     return ItemScale(np.ascontiguousarray(arr), 1, True, True)
 
 
-def normalize_query_scale(scale: object, b: int) -> np.ndarray:
+def normalize_query_scale(scale: ScaleLike, b: int) -> np.ndarray:
     """Query scales -> float32 (b,); None means 1.0."""
     if scale is None:
         return np.ones(b, np.float32)
@@ -78,7 +89,7 @@ class Exclusion:
         return int(self.indices.size)
 
 
-def normalize_exclusion(exclude: object, b: int, n: int) -> Exclusion | None:
+def normalize_exclusion(exclude: ExcludeLike, b: int, n: int) -> Exclusion | None:
     """Accept ``(indptr, indices)`` or a scipy CSR matrix of shape (b, n); sort each row."""
     if exclude is None:
         return None
@@ -112,7 +123,7 @@ def empty_exclusion_arrays() -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(1, np.int64), np.zeros(1, np.int64)
 
 
-def normalize_item_term(term: object, n: int):
+def normalize_item_term(term: ScaleLike, n: int):
     """Item terms like item scales (None -> 0): an ItemScale-shaped record."""
     if term is None:
         return ItemScale(np.zeros(1, np.float32), 0, False, False)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from .base import CodeIndex
 from .binary import BinaryCodeIndex
+from .common import ArrayLike, DeviceLike, ScaleLike
 from .scalar import ScalarCodeIndex
 
 __all__ = ["build_code_index", "load_code_index"]
 
 
-def build_code_index(item_codes: object, item_scale: object = None, bits: int = 1, device: object = "cpu",
+def build_code_index(item_codes: ArrayLike, item_scale: ScaleLike = None, bits: int = 1, device: DeviceLike = "cpu",
                      backend: str = "auto") -> CodeIndex:
     """The index for ``bits``-bit item codes: :class:`BinaryCodeIndex` for 1 bit ({-1,+1} codes),
     :class:`ScalarCodeIndex` for 2..8 bits. ``item_scale``: None, a scalar, or one float per item.
@@ -22,7 +23,7 @@ def build_code_index(item_codes: object, item_scale: object = None, bits: int = 
     raise ValueError(f"bits must be in 1..8, got {bits}")
 
 
-def load_code_index(path, mmap: bool = True, device: object = "cpu", backend: str = "auto") -> CodeIndex:
+def load_code_index(path, mmap: bool = True, device: DeviceLike = "cpu", backend: str = "auto") -> CodeIndex:
     """Open an index written by ``CodeIndex.save`` or ``AsymCodeIndex.save`` (memory-mapped when ``mmap``)."""
     import json
     from pathlib import Path

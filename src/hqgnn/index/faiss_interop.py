@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import to_numpy
+from .common import ArrayLike, ScaleLike, to_numpy
 from .packing import as_int8_codes, check_code_range
 
 __all__ = ["dequantize", "export_faiss", "faiss_binary_bytes", "to_faiss_binary", "to_faiss_flat_ip", "write_faiss"]
@@ -21,7 +21,7 @@ def _faiss() -> Any:
     return faiss
 
 
-def faiss_binary_bytes(codes_1bit: object) -> np.ndarray:
+def faiss_binary_bytes(codes_1bit: ArrayLike) -> np.ndarray:
     """(n, d) {-1,+1} codes -> (n, ceil(d/8)) uint8 in FAISS' binary layout.
 
     FAISS (``faiss.real_to_binary``) packs dimension t into bit t % 8 of byte t // 8, least
@@ -39,7 +39,7 @@ def faiss_binary_bytes(codes_1bit: object) -> np.ndarray:
     return np.packbits(codes > 0, axis=1, bitorder="little")
 
 
-def to_faiss_binary(codes_1bit: object, hnsw: bool = False, M: int = 32) -> Any:
+def to_faiss_binary(codes_1bit: ArrayLike, hnsw: bool = False, M: int = 32) -> Any:
     """A FAISS ``IndexBinaryFlat`` (exact Hamming) or ``IndexBinaryHNSW`` (approximate) holding the
     1-bit codes (a (n, d) +-1 array or a :class:`BinaryCodeIndex`), item ids = row numbers.
     FAISS ranks by Hamming distance only: the task of ``search(..., mode="hamming")``."""
@@ -51,7 +51,7 @@ def to_faiss_binary(codes_1bit: object, hnsw: bool = False, M: int = 32) -> Any:
     return index
 
 
-def to_faiss_flat_ip(float_emb: object) -> Any:
+def to_faiss_flat_ip(float_emb: ArrayLike) -> Any:
     """A FAISS ``IndexFlatIP`` (exact float32 inner product) over (n, d) embeddings."""
     faiss = _faiss()
     x = np.ascontiguousarray(to_numpy(float_emb), dtype=np.float32)
@@ -74,7 +74,7 @@ def write_faiss(index: Any, path: str | os.PathLike[str]) -> None:
             faiss.write_index(index, str(tmp))
 
 
-def dequantize(codes: object, scale: object) -> np.ndarray:
+def dequantize(codes: ArrayLike, scale: ScaleLike) -> np.ndarray:
     """``codes * scale`` as float32: per-row scales (n,) / (n, 1) or one tensor scale, the vectors ``recommend`` scores."""
     c = np.asarray(to_numpy(codes), dtype=np.float32)
     a = np.asarray(to_numpy(scale), dtype=np.float32)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .common import ArrayLike
+
 __all__ = [
     "BLOCK_ITEMS",
     "as_int8_codes",
@@ -45,7 +47,7 @@ def layout_for_bits(bits: int) -> str:
     return WORDS if bits == 1 else (NIBBLE if bits <= 4 else INT8)
 
 
-def as_int8_codes(codes: object, name: str = "codes") -> np.ndarray:
+def as_int8_codes(codes: ArrayLike, name: str = "codes") -> np.ndarray:
     """Any (n, d) integer-valued array/tensor -> C-contiguous int8 numpy array (no silent wrap)."""
     try:
         import torch

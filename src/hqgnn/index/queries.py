@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .common import to_numpy
+from .common import ArrayLike, ScaleLike, to_numpy
 
 if TYPE_CHECKING:
     from .format import CodeFormat
@@ -26,7 +26,7 @@ def quantize_float_queries(x: np.ndarray, bits: int = _FLOAT_QUERY_BITS) -> tupl
     return codes, delta, resid
 
 
-def prepare_queries(x: object, rotation: object = None, center: object = None,
+def prepare_queries(x: ArrayLike, rotation: ScaleLike = None, center: ScaleLike = None,
                     query_bits: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """Queries as :meth:`AsymCodeIndex.search` takes them: ``(x - center) @ rotation``, then for
     ``query_bits`` in 2..8 symmetric uniform codes with one scale per row chosen to minimise the

@@ -6,13 +6,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import normalize_exclusion, normalize_item_scale, normalize_item_term, normalize_query_scale, to_numpy
+from .common import (
+    ArrayLike,
+    DeviceLike,
+    ExcludeLike,
+    ScaleLike,
+    normalize_exclusion,
+    normalize_item_scale,
+    normalize_item_term,
+    normalize_query_scale,
+    to_numpy,
+)
 
 __all__ = ["reference_asym_scores", "reference_asym_search", "reference_asym_search_torch", "reference_scores", "reference_search"]
 
 
-def reference_scores(query_codes: object, item_codes: object, query_scales: object = None,
-                     item_scales: object = None, mode: str = "scaled") -> np.ndarray:
+def reference_scores(query_codes: ArrayLike, item_codes: ArrayLike, query_scales: ScaleLike = None,
+                     item_scales: ScaleLike = None, mode: str = "scaled") -> np.ndarray:
     """(B, n) float64 ranking keys.
 
     scaled: the dequantized inner product <c_u s_u, c_i s_i>, evaluated as ``(<c_u, c_i> * s_i) * s_u``
@@ -33,8 +43,8 @@ def reference_scores(query_codes: object, item_codes: object, query_scales: obje
     return (ip * s_i[None, :]) * s_u[:, None]
 
 
-def reference_search(query_codes: object, item_codes: object, k: int, query_scales: object = None,
-                     item_scales: object = None, exclude: object = None,
+def reference_search(query_codes: ArrayLike, item_codes: ArrayLike, k: int, query_scales: ScaleLike = None,
+                     item_scales: ScaleLike = None, exclude: ExcludeLike = None,
                      mode: str = "scaled") -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by brute force: (scores float32 (B, k), ids int64 (B, k)).
 
@@ -60,8 +70,8 @@ def reference_search(query_codes: object, item_codes: object, k: int, query_scal
     return scores, ids
 
 
-def reference_asym_scores(queries: object, item_codes: object, item_scale: object = None, item_term: object = None,
-                          query_scales: object = None, float_queries: bool = False) -> np.ndarray:
+def reference_asym_scores(queries: ArrayLike, item_codes: ArrayLike, item_scale: ScaleLike = None, item_term: ScaleLike = None,
+                          query_scales: ScaleLike = None, float_queries: bool = False) -> np.ndarray:
     """(B, n) float64 keys by brute force: ``(ip * s_i) * s_u + t_i`` for integer queries (ip exact),
     ``dot64(x_u, c_i) * s_i + t_i`` for float queries."""
     ic = to_numpy(item_codes).astype(np.float64)
@@ -76,8 +86,8 @@ def reference_asym_scores(queries: object, item_codes: object, item_scale: objec
     return (ip * s_i[None, :]) * s_u[:, None] + t_i[None, :]
 
 
-def reference_asym_search(queries: object, item_codes: object, k: int, item_scale: object = None,
-                          item_term: object = None, query_scales: object = None, exclude: object = None,
+def reference_asym_search(queries: ArrayLike, item_codes: ArrayLike, k: int, item_scale: ScaleLike = None,
+                          item_term: ScaleLike = None, query_scales: ScaleLike = None, exclude: ExcludeLike = None,
                           float_queries: bool = False, block: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by float64 brute force, ``block`` queries at a time (so 1M items x 1000 queries
     fit in memory): (scores float32 (B, k), ids int64 (B, k)); key desc, id asc; -1 / -inf padding."""
@@ -113,8 +123,8 @@ def reference_asym_search(queries: object, item_codes: object, k: int, item_scal
     return scores, ids
 
 
-def reference_asym_search_torch(queries: object, item_codes: object, k: int, item_scale: object = None,
-                                item_term: object = None, query_scales: object = None, device: object = "cpu",
+def reference_asym_search_torch(queries: ArrayLike, item_codes: ArrayLike, k: int, item_scale: ScaleLike = None,
+                                item_term: ScaleLike = None, query_scales: ScaleLike = None, device: DeviceLike = "cpu",
                                 block: int = 256, float_queries: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`hqgnn.index.reference.reference_asym_search`, computed with torch on ``device``.
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .common import to_numpy
+from .common import ArrayLike, ExcludeLike, ScaleLike, to_numpy
 from .queries import QueryCodes
 
 if TYPE_CHECKING:  # annotation only: base imports this module for CodeIndex.search_rerank
@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # annotation only: base imports this module for CodeIndex.sea
 __all__ = ["search_rerank"]
 
 
-def search_rerank(index: CodeIndex, query_codes: object, query_float: object, item_float: object, k: int,
-                  candidates: int = 100, query_scales: object = None, exclude: object = None,
+def search_rerank(index: CodeIndex, query_codes: ArrayLike, query_float: ArrayLike, item_float: ArrayLike, k: int,
+                  candidates: int = 100, query_scales: ScaleLike = None, exclude: ExcludeLike = None,
                   mode: str = "scaled") -> tuple[object, object]:
     """Top-``candidates`` items by the codes (exact, see :meth:`CodeIndex.search`), then the best
     ``k`` of those by the float inner product <query_float[u], item_float[i]>.

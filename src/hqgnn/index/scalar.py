@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from .cpu import sym as K
 from .base import CodeIndex, keys_to_scores
 from .binary import _stored
-from .common import Exclusion, normalize_item_scale
+from .common import ArrayLike, DeviceLike, Exclusion, ScaleLike, normalize_item_scale
+from .cpu import sym as K
 from .packing import (
     BLOCK_ITEMS,
     INT8,
@@ -44,7 +44,7 @@ class ScalarCodeIndex(CodeIndex):
 
     use_simd: bool | None = None  # None: the AVX2 LLVM-IR kernels when the CPU has AVX2; False: portable numba
 
-    def __init__(self, item_codes: object, item_scale: object = None, bits: int = 8, device: object = "cpu",
+    def __init__(self, item_codes: ArrayLike, item_scale: ScaleLike = None, bits: int = 8, device: DeviceLike = "cpu",
                  backend: str = "auto") -> None:
         codes = as_int8_codes(item_codes, "item_codes")
         check_code_range(codes, bits, "item_codes")
@@ -56,8 +56,8 @@ class ScalarCodeIndex(CodeIndex):
         self._init(packed, layout, codes.shape[0], codes.shape[1], bits, _stored(scale, order), order, device,
                    backend)
 
-    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, bits: int, stored_scale: object,
-              order: np.ndarray | None, device: object, backend: str) -> None:
+    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, bits: int, stored_scale: ScaleLike,
+              order: np.ndarray | None, device: DeviceLike, backend: str) -> None:
         """packed / stored_scale are in storage order (``order[p]`` = original id of row p)."""
         self.bits = int(bits)
         self.n = int(n)
@@ -82,7 +82,7 @@ class ScalarCodeIndex(CodeIndex):
         self._setup(device, backend)
 
     @classmethod
-    def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: object, device: object,
+    def _from_packed(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], scale: ScaleLike, device: DeviceLike,
                      backend: str) -> "ScalarCodeIndex":
         self = cls.__new__(cls)
         self._init(arrays["codes"].reshape(-1), meta["layout"], int(meta["n"]), int(meta["dim"]),

@@ -26,8 +26,7 @@ from .lut1 import (  # noqa: F401  (re-exported: the index's view of the LUT lay
     pack_lut1,
     unpack_lut1,
 )
-from .select import as_float32
-from .select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push
+from .select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push, as_float32
 from .simd import QG, _addr, _s8_ir, _s8_portable, _u4_ir, _u4_portable
 
 __all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "asym_task", "lut1_tables", "pack_lut1", "unpack_lut1"]

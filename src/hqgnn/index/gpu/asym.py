@@ -25,19 +25,29 @@ float16 when exactly representable, one value when constant (see common.compact_
 from __future__ import annotations
 
 import math
+from typing import Any
 import os
 
 import numpy as np
 import torch
 
-from .topk import append_candidates, gathered_dot, sorted_candidates, top_candidates
-from .topk import exclusion_rows, exclusion_slice, exclusion_tensors, float32_at_most, running_topk
 from ..common import Exclusion, compact_values
 from .packed import WORD, pack_words, unpack_words
+from .topk import (
+    append_candidates,
+    exclusion_rows,
+    exclusion_slice,
+    exclusion_tensors,
+    float32_at_most,
+    gathered_dot,
+    running_topk,
+    sorted_candidates,
+    top_candidates,
+)
 
 __all__ = ["AsymTorchSearcher", "triton_asym_available"]
 
-_KERNEL: object | None = None
+_KERNEL: Any = None  # the compiled Triton kernel, built on first use
 _CHECKED = False
 
 

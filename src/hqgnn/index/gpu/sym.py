@@ -19,18 +19,28 @@ Two methods, both exact (same order and scores as the float64 reference):
 from __future__ import annotations
 
 import math
+from typing import Any
 import os
 
 import numpy as np
 import torch
 
-from .topk import append_candidates, gathered_dot, sorted_candidates, top_candidates
-from .topk import exclusion_rows, exclusion_slice, exclusion_tensors, float32_at_most, running_topk
 from ..common import Exclusion, ItemScale
+from .topk import (
+    append_candidates,
+    exclusion_rows,
+    exclusion_slice,
+    exclusion_tensors,
+    float32_at_most,
+    gathered_dot,
+    running_topk,
+    sorted_candidates,
+    top_candidates,
+)
 
 __all__ = ["TorchCodeSearcher", "triton_available"]
 
-_TRITON: object | None = None
+_TRITON: Any = None  # the compiled Triton kernel, built on first use
 _TRITON_CHECKED = False
 
 
