@@ -9,12 +9,9 @@ brute force of :mod:`hqgnn.index.reference` returns, ties to the lower item id.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 
 from .format import CodeFormat
 from .queries import QueryCodes, encode_queries
@@ -94,13 +91,9 @@ def build_index(
 
 def read_format(path: str | os.PathLike[str]) -> CodeFormat | None:
     """The code format stored with a saved index (None for an index saved before formats were stored)."""
-    p = Path(path)
-    if p.is_dir():
-        meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").is_file() else {}
-    else:
-        with np.load(p, allow_pickle=False) as z:  # reads only the meta member
-            meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
-    fmt = meta.get("code_format")
+    from .io import read_meta
+
+    fmt = read_meta(path).get("code_format")
     return None if fmt is None else CodeFormat.from_dict(fmt)
 
 

@@ -25,18 +25,9 @@ def build_code_index(item_codes: ArrayLike, item_scale: ScaleLike = None, bits: 
 
 def load_code_index(path, mmap: bool = True, device: DeviceLike = "cpu", backend: str = "auto") -> CodeIndex:
     """Open an index written by ``CodeIndex.save`` or ``AsymCodeIndex.save`` (memory-mapped when ``mmap``)."""
-    import json
-    from pathlib import Path
+    from .io import read_meta
 
-    import numpy as np
-
-    p = Path(path)
-    if p.is_dir():
-        meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").is_file() else {}
-    else:
-        with np.load(p, allow_pickle=False) as z:  # reads only the meta member
-            meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
-    if meta.get("kind") == "AsymCodeIndex":
+    if read_meta(path).get("kind") == "AsymCodeIndex":
         from .asym import AsymCodeIndex
 
         return AsymCodeIndex.load(path, mmap=mmap, device=device, backend=backend)

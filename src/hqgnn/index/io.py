@@ -15,11 +15,21 @@ import numpy as np
 from .asym_layout import host_layout
 from .common import normalize_item_scale, normalize_item_term
 
-__all__ = ["FORMAT", "VERSION", "read_index_files", "write_index_files"]
+__all__ = ["FORMAT", "VERSION", "read_index_files", "read_meta", "write_index_files"]
 
 
 FORMAT = "hqgnn-code-index"
 VERSION = 1
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a saved index ({} when it has none): ``meta.json`` of the directory form, or the
+    ``__meta__`` member of the .npz form (read alone, the arrays are not loaded)."""
+    p = Path(path)
+    if p.is_dir():
+        return json.loads((p / "meta.json").read_text()) if (p / "meta.json").is_file() else {}
+    with np.load(p, allow_pickle=False) as z:
+        return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
 
 
 def write_index_files(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
