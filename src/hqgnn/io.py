@@ -232,6 +232,9 @@ class DirLock:
                                  "directory") from None
             raise
         self._fd = fd
+        # staging folders of a writer of this directory that was killed mid-write: garbage now (under the lock)
+        for stale in self.target.parent.glob(f".{self.target.name}.staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         return self
 
     def release(self) -> None:

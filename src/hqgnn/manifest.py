@@ -135,7 +135,7 @@ def read_verified(run_dir: Path, name: str, man: dict[str, Any] | None) -> bytes
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise RunCheckError(run_dir, name, f"missing — is {run_dir} a finished hqgnn run directory?") from None
+        raise RunCheckError(run_dir, name, "missing (is this a finished hqgnn run directory?)") from None
     except IsADirectoryError:
         raise RunCheckError(run_dir, name, "is a directory, expected a file") from None
     except OSError as exc:

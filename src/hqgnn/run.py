@@ -200,7 +200,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     man = read_manifest(run_dir)
     for name in (CONFIG, METRICS, TABLES, IDS, SEEN):
         if not (run_dir / name).exists():
-            raise RunCheckError(run_dir, name, f"missing — is {run_dir} a finished hqgnn run directory?")
+            raise RunCheckError(run_dir, name, "missing (is this a finished hqgnn run directory?)")
     if man is not None:  # every listed file: the manifest's size and sha256 (a file of another run differs)
         for name in man["files"]:
             if name not in (CONFIG, METRICS, TABLES, IDS, SEEN):

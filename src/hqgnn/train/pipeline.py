@@ -146,11 +146,12 @@ def check_resume_config(out_dir: Path, cfg: RunConfig) -> None:
                          "with --out or --overwrite instead")
 
 
-_STUB_FILES = frozenset({CONFIG})
+_STUB_FILES = frozenset({CONFIG, "best.safetensors"})  # best weights are saved just before the first checkpoint
 
 
 def _is_stub(out_dir: Path) -> bool:
-    """What a run killed before its first checkpoint leaves (kill -9 cannot clean up): config.toml and temp files."""
+    """What a run killed before its first checkpoint leaves (kill -9 cannot clean up): config.toml, best weights
+    and temp files, but no checkpoint (nothing to resume) and no results."""
     children = listed(out_dir)
     return bool(children) and all(
         c.is_file() and (c.name in _STUB_FILES or (c.name.startswith(".") and ".tmp" in c.name)) for c in children)
