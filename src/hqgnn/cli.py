@@ -159,6 +159,9 @@ def evaluate(
     from .train.trainer import resolve_device
 
     run = load_run(run_dir)
+    ks = _parse_ks(k)
+    if max(ks) > run.n_items:  # precision@K divides by K: clamping would change the metric, so refuse
+        raise HqgnnError(f"--k {max(ks)} is more than the run's {run.n_items} items")
     cfg = run.config
     if data is not None:
         cfg.data.source = data
@@ -166,9 +169,6 @@ def evaluate(
     if ds.n_users != run.n_users or ds.n_items != run.n_items:
         raise HqgnnError(f"{cfg.data.source}: {ds.n_users} users / {ds.n_items} items, but the run has "
                          f"{run.n_users} / {run.n_items}")
-    ks = _parse_ks(k)
-    if max(ks) > run.n_items:  # precision@K divides by K: clamping would change the metric, so refuse
-        raise HqgnnError(f"--k {max(ks)} is more than the run's {run.n_items} items")
     rec = Recommender(run, str(resolve_device(device)))
     metrics = rec.evaluate(ds.matrix(ds.test), ks, exclude=ds.matrix(ds.seen))  # ranked as served
     if as_json:
@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
         err.print("interrupted")
         sys.exit(130)
     if isinstance(rv, int) and not isinstance(rv, bool) and rv:  # typer.Exit(code) in non-standalone mode
+        if rv == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, SIGTERM) into 130 without a word
+            err.print("interrupted")
         sys.exit(rv)
 
 

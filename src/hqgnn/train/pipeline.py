@@ -60,7 +60,9 @@ def run_training(
     out_dir = Path(out_dir)
     main = distributed.is_main() if distributed.is_active() else int(os.environ.get("RANK", "0")) == 0
     created = _first_missing(out_dir)  # the topmost folder this run creates (None: out_dir exists)
-    check_out_dir(out_dir, resume, overwrite)  # refuse before the lock creates out_dir (checked again under it)
+    # refuse before the lock creates out_dir; checked again under the lock, which alone may clear a stub
+    # (before it, the "stub" may be the config.toml of a run that is starting right now)
+    check_out_dir(out_dir, resume, overwrite, clear_stub=False)
     lock = DirLock(out_dir).acquire() if main else None
     try:
         return _run_locked(cfg, out_dir, resume, progress, on_epoch_end, overwrite, main, created)
@@ -157,8 +159,10 @@ def _is_stub(out_dir: Path) -> bool:
         c.is_file() and (c.name in _STUB_FILES or (c.name.startswith(".") and ".tmp" in c.name)) for c in children)
 
 
-def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write over a run by accident: one :class:`HqgnnError` line saying what to pass instead."""
+def check_out_dir(out_dir: Path, resume: bool, overwrite: bool, clear_stub: bool = True) -> None:
+    """Refuse to write over a run by accident: one :class:`HqgnnError` line saying what to pass instead.
+
+    A stub (see :func:`_is_stub`) is accepted, and removed when ``clear_stub`` (only under the lock)."""
     if resume and overwrite:
         raise HqgnnError("--resume and --overwrite exclude each other")
     if out_dir.exists() and not out_dir.is_dir():
@@ -171,6 +175,8 @@ def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
         return
     if out_dir.is_dir() and listed(out_dir) and not overwrite:
         if _is_stub(out_dir):  # nothing to resume and no results: reuse the folder
+            if not clear_stub:
+                return
             log.warning("%s: removing what a run stopped before its first checkpoint left (%s)", out_dir,
                         ", ".join(sorted(c.name for c in listed(out_dir))))
             for child in listed(out_dir):
