@@ -255,3 +255,209 @@ def summarize(outcomes: list[str]) -> dict[str, int]:
     return {"tried": len(outcomes), "refused_one_line": outcomes.count("error"),
             "correct_answer": outcomes.count("correct"), "lost": sum(o not in ("error", "correct") for o in outcomes)}
 
+
+
+# -- service abuse --------------------------------------------------------------------------------
+def start_server(run_dir: Path, log_path: Path, *extra: str, api_key: str | None = None) -> tuple[Any, str]:
+    """``python -m hqgnn serve RUN`` on a free loopback port; returns (the process, its base URL) once healthy."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), *sys.path]), PYTHONUNBUFFERED="1")
+    env.pop("HQGNN_API_KEY", None)
+    if api_key:
+        env["HQGNN_API_KEY"] = api_key
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "hqgnn", "serve", str(run_dir), "--port", str(port), *extra],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1.0, trust_env=False).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not become healthy")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# kind -> the statuses that are right for it (anything else, and every 5xx, is "lost")
+ABUSE_EXPECT: dict[str, tuple[int, ...]] = {
+    "recommend": (200,), "batch": (200,), "similar": (200,), "unknown_user": (404,), "huge_k": (422,),
+    "huge_body": (413,), "chunked_huge": (413,), "malformed_json": (422,),
+    "wrong_types": (422,), "big_invalid": (422,), "slow_body": (200,), "deep_json": (400, 422, 413),
+}
+
+
+def abuse_mix(n: int, seed: int) -> list[str]:
+    """``n`` request kinds: mostly ordinary requests with every kind of bad or slow one mixed in (seeded)."""
+    weights = {"recommend": 40, "batch": 10, "similar": 8, "unknown_user": 5, "huge_k": 4, "huge_body": 4,
+               "chunked_huge": 4, "malformed_json": 6, "wrong_types": 5, "big_invalid": 4,
+               "slow_body": 5, "deep_json": 4}
+    rng = random.Random(seed)
+    kinds = list(weights)
+    return rng.choices(kinds, weights=[weights[k] for k in kinds], k=n)
+
+
+_HUGE: dict[Any, bytes] = {}
+
+
+def _huge_body(user: Any) -> bytes:
+    if user not in _HUGE:  # built once: the client's own event loop must not stall on json.dumps
+        _HUGE[user] = json.dumps({"users": [user] * 400_000}).encode()
+    return _HUGE[user]
+
+
+async def _send(client: Any, kind: str, users: list[Any], items: list[Any], rng: random.Random) -> int:
+    import asyncio
+
+    hdr = {"Content-Type": "application/json"}
+    if kind == "recommend":
+        return (await client.get("/recommend", params={"user": rng.choice(users), "k": 10})).status_code
+    if kind == "batch":
+        body = {"users": rng.sample(users, min(32, len(users))), "k": 20}
+        return (await client.post("/recommend/batch", json=body)).status_code
+    if kind == "similar":
+        return (await client.get("/similar-items", params={"item": rng.choice(items), "k": 5})).status_code
+    if kind == "unknown_user":
+        return (await client.get("/recommend", params={"user": "no-such-user-" + "x" * 5000})).status_code
+    if kind == "huge_k":
+        return (await client.get("/recommend", params={"user": users[0], "k": 10**9})).status_code
+    if kind == "huge_body":  # 3 MB of valid-looking JSON
+        body = _huge_body(users[0])
+        return (await client.post("/recommend/batch", content=body, headers=hdr)).status_code
+    if kind == "chunked_huge":  # chunked transfer, no Content-Length, 4 MB
+        async def gen2() -> Any:
+            for _ in range(64):
+                yield b"[" * 65536
+        return (await client.post("/recommend/batch", content=gen2(), headers=hdr)).status_code
+    if kind == "malformed_json":
+        return (await client.post("/recommend/batch", content=b'{"users": [1, 2', headers=hdr)).status_code
+    if kind == "wrong_types":
+        return (await client.post("/recommend/batch", json={"users": [True, 3.5], "k": "many"})).status_code
+    if kind == "big_invalid":  # 900 kB under the limit, invalid: the 422 must not echo it
+        return (await client.post("/recommend/batch", json={"users": [], "pad": "y" * 900_000})).status_code
+    if kind == "slow_body":  # a valid body trickling in over ~0.3 s
+        payload = json.dumps({"users": users[:4], "k": 5}).encode()
+
+        async def slow() -> Any:
+            for i in range(0, len(payload), max(1, len(payload) // 6)):
+                await asyncio.sleep(0.05)
+                yield payload[i:i + max(1, len(payload) // 6)]
+        return (await client.post("/recommend/batch", content=slow(), headers=hdr)).status_code
+    if kind == "deep_json":  # deeply nested JSON (a recursion bomb for naive parsers)
+        return (await client.post("/recommend/batch", content=b"[" * 50_000 + b"]" * 50_000, headers=hdr)).status_code
+    raise ValueError(kind)
+
+
+def abuse(url: str, pid: int, n: int, concurrency: int, users: list[Any], items: list[Any],
+          seed: int = 0) -> dict[str, Any]:
+    """``n`` mixed requests, ``concurrency`` at a time, against a running server, while a probe times /health
+    every 20 ms and the server's RSS is sampled. Returns counts per kind and status, /health percentiles, memory."""
+    import asyncio
+    import time
+
+    import httpx
+
+    kinds = abuse_mix(n, seed)
+    statuses: dict[str, dict[str, int]] = {}
+    lost: list[str] = []
+    health: list[float] = []
+    rss = [rss_bytes(pid)]
+
+    async def run() -> None:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for k in kinds:
+            queue.put_nowait(k)
+        done = asyncio.Event()
+
+        async def worker(wid: int) -> None:
+            rng = random.Random(seed * 1000 + wid)
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits, trust_env=False) as c:
+                while not queue.empty():
+                    kind = queue.get_nowait()
+                    try:
+                        code = await _send(c, kind, users, items, rng)
+                        label = str(code)
+                    except httpx.TransportError as exc:  # the server closed a refused upload early
+                        code, label = -1, f"closed:{type(exc).__name__}"
+                    statuses.setdefault(kind, {}).setdefault(label, 0)
+                    statuses[kind][label] += 1
+                    if code not in ABUSE_EXPECT[kind] and not (code == -1 and kind in (
+                            "huge_body", "chunked_huge", "deep_json")):
+                        lost.append(f"{kind}: {label}")
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        done.set()
+
+    import subprocess
+    import sys
+    import threading
+
+    # /health is timed by a separate process: the load generator's GIL and event loop cannot delay it
+    probe_code = (
+        "import json, sys, time, httpx\n"
+        "lat, bad = [], 0\n"
+        "with httpx.Client(base_url=sys.argv[1], timeout=10.0, trust_env=False) as c:\n"
+        "    while not sys.stdin.closed:\n"
+        "        t = time.perf_counter(); r = c.get('/health'); lat.append(time.perf_counter() - t)\n"
+        "        bad += r.status_code != 200\n"
+        "        import select\n"
+        "        if select.select([sys.stdin], [], [], 0.02)[0]: break\n"
+        "print(json.dumps({'lat': lat, 'bad': bad}))\n")
+    prober = subprocess.Popen([sys.executable, "-c", probe_code, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    for k in set(kinds) & {"huge_body"}:
+        _huge_body(users[0])
+    stop_rss = threading.Event()
+
+    def sample_rss() -> None:
+        while not stop_rss.is_set():
+            rss.append(rss_bytes(pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    try:
+        asyncio.run(run())
+    finally:
+        wall = time.perf_counter() - t0
+        stop_rss.set()
+        sampler.join(10)
+        out, _ = prober.communicate(input="stop\n", timeout=60)
+    probe = json.loads(out)
+    health.extend(probe["lat"])
+    lost.extend(["health: not 200"] * probe["bad"])
+    h = np.sort(np.asarray(health)) if health else np.zeros(1)
+    return {
+        "requests": n, "concurrency": concurrency, "seconds": round(wall, 2),
+        "by_kind": statuses, "lost": len(lost), "lost_examples": lost[:10],
+        "server_5xx": sum(v for s in statuses.values() for k, v in s.items() if k.startswith("5")),
+        "health_probes": len(health), "health_p50_ms": round(float(np.percentile(h, 50)) * 1000, 2),
+        "health_p99_ms": round(float(np.percentile(h, 99)) * 1000, 2),
+        "health_max_ms": round(float(h.max()) * 1000, 2),
+        "rss_start_mb": round(rss[0] / 2**20, 1), "rss_max_mb": round(max(rss) / 2**20, 1),
+        "rss_end_mb": round(rss_bytes(pid) / 2**20, 1),
+    }

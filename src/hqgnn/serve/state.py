@@ -136,6 +136,10 @@ def load_snapshot(run_dir: str | Path, device: str = "cpu") -> ModelSnapshot:
     # published to any request thread, means concurrent requests only ever read them.
     run.user_index(run.user_ids[0])
     run.item_index(run.item_ids[0])
+    # One request of each kind now: kernels compile and lazy scorers build at load (or reload, in its
+    # thread), not inside the first real request on the event loop, where /health would wait ~0.4 s.
+    rec.recommend(np.zeros(1, dtype=np.int64), 1)
+    rec.similar_items(np.zeros(1, dtype=np.int64), 1)
     return ModelSnapshot(
         run=run,
         recommender=rec,
