@@ -276,7 +276,7 @@ def start_server(run_dir: Path, log_path: Path, *extra: str, api_key: str | None
     env.pop("HQGNN_API_KEY", None)
     if api_key:
         env["HQGNN_API_KEY"] = api_key
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115  the server process writes to it for its whole life
     proc = subprocess.Popen([sys.executable, "-m", "hqgnn", "serve", str(run_dir), "--port", str(port), *extra],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"

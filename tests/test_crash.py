@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reliability_helpers import answer_of, tiny_config
 
 from hqgnn.errors import HqgnnError
-from reliability_helpers import answer_of, tiny_config
 
 OPS = ("new", "overwrite", "resume", "save")
 TRIALS_PER_OP = 8  # 32 kills in the default run

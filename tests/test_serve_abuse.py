@@ -13,11 +13,11 @@ from typing import Iterator
 
 import httpx
 import pytest
+from reliability_helpers import abuse, start_server, tiny_config
 
 from hqgnn.run import load_run
 from hqgnn.serve import create_app
 from hqgnn.train.pipeline import run_training
-from reliability_helpers import abuse, start_server, tiny_config
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -12,13 +12,35 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import RunConfig, dump_config
 from .errors import HqgnnError
-from .io import atomic_path, fsync_tree, link_or_copy, replace_dir, save_npz, staging_dir, write_json, write_text
-from .manifest import (FORMAT_VERSION, MANIFEST, RunCheckError, build_manifest, check_ids, check_manifest_against,
-                       check_seen, check_tables, config_format, parse_npz, parse_tables, read_manifest, read_verified)
+from .io import (
+    atomic_path,
+    fsync_tree,
+    link_or_copy,
+    replace_dir,
+    save_npz,
+    staging_dir,
+    write_json,
+    write_text,
+)
+from .manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    RunCheckError,
+    build_manifest,
+    check_ids,
+    check_manifest_against,
+    check_seen,
+    check_tables,
+    config_format,
+    parse_npz,
+    parse_tables,
+    read_manifest,
+    read_verified,
+)
 
 CONFIG, METRICS, MODEL, TABLES, IDS, SEEN, CURVE = (
     "config.toml", "metrics.json", "model.safetensors", "tables.safetensors", "ids.npz", "seen.npz", "curve.png",

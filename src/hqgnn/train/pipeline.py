@@ -74,7 +74,8 @@ def run_training(
 def _run_locked(cfg: RunConfig, out_dir: Path, resume: bool, progress: bool,
                 on_epoch_end: Callable[[int], None] | None, overwrite: bool, main: bool,
                 created: Path | None) -> dict[str, Any]:
-    check_out_dir(out_dir, resume, overwrite)  # before the process group: no rank has written yet
+    # before the process group: no rank has written yet; only the lock holder (rank 0) may clear a stub
+    check_out_dir(out_dir, resume, overwrite, clear_stub=main)
     if resume:
         check_resume_config(out_dir, cfg)
     finished = resume and (out_dir / MANIFEST).exists() or resume and (out_dir / METRICS).exists()
