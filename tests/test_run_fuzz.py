@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -129,8 +130,8 @@ def outcome(runs: Runs, case: Case, checker: str) -> str:
     r = runs.client.post("/admin/reload", json={"run_dir": str(d)}, headers=h)
     if r.status_code == 400:
         detail = r.json()["detail"]
-        if str(runs.root) in detail or "/" in detail or "Traceback" in detail:
-            return "leak"
+        if str(runs.root) in detail or re.search(r"/\w+/", detail) or "Traceback" in detail:
+            return "leak"  # a server path or a traceback reached the client
         if runs._served() != runs.served:
             return "lost-old"
         return "error" if one_line(detail) else "traceback"

@@ -261,5 +261,5 @@ def check_manifest_against(run_dir: Path, man: dict[str, Any], fmt: dict[str, An
     if man["tables"] != shapes:
         raise RunCheckError(run_dir, MANIFEST, "table shapes differ from tables.safetensors")
     if man.get("users") != n_users or man.get("items") != n_items:
-        raise RunCheckError(run_dir, MANIFEST, f"{man.get('users')} users / {man.get('items')} items, ids.npz has "
-                                               f"{n_users} / {n_items}")
+        raise RunCheckError(run_dir, MANIFEST, f"{man.get('users')} users and {man.get('items')} items, but ids.npz "
+                                               f"has {n_users} and {n_items}")
