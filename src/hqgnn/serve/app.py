@@ -51,6 +51,7 @@ T = TypeVar("T")
 # keeps answering (/health included). serve_run sets torch to one intra-op thread per call, so
 # COMPUTE_THREADS concurrent calls use the cores without oversubscribing them.
 INLINE_MAX_SCORES = 1 << 16
+INLINE_MAX_ITEMS_OUT = 256  # a batch answering more (users x k) items is encoded in a compute thread too
 COMPUTE_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _compute_limiter: RunVar[CapacityLimiter] = RunVar("hqgnn_compute_limiter")  # one per event loop
 
@@ -261,6 +262,10 @@ def create_app(run_dir: str | Path, api_key: str | None = None, device: str = "c
         """
         snap = holder.snapshot
         n_scores = len(req.users) * snap.run.n_items
+        if len(req.users) * req.k > INLINE_MAX_ITEMS_OUT:
+            # building a big answer (users x k dicts) is ms of Python: in a compute thread, the loop (and
+            # /health) keeps getting the GIL every switch interval instead of queueing behind it
+            n_scores = max(n_scores, INLINE_MAX_SCORES + 1)
         return await run_scoring(
             n_scores, lambda: JSONResponse(snap.recommend_batch(req.users, req.k, req.exclude_seen)))
 
