@@ -247,6 +247,10 @@ def train_model(
         tables = {"user_emb": users, "item_emb": items}
         if model.quantized:
             tables.update(model.codes(trainer.adj))
+    for name, t in tables.items():  # finite weights can still propagate to inf scores: never write such a run
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise HqgnnError(f"training diverged: the final {name} holds non-finite values; the learning rate is "
+                             f"the likely cause: lower train.lr (now {cfg.train.lr:g}); no finished run was written")
     epoch_times = [h["epoch_seconds"] for h in selected.history if "epoch_seconds" in h]
     paper = cfg.train.protocol == "paper"
     metrics: dict[str, Any] = {
