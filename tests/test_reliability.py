@@ -304,15 +304,18 @@ def test_a_second_writer_is_refused(runs: dict[str, Path], tmp_path: Path) -> No
 
 def test_two_train_processes_on_one_out_one_is_refused(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), *sys.path]))
+    # the first one is slow on purpose (3,000 users, batches of 64): it is mid-epoch 1 when the second starts
     args = [sys.executable, "-m", "hqgnn", "train", "-q", "--out", str(tmp_path / "r"), "--device", "cpu",
-            "--set", "data.synthetic_users=60", "--set", "data.synthetic_items=40", "--dim", "8", "--epochs", "40"]
+            "--eval-every", "50", "--epochs", "50", "--batch-size", "64"]
     first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not (tmp_path / "r" / "config.toml").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     second = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    still_running = first.poll() is None
     first.send_signal(signal.SIGTERM)
     first.wait(60)
+    assert still_running
     assert second.returncode == 1 and "another hqgnn process is writing" in second.stderr, second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
 
@@ -354,17 +357,38 @@ def test_a_stub_left_by_kill_9_does_not_block_the_next_out(tmp_path: Path) -> No
 
 
 def test_files_follow_the_umask(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), *sys.path]))
-    for umask, want_file, want_dir in ((0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)):
-        out = tmp_path / f"r{umask:o}"
-        code = ("import os; os.umask(%d); from hqgnn.train.pipeline import run_training; "
-                "from reliability_helpers import tiny_config; run_training(tiny_config(), %r, progress=False)"
-                % (umask, str(out)))
-        env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(Path(__file__).parent), *sys.path])
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(Path(__file__).parent), *sys.path]))
+    cases = ((0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775))
+    # one child for all three: hqgnn.io reads the umask at import, so it is re-imported after each os.umask
+    code = ("import importlib, os, sys; import hqgnn.io; from hqgnn.train.pipeline import run_training; "
+            "from reliability_helpers import tiny_config\n"
+            "for mask, out in zip((%s), sys.argv[1:]):\n"
+            "    os.umask(mask); importlib.reload(hqgnn.io); run_training(tiny_config(), out, progress=False)\n"
+            % ", ".join(str(m) for m, _, _ in cases))
+    outs = [tmp_path / f"r{m:o}" for m, _, _ in cases]
+    subprocess.run([sys.executable, "-c", code, *map(str, outs)], env=env, check=True, capture_output=True)
+    for (umask, want_file, want_dir), out in zip(cases, outs):
         modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
         assert set(modes.values()) == {want_file}, (oct(umask), modes)
         assert out.stat().st_mode & 0o777 == want_dir
+
+
+def test_directory_swap_without_renameat2_and_recovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hqgnn.io as hio
+
+    monkeypatch.setattr(hio, "_exchange", lambda a, b: False)  # as on a system without RENAME_EXCHANGE
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "a").write_text("old")
+    new = hio.staging_dir(target)
+    (new / "a").write_text("new")
+    hio.replace_dir(new, target)
+    assert (target / "a").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # a crash between the two renames leaves the old run parked: the next lock holder puts it back
+    os.rename(target, hio.old_name(target))
+    with DirLock(target):
+        assert (target / "a").read_text() == "new"
+    assert not hio.old_name(target).exists()
 
 
 def test_writes_are_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
