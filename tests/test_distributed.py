@@ -31,7 +31,7 @@ from hqgnn.train.pipeline import run_training
 SRC = str(Path(hqgnn.__file__).resolve().parents[1])
 FAULT_SITE = str(Path(__file__).resolve().parent / "fault_site")
 RUN_FILES = {"config.toml", "metrics.json", "model.safetensors", "tables.safetensors", "ids.npz", "seen.npz",
-             "curve.png", "checkpoint.safetensors", "best.safetensors"}
+             "curve.png", "checkpoint.safetensors", "best.safetensors", "manifest.json"}
 
 
 def small_config(**train) -> RunConfig:

@@ -22,7 +22,6 @@ import pytest
 from hqgnn.cli import main
 from hqgnn.config import RunConfig
 from hqgnn.errors import HqgnnError
-from hqgnn.io import save_npz
 from hqgnn.recommender import Recommender
 from hqgnn.run import load_run
 from hqgnn.serve import create_app
@@ -66,11 +65,13 @@ def quant_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def str_run(float_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The float run with string ids ("u0".., "i0"..), to check ids come back as JSON strings."""
+    from hqgnn.run import load_model_state, save_run
+
     out = tmp_path_factory.mktemp("serve") / "strids"
-    shutil.copytree(float_run, out)
     run = load_run(float_run)
-    save_npz(out / "ids.npz", user_ids=np.array([f"u{u}" for u in run.user_ids]),
-             item_ids=np.array([f"i{i}" for i in run.item_ids]))
+    # written as a run of its own (a copy with ids.npz replaced would fail its manifest, as it should)
+    save_run(out, run.config, run.metrics, load_model_state(float_run, run.manifest), run.tables,
+             np.array([f"u{u}" for u in run.user_ids]), np.array([f"i{i}" for i in run.item_ids]), run.seen)
     return out
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 from rich.table import Table
@@ -88,6 +89,9 @@ def train(
         cfg.data.seed = seed
     _apply_sets(cfg, set_)
     cfg.validate()  # the one validation path (config.RunConfig.validate), shared with the API and TOML loading
+    from .device import check_device
+
+    check_device(cfg.train.device)  # before any data is read
     from .train.pipeline import run_training
 
     metrics = run_training(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty())
@@ -160,6 +164,9 @@ def evaluate(
     from .train.trainer import resolve_device
 
     run = load_run(run_dir)
+    ks = _parse_ks(k)
+    if max(ks) > run.n_items:  # precision@K divides by K: clamping would change the metric, so refuse
+        raise HqgnnError(f"--k {max(ks)} is more than the run's {run.n_items} items")
     cfg = run.config
     in_memory = cfg.data.source == "in-memory"
     _apply_sets(cfg, set_)
@@ -170,13 +177,13 @@ def evaluate(
         if data is None:
             raise HqgnnError(f"{run_dir}: fitted on in-memory data, so it has no test split: "
                              "pass the test interactions with --data FILE")
-        metrics = rec.evaluate(_test_log(data, cfg, run), _parse_ks(k))  # seen = the run's own
+        metrics = rec.evaluate(_test_log(data, cfg, run), ks)  # seen = the run's own
     else:
         ds = load_dataset(cfg.data)
         if ds.n_users != run.n_users or ds.n_items != run.n_items:
             raise HqgnnError(f"{cfg.data.source}: {ds.n_users} users / {ds.n_items} items, but the run has "
                              f"{run.n_users} / {run.n_items}")
-        metrics = rec.evaluate(ds.matrix(ds.test), _parse_ks(k), exclude=ds.matrix(ds.seen))  # ranked as served
+        metrics = rec.evaluate(ds.matrix(ds.test), ks, exclude=ds.matrix(ds.seen))  # ranked as served
     if as_json:
         print(json.dumps(metrics))
     else:
@@ -216,6 +223,7 @@ def recommend(
     if k < 1:
         raise HqgnnError(f"-k must be >= 1, got {k}")
     run = load_run(run_dir)
+    k = min(k, run.n_items)  # a huge -k is answered with the whole catalog, never allocated
     try:
         u = run.user_index(user)
     except KeyError:
@@ -354,19 +362,39 @@ def bench_retrieval(
 
 
 @app.command(cls=PlainHelpCommand)
+def check(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Verify a run directory: manifest (sizes, sha256, code format, shapes) and cross-file invariants; exit 0 or 1."""
+    from .run import check_run
+
+    summary = check_run(run_dir)  # a problem is one error line naming the file, exit 1
+    if as_json:
+        print(json.dumps(summary))
+        return
+    how = "manifest verified" if summary["manifest"] else "no manifest (older run): cross-file checks only"
+    out.print(f"ok: {run_dir} ({how}; {summary['users']} users, {summary['items']} items)", highlight=False,
+              soft_wrap=True)
+
+
+@app.command(cls=PlainHelpCommand)
 def serve(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
     host: Annotated[str, typer.Option(metavar="HOST", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar="PORT", help="TCP port.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option(envvar="HQGNN_API_KEY", metavar="KEY", help="Require this key (header X-API-Key).")] = None,
+    max_body_bytes: Annotated[int, typer.Option(metavar="BYTES", help="Largest request body accepted (larger: 413, refused before parsing).")] = 1 << 20,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn)."""
+    if max_body_bytes < 1:
+        raise HqgnnError(f"--max-body-bytes must be >= 1, got {max_body_bytes}")
     try:
         from .serve import serve_run
     except ImportError as exc:
         raise HqgnnError(f"serving needs the serve extra: pip install 'hqgnn[serve]' ({exc})") from None
 
-    serve_run(run_dir, host=host, port=port, api_key=api_key)
+    serve_run(run_dir, host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes)
 
 
 @app.command("config", cls=PlainHelpCommand)
@@ -402,7 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     global _argv
     _argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="hqgnn")
+        with _sigterm_as_interrupt():
+            rv = app(args=argv, standalone_mode=False, prog_name="hqgnn")
     except HqgnnError as exc:
         print_error_and_exit(str(exc), 1)
     except typer.TyperException as exc:  # typer >= 0.29: base class of its vendored click errors
@@ -411,7 +440,32 @@ def main(argv: list[str] | None = None) -> None:
         err.print("interrupted")
         sys.exit(130)
     if isinstance(rv, int) and not isinstance(rv, bool) and rv:  # typer.Exit(code) in non-standalone mode
+        if rv == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, SIGTERM) into 130 without a word
+            err.print("interrupted")
         sys.exit(rv)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, a job scheduler, a container stop) takes Ctrl-C's path: the same cleanup and exit 130.
+
+    The previous handler is put back afterwards (main() also runs inside other programs, e.g. the tests).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -299,9 +299,7 @@ def set_field(target: Any, key: str, value: Any, where: str) -> None:
     current = getattr(target, key)
     try:
         if isinstance(current, bool):
-            if isinstance(value, str):
-                value = value.lower() in ("1", "true", "yes", "on")
-            value = bool(value)
+            value = parse_bool(value)
         elif isinstance(current, int):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
@@ -312,9 +310,33 @@ def set_field(target: Any, key: str, value: Any, where: str) -> None:
             value = [int(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(","))]
         else:
             value = str(value)
-    except (TypeError, ValueError):
-        raise HqgnnError(f"{where}: expected {type(current).__name__}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        what = "a boolean (true/false/1/0/yes/no)" if isinstance(current, bool) else type(current).__name__
+        raise HqgnnError(f"{where}: expected {what}, got {shown}") from None
     setattr(target, key, value)
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_bool(value: Any) -> bool:
+    """A boolean from --set / TOML / the API, strictly: true/false/1/0/yes/no (any case) or a bool; else ValueError.
+
+    ``bool("treu")`` is True and ``"treu" in ("1", "true", ...)`` is False: either way a typo would be
+    read silently as some value, so anything else is refused.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ValueError(f"expected a boolean (true/false/1/0/yes/no), got {value!r}")
 
 
 def load_config(path: str | Path | None, validate: bool = True) -> RunConfig:

@@ -27,6 +27,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_device(name: str) -> None:
+    """Refuse a device this machine does not have (``cuda`` without a GPU, ``cuda:3`` on a 2-GPU box) up front,
+    before any data is loaded, with one line. Not part of :meth:`RunConfig.validate`: a run trained on a GPU
+    must still load (its config says ``cuda``) on a machine without one."""
+    if not name.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise HqgnnError(f"train.device {name}: this machine has no CUDA GPU that torch can use "
+                         "(use --device cpu or auto)")
+    _, _, idx = name.partition(":")
+    if idx and int(idx) >= torch.cuda.device_count():
+        raise HqgnnError(f"train.device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 # -- where am I ----------------------------------------------------------------------------------
 def launched() -> bool:
     """True when started by torchrun (or anything else that sets RANK and WORLD_SIZE)."""

@@ -82,6 +82,9 @@ class HQGNN:
         if "train.seed" not in more:
             cfg.train.seed = seed
         self.config = cfg.validate()
+        from .device import check_device
+
+        check_device(cfg.train.device)  # a GPU this machine lacks is refused now, not when fit() starts
         self._run = None  # a hqgnn.run.TrainedRun once fitted or loaded
         self._model_state: dict[str, Any] = {}
         self._rec = None
@@ -256,9 +259,10 @@ class HQGNN:
 
         Scored exactly as ``hqgnn recommend`` / ``serve`` (integer codes x scales for quantized models),
         ties to the lower item index; train + validation items excluded unless ``exclude_seen=False``.
-        Slots beyond the available items hold score -inf and item id -1 (int ids) or "" (string ids).
+        Slots beyond the available items hold score -inf and item id -1 (int ids) or "" (string ids);
+        ``k`` above the catalog size is clamped to it (the arrays then have ``n_items`` columns).
         """
-        k = _check_k(k)
+        k = min(_check_k(k), self.run.n_items)  # memory bounded by the answer, never by k
         if np.ndim(users) == 0:  # one id: unknown is an error, as GET /recommend's 404
             rows = self._rows(users, self.run.user_ids, "user")
         else:  # several ids: per-user answers, unknown users reported as in POST /recommend/batch
@@ -277,7 +281,7 @@ class HQGNN:
     def recommend_batch(self, users: Any, k: int = 10, exclude_seen: bool = True) -> dict[str, Any]:
         """What ``POST /recommend/batch`` answers, for your ids: ``{"results": [{"user", "items": [{"item",
         "score"}, ...]} or {"user", "items": [], "error"}, ...], "unknown_users": [...]}`` in request order."""
-        k = _check_k(k)
+        k = min(_check_k(k), self.run.n_items)
         users = list(np.asarray(users).reshape(-1).tolist())
         rows, unknown = self._rows_or_unknown(users)
         known = np.flatnonzero(rows >= 0)
@@ -303,7 +307,7 @@ class HQGNN:
     def similar_items(self, items: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items with the largest inner product with each of ``items`` (itself excluded):
         ``(item_ids, scores)``, each (len(items), k)."""
-        k = _check_k(k)
+        k = min(_check_k(k), self.run.n_items)
         rows = self._rows(items, self.run.item_ids, "item")
         scores, ids = self._recommender().similar_items(rows, k)
         return self._to_ids(np.asarray(ids), np.asarray(scores))
@@ -344,34 +348,43 @@ class HQGNN:
         return self._test
 
     # -- persistence ----------------------------------------------------------------------------------
-    def save(self, run_dir: str | os.PathLike[str]) -> Path:
+    def save(self, run_dir: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write the run directory ``hqgnn train`` writes (config, metrics, weights, tables, ids, seen,
-        curve); ``hqgnn recommend / evaluate / export / serve`` read it. Returns its path."""
-        from .run import CURVE, plot_curve, save_run
+        curve, manifest); ``hqgnn recommend / evaluate / export / serve`` read it. Returns its path.
+
+        An existing non-empty ``run_dir`` is refused unless ``overwrite=True``; it is then replaced in one
+        step (a reader sees the old run or the new one). The directory is locked while it is written, so a
+        concurrent ``save`` / ``hqgnn train --out`` of the same directory is refused.
+        """
+        from .io import DirLock, listed
+        from .run import save_run
 
         run = self.run
         path = Path(run_dir)
-        save_run(path, run.config, run.metrics, self._model_state, run.tables, run.user_ids, run.item_ids, run.seen)
-        if run.metrics.get("history"):
-            plot_curve(path / CURVE, run.metrics["history"], run.config.train.select_metric)
+        if path.exists() and not path.is_dir():
+            raise HqgnnError(f"{path}: exists and is not a directory")
+        with DirLock(path):
+            if listed(path) and not overwrite:
+                raise HqgnnError(f"{path}: already exists and is not empty; pass overwrite=True to replace it")
+            save_run(path, run.config, run.metrics, self._model_state, run.tables, run.user_ids, run.item_ids,
+                     run.seen, history_metric=run.config.train.select_metric, carry=False)
         return path
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str], device: str | None = None) -> "HQGNN":
         """Open a run directory written by ``hqgnn train`` or :meth:`save` (``device``: where to score)."""
-        from safetensors.torch import load_file
+        from .device import check_device
+        from .run import load_model_state, load_run
 
-        from .run import MODEL, load_run
-
-        run = load_run(run_dir)
+        run = load_run(run_dir)  # verified: manifest and cross-file checks (one HqgnnError line on a problem)
         est = cls.__new__(cls)
         est.config = run.config
         if device is not None:
             est.config.train.device = device
             est.config.validate()
+            check_device(device)
         est._run = run
-        path = Path(run_dir) / MODEL
-        est._model_state = load_file(str(path)) if path.exists() else {}
+        est._model_state = load_model_state(run_dir, run.manifest)
         est._rec = None
         est._test = None
         return est

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,17 +12,43 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .config import RunConfig, dump_config, load_config
+from .config import RunConfig, dump_config
 from .errors import HqgnnError
+from .io import (
+    atomic_path,
+    fsync_tree,
+    link_or_copy,
+    replace_dir,
+    save_npz,
+    staging_dir,
+    write_json,
+    write_text,
+)
 from .index.format import CodeFormat
-from .io import atomic_path, save_npz, write_json, write_text
+from .manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    RunCheckError,
+    build_manifest,
+    check_ids,
+    check_manifest_against,
+    check_seen,
+    check_tables,
+    config_format,
+    parse_npz,
+    parse_tables,
+    read_manifest,
+    read_verified,
+)
 
 CONFIG, METRICS, MODEL, TABLES, IDS, SEEN, CURVE, FORMAT = (
     "config.toml", "metrics.json", "model.safetensors", "tables.safetensors", "ids.npz", "seen.npz", "curve.png",
     "format.json",
 )
+# what --resume continues from: carried over (hard links) when a finished run is written or replaced
+RESUMABLE = ("checkpoint.safetensors", "best.safetensors", "refit")
 
 
 def save_run(
@@ -32,21 +60,51 @@ def save_run(
     user_ids: np.ndarray,
     item_ids: np.ndarray,
     seen: sp.csr_matrix,
+    *,
+    history_metric: str | None = None,
+    carry_from: str | Path | None = None,
+    carry: bool = True,
 ) -> None:
-    """Write every file of a finished run, each atomically."""
+    """Write a finished run and put it at ``run_dir`` in one step (the old content, if any, is replaced whole).
+
+    Every file is written into a staging folder beside ``run_dir`` (fsynced), ``manifest.json`` last,
+    then the folder replaces ``run_dir`` (:func:`hqgnn.io.replace_dir`): a reader or a crash sees the
+    old run or the new one, never a mix (no stale metrics.json next to new tables). The resumable
+    state (checkpoints, the refit's working folder) of ``carry_from`` (default ``run_dir``) is
+    hard-linked into the new folder, so ``--resume`` keeps working (``carry=False``: none, e.g. ``HQGNN.save``,
+    whose model is not that checkpoint's). ``history_metric``: also draw
+    ``curve.png`` from ``metrics["history"]``. The caller holds the directory's lock.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / CONFIG, dump_config(cfg))
-    for name, tensors in ((MODEL, model_state), (TABLES, tables)):
-        with atomic_path(run_dir / name) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    if cfg.quant.bits:  # the code format, written next to the codes (docs/index.md)
-        fmt = CodeFormat.from_config(cfg.quant, dim=int(tables["item_codes"].shape[1]), term="item_term" in tables)
-        write_json(run_dir / FORMAT, fmt.to_dict())
-    save_npz(run_dir / IDS, user_ids=user_ids, item_ids=item_ids)
-    save_npz(run_dir / SEEN, indptr=seen.indptr.astype(np.int64), indices=seen.indices.astype(np.int64),
-             shape=np.asarray(seen.shape, dtype=np.int64))
-    write_json(run_dir / METRICS, metrics)
+    carry_from = run_dir if carry_from is None else Path(carry_from)
+    staging = staging_dir(run_dir)
+    try:
+        metrics = {**metrics, "run_format": FORMAT_VERSION}  # says a manifest.json belongs next to it
+        write_text(staging / CONFIG, dump_config(cfg))
+        for name, tensors in ((MODEL, model_state), (TABLES, tables)):
+            with atomic_path(staging / name) as tmp:
+                save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+        save_npz(staging / IDS, user_ids=user_ids, item_ids=item_ids)
+        save_npz(staging / SEEN, indptr=seen.indptr.astype(np.int64), indices=seen.indices.astype(np.int64),
+                 shape=np.asarray(seen.shape, dtype=np.int64))
+        write_json(staging / METRICS, metrics)
+        if cfg.quant.bits:  # the code format, written next to the codes (hqgnn.index.CodeFormat)
+            fmt = CodeFormat.from_config(cfg.quant, dim=int(tables["item_codes"].shape[1]),
+                                         term="item_term" in tables)
+            write_json(staging / FORMAT, fmt.to_dict())
+        if history_metric and metrics.get("history"):
+            plot_curve(staging / CURVE, metrics["history"], history_metric)
+        for name in RESUMABLE if carry else ():
+            if (carry_from / name).exists():
+                link_or_copy(carry_from / name, staging / name)
+        shapes = {k: list(v.shape) for k, v in tables.items()}
+        write_json(staging / MANIFEST, build_manifest(staging, config_format(cfg), shapes, len(user_ids),
+                                                      len(item_ids)))
+        fsync_tree(staging)
+        replace_dir(staging, run_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def plot_curve(path: str | Path, history: list[dict[str, Any]], metric: str) -> None:
@@ -84,6 +142,7 @@ class TrainedRun:
     user_ids: np.ndarray
     item_ids: np.ndarray
     seen: sp.csr_matrix
+    manifest: dict[str, Any] | None = None  # the verified manifest.json (None: a run written before manifests)
 
     @property
     def quantized(self) -> bool:
@@ -155,19 +214,87 @@ class TrainedRun:
         seen = self.seen.tocsr()
         seen = sp.csr_matrix((seen.data, inverse[seen.indices], seen.indptr), shape=seen.shape)
         seen.sort_indices()
-        return TrainedRun(self.path, self.config, self.metrics, tables, self.user_ids, self.item_ids[order], seen)
+        return TrainedRun(self.path, self.config, self.metrics, tables, self.user_ids, self.item_ids[order], seen,
+                          manifest=self.manifest)
 
 
 def load_run(run_dir: str | Path) -> TrainedRun:
+    """Read a finished run, verified: the manifest (sizes, sha256, code format, shapes) and the cross-file
+    invariants (see :mod:`hqgnn.manifest`). Any problem is one :class:`RunCheckError` line naming the file.
+
+    A run written before manifests (its metrics.json has no ``run_format``) loads with the cross-file
+    checks only; one whose metrics.json says a manifest was written but has none is refused.
+    """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunCheckError(run_dir, "", "missing (no such run directory)" if not run_dir.exists() else "not a directory")
+    man = read_manifest(run_dir)
     for name in (CONFIG, METRICS, TABLES, IDS, SEEN):
         if not (run_dir / name).exists():
-            raise HqgnnError(f"{run_dir / name}: missing — is {run_dir} a finished hqgnn run directory?")
-    cfg = load_config(run_dir / CONFIG)
-    metrics = json.loads((run_dir / METRICS).read_text())
-    tables = load_file(str(run_dir / TABLES))
-    with np.load(run_dir / IDS, allow_pickle=False) as ids:
-        user_ids, item_ids = ids["user_ids"], ids["item_ids"]
-    with np.load(run_dir / SEEN, allow_pickle=False) as s:
-        seen = sp.csr_matrix((np.ones(len(s["indices"]), np.float32), s["indices"], s["indptr"]), shape=tuple(s["shape"]))
-    return TrainedRun(run_dir, cfg, metrics, tables, user_ids, item_ids, seen)
+            raise RunCheckError(run_dir, name, "missing (is this a finished hqgnn run directory?)")
+    if man is not None:  # every listed file: the manifest's size and sha256 (a file of another run differs)
+        for name in man["files"]:
+            if name not in (CONFIG, METRICS, TABLES, IDS, SEEN):
+                read_verified(run_dir, name, man)
+    cfg = _parse_config(run_dir, read_verified(run_dir, CONFIG, man))
+    metrics = _parse_metrics(run_dir, read_verified(run_dir, METRICS, man))
+    if man is None and metrics.get("run_format") is not None:
+        raise RunCheckError(run_dir, MANIFEST, "missing, but metrics.json says this run was written with one "
+                                               "(deleted or lost: the run cannot be verified)")
+    tables = parse_tables(run_dir, TABLES, read_verified(run_dir, TABLES, man))
+    ids = parse_npz(run_dir, IDS, read_verified(run_dir, IDS, man), ("user_ids", "item_ids"))
+    user_ids, item_ids = ids["user_ids"], ids["item_ids"]
+    check_ids(run_dir, IDS, user_ids, "user_ids")
+    check_ids(run_dir, IDS, item_ids, "item_ids")
+    n_users, n_items = len(user_ids), len(item_ids)
+    s = parse_npz(run_dir, SEEN, read_verified(run_dir, SEEN, man), ("indptr", "indices", "shape"))
+    check_seen(run_dir, SEEN, s, n_users, n_items)
+    fmt = config_format(cfg)
+    check_tables(run_dir, TABLES, tables, fmt, n_users, n_items, CONFIG)
+    if man is not None:
+        check_manifest_against(run_dir, man, fmt, tables, n_users, n_items)
+    seen = sp.csr_matrix((np.ones(len(s["indices"]), np.float32), s["indices"].astype(np.int64),
+                          s["indptr"].astype(np.int64)), shape=(n_users, n_items))
+    return TrainedRun(run_dir, cfg, metrics, tables, user_ids, item_ids, seen, manifest=man)
+
+
+def load_model_state(run_dir: str | Path, manifest: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+    """model.safetensors of a run (verified against ``manifest``); {} when the run has none."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MODEL).exists():
+        if manifest is not None and MODEL in manifest["files"]:
+            raise RunCheckError(run_dir, MODEL, "missing, but the manifest lists it")
+        return {}
+    return parse_tables(run_dir, MODEL, read_verified(run_dir, MODEL, manifest))
+
+
+def _parse_config(run_dir: Path, data: bytes) -> RunConfig:
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RunCheckError(run_dir, CONFIG, "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RunCheckError(run_dir, CONFIG, f"invalid TOML ({exc})") from None
+    try:
+        return RunConfig.from_dict(raw, origin="config")
+    except HqgnnError as exc:
+        raise RunCheckError(run_dir, CONFIG, str(exc).removeprefix("config: ")) from None
+
+
+def _parse_metrics(run_dir: Path, data: bytes) -> dict[str, Any]:
+    try:
+        metrics = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise RunCheckError(run_dir, METRICS, f"not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(metrics, dict):
+        raise RunCheckError(run_dir, METRICS, f"expected a JSON object, got {type(metrics).__name__}")
+    return metrics
+
+
+def check_run(run_dir: str | Path) -> dict[str, Any]:
+    """``hqgnn check``: every check :func:`load_run` does, plus the weights; returns a summary (raises on a problem)."""
+    run = load_run(run_dir)
+    state = load_model_state(run.path, run.manifest)
+    return {"run": str(run.path), "manifest": run.manifest is not None, "users": run.n_users, "items": run.n_items,
+            "code_format": config_format(run.config), "weights": len(state),
+            "files": sorted(run.manifest["files"]) if run.manifest else []}

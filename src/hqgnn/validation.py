@@ -30,6 +30,7 @@ class Range:
         return f"must be in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
 
 
+FLOAT32_MAX = 3.4028234663852886e38
 POSITIVE = Range(0, math.inf, lo_open=True)
 NON_NEGATIVE = Range(0, math.inf)
 
@@ -66,7 +67,15 @@ def check_type(key: str, hint: Any, value: Any) -> Any:
         raise bad()
     if hint is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a float ("cannot be converted ... without overflow")
+                number = math.inf
+            # no setting means anything at inf / NaN (lr=inf "trained" to -inf scores), and values are used in
+            # float32 tensors, where anything beyond FLOAT32_MAX overflows inside torch
+            if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+                raise HqgnnError(f"{key}: must be a finite number (|x| <= {FLOAT32_MAX:.3g}), got {value!r}")
+            return number
         raise bad()
     if hint is str:
         if isinstance(value, str):

@@ -142,8 +142,10 @@ def _check_repeated_items(path: Path, pairs: np.ndarray, pair_lines: np.ndarray)
 def load_lightgcn_dir(path: str | os.PathLike[str], name: str | None = None) -> InteractionData:
     """Load a LightGCN directory (``train.txt`` + ``test.txt``) with identity id maps and an empty val.
 
-    ``n_users`` = max user id + 1 and ``n_items`` = max item id + 1 over both files; ids that
-    never occur are kept as cold users/items (the ids are the dataset's own). Besides the per-file
+    ``n_users`` = max user id + 1 and ``n_items`` = max item id + 1 over both files when the ids are
+    dense (at most about twice the distinct ids): ids that never occur are kept as cold users/items (the
+    ids are the dataset's own). Sparse ids are renumbered to their distinct values (``user_ids`` /
+    ``item_ids`` map rows back), so memory is proportional to the distinct ids, never to the largest. Besides the per-file
     errors of :func:`parse_file`, the directory is rejected (``DataError`` naming ``test.txt`` and
     the line) when a test user has no train items, a test item never occurs in train, or a test
     pair is also a train pair: such files are inconsistent, and nothing is dropped silently.
@@ -158,22 +160,29 @@ def load_lightgcn_dir(path: str | os.PathLike[str], name: str | None = None) -> 
     if len(train) == 0:
         raise DataError(train_f.path, "no interactions (every line has a user id only)")
 
-    n_users = int(max(train_f.users.max(), test_f.users.max())) + 1
-    n_items = int(max(train[:, 1].max(), test[:, 1].max() if len(test) else -1)) + 1
+    # Dense ids (the published splits: 0..n-1) keep the identity map, cold ids included. Sparse ids (one
+    # huge id, hashed ids) are renumbered to their sorted distinct values: memory follows the number of
+    # distinct ids, never the largest one (a single id 10**15 would otherwise ask for a 10**15-row table).
+    user_ids = _id_map(np.concatenate([train_f.users, test_f.users]))
+    item_ids = _id_map(np.concatenate([train[:, 1], test[:, 1]]))
+    train = np.column_stack([_rows(user_ids, train[:, 0]), _rows(item_ids, train[:, 1])]).reshape(-1, 2)
+    test = np.column_stack([_rows(user_ids, test[:, 0]), _rows(item_ids, test[:, 1])]).reshape(-1, 2)
+    n_users, n_items = len(user_ids), len(item_ids)
 
     user_in_train = np.zeros(n_users, dtype=bool)
     user_in_train[train[:, 0]] = True
     bad = ~user_in_train[test[:, 0]]
     if bad.any():
         k = int(np.argmax(bad))
-        raise DataError(test_f.path, f"user {test[k, 0]} has test items but no train items", int(test_f.pair_lines[k]))
+        raise DataError(test_f.path, f"user {user_ids[test[k, 0]]} has test items but no train items",
+                        int(test_f.pair_lines[k]))
 
     item_in_train = np.zeros(n_items, dtype=bool)
     item_in_train[train[:, 1]] = True
     bad = ~item_in_train[test[:, 1]]
     if bad.any():
         k = int(np.argmax(bad))
-        raise DataError(test_f.path, f"item {test[k, 1]} never occurs in train.txt", int(test_f.pair_lines[k]))
+        raise DataError(test_f.path, f"item {item_ids[test[k, 1]]} never occurs in train.txt", int(test_f.pair_lines[k]))
 
     # Sorted train keys + searchsorted: much faster than np.isin on ~1M keys.
     train_keys = np.sort(train[:, 0] * n_items + train[:, 1])
@@ -183,7 +192,8 @@ def load_lightgcn_dir(path: str | os.PathLike[str], name: str | None = None) -> 
     if bad.any():
         k = int(np.argmax(bad))
         raise DataError(
-            test_f.path, f"pair (user {test[k, 0]}, item {test[k, 1]}) is also in train.txt", int(test_f.pair_lines[k])
+            test_f.path, f"pair (user {user_ids[test[k, 0]]}, item {item_ids[test[k, 1]]}) is also in train.txt",
+            int(test_f.pair_lines[k])
         )
 
     return InteractionData(
@@ -193,9 +203,28 @@ def load_lightgcn_dir(path: str | os.PathLike[str], name: str | None = None) -> 
         train=train,
         val=np.empty((0, 2), dtype=np.int64),
         test=test,
-        user_ids=np.arange(n_users, dtype=np.int64),
-        item_ids=np.arange(n_items, dtype=np.int64),
+        user_ids=user_ids,
+        item_ids=item_ids,
     )
+
+
+def _id_map(ids: np.ndarray) -> np.ndarray:
+    """Row -> id: ``arange(max + 1)`` when that is at most twice the distinct ids (dense), else the distinct ids."""
+    if not len(ids):
+        return np.zeros(0, dtype=np.int64)
+    top = int(ids.max()) + 1
+    if top <= 2 * len(ids) + 1024:  # cheap bound first: at most ~2x the tokens, never a huge table
+        distinct = len(np.unique(ids))
+        if top <= 2 * distinct + 1024:
+            return np.arange(top, dtype=np.int64)
+    return np.unique(ids).astype(np.int64)
+
+
+def _rows(id_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row numbers of ``ids`` in ``id_map`` (sorted, holding every id)."""
+    if len(id_map) and int(id_map[-1]) == len(id_map) - 1:  # identity map
+        return ids.astype(np.int64)
+    return np.searchsorted(id_map, ids).astype(np.int64)
 
 
 def format_lines(pairs: np.ndarray, n_users: int) -> str:

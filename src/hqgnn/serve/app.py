@@ -6,6 +6,7 @@ import copy
 import logging
 import logging.config
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Callable, TypeVar
@@ -13,9 +14,11 @@ from typing import Annotated, Any, Callable, TypeVar
 import anyio.to_thread
 from anyio import CapacityLimiter
 from anyio.lowlevel import RunVar
+import anyio
 from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import HqgnnError
@@ -48,6 +51,7 @@ T = TypeVar("T")
 # keeps answering (/health included). serve_run sets torch to one intra-op thread per call, so
 # COMPUTE_THREADS concurrent calls use the cores without oversubscribing them.
 INLINE_MAX_SCORES = 1 << 16
+INLINE_MAX_ITEMS_OUT = 256  # a batch answering more (users x k) items is encoded in a compute thread too
 COMPUTE_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _compute_limiter: RunVar[CapacityLimiter] = RunVar("hqgnn_compute_limiter")  # one per event loop
 
@@ -91,7 +95,104 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-def create_app(run_dir: str | Path, api_key: str | None = None, device: str = "cpu") -> FastAPI:
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a full batch of 1000 long string ids is ~100 kB
+DEFAULT_BODY_TIMEOUT_S = 30.0  # a body that trickles in slower than this is cut off (408)
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413 before anything parses them.
+
+    A declared ``Content-Length`` over the limit is answered at once, without reading the body;
+    otherwise the body is read here, counting the bytes as they stream in (chunked uploads, a lying
+    Content-Length), and refused as soon as the count passes the limit; a body that takes longer than
+    ``timeout_s`` gets 408. Only a body within the limit reaches FastAPI (replayed from memory), so a
+    30 MB JSON body is never decoded, validated or echoed. Reading is async: the event loop (and
+    /health) keeps answering while slow bodies trickle in.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+        self.timeout_s = float(timeout_s)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+        response = JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in BODYLESS_METHODS:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                size = -1
+            if size < 0:
+                await self._refuse(scope, receive, send, 400, "malformed Content-Length header")
+                return
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send, 413, f"request body over the limit of {self.max_bytes} bytes")
+                return
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            with anyio.fail_after(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client went away: nothing to answer
+                    body = message.get("body", b"")
+                    total += len(body)
+                    if total > self.max_bytes:
+                        await self._refuse(scope, receive, send, 413,
+                                           f"request body over the limit of {self.max_bytes} bytes")
+                        return
+                    chunks.append(body)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._refuse(scope, receive, send, 408, f"request body not received within {self.timeout_s:g} s")
+            return
+        whole = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": whole, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect as the app expects
+
+        await self.app(scope, replay, send)
+
+
+def _public_errors(errors: Any) -> list[dict[str, Any]]:
+    """A 422's error list without the offending input (it can be a megabyte long, or sensitive): where and what."""
+    out = []
+    for e in list(errors)[:20]:
+        msg = str(e.get("msg", ""))
+        out.append({"loc": [str(x)[:80] for x in e.get("loc", ())][:10], "msg": msg[:200], "type": e.get("type")})
+    return out
+
+
+def _reload_problem(exc: BaseException) -> str:
+    """Why a reload failed, for the client: the run's file and problem, never a server path, pid or traceback."""
+    from ..manifest import RunCheckError
+
+    if isinstance(exc, RunCheckError):
+        return exc.public
+    if isinstance(exc, HqgnnError):  # drop the folders of any absolute path: "tables.safetensors: ...", not "/srv/..."
+        return re.sub(r"(?:/[^/\s:'\"]+)+/", "", str(exc))[:300]
+    return f"the run could not be loaded ({type(exc).__name__})"
+
+
+def create_app(run_dir: str | Path, api_key: str | None = None, device: str = "cpu",
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> FastAPI:
     """Load ``run_dir`` once and return the app serving it; raises HqgnnError if it is not a finished run.
 
     Scoring runs inline or in a few compute threads depending on its size (see INLINE_MAX_SCORES).
@@ -109,8 +210,14 @@ def create_app(run_dir: str | Path, api_key: str | None = None, device: str = "c
         + (f" Every route except /health needs the `{API_KEY_HEADER}` header." if api_key else ""),
     )
     app.state.holder = holder
+    # added first = inner: the key is checked (401) before any body is read
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, timeout_s=body_timeout_s)
     if api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _public_errors(exc.errors())}, status_code=422)
 
     @app.exception_handler(UnknownIdError)
     async def unknown_id(request: Request, exc: UnknownIdError) -> JSONResponse:
@@ -155,6 +262,10 @@ def create_app(run_dir: str | Path, api_key: str | None = None, device: str = "c
         """
         snap = holder.snapshot
         n_scores = len(req.users) * snap.run.n_items
+        if len(req.users) * req.k > INLINE_MAX_ITEMS_OUT:
+            # building a big answer (users x k dicts) is ms of Python: in a compute thread, the loop (and
+            # /health) keeps getting the GIL every switch interval instead of queueing behind it
+            n_scores = max(n_scores, INLINE_MAX_SCORES + 1)
         return await run_scoring(
             n_scores, lambda: JSONResponse(snap.recommend_batch(req.users, req.k, req.exclude_seen)))
 
@@ -180,11 +291,10 @@ def create_app(run_dir: str | Path, api_key: str | None = None, device: str = "c
             raise HTTPException(403, detail="reload is disabled: start the server with an API key "
                                             "(--api-key or HQGNN_API_KEY) to enable it")
         try:
-            new = holder.reload(req.run_dir)
-        except HqgnnError as exc:
-            raise HTTPException(400, detail=f"cannot load run: {exc}") from None
-        except Exception as exc:  # corrupt tables, unreadable files...: the caller named this directory
-            raise HTTPException(400, detail=f"cannot load run {req.run_dir}: {type(exc).__name__}: {exc}") from None
+            new = holder.reload(req.run_dir)  # verified completely before the swap; on failure the old run stays
+        except Exception as exc:  # a damaged run is one line naming its file; no server path, pid or traceback
+            log.warning("reload of %s refused: %s", req.run_dir, exc)
+            raise HTTPException(400, detail=f"cannot load run: {_reload_problem(exc)}") from None
         log.info("reloaded %s (%s, %d users, %d items)", new.run_dir, new.metadata()["model"], new.run.n_users,
                  new.run.n_items)
         return new.metadata()
@@ -201,6 +311,7 @@ def serve_run(
     device: str = "cpu",
     access_log: bool = True,
     torch_threads: int | None = 1,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
     """Serve ``run_dir`` with uvicorn until interrupted (one process: the model lives in its memory).
 
@@ -218,7 +329,7 @@ def serve_run(
     logging.config.dictConfig(log_config)
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
-    app = create_app(run_dir, api_key=api_key, device=device)
+    app = create_app(run_dir, api_key=api_key, device=device, max_body_bytes=max_body_bytes)
     meta = app.state.holder.snapshot.metadata()
     log.info("loaded %s (%s, %d users, %d items); API key %s", meta["run_dir"], meta["model"], meta["users"],
              meta["items"], "required" if api_key else "off")

@@ -62,6 +62,7 @@ class ModelSnapshot:
     def recommend(self, users: Sequence[Any], k: int, exclude_seen: bool) -> list[dict[str, Any]]:
         """Top-k for each raw user id (raises UnknownIdError naming the first unknown one)."""
         idx = np.fromiter((self.user_index(u) for u in users), dtype=np.int64, count=len(users))
+        k = min(k, self.run.n_items)  # the answer never holds more slots than there are items
         scores, items = self._chunked(self.recommender.recommend, idx, k, exclude_seen=exclude_seen)
         return [{"user": self.user_ids[u], "items": self._items(s, i)} for u, s, i in zip(idx.tolist(), scores, items)]
 
@@ -76,6 +77,7 @@ class ModelSnapshot:
                 idx[r] = -1
                 unknown.append(u)
         known = np.flatnonzero(idx >= 0)
+        k = min(k, self.run.n_items)
         results: list[dict[str, Any]] = [
             {"user": u, "items": [], "error": f"unknown user {_shown(u)}"} for u in users
         ]
@@ -87,6 +89,7 @@ class ModelSnapshot:
 
     def similar(self, item: Any, k: int) -> dict[str, Any]:
         i = self.item_index(item)
+        k = min(k, self.run.n_items)
         scores, items = self.recommender.similar_items(np.array([i], dtype=np.int64), k)
         return {"item": self.item_ids[i], "items": self._items(scores[0], items[0])}
 
@@ -133,6 +136,10 @@ def load_snapshot(run_dir: str | Path, device: str = "cpu") -> ModelSnapshot:
     # published to any request thread, means concurrent requests only ever read them.
     run.user_index(run.user_ids[0])
     run.item_index(run.item_ids[0])
+    # One request of each kind now: kernels compile and lazy scorers build at load (or reload, in its
+    # thread), not inside the first real request on the event loop, where /health would wait ~0.4 s.
+    rec.recommend(np.zeros(1, dtype=np.int64), 1)
+    rec.similar_items(np.zeros(1, dtype=np.int64), 1)
     return ModelSnapshot(
         run=run,
         recommender=rec,

@@ -15,12 +15,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..config import RunConfig, dump_config
+from ..config import RunConfig, dump_config, load_config
 from ..data import load_dataset_with_counts
 from ..data.dataset import InteractionData
 from ..errors import HqgnnError
-from ..io import write_text
-from ..run import CONFIG, CURVE, plot_curve, save_run
+from ..device import check_device
+from ..io import DirLock, link_or_copy, listed, write_text
+from ..manifest import MANIFEST
+from ..run import CONFIG, METRICS, RESUMABLE, save_run
 from . import distributed
 from .trainer import CHECKPOINT, Trainer
 
@@ -47,44 +49,65 @@ def run_training(
     must exist) or ``overwrite`` (the new run is trained in a sibling ``.<name>.partial`` directory
     and replaces the old one only once it finished). A new run that fails removes what it wrote,
     unless it holds a checkpoint (kept, without results, to ``--resume`` from); a failed overwrite
-    removes its partial directory and leaves the old run as it was.
-    Under torchrun this joins the process group first; every rank trains and returns the metrics,
-    only rank 0 writes ``out_dir``.
+    removes its partial directory and leaves the old run as it was. Resuming a finished run also
+    works beside it and swaps the result in whole, so a refused, failed or killed resume changes
+    nothing. ``out_dir`` is locked (:class:`hqgnn.io.DirLock`) for the whole run: a second writer is
+    refused. Under torchrun this joins the process group first; every rank trains and returns the
+    metrics, only rank 0 writes (and locks) ``out_dir``.
     """
     cfg.validate()
+    check_device(cfg.train.device)
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, resume, overwrite)  # before the process group: no rank has written yet
     main = distributed.is_main() if distributed.is_active() else int(os.environ.get("RANK", "0")) == 0
-    work = out_dir.parent / f".{out_dir.name}.partial" if overwrite else out_dir
     created = _first_missing(out_dir)  # the topmost folder this run creates (None: out_dir exists)
-    if main and overwrite and work.exists():
-        shutil.rmtree(work)  # left by an earlier overwrite that was killed
+    # refuse before the lock creates out_dir; checked again under the lock, which alone may clear a stub
+    # (before it, the "stub" may be the config.toml of a run that is starting right now)
+    check_out_dir(out_dir, resume, overwrite, clear_stub=False)
+    lock = DirLock(out_dir).acquire() if main else None
+    try:
+        return _run_locked(cfg, out_dir, resume, progress, on_epoch_end, overwrite, main, created)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(cfg: RunConfig, out_dir: Path, resume: bool, progress: bool,
+                on_epoch_end: Callable[[int], None] | None, overwrite: bool, main: bool,
+                created: Path | None) -> dict[str, Any]:
+    # before the process group: no rank has written yet; only the lock holder (rank 0) may clear a stub
+    check_out_dir(out_dir, resume, overwrite, clear_stub=main)
+    if resume:
+        check_resume_config(out_dir, cfg)
+    finished = resume and (out_dir / MANIFEST).exists() or resume and (out_dir / METRICS).exists()
+    staged = overwrite or finished  # trained beside out_dir, swapped in whole at the end
+    work = out_dir.parent / f".{out_dir.name}.partial" if staged else out_dir
+    if main and staged:
+        if work.exists():
+            shutil.rmtree(work)  # left by an earlier overwrite / resume that was killed
+        if finished:  # continue from copies (hard links) of the finished run's resumable state
+            work.mkdir()
+            for name in RESUMABLE:
+                if (out_dir / name).exists():
+                    link_or_copy(out_dir / name, work / name)
     try:
         with distributed.process_group(cfg.train):
-            metrics = _run_training(cfg, work, resume, progress, on_epoch_end)
+            metrics = _run_training(cfg, work, resume, progress, on_epoch_end, final_dir=out_dir)
     except BaseException as exc:
-        if main and not resume:
+        if main and staged:
+            shutil.rmtree(work, ignore_errors=True)
+        elif main and not resume:
             # a checkpoint is real progress (a crashed peer, Ctrl-C, a lost GPU): keep it resumable
-            keep = not overwrite and (work / CHECKPOINT).exists()
-            if keep:
+            if (work / CHECKPOINT).exists():
                 log.warning("%s: run stopped (%s); it holds a checkpoint but no results: continue with "
                             "--resume, or delete it", work, type(exc).__name__)
-            elif overwrite:
-                shutil.rmtree(work, ignore_errors=True)
             elif created is not None:
                 shutil.rmtree(created, ignore_errors=True)
             elif work.exists():  # it existed empty: empty it again
-                for child in work.iterdir():
+                for child in listed(work):
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         raise
-    if main and overwrite:
-        old = out_dir.parent / f".{out_dir.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        if out_dir.exists():
-            out_dir.rename(old)
-        work.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+    if main and staged:
+        shutil.rmtree(work, ignore_errors=True)  # its resumable files now live (linked) in out_dir
     return metrics
 
 
@@ -98,8 +121,49 @@ def _first_missing(path: Path) -> Path | None:
     return path
 
 
-def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write over a run by accident: one :class:`HqgnnError` line saying what to pass instead."""
+# --resume continues the same run: only these may differ from its config.toml (budget, device, where data lives)
+RESUME_MAY_CHANGE = frozenset({
+    "train.epochs", "train.max_seconds", "train.patience", "train.device", "train.eval_batch_size",
+    "train.cuda_graph", "train.dist_backend", "train.dist_timeout_s", "data.data_dir", "data.cache_dir",
+})
+
+
+def check_resume_config(out_dir: Path, cfg: RunConfig) -> None:
+    """Refuse a --resume whose config differs from the run's own in anything but :data:`RESUME_MAY_CHANGE`.
+
+    Checked before anything is written, so a refused resume leaves the run exactly as it was.
+    """
+    path = out_dir / CONFIG
+    if not path.exists():
+        return  # a stopped run from before config.toml was written first: nothing to compare
+    stored = load_config(path).to_dict()
+    new = cfg.to_dict()
+    changed = [f"{s}.{k}" for s in new for k in new[s] if stored.get(s, {}).get(k) != new[s][k]
+               and f"{s}.{k}" not in RESUME_MAY_CHANGE]
+    if changed:
+        key = changed[0]
+        s, _, k = key.partition(".")
+        raise HqgnnError(f"{path}: --resume cannot change {key} ({stored[s][k]!r} -> {new[s][k]!r}"
+                         f"{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}); it continues the same "
+                         "run (may change: --epochs, train.max_seconds, --patience, --device); train a new run "
+                         "with --out or --overwrite instead")
+
+
+_STUB_FILES = frozenset({CONFIG, "best.safetensors"})  # best weights are saved just before the first checkpoint
+
+
+def _is_stub(out_dir: Path) -> bool:
+    """What a run killed before its first checkpoint leaves (kill -9 cannot clean up): config.toml, best weights
+    and temp files, but no checkpoint (nothing to resume) and no results."""
+    children = listed(out_dir)
+    return bool(children) and all(
+        c.is_file() and (c.name in _STUB_FILES or (c.name.startswith(".") and ".tmp" in c.name)) for c in children)
+
+
+def check_out_dir(out_dir: Path, resume: bool, overwrite: bool, clear_stub: bool = True) -> None:
+    """Refuse to write over a run by accident: one :class:`HqgnnError` line saying what to pass instead.
+
+    A stub (see :func:`_is_stub`) is accepted, and removed when ``clear_stub`` (only under the lock)."""
     if resume and overwrite:
         raise HqgnnError("--resume and --overwrite exclude each other")
     if out_dir.exists() and not out_dir.is_dir():
@@ -110,13 +174,22 @@ def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
         if not (out_dir / CHECKPOINT).is_file():
             raise HqgnnError(f"{out_dir / CHECKPOINT}: no checkpoint to resume from")
         return
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if out_dir.is_dir() and listed(out_dir) and not overwrite:
+        if _is_stub(out_dir):  # nothing to resume and no results: reuse the folder
+            if not clear_stub:
+                return
+            log.warning("%s: removing what a run stopped before its first checkpoint left (%s)", out_dir,
+                        ", ".join(sorted(c.name for c in listed(out_dir))))
+            for child in listed(out_dir):
+                child.unlink()
+            return
         what = "a run" if (out_dir / CONFIG).exists() else "files"
         raise HqgnnError(f"{out_dir}: already holds {what}; pass --overwrite to replace it or --resume to continue it")
 
 
 def _run_training(
-    cfg: RunConfig, out_dir: Path, resume: bool, progress: bool, on_epoch_end: Callable[[int], None] | None
+    cfg: RunConfig, out_dir: Path, resume: bool, progress: bool, on_epoch_end: Callable[[int], None] | None,
+    final_dir: Path | None = None,
 ) -> dict[str, Any]:
     main = distributed.is_main()
     _check_protocol(cfg)
@@ -125,16 +198,14 @@ def _run_training(
     t0 = time.perf_counter()
     data, counts = load_dataset_with_counts(cfg.data)
     load_seconds = time.perf_counter() - t0
-    if main:
+    if main and not resume:  # a resumed run keeps its config.toml until the finished run replaces it
         write_text(out_dir / CONFIG, dump_config(cfg))
     trained = train_model(cfg, data, out_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
     metrics = {**trained.metrics, "load_seconds": load_seconds, "data_counts": counts}
     if not main:
         return metrics
-    save_run(out_dir, cfg, metrics, trained.model_state, trained.tables, data.user_ids, data.item_ids,
-             data.matrix(data.seen))
-    if trained.metrics["history"]:
-        plot_curve(out_dir / CURVE, trained.metrics["history"], cfg.train.select_metric)
+    save_run(final_dir or out_dir, cfg, metrics, trained.model_state, trained.tables, data.user_ids, data.item_ids,
+             data.matrix(data.seen), history_metric=cfg.train.select_metric, carry_from=out_dir)
     protocol = trained.metrics["protocol"]
     log.info("test%s %s", "" if protocol == "validation" else f" ({protocol})",
              "  ".join(f"{k} {v:.4f}" for k, v in trained.metrics["test"].items() if k.split("@")[0] in ("recall", "ndcg")))
@@ -176,6 +247,10 @@ def train_model(
         tables = {"user_emb": users, "item_emb": items}
         if model.quantized:
             tables.update(model.codes(trainer.adj))
+    for name, t in tables.items():  # finite weights can still propagate to inf scores: never write such a run
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise HqgnnError(f"training diverged: the final {name} holds non-finite values; the learning rate is "
+                             f"the likely cause: lower train.lr (now {cfg.train.lr:g}); no finished run was written")
     epoch_times = [h["epoch_seconds"] for h in selected.history if "epoch_seconds" in h]
     paper = cfg.train.protocol == "paper"
     metrics: dict[str, Any] = {

@@ -261,7 +261,11 @@ class Trainer:
         if resume:
             if not ckpt.exists():
                 raise HqgnnError(f"{ckpt}: no checkpoint to resume from")
-            state = load_checkpoint(ckpt, self.model, self.optimizer, self.generator)
+            try:
+                state = load_checkpoint(ckpt, self.model, self.optimizer, self.generator)
+            except Exception as exc:  # a damaged or foreign checkpoint: one line, the run directory untouched
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                raise HqgnnError(f"{ckpt}: cannot resume from this checkpoint ({type(exc).__name__}: {first})") from None
             if self.lr_tensor is not None:  # load_state_dict put a float lr back: keep the graphed tensor
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.lr_tensor
@@ -288,6 +292,7 @@ class Trainer:
             entry["lr"] = current_lr(self.optimizer)
             t0 = time.perf_counter()
             entry["loss"] = self.train_epoch(epoch + 1)
+            self._check_finite(epoch + 1, entry["loss"], ckpt)  # before this epoch's checkpoint can be written
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             entry["epoch_seconds"] = time.perf_counter() - t0
@@ -338,6 +343,26 @@ class Trainer:
         test = self.evaluate("test")
         return TrainResult(best_epoch=state["best_epoch"], epochs_run=state["epoch"], train_seconds=train_seconds,
                            val=state["best_val"], test=test, history=state["history"], memory=self.model.memory_report())
+
+    def _check_finite(self, epoch: int, loss: float, ckpt: Path) -> None:
+        """Stop at the first epoch whose loss or weights are not finite (diverged training), with one line.
+
+        Checked before the epoch's checkpoint, so the last good checkpoint stays; no finished run is
+        written (its scores would all be NaN / -inf and every list empty). One reduction per parameter
+        tensor (a handful), not per element.
+        """
+        bad = None if math.isfinite(loss) else f"the training loss is {loss}"
+        if bad is None:
+            with torch.no_grad():
+                for name, p in self.model.named_parameters():
+                    if not bool(torch.isfinite(p).all()):
+                        bad = f"parameter {name} holds non-finite values"
+                        break
+        if bad is None:
+            return
+        kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was written yet"
+        raise HqgnnError(f"epoch {epoch}: training diverged ({bad}); the learning rate is the likely cause: "
+                         f"lower train.lr (now {self.cfg.train.lr:g}); {kept}, no finished run was written")
 
     def _save_weights(self, path: Path) -> None:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
