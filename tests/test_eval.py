@@ -220,3 +220,85 @@ def test_fused_cpu_topk_sorts_unsorted_exclusion_rows():
                             torch.from_numpy(ex.indices.astype(np.int64)), 20)
     for u in range(30):
         assert not set(ids[u].tolist()) & set(seen[u].tolist())
+
+
+def _panel_block(items: np.ndarray) -> np.ndarray:
+    """(n, dim) items, n a multiple of 16 -> the kernel's (n / 16, dim, 16) panel layout."""
+    n, dim = items.shape
+    return np.ascontiguousarray(items.reshape(n // 16, 16, dim).transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("dim", [8, 64, 67, 130])
+def test_fused_cpu_block_scores_ir_equals_portable(dim):
+    """The AVX2 IR tiles (4 x 16, 1 x 64, 1 x 16) and the portable numba loop give the same bits for
+    every score: the same float32 recurrence, whatever the user count (groups of 4 + leftovers) and
+    the panel count (groups of 4 + leftovers)."""
+    from hqgnn.eval import cpu_topk as ct
+
+    if not ct.USE_IR:
+        pytest.skip("no AVX2 + FMA: only the portable kernel runs here")
+    rng = np.random.default_rng(dim)
+    for n_items in (1024, 16 * 7):
+        block = _panel_block(rng.standard_normal((n_items, dim)).astype(np.float32))
+        for nb in list(range(1, 10)) + [129]:
+            ublk = rng.standard_normal((nb, dim)).astype(np.float32)
+            ir_s = np.full((nb, n_items), np.nan, dtype=np.float32)
+            port = np.full((nb, n_items), np.nan, dtype=np.float32)
+            ct._block_scores(ublk, block, ir_s, True)
+            ct._block_scores(ublk, block, port, False)
+            assert ir_s.tobytes() == port.tobytes(), (n_items, nb)
+
+
+@pytest.mark.parametrize("dim", [8, 64, 67, 130])
+def test_fused_cpu_block_scores_match_float64_reference(dim):
+    """Scores are the float32 sum in d order: within the recursive-summation bound of the exact
+    (float64) inner product, |s - x . y| <= gamma_D * sum_d |x_d y_d| (gamma_D ~ D 2^-24)."""
+    from hqgnn.eval import cpu_topk as ct
+
+    rng = np.random.default_rng(100 + dim)
+    items = rng.standard_normal((1024, dim)).astype(np.float32)
+    ublk = rng.standard_normal((129, dim)).astype(np.float32)
+    ref = ublk.astype(np.float64) @ items.astype(np.float64).T
+    bound = 1.01 * dim * 2.0**-24 * (np.abs(ublk.astype(np.float64)) @ np.abs(items.astype(np.float64)).T)
+    for use_ir in {False, ct.USE_IR}:
+        scores = np.empty((129, 1024), dtype=np.float32)
+        ct._block_scores(ublk, _panel_block(items), scores, use_ir)
+        assert np.all(np.abs(scores - ref) <= bound), use_ir
+
+
+def test_fused_cpu_scores_are_the_documented_recurrence():
+    """s = madd(u_1, v_1, madd(u_0, v_0, 0)): with u_0 v_0 = -1 and u_1 = v_1 = 1 + 2^-12, a fused
+    multiply-add keeps the 2^-24 of u_1 v_1 = 1 + 2^-11 + 2^-24 (exact); a rounded multiply (a tie,
+    to even) loses it, and so does the other summation order. Every path gives the same value."""
+    from hqgnn.eval import cpu_topk as ct
+
+    want = np.float32(2.0**-11 + 2.0**-24) if ct._FMA else np.float32(2.0**-11)
+    x = np.float32(1 + 2.0**-12)
+    ublk = np.tile(np.array([[-1.0, x]], dtype=np.float32), (5, 1))  # 4-user tile + a leftover user
+    items = np.zeros((16 * 5, 2), dtype=np.float32)
+    items[:, 0], items[:, 1] = 1.0, x
+    for use_ir in {False, ct.USE_IR}:
+        scores = np.empty((5, 16 * 5), dtype=np.float32)
+        ct._block_scores(ublk, _panel_block(items), scores, use_ir)
+        assert np.all(scores == want), use_ir
+    vals, _ = ct.float_topk_cpu(torch.from_numpy(ublk), torch.from_numpy(items[:3]), torch.arange(5),
+                                torch.zeros(6, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), 3)
+    assert np.all(vals.numpy() == want)
+
+
+def test_fused_cpu_topk_ir_equals_portable_end_to_end(monkeypatch):
+    """float_topk_cpu gives the same bits and ids through the IR kernels and the portable fallback."""
+    from hqgnn.eval import cpu_topk as ct
+
+    rng = np.random.default_rng(7)
+    ue = torch.from_numpy(rng.standard_normal((261, 67)).astype(np.float32))
+    ie = torch.from_numpy(rng.standard_normal((2100, 67)).astype(np.float32))
+    seen = sp.random(261, 2100, density=0.05, format="csr", random_state=8)
+    seen.sort_indices()
+    ex = torch.from_numpy(seen.indptr.astype(np.int64)), torch.from_numpy(seen.indices.astype(np.int64))
+    users = torch.from_numpy(rng.permutation(261)[:203])
+    v1, i1 = ct.float_topk_cpu(ue, ie, users, *ex, 30)
+    monkeypatch.setattr(ct, "USE_IR", False)
+    v2, i2 = ct.float_topk_cpu(ue, ie, users, *ex, 30)
+    assert torch.equal(i1, i2)
+    assert v1.numpy().tobytes() == v2.numpy().tobytes()
