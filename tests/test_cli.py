@@ -276,3 +276,27 @@ def test_failure_after_a_checkpoint_keeps_the_run_resumable(tmp_path):
     assert (out / "checkpoint.safetensors").exists() and not (out / "metrics.json").exists()
     metrics = run_training(cfg, out, resume=True, progress=False)
     assert metrics["epochs_run"] == 3 and (out / "metrics.json").exists()
+
+
+def test_a_set_value_of_the_wrong_type_is_a_usage_error(tmp_path, capsys):
+    """--set train.lr=abc and --set lr=0.1 exit 2 (usage), with one error line; a value out of range is 1."""
+    for setting, needle in (("train.lr=abc", "expected float"), ("lr=0.1", "did you mean train.lr"),
+                            ("train.refit=treu", "expected a boolean"), ("nosuch.field=1", "unknown config key")):
+        code, _, err = run_cli(["train", "--out", str(tmp_path / "r"), "--set", setting], capsys)
+        assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+        assert needle in err, err
+    code, _, err = run_cli(["train", "--out", str(tmp_path / "r"), "--set", "train.lr=-1"], capsys)
+    assert code == 1 and err.startswith("error:"), err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_busy_port_is_one_error_line(trained_run, capsys):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        code, _, err = run_cli(["serve", str(trained_run), "--port", str(port)], capsys)
+    assert code == 1 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert f"127.0.0.1:{port}" in err and "another --port" in err

@@ -109,8 +109,8 @@ def test_short_or_misplaced_names_suggest_the_full_one(name, expected, capsys):
         RunConfig().set(name, "0.1")
     assert str(exc.value) == expected
     code, _, err = run_cli(["train", "--set", f"{name}=0.1", "--out", "unused"], capsys)
-    assert code == 1
-    assert err.strip() == f"error: {expected}"
+    assert code == 2  # a --set that names no field is a usage error
+    assert err.strip() == f"error: --set {name}=0.1: {expected}"
 
 
 def test_names_without_a_field_anywhere_keep_their_hint():

@@ -15,7 +15,7 @@ from rich.table import Table
 from .cli_output import (PlainHelpCommand, err, out, print_error_and_exit, print_metrics, print_sweep, setup_logging,
                          usage_error)
 from .config import RunConfig, load_config
-from .errors import HqgnnError
+from .errors import HqgnnError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Graph recommendation with Hessian-aware quantized embeddings (LightGCN + HQ-GNN).")
@@ -114,8 +114,11 @@ def _apply_sets(cfg: RunConfig, items: list[str] | None) -> None:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise HqgnnError(f"--set expects section.field=value, got {item!r}")
-        cfg.set(key.strip(), value.strip())
+            raise UsageError(f"--set expects section.field=value, got {item!r}")
+        try:
+            cfg.set(key.strip(), value.strip())
+        except HqgnnError as exc:  # a --set that cannot be applied is a usage error (exit 2), as a bad option
+            raise UsageError(f"--set {item}: {exc}") from None
 
 
 @app.command()
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         with _sigterm_as_interrupt():
             rv = app(args=argv, standalone_mode=False, prog_name="hqgnn")
     except HqgnnError as exc:
-        print_error_and_exit(str(exc), 1)
+        print_error_and_exit(str(exc), getattr(exc, "exit_code", 1))
     except typer.TyperException as exc:  # typer >= 0.29: base class of its vendored click errors
         usage_error(exc)
     except (typer.Abort, KeyboardInterrupt):

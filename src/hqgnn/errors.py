@@ -16,3 +16,10 @@ class DataError(HqgnnError):
         self.path = path
         self.line = line
         self.problem = problem
+
+
+class UsageError(HqgnnError):
+    """A command-line argument that cannot be used as given (a --set value of the wrong type, an unknown
+    field): exit status 2, as for an unknown option or a missing argument."""
+
+    exit_code = 2

@@ -302,6 +302,21 @@ def create_app(run_dir: str | Path, api_key: str | None = None, device: str = "c
     return app
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port that another process listens on (bound as uvicorn binds: SO_REUSEADDR, so a port
+    in TIME_WAIT is free)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise HqgnnError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                             "(another server? choose another --port)") from None
+
+
 def serve_run(
     run_dir: str | Path,
     host: str = "127.0.0.1",
@@ -323,6 +338,7 @@ def serve_run(
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    _check_port_free(host, port)  # one error line now, not uvicorn's own error and exit 3 after the load
     # uvicorn's own log format, extended to this package's logger, so load / reload lines show up
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["hqgnn"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
