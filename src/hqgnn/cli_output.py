@@ -32,9 +32,16 @@ class PlainHelpCommand(typer.core.TyperCommand):
 
 
 def setup_logging(quiet: bool) -> None:
-    """Log records to stderr through rich (warnings only when ``quiet``)."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err, show_path=False)], force=True)
+    """Log records to stderr (warnings only when ``quiet``): through rich on a terminal; as plain, never
+    wrapped lines with a time stamp elsewhere (CI logs, nohup, a notebook's subprocess), which rich
+    would wrap at 80 columns."""
+    level = logging.WARNING if quiet else logging.INFO
+    if err.is_terminal:
+        logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                            handlers=[RichHandler(console=err, show_path=False)], force=True)
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                            stream=sys.stderr, force=True)
 
 
 def print_metrics(metrics: dict[str, float], title: str) -> None:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Callable, Iterable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from tqdm.auto import tqdm
 
+from ..progress import Heartbeat
 from ..topk import stable_topk
 from .masking import _rows_of, exclusion_mask_fill  # noqa: F401  (re-exported)
 from .metrics import METRICS
 from .scoring import Scorer, asymmetric_scorer, code_scorer, embedding_scorer, served_scorer  # noqa: F401  (re-exported)
+
+log = logging.getLogger("hqgnn.eval")
+CPU_EVAL_BATCH = 8192  # users per CPU ranking call: both threads busy, and progress between calls
+
+
+def _terminal() -> bool:
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 TopK = Callable[[torch.Tensor, int], torch.Tensor]  # (user indices, k) -> item ids (B, k), seen items excluded
 
@@ -89,7 +100,9 @@ class RankingEvaluator:
             ids = ranker.search(u, k, exclude=self.exclude[u])[1]
             return torch.from_numpy(ids).to(users.device)
 
-        batch = max(1, len(self.users)) if self.device.type == "cpu" else None
+        # CPU: the kernels keep only (users x K), so batches are large (threads split each batch); still
+        # several, so that long evaluations show progress
+        batch = max(1, min(len(self.users), CPU_EVAL_BATCH)) if self.device.type == "cpu" else None
         return self.evaluate(topk=topk, batch_size=batch)
 
     @torch.no_grad()
@@ -107,6 +120,9 @@ class RankingEvaluator:
             from ..device import shard
 
             mine = shard(self.users)
+        beat = Heartbeat("evaluation users", len(mine), log)
+        bar = tqdm(total=len(mine), desc="evaluation", unit="user", leave=False, mininterval=1.0,
+                   disable=len(mine) <= batch_size or not _terminal())  # a bar only where it can show
         for start in range(0, len(mine), batch_size):
             users = mine[start : start + batch_size]
             ids = topk(users, kmax)
@@ -117,6 +133,9 @@ class RankingEvaluator:
             for name, fn in METRICS.items():
                 for k in self.ks:
                     sums[f"{name}@{k}"] += fn(hits, n_rel, k).sum()
+            bar.update(len(users))
+            beat.tick(start + len(users))
+        bar.close()
         n = max(1, len(self.users))
         if self.distributed:
             from ..device import all_reduce_sum

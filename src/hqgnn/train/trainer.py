@@ -20,6 +20,7 @@ from ..device import resolve_device  # noqa: F401  (also re-exported: hqgnn.trai
 from ..errors import HqgnnError
 from ..eval import RankingEvaluator, exclusion_mask_fill
 from ..graph import normalized_adjacency
+from ..progress import Heartbeat, format_eta
 from ..index.format import CodeFormat
 from ..io import atomic_path
 from ..models import HQGNNModel
@@ -206,6 +207,15 @@ class Trainer:
                                       term="item_term" in tables) if self.model.quantized else None)
         return ev.evaluate_ranker(Ranker(tables, fmt, self.device))
 
+    def _eta(self, epochs_done: int, t_start: float) -> str:
+        """Time left: the remaining epochs at this run's mean epoch time, capped by train.max_seconds."""
+        tc = self.cfg.train
+        elapsed = time.perf_counter() - t_start  # t_start counts a resumed run's earlier epochs too
+        left = (tc.epochs - epochs_done) * elapsed / max(1, epochs_done)
+        if tc.max_seconds > 0:
+            left = min(left, max(0.0, tc.max_seconds - elapsed))
+        return format_eta(left)
+
     def estimate_delta(self) -> dict[str, float]:
         """Refresh GSTE's delta now (see :class:`hqgnn.quant.schedule.DeltaSchedule`)."""
         return self.delta_schedule.refresh(self.model, self.adj, self.sampler, self.cfg.train.batch_size,
@@ -217,6 +227,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         n_batches = self.sampler.n_batches(bs)
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress, mininterval=0.5)
+        beat = Heartbeat(f"epoch {epoch} batches", n_batches, log)  # no terminal: a line at least every 30 s
         done = 0
         for users, pos, neg in self.sampler.epoch(bs):
             if self.use_graph and len(users) < bs and done:
@@ -236,6 +247,7 @@ class Trainer:
                 total += loss.detach()
             done += 1
             bar.update(1)
+            beat.tick(done, loss=lambda: float(total) / done)
         bar.close()
         # ranks hold shares of each batch loss: their sum over ranks / W is the global batch loss
         return float(distributed.all_reduce_sum(total)) / distributed.world_size() / max(1, done)
@@ -271,6 +283,8 @@ class Trainer:
                     group["lr"] = self.lr_tensor
             log.info("resumed from epoch %d", state["epoch"])
         t_start = time.perf_counter() - state["train_seconds"]
+        # epochs between evaluations: a line at least every 30 s when no terminal shows the bars
+        epoch_beat = Heartbeat("epochs", tc.epochs, log, start=t_start)
         for epoch in range(state["epoch"], tc.epochs):
             if state["stopped"]:
                 break
@@ -312,12 +326,20 @@ class Trainer:
                         self._save_weights(run_dir / BEST)
                 else:
                     state["bad_evals"] += 1
+                eta = self._eta(epoch + 1, t_start)
                 if not val:  # no validation split (refit): the last epoch is what is kept
-                    log.info("epoch %d: loss %.4f  (%.2fs/epoch)", epoch + 1, entry["loss"], entry["epoch_seconds"])
+                    log.info("epoch %d/%d: loss %.4f  (%.2fs/epoch, ETA %s)", epoch + 1, tc.epochs, entry["loss"],
+                             entry["epoch_seconds"], eta)
                 else:
-                    log.info("epoch %d: loss %.4f  %s %s %.4f  (best %.4f @ %d, %.2fs/epoch)", epoch + 1,
-                             entry["loss"], "TEST (paper protocol, test-selected)" if self.paper else "val",
-                             tc.select_metric, score, state["best_score"], state["best_epoch"], entry["epoch_seconds"])
+                    log.info("epoch %d/%d: loss %.4f  %s %s %.4f  (best %.4f @ %d, %.2fs/epoch, ETA %s)", epoch + 1,
+                             tc.epochs, entry["loss"], "TEST (paper protocol, test-selected)" if self.paper else "val",
+                             tc.select_metric, score, state["best_score"], state["best_epoch"], entry["epoch_seconds"],
+                             eta)
+                epoch_beat.last = time.perf_counter()
+            else:
+                epoch_beat.tick(epoch + 1, loss=entry["loss"],
+                                best=lambda: f"{state['best_score']:.4f} @ {state['best_epoch']}"
+                                if state["best_epoch"] else "not evaluated yet")
                 if tc.patience and state["bad_evals"] >= tc.patience:
                     log.info("early stop: no improvement in %d evaluations", tc.patience)
                     state["stopped"] = True
