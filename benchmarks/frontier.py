@@ -315,11 +315,22 @@ def plot(rows: list[dict[str, Any]], dataset: str, path: Path, call: str | None 
             if y > best:
                 front.append((x, y, label))
                 best = y
+        if family.startswith("float"):  # the float models: reference lines across the whole plot
+            for x, y, label in pts:
+                ax.axhline(y, color=color, ls=":", lw=1)
+                ax.annotate(f"{label} {y:.4f}", (1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                            textcoords="offset points", ha="right", fontsize=7, color=color)
+            continue
         ax.plot([p[0] for p in front], [p[1] for p in front], color=color, marker=marker, drawstyle="steps-post",
                 label=family)
-        for x, y, label in front:
-            ax.annotate(label, (x, y), fontsize=6, xytext=(3, -9 if family == "posthoc" else 3),
-                        textcoords="offset points", color=color)
+        for j, (x, y, label) in enumerate(front):  # alternate above / below so neighbours do not overlap
+            ax.annotate(label, (x, y), fontsize=6, xytext=(4, (8 if j % 2 else -11) * (1 if family == "qat" else -1)),
+                        textcoords="offset points", color=color,
+                        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
+    for budget in (8, 16, 32):  # the byte budgets the frontier is judged at
+        ax.axvline(budget, color="lightgray", lw=0.8, zorder=0)
+        ax.annotate(f"{budget} B", (budget, 0.0), xycoords=("data", "axes fraction"), xytext=(2, 3),
+                    textcoords="offset points", fontsize=7, color="gray")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("item bytes as stored (log scale)")
     ax.set_ylabel("test Recall@20 (mean over seeds)")

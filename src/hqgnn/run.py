@@ -108,7 +108,8 @@ def save_run(
 
 
 def plot_curve(path: str | Path, history: list[dict[str, Any]], metric: str) -> None:
-    """Training loss and validation metric per epoch, as a PNG."""
+    """Training loss and validation metric per epoch, as a PNG: both in one legend, the selected (best
+    validation) epoch marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,14 +117,19 @@ def plot_curve(path: str | Path, history: list[dict[str, Any]], metric: str) -> 
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ep = [h["epoch"] for h in history]
-    ax.plot(ep, [h["loss"] for h in history], color="tab:blue", label="train loss")
+    handles = ax.plot(ep, [h["loss"] for h in history], color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("BPR loss", color="tab:blue")
+    ax.set_ylabel("training loss", color="tab:blue")
     ev = [(h["epoch"], h[f"val_{metric}"]) for h in history if f"val_{metric}" in h]
     if ev:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*ev), color="tab:red", marker="o", ms=3, label=f"val {metric}")
+        handles += ax2.plot(*zip(*ev), color="tab:red", marker="o", ms=3, label=f"validation {metric}")
         ax2.set_ylabel(f"validation {metric}", color="tab:red")
+        best_epoch, best = max(ev, key=lambda e: (e[1], -e[0]))  # the first of equal bests, as selection picks
+        handles.append(ax2.axvline(best_epoch, color="gray", ls="--", lw=1, label=f"best epoch {best_epoch}"))
+        ax2.plot([best_epoch], [best], marker="*", ms=12, color="tab:red")
+        ax2.annotate(f"{best:.4f}", (best_epoch, best), xytext=(6, -12), textcoords="offset points", fontsize=8)
+    ax.legend(handles=handles, loc="center right", fontsize=8)
     ax.set_title("hqgnn training curve")
     fig.tight_layout()
     with atomic_path(path) as tmp:
