@@ -41,7 +41,7 @@ def client(run_dir: Path) -> Iterator[TestClient]:
 
 
 def test_body_over_the_limit_is_413_before_parsing(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hqgnn.serve.state as state
+    from hqgnn.serve import state
 
     called = []
     monkeypatch.setattr(state.ModelSnapshot, "recommend_batch", lambda *a, **k: called.append(1))

@@ -440,12 +440,26 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as exc:  # typer >= 0.29: base class of its vendored click errors
         usage_error(exc)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted")
-        sys.exit(130)
+        _interrupted(argv is None)
     if isinstance(rv, int) and not isinstance(rv, bool) and rv:  # typer.Exit(code) in non-standalone mode
         if rv == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, SIGTERM) into 130 without a word
-            err.print("interrupted")
+            _interrupted(argv is None)
         sys.exit(rv)
+
+
+def _interrupted(process: bool) -> None:
+    """Ctrl-C / SIGTERM, after the cleanup ran: say so and exit 130.
+
+    As the process's own entry point (``process``), exit at once: an interrupt that landed inside an
+    import or a library's teardown can otherwise surface again at interpreter shutdown and turn the exit
+    status into a death by SIGINT (seen once under load).
+    """
+    err.print("interrupted")
+    if process:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(130)
 
 
 @contextlib.contextmanager
