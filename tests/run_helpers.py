@@ -1,5 +1,7 @@
-"""Shared by the tests: small synthetic run configurations, the popularity floor a model must beat, and a
-subprocess runner for Triton's CPU interpreter."""
+"""Shared by the tests: small synthetic run configurations, the popularity floor a model must beat, the
+in-process CLI runner, and a subprocess runner for Triton's CPU interpreter."""
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,3 +45,17 @@ def run_in_triton_interpreter(code: str, timeout: int = 1800):
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     env["PYTHONPATH"] = os.pathsep.join([str(here), str(here.parent / "src"), env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_cli(args: list[str], capsys: Any) -> tuple[int, str, str]:
+    """``hqgnn ARGS`` in this process: (exit status, stdout, stderr) of this call only."""
+    from hqgnn.cli import main
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -9,19 +9,12 @@ import numpy as np
 import pytest
 
 from hqgnn.cli import main
+from run_helpers import run_cli
 
 FAST = ["--epochs", "2", "--eval-every", "1", "--dim", "16", "--device", "cpu", "-q",
         "--set", "data.synthetic_users=300", "--set", "data.synthetic_items=200"]
 
 
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,11 @@ import tomllib
 
 import pytest
 
-from hqgnn.cli import main
 from hqgnn.config import FIELD_HELP, RULES, SECTIONS, RunConfig, config_fields, config_toml, load_config
 from hqgnn.errors import HqgnnError
+from run_helpers import run_cli
 
 
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def all_field_names() -> list[str]:

@@ -19,25 +19,16 @@ import pytest
 from reliability_helpers import answer_of, tiny_config
 
 from hqgnn import HQGNN
-from hqgnn.cli import main
 from hqgnn.config import RunConfig, load_config
 from hqgnn.errors import HqgnnError
 from hqgnn.io import DirLock
 from hqgnn.run import load_run
 from hqgnn.train.pipeline import run_training
+from run_helpers import run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_error_line(code: int, err: str, *needles: str, expect: int = 1) -> None:

@@ -25,8 +25,6 @@ float16 when exactly representable, one value when constant (see common.compact_
 from __future__ import annotations
 
 import math
-from typing import Any
-import os
 
 import numpy as np
 import torch
@@ -34,6 +32,7 @@ import torch
 from ..common import Exclusion, compact_values
 from .packed import WORD, pack_words, unpack_words
 from .topk import (
+    LazyKernel,
     append_candidates,
     exclusion_rows,
     exclusion_slice,
@@ -47,22 +46,13 @@ from .topk import (
 
 __all__ = ["AsymTorchSearcher", "triton_asym_available"]
 
-_KERNEL: Any = None  # the compiled Triton kernel, built on first use
-_CHECKED = False
+_KERNEL = LazyKernel(lambda: _build_triton_kernel())  # noqa: PLW0108  (defined below)
 
 
 def triton_asym_available() -> bool:
     """True when CUDA and an importable Triton are both present (kernel built on first call).
     With TRITON_INTERPRET=1 the kernel is built for Triton's CPU interpreter (CPU tensors; tests)."""
-    global _KERNEL, _CHECKED
-    if not _CHECKED:
-        _CHECKED = True
-        if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
-            try:
-                _KERNEL = _build_triton_kernel()
-            except Exception:  # pragma: no cover - depends on the machine
-                _KERNEL = None
-    return _KERNEL is not None
+    return _KERNEL.available()
 
 
 # |float32 key - exact key| <= ~3 * 2^-24 * (|ip s_i s_u| + |t_i|) (three roundings, or fewer with
@@ -346,7 +336,7 @@ def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax
     zero_one = bool(eng.packed and eng.zero_one)
     qsum = q8.sum(1, dtype=torch.int32) if zero_one else dummy
     bq = int(eng.block_q)
-    _KERNEL[(triton.cdiv(b, bq), ngroups)](
+    _KERNEL.kernel[(triton.cdiv(b, bq), ngroups)](
         q8, x, eng.scales, eng.terms, su32, qsum, thr32 if emit else dummy, dummy if emit else gmax,
         counts if emit else dummy, cand_ids if emit else dummy, b, n, ngroups, cap, q8.stride(0),
         x.stride(0), ss, ts, D=d, BK=bk, BQ=bq, BN=eng.tile, TILES=eng.group, EMIT=emit,

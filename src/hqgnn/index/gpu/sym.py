@@ -19,14 +19,13 @@ Two methods, both exact (same order and scores as the float64 reference):
 from __future__ import annotations
 
 import math
-from typing import Any
-import os
 
 import numpy as np
 import torch
 
 from ..common import Exclusion, ItemScale
 from .topk import (
+    LazyKernel,
     append_candidates,
     exclusion_rows,
     exclusion_slice,
@@ -40,24 +39,13 @@ from .topk import (
 
 __all__ = ["TorchCodeSearcher", "triton_available"]
 
-_TRITON: Any = None  # the compiled Triton kernel, built on first use
-_TRITON_CHECKED = False
+_TRITON = LazyKernel(lambda: _build_triton_kernel())  # noqa: PLW0108  (defined below)
 
 
 def triton_available() -> bool:
     """True when CUDA and an importable Triton are both present (kernel built on first call).
     With TRITON_INTERPRET=1 the kernel is built for Triton's CPU interpreter (CPU tensors; tests)."""
-    global _TRITON, _TRITON_CHECKED
-    if not _TRITON_CHECKED:
-        _TRITON_CHECKED = True
-        if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
-            try:
-                import triton  # noqa: F401
-
-                _TRITON = _build_triton_kernel()
-            except Exception:  # pragma: no cover - depends on the machine
-                _TRITON = None
-    return _TRITON is not None
+    return _TRITON.available()
 
 
 # float32 keys of the fused pass can be off by a few ulps (product rounding); the threshold is
@@ -297,7 +285,7 @@ def _launch_triton(eng: TorchCodeSearcher, q8, thr32, qsign, mode, cap, counts, 
                    gmax: torch.Tensor | None = None) -> None:
     import triton
 
-    kern = _TRITON
+    kern = _TRITON.kernel
     b = q8.shape[0]
     d = eng.codes.shape[1]
     if mode == "hamming":

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from typing import Callable
 
+import os
+from typing import Any
+
 import numpy as np
 import torch
 
 from ...topk import stable_topk
 from ..common import Exclusion
 
-__all__ = ["append_candidates", "exclusion_rows", "exclusion_slice", "exclusion_tensors", "float32_at_most", "gathered_dot", "running_topk", "sorted_candidates", "top_candidates"]
+__all__ = ["LazyKernel", "append_candidates", "exclusion_rows", "exclusion_slice", "exclusion_tensors", "float32_at_most", "gathered_dot", "running_topk", "sorted_candidates", "top_candidates"]
 
 
 Pairs = tuple[torch.Tensor, torch.Tensor]  # (query rows, item cols) of the excluded pairs, sorted by col
@@ -155,3 +158,23 @@ def gathered_dot(rows: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor
     step = max(1, GATHER_ELEMS // max(1, ids.shape[1] * vec.shape[1]))
     return torch.cat([torch.bmm(rows(ids[r0:r0 + step]).to(dtype), vec[r0:r0 + step, :, None].to(dtype)).squeeze(2)
                       for r0 in range(0, ids.shape[0], step)])
+
+
+class LazyKernel:
+    """A Triton kernel built on first use, where CUDA (or Triton's CPU interpreter, TRITON_INTERPRET=1: the
+    tests' CPU tensors) and an importable Triton are present; ``kernel`` is None elsewhere."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build = build
+        self.kernel: Any = None
+        self.checked = False
+
+    def available(self) -> bool:
+        if not self.checked:
+            self.checked = True
+            if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+                try:
+                    self.kernel = self.build()
+                except Exception:  # pragma: no cover - depends on the machine (no Triton, no compiler)
+                    self.kernel = None
+        return self.kernel is not None
