@@ -61,7 +61,7 @@ def test_recommend_and_export(trained_run, tmp_path, capsys):
         (["train", "--bits", "9"], "quant.bits must be in [0, 8], got 9"),
         (["train", "--estimator", "ste"], "needs quant.bits"),
         (["train", "--data", "/no/such/place"], "/no/such/place"),
-        (["train", "--set", "model.nope=1"], "unknown setting"),
+        (["train", "--set", "model.nope=1"], "unknown setting"),  # exit 2: a usage error
         (["evaluate", "/no/such/run"], "missing"),
         (["bench", "retrieval", "--query-bits", "4", "--value-dtype", "float64"], "--value-dtype must be"),
         (["bench", "retrieval", "--query-bits", "4", "--item-order", "random"], "--item-order must be"),
@@ -69,7 +69,7 @@ def test_recommend_and_export(trained_run, tmp_path, capsys):
 )
 def test_user_errors_are_one_line(args, message, capsys):
     code, _, err = run_cli(args, capsys)
-    assert code == 1
+    assert code == (2 if "--set" in args else 1)
     assert message in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
