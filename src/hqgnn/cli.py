@@ -261,20 +261,23 @@ def export(
     from .run import load_run
 
     run = load_run(run_dir)
-    if renumber_items:
-        run = storage_numbered(run)
-    arrays = {k: v.numpy() for k, v in run.tables.items()}
-    arrays.update(user_ids=run.user_ids, item_ids=run.item_ids)
-    for key in ("user_codes", "item_codes"):
-        if key in arrays:
-            arrays[key] = arrays[key].astype(np.int8)
-    save_npz(out_path, **arrays)
-    err.print(f"wrote {out_path} ({', '.join(arrays)})")
-    if faiss is not None:
-        from .index.faiss_interop import export_faiss
+    # a spinner on a terminal while each step runs (a FAISS HNSW build takes minutes on large catalogs);
+    # elsewhere the "wrote" lines below are the progress
+    with err.status(f"exporting {run_dir} ..."):
+        if renumber_items:
+            run = storage_numbered(run)
+        arrays = {k: v.numpy() for k, v in run.tables.items()}
+        arrays.update(user_ids=run.user_ids, item_ids=run.item_ids)
+        for key in ("user_codes", "item_codes"):
+            if key in arrays:
+                arrays[key] = arrays[key].astype(np.int8)
+        save_npz(out_path, **arrays)
+        err.print(f"wrote {out_path} ({', '.join(arrays)})")
+        if faiss is not None:
+            from .index.faiss_interop import export_faiss
 
-        for path, what in export_faiss(run, faiss):
-            err.print(f"wrote {path}: {what}", highlight=False, soft_wrap=True)
+            for path, what in export_faiss(run, faiss):
+                err.print(f"wrote {path}: {what}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("stats", cls=PlainHelpCommand)
