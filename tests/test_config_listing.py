@@ -7,7 +7,8 @@ import tomllib
 
 import pytest
 
-from hqgnn.config import FIELD_HELP, RULES, SECTIONS, RunConfig, config_fields, config_toml, load_config
+from hqgnn.config import RULES, SECTIONS, RunConfig, load_config
+from hqgnn.config_docs import FIELD_HELP, config_fields, config_toml
 from hqgnn.errors import HqgnnError
 from run_helpers import run_cli
 

@@ -27,7 +27,8 @@ def config_markdown(level: int = 2) -> str:
     level
         Heading level of the section titles.
     """
-    from hqgnn.config import SECTIONS, RunConfig, config_fields
+    from hqgnn.config import SECTIONS, RunConfig
+    from hqgnn.config_docs import config_fields
 
     docs = config_fields()
     lines: list[str] = []

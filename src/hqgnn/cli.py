@@ -410,7 +410,7 @@ def config_cmd(
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config field: section.field=value (repeatable).")] = None,
 ) -> None:
     """Every config field (section.field) with its type, default, range and meaning; --toml: a config file."""
-    from .config import config_fields, config_toml
+    from .config_docs import config_fields, config_toml
 
     cfg = load_config(config)
     _apply_sets(cfg, set_)
