@@ -1,4 +1,5 @@
-"""The ``hqgnn`` command line: train, sweep, evaluate, recommend, export, data stats, bench, serve."""
+"""The ``hqgnn`` command line: train, sweep, evaluate, recommend, export, serve, and the entry point (data stats,
+bench, check and config are in cli_tools)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from rich.table import Table
 from .cli_output import (PlainHelpCommand, err, out, print_error_and_exit, print_metrics, print_sweep, setup_logging,
                          usage_error)
 from .config import RunConfig, load_config
-from .errors import HqgnnError, UsageError
+from .cli_tools import apply_sets, bench_app, check, config_cmd, data_app
+from .errors import HqgnnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Graph recommendation with Hessian-aware quantized embeddings (LightGCN + HQ-GNN).")
-data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
-bench_app = typer.Typer(no_args_is_help=True, help="Micro-benchmarks.")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 _argv: list[str] = []  # the arguments main() was called with (hqgnn train --nproc re-launches them)
@@ -87,7 +87,7 @@ def train(
             cfg.set(key, value)
     if seed is not None:
         cfg.data.seed = seed
-    _apply_sets(cfg, set_)
+    apply_sets(cfg, set_)
     cfg.validate()  # the one validation path (config.RunConfig.validate), shared with the API and TOML loading
     from .device import check_device
 
@@ -108,17 +108,6 @@ def train(
     print_metrics(metrics["test"], title=f"test metrics ({out}{protocol})")
     out_line = {k: metrics[k] for k in ("best_epoch", "train_seconds")}
     err.print(f"best epoch {out_line['best_epoch']}, {out_line['train_seconds']:.1f}s; wrote {out}")
-
-
-def _apply_sets(cfg: RunConfig, items: list[str] | None) -> None:
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"--set expects section.field=value, got {item!r}")
-        try:
-            cfg.set(key.strip(), value.strip())
-        except HqgnnError as exc:  # a --set that cannot be applied is a usage error (exit 2), as a bad option
-            raise UsageError(f"--set {item}: {exc}") from None
 
 
 @app.command()
@@ -142,7 +131,7 @@ def sweep(
     for key, value in {"data.source": data, "data.data_dir": data_dir, "train.device": device}.items():
         if value is not None:
             cfg.set(key, value)
-    _apply_sets(cfg, set_)
+    apply_sets(cfg, set_)
     result = run_sweep(cfg, parse_grid(grid), out_dir, refit=refit, resume=resume, progress=not quiet and sys.stderr.isatty())
     print_sweep(result.summary, result.winner, out_dir)
 
@@ -172,7 +161,7 @@ def evaluate(
         raise HqgnnError(f"--k {max(ks)} is more than the run's {run.n_items} items")
     cfg = run.config
     in_memory = cfg.data.source == "in-memory"
-    _apply_sets(cfg, set_)
+    apply_sets(cfg, set_)
     if data is not None:
         cfg.data.source = data
     rec = Recommender(run, str(resolve_device(device)))
@@ -196,19 +185,12 @@ def evaluate(
 def _test_log(source: str, cfg: RunConfig, run: Any) -> Any:
     """The pairs of log ``source`` as a (users x items) test matrix in ``run``'s ids (unknown ids dropped
     with a warning, as HQGNN.evaluate does)."""
-    import numpy as np
-    import scipy.sparse as sp
-
     from .data.logs import read_log
-    from .data.memory import interactions_from, pairs_in
+    from .data.memory import interactions_from, pairs_matrix
 
     raw = read_log(source, cfg.data)
-    pairs = pairs_in(interactions_from((raw.user_ids[raw.users], raw.item_ids[raw.items])), run.user_ids,
-                     run.item_ids, "test")
-    truth = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
-                          shape=(run.n_users, run.n_items))
-    truth.sort_indices()
-    return truth
+    return pairs_matrix(interactions_from((raw.user_ids[raw.users], raw.item_ids[raw.items])), run.user_ids,
+                        run.item_ids)
 
 
 @app.command(cls=PlainHelpCommand)
@@ -280,110 +262,6 @@ def export(
                 err.print(f"wrote {path}: {what}", highlight=False, soft_wrap=True)
 
 
-@data_app.command("stats", cls=PlainHelpCommand)
-def data_stats(
-    path: Annotated[str, typer.Argument(metavar="SOURCE", help="synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.")],
-    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="TOML config; its [data] table names columns, separator, format ...")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config field, e.g. data.user_col=uid (repeatable).")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Folder holding named datasets (else $HQGNN_DATA, else download).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """The data's own counts: rows, duplicate and blank rows, users, items, interactions per user / item (no split)."""
-    from .data import dataset_stats
-
-    cfg = load_config(config)
-    if data_dir is not None:
-        cfg.data.data_dir = data_dir
-    _apply_sets(cfg, set_)
-    stats = dataset_stats(path, cfg.data)
-    if as_json:
-        print(json.dumps(stats, default=str))
-        return
-    table = Table(title=f"dataset {path}")
-    table.add_column("statistic")
-    table.add_column("value", justify="right")
-    for key, value in stats.items():
-        shown = ", ".join(value) or "none" if isinstance(value, list) else value
-        table.add_row(key, f"{shown:.6g}" if isinstance(shown, float) else str(shown))
-    out.print(table)
-
-
-def _benchmark(name: str) -> Any:
-    """A module of the repository's ``benchmarks/`` folder: the benchmarks live outside the package, and
-    ``hqgnn bench`` is their thin caller in a source checkout (``pip install -e .``)."""
-    import importlib
-    import sys
-
-    folder = Path(__file__).resolve().parents[2] / "benchmarks"
-    if not (folder / f"{name}.py").is_file():
-        raise HqgnnError("hqgnn bench runs the benchmark scripts of a source checkout (benchmarks/ next to src/); "
-                         "clone the repository and install it with pip install -e .")
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    return importlib.import_module(name)
-
-
-@bench_app.command("retrieval")
-def bench_retrieval(
-    items: Annotated[int, typer.Option(metavar="N", help="Catalog size.")] = 1_000_000,
-    dim: Annotated[int, typer.Option(metavar="D", help="Embedding dimension.")] = 64,
-    bits: Annotated[int, typer.Option(metavar="B", help="Code width (1..8).")] = 1,
-    queries: Annotated[int, typer.Option(metavar="Q", help="Query batch size.")] = 1000,
-    k: Annotated[int, typer.Option("--k", metavar="K", help="Top-K.")] = 20,
-    device: Annotated[str, typer.Option(metavar="DEV", help="cpu | cuda.")] = "cpu",
-    query_bits: Annotated[Optional[int], typer.Option(
-        "--query-bits", metavar="Q", help="Asymmetric search: query bits (2..8, 0 = float queries) against --bits-bit items.")] = None,
-    item_order: Annotated[str, typer.Option(
-        "--item-order", metavar="ORDER",
-        help="Asymmetric CPU index: none (held = codes + scales + terms) | scale (+4 B/item order) | renumbered "
-             "(items renumbered into the storage order first, as `hqgnn serve` does; no order held).")] = "none",
-    value_dtype: Annotated[str, typer.Option(
-        "--value-dtype", metavar="DTYPE",
-        help="Asymmetric search: item scales and terms as float32 or float16 (as quant.scale_dtype=float16 runs store them).")] = "float32",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
-    from .index.format import ITEM_ORDERS
-
-    run_retrieval_bench = _benchmark("retrieval").run_retrieval_bench
-    if query_bits is not None and query_bits != 0 and not 2 <= query_bits <= 8:
-        raise HqgnnError(f"--query-bits must be 0 (float) or 2..8, got {query_bits}")
-    if item_order not in ITEM_ORDERS + ("renumbered",):
-        raise HqgnnError(f"--item-order must be one of {', '.join(ITEM_ORDERS)}, renumbered, got {item_order!r}")
-    if value_dtype not in ("float32", "float16"):
-        raise HqgnnError(f"--value-dtype must be float32 or float16, got {value_dtype!r}")
-    result = run_retrieval_bench(items=items, dim=dim, bits=bits, queries=queries, k=k, device=device,
-                                 query_bits=query_bits, item_order=item_order, value_dtype=value_dtype)
-    if as_json:
-        print(json.dumps(result))
-        return
-    qdesc = "" if query_bits is None else f" x {query_bits or 'float'}-bit queries"
-    table = Table(title=f"{queries} queries, {items:,} items, d={dim}, {bits}-bit{qdesc}, top-{k} on {result['device']}")
-    table.add_column("engine")
-    table.add_column("queries/s", justify="right")
-    for name, qps in result["qps"].items():
-        table.add_row(name, "n/a" if qps is None else f"{qps:,.0f}")
-    out.print(table)
-    out.print(f"exact: {result['exact']}   bytes/item: {result['bytes_per_item']}")
-
-
-@app.command(cls=PlainHelpCommand)
-def check(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Verify a run directory: manifest (sizes, sha256, code format, shapes) and cross-file invariants; exit 0 or 1."""
-    from .run import check_run
-
-    summary = check_run(run_dir)  # a problem is one error line naming the file, exit 1
-    if as_json:
-        print(json.dumps(summary))
-        return
-    how = "manifest verified" if summary["manifest"] else "no manifest (older run): cross-file checks only"
-    out.print(f"ok: {run_dir} ({how}; {summary['users']} users, {summary['items']} items)", highlight=False,
-              soft_wrap=True)
-
-
 @app.command(cls=PlainHelpCommand)
 def serve(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
@@ -403,28 +281,9 @@ def serve(
     serve_run(run_dir, host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes)
 
 
-@app.command("config", cls=PlainHelpCommand)
-def config_cmd(
-    toml: Annotated[bool, typer.Option("--toml", help="Print a complete commented TOML config (for hqgnn train --config).")] = False,
-    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="Start from this TOML config instead of the defaults.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config field: section.field=value (repeatable).")] = None,
-) -> None:
-    """Every config field (section.field) with its type, default, range and meaning; --toml: a config file."""
-    from .config_docs import config_fields, config_toml
-
-    cfg = load_config(config)
-    _apply_sets(cfg, set_)
-    RunConfig.from_dict(cfg.to_dict(), validate=False).validate()  # checked on a copy: validate() resolves "auto" values the listing should show
-    if toml:
-        print(config_toml(cfg), end="")
-        return
-    defaults = {d.name: d.default for d in config_fields()}
-    rows = [(d.name, d.type, json.dumps(d.default), d.range or "-", d.help) for d in config_fields(cfg)]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    print("  ".join(h.ljust(w) for h, w in zip(("field", "type", "value" if config or set_ else "default", "range"), widths)) + "  meaning")
-    for row, doc_default in zip(rows, defaults.values()):  # one line per field, so `hqgnn config | grep lr` works
-        changed = "" if json.loads(row[2]) == doc_default else f" (default {json.dumps(doc_default)})"
-        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] + changed)
+# after the workflow commands, so that `hqgnn --help` lists train first
+app.command(cls=PlainHelpCommand)(check)
+app.command("config", cls=PlainHelpCommand)(config_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -322,14 +322,11 @@ class HQGNN:
         if test is None:
             truth = self._default_test()
         else:
-            from .data.memory import interactions_from, pairs_in
+            from .data.memory import interactions_from, pairs_matrix
 
             data_cfg = self.run.config.data  # default: the columns fit() was given
-            pairs = pairs_in(interactions_from(test, user_col or data_cfg.user_col, item_col or data_cfg.item_col),
-                             self.run.user_ids, self.run.item_ids, "test")
-            truth = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
-                                  shape=(self.run.n_users, self.run.n_items))
-            truth.sort_indices()
+            truth = pairs_matrix(interactions_from(test, user_col or data_cfg.user_col, item_col or data_cfg.item_col),
+                                 self.run.user_ids, self.run.item_ids)
         return self._recommender().evaluate(truth, ks)
 
     def _default_test(self) -> sp.csr_matrix:

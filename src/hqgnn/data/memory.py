@@ -126,6 +126,16 @@ def pairs_in(inter: Interactions, user_ids: np.ndarray, item_ids: np.ndarray, wh
     return pairs[keep]
 
 
+def pairs_matrix(inter: Interactions, user_ids: np.ndarray, item_ids: np.ndarray, what: str = "test") -> sp.csr_matrix:
+    """:func:`pairs_in` as a (users x items) CSR matrix of ones in that id space, rows sorted (e.g. held-out
+    test interactions of a fitted model, as ``HQGNN.evaluate`` and ``hqgnn evaluate --data`` read them)."""
+    pairs = pairs_in(inter, user_ids, item_ids, what)
+    m = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+                      shape=(len(user_ids), len(item_ids)))
+    m.sort_indices()
+    return m
+
+
 def in_memory_dataset(
     train: Interactions, validation: Interactions | None = None, val_ratio: float = 0.1, seed: int = 2020,
     name: str = "in-memory",

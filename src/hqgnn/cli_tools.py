@@ -1,0 +1,154 @@
+"""The command line's inspection commands (data stats, bench retrieval, check, config) and ``--set`` parsing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from .cli_output import PlainHelpCommand, out
+from .config import RunConfig, load_config
+from .errors import HqgnnError, UsageError
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
+bench_app = typer.Typer(no_args_is_help=True, help="Micro-benchmarks.")
+
+
+def apply_sets(cfg: RunConfig, items: list[str] | None) -> None:
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set expects section.field=value, got {item!r}")
+        try:
+            cfg.set(key.strip(), value.strip())
+        except HqgnnError as exc:  # a --set that cannot be applied is a usage error (exit 2), as a bad option
+            raise UsageError(f"--set {item}: {exc}") from None
+
+
+@data_app.command("stats", cls=PlainHelpCommand)
+def data_stats(
+    path: Annotated[str, typer.Argument(metavar="SOURCE", help="synthetic | gowalla | yelp2018 | LightGCN dir | CSV/TSV/Parquet file.")],
+    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="TOML config; its [data] table names columns, separator, format ...")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config field, e.g. data.user_col=uid (repeatable).")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Folder holding named datasets (else $HQGNN_DATA, else download).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The data's own counts: rows, duplicate and blank rows, users, items, interactions per user / item (no split)."""
+    from .data import dataset_stats
+
+    cfg = load_config(config)
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    apply_sets(cfg, set_)
+    stats = dataset_stats(path, cfg.data)
+    if as_json:
+        print(json.dumps(stats, default=str))
+        return
+    table = Table(title=f"dataset {path}")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        shown = ", ".join(value) or "none" if isinstance(value, list) else value
+        table.add_row(key, f"{shown:.6g}" if isinstance(shown, float) else str(shown))
+    out.print(table)
+
+
+def _benchmark(name: str) -> Any:
+    """A module of the repository's ``benchmarks/`` folder: the benchmarks live outside the package, and
+    ``hqgnn bench`` is their thin caller in a source checkout (``pip install -e .``)."""
+    import importlib
+    import sys
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    if not (folder / f"{name}.py").is_file():
+        raise HqgnnError("hqgnn bench runs the benchmark scripts of a source checkout (benchmarks/ next to src/); "
+                         "clone the repository and install it with pip install -e .")
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return importlib.import_module(name)
+
+
+@bench_app.command("retrieval")
+def bench_retrieval(
+    items: Annotated[int, typer.Option(metavar="N", help="Catalog size.")] = 1_000_000,
+    dim: Annotated[int, typer.Option(metavar="D", help="Embedding dimension.")] = 64,
+    bits: Annotated[int, typer.Option(metavar="B", help="Code width (1..8).")] = 1,
+    queries: Annotated[int, typer.Option(metavar="Q", help="Query batch size.")] = 1000,
+    k: Annotated[int, typer.Option("--k", metavar="K", help="Top-K.")] = 20,
+    device: Annotated[str, typer.Option(metavar="DEV", help="cpu | cuda.")] = "cpu",
+    query_bits: Annotated[Optional[int], typer.Option(
+        "--query-bits", metavar="Q", help="Asymmetric search: query bits (2..8, 0 = float queries) against --bits-bit items.")] = None,
+    item_order: Annotated[str, typer.Option(
+        "--item-order", metavar="ORDER",
+        help="Asymmetric CPU index: none (held = codes + scales + terms) | scale (+4 B/item order) | renumbered "
+             "(items renumbered into the storage order first, as `hqgnn serve` does; no order held).")] = "none",
+    value_dtype: Annotated[str, typer.Option(
+        "--value-dtype", metavar="DTYPE",
+        help="Asymmetric search: item scales and terms as float32 or float16 (as quant.scale_dtype=float16 runs store them).")] = "float32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
+    from .index.format import ITEM_ORDERS
+
+    run_retrieval_bench = _benchmark("retrieval").run_retrieval_bench
+    if query_bits is not None and query_bits != 0 and not 2 <= query_bits <= 8:
+        raise HqgnnError(f"--query-bits must be 0 (float) or 2..8, got {query_bits}")
+    if item_order not in ITEM_ORDERS + ("renumbered",):
+        raise HqgnnError(f"--item-order must be one of {', '.join(ITEM_ORDERS)}, renumbered, got {item_order!r}")
+    if value_dtype not in ("float32", "float16"):
+        raise HqgnnError(f"--value-dtype must be float32 or float16, got {value_dtype!r}")
+    result = run_retrieval_bench(items=items, dim=dim, bits=bits, queries=queries, k=k, device=device,
+                                 query_bits=query_bits, item_order=item_order, value_dtype=value_dtype)
+    if as_json:
+        print(json.dumps(result))
+        return
+    qdesc = "" if query_bits is None else f" x {query_bits or 'float'}-bit queries"
+    table = Table(title=f"{queries} queries, {items:,} items, d={dim}, {bits}-bit{qdesc}, top-{k} on {result['device']}")
+    table.add_column("engine")
+    table.add_column("queries/s", justify="right")
+    for name, qps in result["qps"].items():
+        table.add_row(name, "n/a" if qps is None else f"{qps:,.0f}")
+    out.print(table)
+    out.print(f"exact: {result['exact']}   bytes/item: {result['bytes_per_item']}")
+
+
+def check(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Verify a run directory: manifest (sizes, sha256, code format, shapes) and cross-file invariants; exit 0 or 1."""
+    from .run import check_run
+
+    summary = check_run(run_dir)  # a problem is one error line naming the file, exit 1
+    if as_json:
+        print(json.dumps(summary))
+        return
+    how = "manifest verified" if summary["manifest"] else "no manifest (older run): cross-file checks only"
+    out.print(f"ok: {run_dir} ({how}; {summary['users']} users, {summary['items']} items)", highlight=False,
+              soft_wrap=True)
+
+
+def config_cmd(
+    toml: Annotated[bool, typer.Option("--toml", help="Print a complete commented TOML config (for hqgnn train --config).")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="Start from this TOML config instead of the defaults.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config field: section.field=value (repeatable).")] = None,
+) -> None:
+    """Every config field (section.field) with its type, default, range and meaning; --toml: a config file."""
+    from .config_docs import config_fields, config_toml
+
+    cfg = load_config(config)
+    apply_sets(cfg, set_)
+    RunConfig.from_dict(cfg.to_dict(), validate=False).validate()  # checked on a copy: validate() resolves "auto" values the listing should show
+    if toml:
+        print(config_toml(cfg), end="")
+        return
+    defaults = {d.name: d.default for d in config_fields()}
+    rows = [(d.name, d.type, json.dumps(d.default), d.range or "-", d.help) for d in config_fields(cfg)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print("  ".join(h.ljust(w) for h, w in zip(("field", "type", "value" if config or set_ else "default", "range"), widths)) + "  meaning")
+    for row, doc_default in zip(rows, defaults.values()):  # one line per field, so `hqgnn config | grep lr` works
+        changed = "" if json.loads(row[2]) == doc_default else f" (default {json.dumps(doc_default)})"
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] + changed)
