@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from hqgnn.progress import Heartbeat, format_eta
+from hqgnn.progress import Heartbeat, epochs_eta, format_eta
 
 
 def test_format_eta():
     assert [format_eta(s) for s in (0, 42.4, 425, 7380)] == ["0s", "42s", "7m05s", "2h03m"]
+    assert epochs_eta(2, 10, 60.0) == "4m00s"  # 8 epochs left at 30 s
+    assert epochs_eta(2, 10, 60.0, max_seconds=100.0) == "40s"  # the time budget ends first
 
 
 def test_heartbeat_logs_only_when_due_with_eta_and_lazy_fields(caplog):

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["HEARTBEAT_SECONDS", "Heartbeat", "format_eta", "heartbeat_seconds"]
+__all__ = ["HEARTBEAT_SECONDS", "Heartbeat", "epochs_eta", "format_eta", "heartbeat_seconds"]
 
 # without a terminal (CI, nohup, a notebook's subprocess) a bar is invisible: a log line at least this often
 # (HQGNN_PROGRESS_SECONDS overrides it)
@@ -30,6 +30,15 @@ def format_eta(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def epochs_eta(epochs_done: int, epochs: int, elapsed: float, max_seconds: float = 0.0) -> str:
+    """Time left of a training run: the remaining epochs at the mean epoch time so far (``elapsed`` counts
+    a resumed run's earlier epochs too), capped by a time budget ``max_seconds`` (0: none)."""
+    left = (epochs - epochs_done) * elapsed / max(1, epochs_done)
+    if max_seconds > 0:
+        left = min(left, max(0.0, max_seconds - elapsed))
+    return format_eta(left)
 
 
 class Heartbeat:

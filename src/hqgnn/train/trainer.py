@@ -20,7 +20,7 @@ from ..device import resolve_device  # noqa: F401  (also re-exported: hqgnn.trai
 from ..errors import HqgnnError
 from ..eval import RankingEvaluator, exclusion_mask_fill
 from ..graph import normalized_adjacency
-from ..progress import Heartbeat, format_eta
+from ..progress import Heartbeat, epochs_eta
 from ..index.format import CodeFormat
 from ..io import atomic_path
 from ..models import HQGNNModel
@@ -207,15 +207,6 @@ class Trainer:
                                       term="item_term" in tables) if self.model.quantized else None)
         return ev.evaluate_ranker(Ranker(tables, fmt, self.device))
 
-    def _eta(self, epochs_done: int, t_start: float) -> str:
-        """Time left: the remaining epochs at this run's mean epoch time, capped by train.max_seconds."""
-        tc = self.cfg.train
-        elapsed = time.perf_counter() - t_start  # t_start counts a resumed run's earlier epochs too
-        left = (tc.epochs - epochs_done) * elapsed / max(1, epochs_done)
-        if tc.max_seconds > 0:
-            left = min(left, max(0.0, tc.max_seconds - elapsed))
-        return format_eta(left)
-
     def estimate_delta(self) -> dict[str, float]:
         """Refresh GSTE's delta now (see :class:`hqgnn.quant.schedule.DeltaSchedule`)."""
         return self.delta_schedule.refresh(self.model, self.adj, self.sampler, self.cfg.train.batch_size,
@@ -326,7 +317,7 @@ class Trainer:
                         self._save_weights(run_dir / BEST)
                 else:
                     state["bad_evals"] += 1
-                eta = self._eta(epoch + 1, t_start)
+                eta = epochs_eta(epoch + 1, tc.epochs, time.perf_counter() - t_start, tc.max_seconds)
                 if not val:  # no validation split (refit): the last epoch is what is kept
                     log.info("epoch %d/%d: loss %.4f  (%.2fs/epoch, ETA %s)", epoch + 1, tc.epochs, entry["loss"],
                              entry["epoch_seconds"], eta)
