@@ -234,6 +234,7 @@ def test_fused_cpu_block_scores_ir_equals_portable(dim):
     every score: the same float32 recurrence, whatever the user count (groups of 4 + leftovers) and
     the panel count (groups of 4 + leftovers)."""
     from hqgnn.eval import cpu_topk as ct
+    from hqgnn.eval import float_scores as fs
 
     if not ct.USE_IR:
         pytest.skip("no AVX2 + FMA: only the portable kernel runs here")
@@ -244,8 +245,8 @@ def test_fused_cpu_block_scores_ir_equals_portable(dim):
             ublk = rng.standard_normal((nb, dim)).astype(np.float32)
             ir_s = np.full((nb, n_items), np.nan, dtype=np.float32)
             port = np.full((nb, n_items), np.nan, dtype=np.float32)
-            ct._block_scores(ublk, block, ir_s, True)
-            ct._block_scores(ublk, block, port, False)
+            fs._block_scores(ublk, block, ir_s, True)
+            fs._block_scores(ublk, block, port, False)
             assert ir_s.tobytes() == port.tobytes(), (n_items, nb)
 
 
@@ -254,6 +255,7 @@ def test_fused_cpu_block_scores_match_float64_reference(dim):
     """Scores are the float32 sum in d order: within the recursive-summation bound of the exact
     (float64) inner product, |s - x . y| <= gamma_D * sum_d |x_d y_d| (gamma_D ~ D 2^-24)."""
     from hqgnn.eval import cpu_topk as ct
+    from hqgnn.eval import float_scores as fs
 
     rng = np.random.default_rng(100 + dim)
     items = rng.standard_normal((1024, dim)).astype(np.float32)
@@ -262,7 +264,7 @@ def test_fused_cpu_block_scores_match_float64_reference(dim):
     bound = 1.01 * dim * 2.0**-24 * (np.abs(ublk.astype(np.float64)) @ np.abs(items.astype(np.float64)).T)
     for use_ir in {False, ct.USE_IR}:
         scores = np.empty((129, 1024), dtype=np.float32)
-        ct._block_scores(ublk, _panel_block(items), scores, use_ir)
+        fs._block_scores(ublk, _panel_block(items), scores, use_ir)
         assert np.all(np.abs(scores - ref) <= bound), use_ir
 
 
@@ -271,15 +273,16 @@ def test_fused_cpu_scores_are_the_documented_recurrence():
     multiply-add keeps the 2^-24 of u_1 v_1 = 1 + 2^-11 + 2^-24 (exact); a rounded multiply (a tie,
     to even) loses it, and so does the other summation order. Every path gives the same value."""
     from hqgnn.eval import cpu_topk as ct
+    from hqgnn.eval import float_scores as fs
 
-    want = np.float32(2.0**-11 + 2.0**-24) if ct._FMA else np.float32(2.0**-11)
+    want = np.float32(2.0**-11 + 2.0**-24) if fs._FMA else np.float32(2.0**-11)
     x = np.float32(1 + 2.0**-12)
     ublk = np.tile(np.array([[-1.0, x]], dtype=np.float32), (5, 1))  # 4-user tile + a leftover user
     items = np.zeros((16 * 5, 2), dtype=np.float32)
     items[:, 0], items[:, 1] = 1.0, x
     for use_ir in {False, ct.USE_IR}:
         scores = np.empty((5, 16 * 5), dtype=np.float32)
-        ct._block_scores(ublk, _panel_block(items), scores, use_ir)
+        fs._block_scores(ublk, _panel_block(items), scores, use_ir)
         assert np.all(scores == want), use_ir
     vals, _ = ct.float_topk_cpu(torch.from_numpy(ublk), torch.from_numpy(items[:3]), torch.arange(5),
                                 torch.zeros(6, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), 3)
