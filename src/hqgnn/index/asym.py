@@ -37,6 +37,7 @@ from .asym_layout import (  # noqa: F401  (re-exported)
     gather_rows,
     host_layout,
     meta_only,
+    query_planes,
     storage_order,
 )
 from .common import (
@@ -61,8 +62,6 @@ from .packing import (
     as_int8_codes,
     check_code_range,
     code_range,
-    int8_query_vectors,
-    nibble_query_vectors,
     padded_dim,
 )
 from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries, split_queries  # noqa: F401
@@ -291,34 +290,6 @@ class AsymCodeIndex:
             return torch.from_numpy(s).to(self.device), torch.from_numpy(i).to(self.device)
         return s, i
 
-    def _query_planes(self, qc: np.ndarray):
-        """Kernel query vectors for codes qc: (qa, qb, nplanes, sign_a, sign_b, mul_a, mul_b, qadd)."""
-        b = qc.shape[0]
-        q32 = qc.astype(np.int32)
-        total = q32.sum(axis=1).astype(np.int64)
-        two = bool(qc.size) and (int(qc.min()) < -8 or int(qc.max()) > 7)
-        if self._layout == LUT1:
-            cols = 2 * self._ngp
-            if not two:
-                # <c_u, c_i> = 2 <c_u, b_i> - sum(c_u), b_i = item bits
-                qa = KA.lut1_tables(qc, cols)
-                return qa, qa, 1, True, True, 2, 0, -total
-            hi = (q32 >> 4).astype(np.int8)  # [-8, 7], signed plane
-            lo = (q32 & 15).astype(np.int8)  # [0, 15], unsigned plane
-            return (KA.lut1_tables(hi, cols), KA.lut1_tables(lo, cols), 2, True, False, 32, 2, -total)
-        if self._layout == NIBBLE:
-            if not two:
-                qa, off = nibble_query_vectors(qc)  # raw = ip + off
-                return qa.view(np.uint8), qa.view(np.uint8), 1, True, True, 1, 0, -off
-            hi = ((q32 + 8) >> 4).astype(np.int8)  # |hi|, |lo| <= 8: the nibble kernel's exact range
-            lo = (q32 - 16 * hi.astype(np.int32)).astype(np.int8)
-            va, offa = nibble_query_vectors(hi)
-            vb, offb = nibble_query_vectors(lo)
-            return va.view(np.uint8), vb.view(np.uint8), 2, True, True, 16, 1, -(16 * offa + offb)
-        qa = int8_query_vectors(qc.astype(np.int16))
-        qa = qa.view(np.uint8).reshape(qa.shape[0], -1)
-        return qa, qa, 1, True, True, 1, 0, np.zeros(b, np.int64)
-
     def _super_chunks(self) -> int:
         """Chunks per super-chunk: ~256 KiB of packed codes, which stay in L2 while every 8-query
         group of a task sweeps them."""
@@ -337,7 +308,7 @@ class AsymCodeIndex:
     def _search_int(self, qc: np.ndarray, qs: np.ndarray, k: int, ex: Exclusion | None):
         """float64 keys and ids (B, k) of integer queries (codes int8, scales float32)."""
         b = qc.shape[0]
-        qa, qb, nplanes, sa, sb, ma, mb, qadd = self._query_planes(qc)
+        qa, qb, nplanes, sa, sb, ma, mb, qadd = query_planes(self._layout, self._ngp, qc)
         cmax, cmin, tmax = self._cb
         ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
         nch = -(-self.n // _CHUNK)

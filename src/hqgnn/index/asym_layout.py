@@ -1,4 +1,5 @@
-"""AsymCodeIndex's CPU storage layout: storage order, packed codes, per-row records (also rebuilt from a GPU copy on save)."""
+"""AsymCodeIndex's CPU storage layout: storage order, packed codes, per-row records (also rebuilt from a GPU copy on
+save), and the query vectors its kernels read."""
 
 from __future__ import annotations
 
@@ -12,9 +13,18 @@ from .common import (
     normalize_item_term,
 )
 from .cpu import asym as KA
-from .packing import INT8, NIBBLE, pack_int8_blocked, pack_nibble_blocked, unpack_int8_blocked, unpack_nibble_blocked
+from .packing import (
+    INT8,
+    NIBBLE,
+    int8_query_vectors,
+    nibble_query_vectors,
+    pack_int8_blocked,
+    pack_nibble_blocked,
+    unpack_int8_blocked,
+    unpack_nibble_blocked,
+)
 
-__all__ = ["ITEM_ORDERS", "LUT1", "SCALE_BUCKETS", "chunk_bounds", "compact_record", "gather_rows", "host_layout",
+__all__ = ["ITEM_ORDERS", "LUT1", "SCALE_BUCKETS", "chunk_bounds", "compact_record", "gather_rows", "host_layout", "query_planes",
            "meta_only", "scale_order_of", "storage_order"]
 
 LUT1 = "lut1x32"  # 1-bit items: bit bytes of 32-item blocks for the vpshufb fast-scan kernel
@@ -120,3 +130,33 @@ def gather_rows(packed: np.ndarray, layout: str, n: int, dim: int, ngp: int, pos
         return np.stack([lo, hi], axis=2).reshape(pos.size, 4 * ngp)[:, :dim].astype(np.int8)
     by = packed.reshape(-1, ngp, 8, 2)[pos // 8, :, pos % 8, :]  # (m, pairs, r)
     return np.ascontiguousarray(by.reshape(pos.size, 2 * ngp)[:, :dim]).astype(np.int8)
+
+
+def query_planes(layout: str, ngp: int, qc: np.ndarray) -> tuple:
+    """The vectors the ``layout`` kernels read for query codes qc (``ngp`` kernel steps per item):
+    (qa, qb, nplanes, sign_a, sign_b, mul_a, mul_b, qadd); wide codes are split into two planes."""
+    b = qc.shape[0]
+    q32 = qc.astype(np.int32)
+    total = q32.sum(axis=1).astype(np.int64)
+    two = bool(qc.size) and (int(qc.min()) < -8 or int(qc.max()) > 7)
+    if layout == LUT1:
+        cols = 2 * ngp
+        if not two:
+            # <c_u, c_i> = 2 <c_u, b_i> - sum(c_u), b_i = item bits
+            qa = KA.lut1_tables(qc, cols)
+            return qa, qa, 1, True, True, 2, 0, -total
+        hi = (q32 >> 4).astype(np.int8)  # [-8, 7], signed plane
+        lo = (q32 & 15).astype(np.int8)  # [0, 15], unsigned plane
+        return (KA.lut1_tables(hi, cols), KA.lut1_tables(lo, cols), 2, True, False, 32, 2, -total)
+    if layout == NIBBLE:
+        if not two:
+            qa, off = nibble_query_vectors(qc)  # raw = ip + off
+            return qa.view(np.uint8), qa.view(np.uint8), 1, True, True, 1, 0, -off
+        hi = ((q32 + 8) >> 4).astype(np.int8)  # |hi|, |lo| <= 8: the nibble kernel's exact range
+        lo = (q32 - 16 * hi.astype(np.int32)).astype(np.int8)
+        va, offa = nibble_query_vectors(hi)
+        vb, offb = nibble_query_vectors(lo)
+        return va.view(np.uint8), vb.view(np.uint8), 2, True, True, 16, 1, -(16 * offa + offb)
+    qa = int8_query_vectors(qc.astype(np.int16))
+    qa = qa.view(np.uint8).reshape(qa.shape[0], -1)
+    return qa, qa, 1, True, True, 1, 0, np.zeros(b, np.int64)
