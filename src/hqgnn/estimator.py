@@ -236,17 +236,11 @@ class HQGNN:
         return self._rec
 
     def _rows(self, ids: Any, known: np.ndarray, what: str) -> np.ndarray:
-        import pandas as pd
-
-        q = np.asarray(ids)
-        if q.ndim == 0:
-            q = q.reshape(1)
-        rows = pd.Index(known).get_indexer(q) if len(q) else np.empty(0, np.int64)
-        if (rows < 0).any():
-            bad = q[np.argmax(rows < 0)]
-            raise HqgnnError(f"unknown {what} {bad.item() if hasattr(bad, 'item') else bad!r} "
-                             f"({int((rows < 0).sum())} of {len(q)} unknown)")
-        return rows.astype(np.int64)
+        """Row of each id; an unknown one is an error naming it."""
+        rows, unknown = _rows_or_unknown(ids, known)
+        if unknown:
+            raise HqgnnError(f"unknown {what} {unknown[0]!r} ({len(unknown)} of {len(rows)} unknown)")
+        return rows
 
     def _to_ids(self, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = self.run.item_ids
@@ -266,7 +260,7 @@ class HQGNN:
         if np.ndim(users) == 0:  # one id: unknown is an error, as GET /recommend's 404
             rows = self._rows(users, self.run.user_ids, "user")
         else:  # several ids: per-user answers, unknown users reported as in POST /recommend/batch
-            rows, unknown = self._rows_or_unknown(users)
+            rows, unknown = _rows_or_unknown(users, self.run.user_ids)
             if unknown:
                 shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
                 warnings.warn(f"{len(unknown)} of {len(rows)} users unknown ({shown}): their rows hold no items "
@@ -283,7 +277,7 @@ class HQGNN:
         "score"}, ...]} or {"user", "items": [], "error"}, ...], "unknown_users": [...]}`` in request order."""
         k = min(_check_k(k), self.run.n_items)
         users = list(np.asarray(users).reshape(-1).tolist())
-        rows, unknown = self._rows_or_unknown(users)
+        rows, unknown = _rows_or_unknown(users, self.run.user_ids)
         known = np.flatnonzero(rows >= 0)
         results: list[dict[str, Any]] = [{"user": u, "items": [], "error": f"unknown user {u!r}"} for u in users]
         if len(known):
@@ -294,15 +288,6 @@ class HQGNN:
                 results[r] = {"user": users[r], "items": [{"item": i, "score": float(v)}
                                                           for i, v in zip(ids[j][ok].tolist(), scores[j][ok])]}
         return {"results": results, "unknown_users": unknown}
-
-    def _rows_or_unknown(self, users: Any) -> tuple[np.ndarray, list[Any]]:
-        """Row of each user id (-1 where unknown) and the unknown ids, in request order."""
-        import pandas as pd
-
-        q = np.asarray(users).reshape(-1)
-        rows = pd.Index(self.run.user_ids).get_indexer(q) if len(q) else np.empty(0, np.int64)
-        unknown = [u.item() if hasattr(u, "item") else u for u in q[rows < 0]]
-        return rows.astype(np.int64), unknown
 
     def similar_items(self, items: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items with the largest inner product with each of ``items`` (itself excluded):
@@ -391,3 +376,13 @@ def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise HqgnnError(f"k must be an integer >= 1, got {k!r}")
     return int(k)
+
+
+def _rows_or_unknown(ids: Any, known: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """Row of each id in ``known`` (-1 where unknown) and the unknown ids, in request order."""
+    import pandas as pd
+
+    q = np.asarray(ids).reshape(-1)
+    rows = pd.Index(known).get_indexer(q) if len(q) else np.empty(0, np.int64)
+    unknown = [u.item() if hasattr(u, "item") else u for u in q[rows < 0]]
+    return rows.astype(np.int64), unknown
