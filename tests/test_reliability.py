@@ -327,14 +327,25 @@ def test_sigterm_before_the_first_checkpoint_leaves_nothing(tmp_path: Path) -> N
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), *sys.path]))
     out = tmp_path / "nested" / "r"
     # a big first epoch (many users) so the signal arrives before any checkpoint
-    args = [sys.executable, "-m", "hqgnn", "train", "-q", "--out", str(out), "--device", "cpu", "--eval-every", "50",
+    # `hqgnn train` as the process's entry point, with a Python traceback of every thread on SIGUSR1, so a
+    # process that does not end after SIGTERM (seen once in CI, never reproduced) says where it is
+    boot = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+            "from hqgnn.cli import main; main()")
+    args = [sys.executable, "-c", boot, "train", "-q", "--out", str(out), "--device", "cpu", "--eval-every", "50",
             "--set", "data.synthetic_users=3000", "--epochs", "50", "--batch-size", "64"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (out / "config.toml").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"hqgnn train did not end within 120 s of SIGTERM; its threads:\n{err[-6000:]}")
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert not (tmp_path / "nested").exists()
 
