@@ -16,7 +16,6 @@ from hqgnn.index.packing import code_range
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA not available")
-needs_simd = pytest.mark.skipif(not KL.HAVE_LUT_SIMD, reason="host has no AVX2 (portable kernels only)")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -91,43 +90,53 @@ def test_lut1_pack_roundtrip(n, d):
 
 
 def test_lut1_tables_hand_case():
-    q = np.array([[3, -2, 5, 7, 0, 0, 0, 0]], np.int8)
-    tab = KL.lut1_tables(q, 2).astype(np.int32)  # (8, 2 cols * 2 halves * 32)
-    t0 = tab[0, :16]
-    assert t0[0] == 0 and t0[1] == 3 and t0[2] == (-2) % 256 and t0[0b1111] == 13 and t0[0b1010] == 5
+    q = np.array([[3, -2, 5, 7, 0, 0, 0, 0], [3, 2, 5, 7, 0, 0, 0, 15]], np.int8)
+    tab, off = KL.lut1_tables(q, 2)  # (8, 2 cols * 2 halves * 32), biased by 32 where a row has a negative code
+    tab = tab.astype(np.int32)
+    t0 = tab[0, :16] - 32
+    assert t0[0] == 0 and t0[1] == 3 and t0[2] == -2 and t0[0b1111] == 13 and t0[0b1010] == 5
     np.testing.assert_array_equal(tab[0, :16], tab[0, 16:32])  # both 128-bit lanes
+    assert tab[1, 0] == 0 and tab[1, 0b1111] == 17 and tab[1, 32 + 0b1000] == 15  # no negative code: no bias
+    np.testing.assert_array_equal(off, [32 * 4, 0])
+    assert tab.min() >= 0 and tab.max() <= 60
+    with pytest.raises(ValueError):
+        KL.lut1_tables(np.array([[-1, 8]], np.int8), 2)  # a row mixing signs must fit [-8, 7]
 
 
-@needs_simd
+@pytest.mark.parametrize("simd", [True, False], ids=["simd", "portable"])
 @pytest.mark.parametrize("signed", [True, False])
-@pytest.mark.parametrize("d", [16, 64, 112, 2048])
-def test_lut1_ir_kernel_matches_portable_and_dot(signed, d):
+@pytest.mark.parametrize("d", [16, 48, 64, 112, 2048])
+def test_lut_kernels_match_dot(signed, d, simd):
+    """8-row and 1-row kernels (AVX2 and portable) = <q, bits> + bias on every slot, max / min over all slots
+    (pads included), at the extremes of the uint8 per-step sums and the 16-bit accumulators (d = 2048)."""
+    if simd and not KL.HAVE_LUT_SIMD:
+        pytest.skip("no AVX2")
     rng = np.random.default_rng(d + signed)
     n = 96
     c = item_codes(rng, n, d, 1, dup=False)
     lo, hi = (-8, 7) if signed else (0, 15)
-    q = rng.integers(lo, hi + 1, size=(8, d)).astype(np.int8)
-    q[0] = lo  # extremes: the int8 / int16 accumulators' worst cases
+    q = rng.integers(lo, hi + 1, size=(9, d)).astype(np.int8)
+    q[0] = lo  # extremes: the uint8 / 16-bit accumulators' worst cases
     q[1] = hi
     c[0] = 1
     c[1] = -1
     packed = KL.pack_lut1(c).reshape(-1)
     ncols = KL.lut1_cols(d)
-    tabs = KL.lut1_tables(q, ncols)
+    tabs, off = KL.lut1_tables(q, ncols)
     nb = -(-n // 32)
-    a = np.zeros((8, nb * 32), np.int32)
-    b = np.zeros((8, nb * 32), np.int32)
-    KL._lut1_ir_py(packed, 0, nb, ncols // 2, tabs, 0, signed, a)
-    KL._lut1_portable(packed, 0, nb, ncols // 2, tabs, 0, signed, b)
-    want = q.astype(np.int64) @ (c > 0).astype(np.int64).T  # <q, bits>
-    np.testing.assert_array_equal(b[:, :n], want)
-    np.testing.assert_array_equal(a[:, :n], want)
+    bits = np.zeros((nb * 32, d), np.int64)
+    bits[:n] = c > 0
+    want = q.astype(np.int64) @ bits.T + off[:, None]  # pads: no bits set
+    buf = np.zeros((8, nb * 32 + 32), np.uint16)
     mm = np.zeros((8, 2), np.int32)
-    c2 = np.zeros((8, nb * 32), np.int32)
-    KL._lut1_mm_ir_py(packed, 0, nb, ncols // 2, tabs, 0, signed, c2, mm)
-    np.testing.assert_array_equal(c2, a)
-    np.testing.assert_array_equal(mm[:, 0], a.max(axis=1))  # over all slots, pads included
-    np.testing.assert_array_equal(mm[:, 1], a.min(axis=1))
+    KL.lut_scores(simd, packed, 0, nb, ncols // 2, tabs, 1, 8, buf, 0, 32, mm)  # rows 1..8, columns from 32
+    np.testing.assert_array_equal(buf[:, 32:], want[1:9])
+    np.testing.assert_array_equal(mm[:, 0], want[1:9].max(axis=1))
+    np.testing.assert_array_equal(mm[:, 1], want[1:9].min(axis=1))
+    one = np.zeros((8, nb * 32), np.uint16)
+    KL.lut_scores(simd, packed, 1, nb - 1, ncols // 2, tabs, 0, 1, one, 3, 32, mm)  # row 0, blocks 1.. into row 3
+    np.testing.assert_array_equal(one[3, 32:], want[0, 32:])
+    assert mm[0, 0] == want[0, 32:].max() and mm[0, 1] == want[0, 32:].min()
 
 
 # ---------------------------------------------------------------------------------- search

@@ -36,6 +36,7 @@ from .asym_layout import (  # noqa: F401  (re-exported)
     compact_record,
     gather_rows,
     host_layout,
+    lut_planes,
     meta_only,
     query_planes,
     storage_order,
@@ -296,9 +297,6 @@ class AsymCodeIndex:
         per_chunk = self._packed.nbytes / max(1, -(-self.n // _CHUNK))
         return max(1, int((256 << 10) // max(per_chunk, 1)))
 
-    def _kind(self) -> int:
-        return {LUT1: KA.KIND_LUT1, NIBBLE: KA.KIND_NIBBLE, INT8: KA.KIND_INT8}[self._layout]
-
     def _use_simd(self) -> bool:
         if self.use_simd is False:
             return False
@@ -308,7 +306,6 @@ class AsymCodeIndex:
     def _search_int(self, qc: np.ndarray, qs: np.ndarray, k: int, ex: Exclusion | None):
         """float64 keys and ids (B, k) of integer queries (codes int8, scales float32)."""
         b = qc.shape[0]
-        qa, qb, nplanes, sa, sb, ma, mb, qadd = query_planes(self._layout, self._ngp, qc)
         cmax, cmin, tmax = self._cb
         ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
         nch = -(-self.n // _CHUNK)
@@ -318,12 +315,19 @@ class AsymCodeIndex:
         out_ids = np.empty((n_ranges, b, k), np.int64)
         items = self._packed.reshape(-1).view(np.uint8)
         oid = self._order if self._order is not None else np.zeros(0, np.int32)
-        K.run_tasks(KA.asym_task, K.n_tasks(b, n_ranges),
-                    (self._kind(), self._use_simd(), items, self._ngp, self.n, k, qa, qb, nplanes, sa, sb, ma, mb,
-                     np.ascontiguousarray(qadd, np.int64), np.ascontiguousarray(qs, np.float32),
-                     kernel_values(self._scale.values), self._scale.stride, kernel_values(self._term.values),
-                     self._term.stride, cmax, cmin, tmax, oid, ex_ptr, ex_idx,
-                     has_ex, n_ranges, _CHUNK, self._super_chunks(), out_keys, out_ids), threads)
+        tail = (np.ascontiguousarray(qs, np.float32), kernel_values(self._scale.values), self._scale.stride,
+                kernel_values(self._term.values), self._term.stride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex,
+                n_ranges, _CHUNK, self._super_chunks(), out_keys, out_ids)
+        if self._layout == LUT1:
+            qa, qb, nplanes, ma, mb, qadd, bmin, bmax = lut_planes(self._ngp, qc)
+            task, head = KA.lut_task, (self._use_simd(), items, self._ngp, self.n, k, qa, qb, nplanes, ma, mb, qadd,
+                                       bmin, bmax)
+        else:
+            qa, qb, nplanes, ma, mb, qadd = query_planes(self._layout, self._ngp, qc)
+            kind = KA.KIND_NIBBLE if self._layout == NIBBLE else KA.KIND_INT8
+            task, head = KA.asym_task, (kind, self._use_simd(), items, self._ngp, self.n, k, qa, qb, nplanes, ma,
+                                        mb, np.ascontiguousarray(qadd, np.int64))
+        K.run_tasks(task, K.n_tasks(b, n_ranges), head + tail, threads)
         return K.merge_ranges(out_keys, out_ids, k)
 
     def _inv_order(self) -> np.ndarray:

@@ -24,8 +24,8 @@ from .packing import (
     unpack_nibble_blocked,
 )
 
-__all__ = ["ITEM_ORDERS", "LUT1", "SCALE_BUCKETS", "chunk_bounds", "compact_record", "gather_rows", "host_layout", "query_planes",
-           "meta_only", "scale_order_of", "storage_order"]
+__all__ = ["ITEM_ORDERS", "LUT1", "SCALE_BUCKETS", "chunk_bounds", "compact_record", "gather_rows", "host_layout", "lut_planes",
+           "meta_only", "query_planes", "scale_order_of", "storage_order"]
 
 LUT1 = "lut1x32"  # 1-bit items: bit bytes of 32-item blocks for the vpshufb fast-scan kernel
 
@@ -132,31 +132,48 @@ def gather_rows(packed: np.ndarray, layout: str, n: int, dim: int, ngp: int, pos
     return np.ascontiguousarray(by.reshape(pos.size, 2 * ngp)[:, :dim]).astype(np.int8)
 
 
-def query_planes(layout: str, ngp: int, qc: np.ndarray) -> tuple:
-    """The vectors the ``layout`` kernels read for query codes qc (``ngp`` kernel steps per item):
-    (qa, qb, nplanes, sign_a, sign_b, mul_a, mul_b, qadd); wide codes are split into two planes."""
+def lut_planes(ngp: int, qc: np.ndarray) -> tuple:
+    """The tables the LUT kernels read for query codes qc (``ngp`` kernel steps per item) and how to
+    combine their biased sums A, B into ip = mul_a A + mul_b B + qadd: (qa, qb, nplanes, mul_a, mul_b,
+    qadd, bmin, bmax), where mul_b B always lies in [bmin, bmax] (so A alone bounds ip).
+
+    Codes in [-8, 7] take one plane. Wider codes are split c = 16 h + l: rounded (h = (c + 8) >> 4,
+    l in [-8, 7]) for rows whose codes are <= 119 -- so |l| <= 8 and the margin that plane A leaves
+    (sum |l|) is half of truncation's -- else truncated (h = c >> 4, l = c & 15)."""
     b = qc.shape[0]
+    cols = 2 * ngp
     q32 = qc.astype(np.int32)
     total = q32.sum(axis=1).astype(np.int64)
+    zero = np.zeros(b, np.int64)
+    if not qc.size or (int(qc.min()) >= -8 and int(qc.max()) <= 7):
+        qa, off = KA.lut1_tables(qc, cols)
+        # <c_u, c_i> = 2 <c_u, b_i> - sum(c_u), b_i = item bits, <c_u, b_i> = A - off
+        return qa, qa, 1, 2, 0, -2 * off - total, zero, zero
+    rnd = (q32.max(axis=1) <= 119)[:, None]
+    hi = np.where(rnd, (q32 + 8) >> 4, q32 >> 4)
+    lo = q32 - 16 * hi
+    qa, offa = KA.lut1_tables(hi.astype(np.int8), cols)
+    qb, offb = KA.lut1_tables(lo.astype(np.int8), cols)
+    neg = np.minimum(lo, 0).sum(axis=1).astype(np.int64)  # <l, b_i> lies in [neg, pos]
+    pos = np.maximum(lo, 0).sum(axis=1).astype(np.int64)
+    return qa, qb, 2, 32, 2, -32 * offa - 2 * offb - total, 2 * (offb + neg), 2 * (offb + pos)
+
+
+def query_planes(layout: str, ngp: int, qc: np.ndarray) -> tuple:
+    """The vectors the nibble / int8 ``layout`` kernels read for query codes qc (``ngp`` kernel steps per
+    item): (qa, qb, nplanes, mul_a, mul_b, qadd); wide codes are split into two planes."""
+    b = qc.shape[0]
+    q32 = qc.astype(np.int32)
     two = bool(qc.size) and (int(qc.min()) < -8 or int(qc.max()) > 7)
-    if layout == LUT1:
-        cols = 2 * ngp
-        if not two:
-            # <c_u, c_i> = 2 <c_u, b_i> - sum(c_u), b_i = item bits
-            qa = KA.lut1_tables(qc, cols)
-            return qa, qa, 1, True, True, 2, 0, -total
-        hi = (q32 >> 4).astype(np.int8)  # [-8, 7], signed plane
-        lo = (q32 & 15).astype(np.int8)  # [0, 15], unsigned plane
-        return (KA.lut1_tables(hi, cols), KA.lut1_tables(lo, cols), 2, True, False, 32, 2, -total)
     if layout == NIBBLE:
         if not two:
             qa, off = nibble_query_vectors(qc)  # raw = ip + off
-            return qa.view(np.uint8), qa.view(np.uint8), 1, True, True, 1, 0, -off
+            return qa.view(np.uint8), qa.view(np.uint8), 1, 1, 0, -off
         hi = ((q32 + 8) >> 4).astype(np.int8)  # |hi|, |lo| <= 8: the nibble kernel's exact range
         lo = (q32 - 16 * hi.astype(np.int32)).astype(np.int8)
         va, offa = nibble_query_vectors(hi)
         vb, offb = nibble_query_vectors(lo)
-        return va.view(np.uint8), vb.view(np.uint8), 2, True, True, 16, 1, -(16 * offa + offb)
+        return va.view(np.uint8), vb.view(np.uint8), 2, 16, 1, -(16 * offa + offb)
     qa = int8_query_vectors(qc.astype(np.int16))
     qa = qa.view(np.uint8).reshape(qa.shape[0], -1)
-    return qa, qa, 1, True, True, 1, 0, np.zeros(b, np.int64)
+    return qa, qa, 1, 1, 0, np.zeros(b, np.int64)

@@ -1,10 +1,11 @@
-"""CPU kernels for asymmetric search: raw scores of 8 queries x item blocks, exact keys, and the top-k task.
+"""CPU kernels for asymmetric search: the 1-bit LUT task (one or two query planes, the second computed only
+where the first cannot prune), the nibble / int8 task, exact keys and the integer cut.
 
 1-bit items use the ``vpshufb`` lookup-table kernels of :mod:`hqgnn.index.cpu.lut1`; 5..8-bit queries are split
-into a signed high plane h = c >> 4 and an unsigned low plane l = c & 15 (c = 16 h + l) and looked up
-twice, and <c_u, b_i> becomes <c_u, c_i> = 2 <c_u, b_i> - sum(c_u). b-bit items reuse cpu.simd's
-nibble (``vpmaddubsw``) and int8 (``vpmaddwd``) kernels; 8-bit queries against nibble items are split
-into two planes with |h|, |l| <= 8 (c = 16 h + l), which is the range that kernel is exact for.
+into a high plane h and a low plane l (c = 16 h + l, both looked up), and <c_u, b_i> becomes
+<c_u, c_i> = 2 <c_u, b_i> - sum(c_u). b-bit items reuse cpu.simd's nibble (``vpmaddubsw``) and int8
+(``vpmaddwd``) kernels; 8-bit queries against nibble items are split into two planes with |h|, |l| <= 8
+(c = 16 h + l), which is the range that kernel is exact for.
 """
 
 from __future__ import annotations
@@ -16,42 +17,26 @@ from .lut1 import (  # noqa: F401  (re-exported: the index's view of the LUT lay
     HAVE_LUT_SIMD,
     LUT_BLOCK,
     LUT_MAX_DIM,
-    _lut1_portable,
-    _lut1_s_ir,
-    _lut1_s_mm_ir,
-    _lut1_u_ir,
-    _lut1_u_mm_ir,
     lut1_cols,
     lut1_tables,
+    lut_scores,
     pack_lut1,
     unpack_lut1,
 )
 from .select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push, as_float32
 from .simd import QG, _addr, _s8_ir, _s8_portable, _u4_ir, _u4_portable
 
-__all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "asym_task", "lut1_tables", "pack_lut1", "unpack_lut1"]
+__all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "asym_task", "lut1_tables", "lut_task", "pack_lut1",
+           "unpack_lut1"]
 
-KIND_LUT1, KIND_NIBBLE, KIND_INT8 = 0, 1, 2
+KIND_NIBBLE, KIND_INT8 = 1, 2
 
 
 @njit(cache=True)
-def _raw_scores(kind, use_simd, items, blk16_0, nblk16, ngp, qv, signed, g0, buf):
-    """Raw kernel scores of 8 queries (rows g0.. of qv) x 16-item blocks blk16_0.. into buf."""
+def _raw_scores(kind, use_simd, items, blk16_0, nblk16, ngp, qv, g0, buf):
+    """Raw kernel scores of 8 queries (rows g0.. of qv) x 16-item blocks blk16_0.. into buf (nibble / int8 items)."""
     qrow = qv.shape[1]
-    if kind == KIND_LUT1:
-        # the LUT layout has 32-item blocks: chunks start on a multiple of 32 (chunk % 32 == 0)
-        b0 = blk16_0 // 2
-        nb = (nblk16 + 1) // 2
-        if use_simd:
-            a = _addr(items) + b0 * ngp * 64
-            t = _addr(qv) + g0 * qrow
-            if signed:
-                _lut1_s_ir(a, nb, ngp, t, _addr(buf), buf.shape[1])
-            else:
-                _lut1_u_ir(a, nb, ngp, t, _addr(buf), buf.shape[1])
-        else:
-            _lut1_portable(items, b0, nb, ngp, qv, g0, signed, buf)
-    elif kind == KIND_NIBBLE:
+    if kind == KIND_NIBBLE:
         if use_simd:
             _u4_ir(_addr(items) + blk16_0 * ngp * 32, nblk16, ngp, _addr(qv) + g0 * qrow, _addr(buf), buf.shape[1])
         else:
@@ -104,11 +89,113 @@ def _cuts(smax, smin, su, tm, tau, lo, hi):
     return P, N
 
 
+@njit(cache=True, inline="always")
+def _task_range(t, B, n, n_ranges, chunk):
+    """(q0, q1, ch0, ch1) of task t = qt * n_ranges + rr: queries [64 qt, 64 qt + 64) x the rr-th chunk range."""
+    nchunks = (n + chunk - 1) // chunk
+    cpr = (nchunks + n_ranges - 1) // n_ranges
+    qt = t // n_ranges
+    rr = t - qt * n_ranges
+    return qt * 64, min(qt * 64 + 64, B), rr * cpr, min(nchunks, rr * cpr + cpr)
+
+
+@njit(cache=True, inline="always")
+def _bound(lo, hi, smax, smin, su, tm):
+    # the key is bilinear in (ip, s_i): its max over the chunk is at a corner, and every rounding
+    # step is monotone, so evaluating the same formula there bounds it exactly
+    return max(max(_key(hi, smax, su, tm), _key(hi, smin, su, tm)), max(_key(lo, smax, su, tm), _key(lo, smin, su, tm)))
+
+
 @njit(cache=True, nogil=True)
-def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign_b, mul_a, mul_b, qadd, qs,
-              scales, sstride, terms, tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk,
-              sc_chunks, out_keys, out_ids):
-    """One task of the asymmetric search: queries [64 qt, 64 qt + 64) x item range rr (t = qt * R + rr).
+def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd, bmin, bmax, qs, scales, sstride,
+             terms, tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk, sc_chunks, out_keys,
+             out_ids):
+    """One task of the 1-bit LUT search: queries [64 qt, 64 qt + 64) x item range rr (t = qt * R + rr).
+
+    ip = mul_a * A + mul_b * B + qadd[q] is the exact integer <c_u, c_i> from the biased table sums A
+    (tables qa) and, with two planes, B (tables qb); mul_b * B always lies in [bmin[q], bmax[q]], so
+    A alone bounds ip. Per (8-query group, chunk) plane A's range, the chunk's scale / term ranges
+    and that margin bound every key; a query re-scans the chunk only when the bound reaches its k-th
+    best, and then computes plane B only for the 32-item blocks holding an item whose A bound passes
+    the exact integer cut (see _cuts) -- the other blocks cannot enter its top-k. Ranking key, ties
+    (to the lower original id) and exclusions as in :func:`asym_task`.
+    """
+    B = qs.shape[0]
+    q0, q1, ch0, ch1 = _task_range(t, B, n, n_ranges, chunk)
+    rr = t - (t // n_ranges) * n_ranges
+    nqq = q1 - q0
+    ident = oid.shape[0] == 0
+    keys, ids, cnt, tau, tau_id, expos = _heap_state(nqq, k)
+    if has_ex:
+        _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
+    bufa = np.empty((QG, chunk), np.uint16)
+    bufb = np.empty((QG, chunk), np.uint16)
+    mm = np.empty((QG, 2), np.int32)
+    mmb = np.empty((QG, 2), np.int32)
+    # loop order as in asym_task: super-chunk (stays in L2) x 8-query group (tables in L1) x chunk
+    for sc0 in range(ch0, ch1, sc_chunks):
+        for g0 in range(q0, q1, QG):
+            for ch in range(sc0, min(ch1, sc0 + sc_chunks)):
+                c0 = ch * chunk
+                nvalid = min(c0 + chunk, n) - c0
+                nblk = (nvalid + 31) // 32
+                blk0 = c0 // 32
+                smax = np.float64(cmax[ch * sstride])
+                smin = np.float64(cmin[ch * sstride])
+                tm = np.float64(tmax[ch * tstride])
+                lut_scores(use_simd, items, blk0, nblk, ngp, qa, g0, QG, bufa, 0, 0, mm)
+                for r8 in range(min(QG, q1 - g0)):
+                    qi = g0 + r8
+                    r = qi - q0
+                    add = np.int64(qadd[qi])
+                    blo = np.int64(bmin[qi])
+                    bhi = np.int64(bmax[qi])
+                    lo = mul_a * np.int64(mm[r8, 1]) + add + blo  # pad slots included: wider, safe
+                    hi = mul_a * np.int64(mm[r8, 0]) + add + bhi
+                    su = np.float64(qs[qi])
+                    ub = _bound(lo, hi, smax, smin, su, tm)
+                    if not (ub > tau[r] or (ub == tau[r] and not ident)):
+                        continue
+                    e_end = ex_ptr[qi + 1] if has_ex else 0
+                    pc, nc = _cuts(smax, smin, su, tm, tau[r], lo, hi)
+                    # the cut in plane A's units: an item can pass only if A >= ahi or A <= alo
+                    ahi = -((add + bhi - pc) // mul_a)
+                    alo = (nc - add - blo) // mul_a
+                    for bi in range(nblk):
+                        j0 = 32 * bi
+                        bmx = bufa[r8, j0]
+                        bmn = bmx
+                        for j in range(j0 + 1, j0 + 32):  # pad slots included: wider, safe
+                            bmx = max(bmx, bufa[r8, j])
+                            bmn = min(bmn, bufa[r8, j])
+                        if np.int64(bmx) < ahi and np.int64(bmn) > alo:
+                            continue
+                        if nplanes == 2:  # plane B for this query and block only
+                            lut_scores(use_simd, items, blk0 + bi, 1, ngp, qb, qi, 1, bufb, r8, j0, mmb)
+                        for j in range(j0, min(j0 + 32, nvalid)):
+                            a = np.int64(bufa[r8, j])
+                            if a < ahi and a > alo:
+                                continue
+                            ip = mul_a * a + add + mul_b * np.int64(bufb[r8, j]) if nplanes == 2 else mul_a * a + add
+                            if ip < pc and ip > nc:
+                                continue
+                            p = c0 + j
+                            key = _key(ip, as_float32(scales[p * sstride]), su, as_float32(terms[p * tstride]))
+                            if key < tau[r]:
+                                continue
+                            o = p if ident else np.int64(oid[p])
+                            if _accept(key, o, tau[r], tau_id[r]):
+                                if has_ex and _is_excluded(ex_idx, expos, r, e_end, p):
+                                    continue
+                                _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
+    for r in range(nqq):
+        _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
+
+
+@njit(cache=True, nogil=True)
+def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd, qs, scales, sstride, terms,
+              tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk, sc_chunks, out_keys, out_ids):
+    """One task of the nibble / int8 asymmetric search: queries [64 qt, 64 qt + 64) x item range rr (t = qt * R + rr).
 
     ip = mul_a * rawA + mul_b * rawB + qadd[q] is the exact integer <c_u, c_i> from the raw kernel
     scores of plane A (query vectors qa) and, when nplanes == 2, plane B (qb); the ranking key is
@@ -123,27 +210,15 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
     chunk for per-row values (stride 1) or a single entry (stride 0).
     """
     B = qs.shape[0]
-    nchunks = (n + chunk - 1) // chunk
-    cpr = (nchunks + n_ranges - 1) // n_ranges
-    ident = oid.shape[0] == 0
-    qt = t // n_ranges
-    rr = t - qt * n_ranges
-    q0 = qt * 64
-    q1 = min(q0 + 64, B)
+    q0, q1, ch0, ch1 = _task_range(t, B, n, n_ranges, chunk)
+    rr = t - (t // n_ranges) * n_ranges
     nqq = q1 - q0
-    ch0 = rr * cpr
-    ch1 = min(nchunks, ch0 + cpr)
+    ident = oid.shape[0] == 0
     keys, ids, cnt, tau, tau_id, expos = _heap_state(nqq, k)
     if has_ex:
         _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
     bufa = np.empty((QG, chunk), np.int32)
     bufb = np.empty((QG, chunk), np.int32)
-    mm = np.empty((QG, 2), np.int32)
-    fused_mm = kind == KIND_LUT1 and use_simd and nplanes == 1
-    items_addr = _addr(items)
-    qa_addr = _addr(qa)
-    bufa_addr = _addr(bufa)
-    mm_addr = _addr(mm)
     # loop order: super-chunk (a few hundred KiB of items, stays in L2) x 8-query group (its
     # tables, 4 KiB at d=64, stay in L1) x chunk; 64 queries' tables at once would overflow L1
     # (measured 3-4x slower kernel)
@@ -151,24 +226,15 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
         for g0 in range(q0, q1, QG):
             for ch in range(sc0, min(ch1, sc0 + sc_chunks)):
                 c0 = ch * chunk
-                c1 = min(c0 + chunk, n)
-                nvalid = c1 - c0
+                nvalid = min(c0 + chunk, n) - c0
                 nblk = (nvalid + 15) // 16
                 blk0 = c0 // 16
                 smax = np.float64(cmax[ch * sstride])
                 smin = np.float64(cmin[ch * sstride])
                 tm = np.float64(tmax[ch * tstride])
-                if fused_mm:
-                    a = items_addr + (blk0 // 2) * ngp * 64
-                    tq = qa_addr + g0 * qa.shape[1]
-                    if sign_a:
-                        _lut1_s_mm_ir(a, (nblk + 1) // 2, ngp, tq, bufa_addr, chunk, mm_addr)
-                    else:
-                        _lut1_u_mm_ir(a, (nblk + 1) // 2, ngp, tq, bufa_addr, chunk, mm_addr)
-                else:
-                    _raw_scores(kind, use_simd, items, blk0, nblk, ngp, qa, sign_a, g0, bufa)
+                _raw_scores(kind, use_simd, items, blk0, nblk, ngp, qa, g0, bufa)
                 if nplanes == 2:
-                    _raw_scores(kind, use_simd, items, blk0, nblk, ngp, qb, sign_b, g0, bufb)
+                    _raw_scores(kind, use_simd, items, blk0, nblk, ngp, qb, g0, bufb)
                 for r8 in range(min(QG, q1 - g0)):
                     qi = g0 + r8
                     r = qi - q0
@@ -184,23 +250,16 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, sign_a, sign
                     else:
                         # one plane: ip = mul_a * raw + add with mul_a > 0, so the raw range is enough
                         # (ip is formed only for the items of a chunk that gets re-scanned)
-                        if fused_mm:  # the kernel reduced it in registers (pad slots included: wider, safe)
-                            rhi = mm[r8, 0]
-                            rlo = mm[r8, 1]
-                        else:
-                            rlo = np.int32(2147483647)
-                            rhi = np.int32(-2147483647)
-                            for j in range(nvalid):
-                                v = bufa[r8, j]
-                                rlo = min(rlo, v)
-                                rhi = max(rhi, v)
+                        rlo = np.int32(2147483647)
+                        rhi = np.int32(-2147483647)
+                        for j in range(nvalid):
+                            v = bufa[r8, j]
+                            rlo = min(rlo, v)
+                            rhi = max(rhi, v)
                         lo = np.int32(mul_a * rlo + add)
                         hi = np.int32(mul_a * rhi + add)
                     su = np.float64(qs[qi])
-                    # the key is bilinear in (ip, s_i): its max over the chunk is at a corner, and every
-                    # rounding step is monotone, so evaluating the same formula there bounds it exactly
-                    ub = max(max(_key(hi, smax, su, tm), _key(hi, smin, su, tm)),
-                             max(_key(lo, smax, su, tm), _key(lo, smin, su, tm)))
+                    ub = _bound(lo, hi, smax, smin, su, tm)
                     if not (ub > tau[r] or (ub == tau[r] and not ident)):
                         continue
                     e_end = ex_ptr[qi + 1] if has_ex else 0

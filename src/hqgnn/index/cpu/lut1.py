@@ -1,16 +1,17 @@
 """The 1-bit LUT layout and its AVX2 ``vpshufb`` fast-scan micro-kernels (LLVM IR), exact integer sums.
 
 1-bit items are scored by 16-entry lookup tables (FAISS "fast-scan" style, but exact): per query and
-group of 4 dims, table[v] = sum of the query codes of the dims whose bit is set in nibble v. One
-``vpshufb`` then looks up 32 items at once. Four table lookups (16 dims) are summed in int8 -- exact:
-a signed plane has codes in [-8, 7] (sum in [-128, 112]), an unsigned plane codes in [0, 15] (sum in
-[0, 240], read as uint8) -- and widened into int16 accumulators (exact for d <= 2048). The kernels
-return <c_u, b_i> (b_i = item bits, 1 for +1); :mod:`hqgnn.index.cpu.asym` turns that into scores.
+group of 4 dims, table[v] = sum of the query codes of the dims whose bit is set in nibble v, biased into
+[0, 60]. One ``vpshufb`` then looks up 32 items at once. Four table lookups (16 dims) are summed in
+uint8 (<= 240, exact) and accumulated in 16-bit words without a per-step widening of the even bytes
+(exact for d <= 2048). The kernels return <c_u, b_i> + bias (b_i = item bits, 1 for +1);
+:mod:`hqgnn.index.cpu.asym` turns that into scores.
 
 Why LUTs and not bit planes: at d=64 a 4-bit query costs 4 AND + 4 POPCNT + the weighted sum per
-item with bit planes (~12 scalar ops), vs 16 table lookups per 32 items here (~1.5 vector ops per
-item); measured kernel alone, one core of the 2-core AMD EPYC (Zen 4) dev box, d=64: ~0.17 ns per
-(query, item) when its 8 queries' tables (4 KiB) stay in L1 -- the task loop keeps them there.
+item with bit planes (~12 scalar ops), vs 16 table lookups per 32 items here (~1.3 vector ops per
+item). Measured kernel alone, one core of the 2-core AMD EPYC (Zen 4) dev box, d=64, when its 8
+queries' tables (4 KiB) stay in L1: ~0.15 ns per (query, item) (0.19 for the earlier signed int8 sums
+widened every step to int32 outputs); zmm (AVX-512) variants were measured no faster on this core.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from numba import njit
 
 from .simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _addr, _ir_intrinsic
 
-__all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "pack_lut1", "unpack_lut1"]
+__all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "lut_scores", "pack_lut1", "unpack_lut1"]
 
 LUT_BLOCK = 32  # items per block of the 1-bit LUT layout (one ymm of item bytes)
-LUT_MAX_DIM = 2048  # int16 accumulators: d/16 steps x <= 240 per step stays below 32767
+LUT_MAX_DIM = 2048  # 16-bit accumulators: d/16 steps x <= 240 per step stays below 65536
 
 
 # ----------------------------------------------------------------------------- 1-bit layout
@@ -61,145 +62,108 @@ def unpack_lut1(packed: np.ndarray, n: int, d: int, rows: np.ndarray | None = No
     return (bits.astype(np.int8) * 2 - 1).astype(np.int8)
 
 
-def lut1_tables(qcodes: np.ndarray, cols: int) -> np.ndarray:
-    """Per-query lookup tables: uint8 (B_pad8, cols * 2 * 32). Table (c, h) entry v (repeated in
-    both 16-byte lanes) = sum over set bits j of v of q[8c + 4h + j], stored as a byte (two's
-    complement for negative sums). Query codes must lie in [-8, 15] (one plane)."""
+def lut1_tables(qcodes: np.ndarray, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query lookup tables and their offsets: (uint8 (B_pad8, cols * 2 * 32), int64 (B,)).
+
+    Table (c, h) entry v (repeated in both 16-byte lanes) = sum over set bits j of v of
+    q[8c + 4h + j], plus a bias of 32 for rows with a negative code, so every entry lies in [0, 60]
+    (codes in [-8, 7], or [0, 15] unbiased) and four summed entries fit one unsigned byte. The
+    kernels return <q, bits> + offset, offset = bias x the row's 2 * cols tables."""
     b, d = qcodes.shape
     bp = -(-max(b, 1) // QG) * QG
     q = np.zeros((bp, cols * 8), np.int32)
     q[:b, :d] = qcodes
+    lo = q.min(axis=1)
+    if (lo < -8).any() or (q.max(axis=1) > np.where(lo < 0, 7, 15)).any():
+        raise ValueError("LUT query codes must lie in [-8, 7] or [0, 15] per row")
+    bias = np.where(lo < 0, 32, 0)
     q4 = q.reshape(bp, cols * 2, 4)  # groups of 4 dims
     v = np.arange(16)
     sel = ((v[:, None] >> np.arange(4)[None, :]) & 1).astype(np.int32)  # (16, 4)
-    tab = np.einsum("bgj,vj->bgv", q4, sel)  # (bp, groups, 16)
+    tab = np.einsum("bgj,vj->bgv", q4, sel) + bias[:, None, None]  # (bp, groups, 16), in [0, 60]
     tab = np.concatenate([tab, tab], axis=2)  # both lanes
-    return np.ascontiguousarray((tab & 0xFF).astype(np.uint8)).reshape(bp, -1)
+    return np.ascontiguousarray(tab.astype(np.uint8)).reshape(bp, -1), (bias[:b] * 2 * cols).astype(np.int64)
 
 
-def _gen_lut1_ir(signed: bool, minmax: bool = False) -> str:
-    """IR of hq_lut1_{s,u}(items*, nblocks, nsteps, tables*, out*, ostride), all i64.
+def _splat(t: str, v: int, n: int) -> str:
+    return "<" + ", ".join([f"{t} {v}"] * n) + ">"
 
-    out[r * ostride + 32 b + m] (int32) = sum over dims of q_r[t] * bit(item m, t) for 8 queries r
-    (tables rows of nsteps * 128 bytes). One step = 2 item byte columns = 4 tables = 16 dims.
-    minmax: hq_lut1_{s,u}_mm with a 7th argument mm* (int32 [8][2]): each query's max and min
-    over all 32 * nblocks slots (pad slots included), reduced in registers -- saves the caller a
-    pass over the scores.
+
+def _gen_lut_ir(nq: int) -> str:
+    """IR of hq_lut{nq}(items*, nblocks, nsteps, tables*, out*, ostride, mm*), all i64 (nq = 8 or 1).
+
+    out[r * ostride + 32 b + m] (uint16) = sum over the item's set bits of table row r (biased,
+    see lut1_tables), for nq table rows of nsteps * 128 bytes; mm[r] (int32 [nq][2]) = max and min
+    over all 32 * nblocks slots (pads included). One step = 2 item byte columns = 4 tables = 16 dims:
+    the four looked-up bytes are summed in uint8 (<= 240), then added as one int16 word to acc
+    (even byte + 256 odd byte) and the odd byte alone to acc_hi (FAISS's trick: no per-step
+    widening of the even bytes); the even sums are acc - 256 acc_hi (mod 2^16, exact below 2^16).
     """
-    name = ("hq_lut1_s" if signed else "hq_lut1_u") + ("_mm" if minmax else "")
-    v32, v16, w16 = "<32 x i8>", "<16 x i16>", "<16 x i32>"
-    c15 = "<" + ", ".join(["i8 15"] * 32) + ">"
-    s4 = "<" + ", ".join(["i16 4"] * 16) + ">"
-    s8 = "<" + ", ".join(["i16 8"] * 16) + ">"
-    m255 = "<" + ", ".join(["i16 255"] * 16) + ">"
-    L = [f"declare {v32} @llvm.x86.avx2.pshuf.b({v32}, {v32})"]
-    big = "<" + ", ".join(["i16 32767"] * 16) + ">"
-    small = "<" + ", ".join(["i16 -32768"] * 16) + ">"
-    extra = ", i64 %mmp" if minmax else ""
-    if minmax:
-        L.append(f"declare {v16} @llvm.smax.v16i16({v16}, {v16})")
-        L.append(f"declare {v16} @llvm.smin.v16i16({v16}, {v16})")
-        L.append("declare i16 @llvm.vector.reduce.smax.v16i16(<16 x i16>)")
-        L.append("declare i16 @llvm.vector.reduce.smin.v16i16(<16 x i16>)")
-    L.append(f"define void @{name}(i64 %items, i64 %nblocks, i64 %nsteps, i64 %tabs, i64 %out, i64 %ostride{extra}) {{")
-    L.append("entry:")
-    L.append("  %pit = inttoptr i64 %items to ptr")
-    L.append("  %pt = inttoptr i64 %tabs to ptr")
-    L.append("  %po = inttoptr i64 %out to ptr")
-    L.append("  %trow = mul i64 %nsteps, 128")
-    L.append("  %bbytes = mul i64 %nsteps, 64")
-    for r in range(QG):
-        L.append(f"  %to{r} = mul i64 %trow, {r}")
-        L.append(f"  %tb{r} = getelementptr i8, ptr %pt, i64 %to{r}")
-        L.append(f"  %oo{r} = mul i64 %ostride, {r}")
-    L.append("  %nz = icmp eq i64 %nblocks, 0")
-    L.append("  br i1 %nz, label %exit, label %bloop")
-    L.append("bloop:")
-    L.append("  %b = phi i64 [0, %entry], [%b1, %bstore]")
-    if minmax:
-        for r in range(QG):
-            L.append(f"  %mx{r} = phi {v16} [{small}, %entry], [%mxn{r}, %bstore]")
-            L.append(f"  %mn{r} = phi {v16} [{big}, %entry], [%mnn{r}, %bstore]")
-    L.append("  %boff = mul i64 %b, %bbytes")
-    L.append("  %bp = getelementptr i8, ptr %pit, i64 %boff")
-    L.append("  br label %sloop")
-    L.append("sloop:")
-    L.append("  %s = phi i64 [0, %bloop], [%s1, %sloop]")
-    for r in range(QG):
-        L.append(f"  %ae{r} = phi {v16} [zeroinitializer, %bloop], [%nae{r}, %sloop]")
-        L.append(f"  %ao{r} = phi {v16} [zeroinitializer, %bloop], [%nao{r}, %sloop]")
-    L.append("  %s64 = mul i64 %s, 64")
-    L.append("  %ip0 = getelementptr i8, ptr %bp, i64 %s64")
-    L.append("  %ip1 = getelementptr i8, ptr %ip0, i64 32")
+    v32, v16 = "<32 x i8>", "<16 x i16>"
+    c15, s4, s8 = _splat("i8", 15, 32), _splat("i16", 4, 16), _splat("i16", 8, 16)
+    big = _splat("i16", -1, 16)
+    L = [f"declare {v32} @llvm.x86.avx2.pshuf.b({v32}, {v32})",
+         f"declare {v16} @llvm.umax.v16i16({v16}, {v16})", f"declare {v16} @llvm.umin.v16i16({v16}, {v16})",
+         f"declare i16 @llvm.vector.reduce.umax.v16i16({v16})", f"declare i16 @llvm.vector.reduce.umin.v16i16({v16})",
+         f"define void @hq_lut{nq}(i64 %items, i64 %nblocks, i64 %nsteps, i64 %tabs, i64 %out, i64 %ostride, i64 %mmp) {{",
+         "entry:", "  %pit = inttoptr i64 %items to ptr", "  %pt = inttoptr i64 %tabs to ptr",
+         "  %po = inttoptr i64 %out to ptr", "  %trow = mul i64 %nsteps, 128", "  %bbytes = mul i64 %nsteps, 64"]
+    for r in range(nq):
+        L += [f"  %to{r} = mul i64 %trow, {r}", f"  %tb{r} = getelementptr i8, ptr %pt, i64 %to{r}",
+              f"  %oo{r} = mul i64 %ostride, {r}"]
+    L += ["  %nz = icmp eq i64 %nblocks, 0", "  br i1 %nz, label %exit, label %bloop", "bloop:",
+          "  %b = phi i64 [0, %entry], [%b1, %bstore]"]
+    for r in range(nq):
+        L += [f"  %mx{r} = phi {v16} [zeroinitializer, %entry], [%mxn{r}, %bstore]",
+              f"  %mn{r} = phi {v16} [{big}, %entry], [%mnn{r}, %bstore]"]
+    L += ["  %boff = mul i64 %b, %bbytes", "  %bp = getelementptr i8, ptr %pit, i64 %boff", "  br label %sloop",
+          "sloop:", "  %s = phi i64 [0, %bloop], [%s1, %sloop]"]
+    for r in range(nq):
+        L += [f"  %aa{r} = phi {v16} [zeroinitializer, %bloop], [%naa{r}, %sloop]",
+              f"  %ah{r} = phi {v16} [zeroinitializer, %bloop], [%nah{r}, %sloop]"]
+    L += ["  %s64 = mul i64 %s, 64", "  %ip0 = getelementptr i8, ptr %bp, i64 %s64",
+          "  %ip1 = getelementptr i8, ptr %ip0, i64 32"]
     for c in range(2):
-        L.append(f"  %v{c} = load {v32}, ptr %ip{c}, align 1")
-        L.append(f"  %lo{c} = and {v32} %v{c}, {c15}")
-        L.append(f"  %vw{c} = bitcast {v32} %v{c} to {v16}")
-        L.append(f"  %shw{c} = lshr {v16} %vw{c}, {s4}")
-        L.append(f"  %shb{c} = bitcast {v16} %shw{c} to {v32}")
-        L.append(f"  %hi{c} = and {v32} %shb{c}, {c15}")
+        L += [f"  %v{c} = load {v32}, ptr %ip{c}, align 1", f"  %lo{c} = and {v32} %v{c}, {c15}",
+              f"  %vw{c} = bitcast {v32} %v{c} to {v16}", f"  %shw{c} = lshr {v16} %vw{c}, {s4}",
+              f"  %shb{c} = bitcast {v16} %shw{c} to {v32}", f"  %hi{c} = and {v32} %shb{c}, {c15}"]
     L.append("  %s128 = mul i64 %s, 128")
     idx = ["lo0", "hi0", "lo1", "hi1"]
-    for r in range(QG):
+    for r in range(nq):
         L.append(f"  %tp{r} = getelementptr i8, ptr %tb{r}, i64 %s128")
         for j in range(4):
-            if j:
-                L.append(f"  %tp{r}_{j} = getelementptr i8, ptr %tp{r}, i64 {32 * j}")
-            else:
-                L.append(f"  %tp{r}_{j} = getelementptr i8, ptr %tp{r}, i64 0")
-            L.append(f"  %t{r}_{j} = load {v32}, ptr %tp{r}_{j}, align 1")
-            L.append(f"  %l{r}_{j} = call {v32} @llvm.x86.avx2.pshuf.b({v32} %t{r}_{j}, {v32} %{idx[j]})")
-        L.append(f"  %p{r}a = add {v32} %l{r}_0, %l{r}_1")
-        L.append(f"  %p{r}b = add {v32} %l{r}_2, %l{r}_3")
-        L.append(f"  %p{r} = add {v32} %p{r}a, %p{r}b")
-        L.append(f"  %w{r} = bitcast {v32} %p{r} to {v16}")
-        if signed:
-            L.append(f"  %we{r}s = shl {v16} %w{r}, {s8}")
-            L.append(f"  %we{r} = ashr {v16} %we{r}s, {s8}")
-            L.append(f"  %wo{r} = ashr {v16} %w{r}, {s8}")
-        else:
-            L.append(f"  %we{r} = and {v16} %w{r}, {m255}")
-            L.append(f"  %wo{r} = lshr {v16} %w{r}, {s8}")
-        L.append(f"  %nae{r} = add {v16} %ae{r}, %we{r}")
-        L.append(f"  %nao{r} = add {v16} %ao{r}, %wo{r}")
-    L.append("  %s1 = add i64 %s, 1")
-    L.append("  %sc = icmp ult i64 %s1, %nsteps")
-    L.append("  br i1 %sc, label %sloop, label %bstore")
-    L.append("bstore:")
-    L.append("  %b32 = mul i64 %b, 32")
-    for r in range(QG):
-        L.append(f"  %xe{r} = sext {v16} %nae{r} to {w16}")
-        L.append(f"  %xo{r} = sext {v16} %nao{r} to {w16}")
-        L.append(f"  %oi{r} = add i64 %oo{r}, %b32")
-        L.append(f"  %op{r} = getelementptr i32, ptr %po, i64 %oi{r}")
-        L.append(f"  %oq{r} = getelementptr i32, ptr %op{r}, i64 16")
-        L.append(f"  store {w16} %xe{r}, ptr %op{r}, align 4")
-        L.append(f"  store {w16} %xo{r}, ptr %oq{r}, align 4")
-        if minmax:
-            L.append(f"  %mxa{r} = call {v16} @llvm.smax.v16i16({v16} %mx{r}, {v16} %nae{r})")
-            L.append(f"  %mxn{r} = call {v16} @llvm.smax.v16i16({v16} %mxa{r}, {v16} %nao{r})")
-            L.append(f"  %mna{r} = call {v16} @llvm.smin.v16i16({v16} %mn{r}, {v16} %nae{r})")
-            L.append(f"  %mnn{r} = call {v16} @llvm.smin.v16i16({v16} %mna{r}, {v16} %nao{r})")
-    L.append("  %b1 = add i64 %b, 1")
-    L.append("  %bc = icmp ult i64 %b1, %nblocks")
-    L.append("  br i1 %bc, label %bloop, label %exit")
-    L.append("exit:")
-    if minmax:
-        for r in range(QG):
-            L.append(f"  %fx{r} = phi {v16} [{small}, %entry], [%mxn{r}, %bstore]")
-            L.append(f"  %fn{r} = phi {v16} [{big}, %entry], [%mnn{r}, %bstore]")
-        L.append("  %pm = inttoptr i64 %mmp to ptr")
-        for r in range(QG):
-            L.append(f"  %rx{r} = call i16 @llvm.vector.reduce.smax.v16i16({v16} %fx{r})")
-            L.append(f"  %rn{r} = call i16 @llvm.vector.reduce.smin.v16i16({v16} %fn{r})")
-            L.append(f"  %ex{r} = sext i16 %rx{r} to i32")
-            L.append(f"  %en{r} = sext i16 %rn{r} to i32")
-            L.append(f"  %px{r} = getelementptr i32, ptr %pm, i64 {2 * r}")
-            L.append(f"  %pn{r} = getelementptr i32, ptr %pm, i64 {2 * r + 1}")
-            L.append(f"  store i32 %ex{r}, ptr %px{r}, align 4")
-            L.append(f"  store i32 %en{r}, ptr %pn{r}, align 4")
-    L.append("  ret void")
-    L.append("}")
+            L += [f"  %tp{r}_{j} = getelementptr i8, ptr %tp{r}, i64 {32 * j}",
+                  f"  %t{r}_{j} = load {v32}, ptr %tp{r}_{j}, align 1",
+                  f"  %l{r}_{j} = call {v32} @llvm.x86.avx2.pshuf.b({v32} %t{r}_{j}, {v32} %{idx[j]})"]
+        L += [f"  %p{r}a = add {v32} %l{r}_0, %l{r}_1", f"  %p{r}b = add {v32} %l{r}_2, %l{r}_3",
+              f"  %p{r} = add {v32} %p{r}a, %p{r}b", f"  %w{r} = bitcast {v32} %p{r} to {v16}",
+              f"  %wh{r} = lshr {v16} %w{r}, {s8}", f"  %naa{r} = add {v16} %aa{r}, %w{r}",
+              f"  %nah{r} = add {v16} %ah{r}, %wh{r}"]
+    L += ["  %s1 = add i64 %s, 1", "  %sc = icmp ult i64 %s1, %nsteps", "  br i1 %sc, label %sloop, label %bstore",
+          "bstore:", "  %b32 = mul i64 %b, 32"]
+    for r in range(nq):
+        L += [f"  %hs{r} = shl {v16} %nah{r}, {s8}", f"  %el{r} = sub {v16} %naa{r}, %hs{r}",  # items 0..15
+              f"  %oi{r} = add i64 %oo{r}, %b32", f"  %op{r} = getelementptr i16, ptr %po, i64 %oi{r}",
+              f"  %oq{r} = getelementptr i16, ptr %op{r}, i64 16", f"  store {v16} %el{r}, ptr %op{r}, align 2",
+              f"  store {v16} %nah{r}, ptr %oq{r}, align 2",  # items 16..31
+              f"  %mxa{r} = call {v16} @llvm.umax.v16i16({v16} %mx{r}, {v16} %el{r})",
+              f"  %mxn{r} = call {v16} @llvm.umax.v16i16({v16} %mxa{r}, {v16} %nah{r})",
+              f"  %mna{r} = call {v16} @llvm.umin.v16i16({v16} %mn{r}, {v16} %el{r})",
+              f"  %mnn{r} = call {v16} @llvm.umin.v16i16({v16} %mna{r}, {v16} %nah{r})"]
+    L += ["  %b1 = add i64 %b, 1", "  %bc = icmp ult i64 %b1, %nblocks", "  br i1 %bc, label %bloop, label %exit",
+          "exit:"]
+    for r in range(nq):
+        L += [f"  %fx{r} = phi {v16} [zeroinitializer, %entry], [%mxn{r}, %bstore]",
+              f"  %fn{r} = phi {v16} [{big}, %entry], [%mnn{r}, %bstore]"]
+    L.append("  %pm = inttoptr i64 %mmp to ptr")
+    for r in range(nq):
+        L += [f"  %rx{r} = call i16 @llvm.vector.reduce.umax.v16i16({v16} %fx{r})",
+              f"  %rn{r} = call i16 @llvm.vector.reduce.umin.v16i16({v16} %fn{r})",
+              f"  %ex{r} = zext i16 %rx{r} to i32", f"  %en{r} = zext i16 %rn{r} to i32",
+              f"  %px{r} = getelementptr i32, ptr %pm, i64 {2 * r}",
+              f"  %pn{r} = getelementptr i32, ptr %pm, i64 {2 * r + 1}",
+              f"  store i32 %ex{r}, ptr %px{r}, align 4", f"  store i32 %en{r}, ptr %pn{r}, align 4"]
+    L += ["  ret void", "}"]
     return "\n".join(L) + "\n"
 
 
@@ -207,9 +171,8 @@ def _lut_ir_parses() -> bool:
     try:
         import llvmlite.binding as llvm
 
-        for signed in (True, False):
-            for minmax in (False, True):
-                llvm.parse_assembly(_gen_lut1_ir(signed, minmax)).verify()
+        for nq in (QG, 1):
+            llvm.parse_assembly(_gen_lut_ir(nq)).verify()
         return True
     except Exception:  # pragma: no cover - depends on the llvmlite build
         return False
@@ -220,50 +183,44 @@ HAVE_LUT_SIMD: bool = HAVE_AVX2 and _CODEGEN_LUT
 
 
 # numba intrinsics calling the IR kernels (they compile to nothing without AVX2; never reached then)
-_lut1_s_ir = _ir_intrinsic("hq_lut1_s", lambda: _gen_lut1_ir(True), 6, _CODEGEN_LUT)
-_lut1_u_ir = _ir_intrinsic("hq_lut1_u", lambda: _gen_lut1_ir(False), 6, _CODEGEN_LUT)
-_lut1_s_mm_ir = _ir_intrinsic("hq_lut1_s_mm", lambda: _gen_lut1_ir(True, True), 7, _CODEGEN_LUT)  # + min/max
-_lut1_u_mm_ir = _ir_intrinsic("hq_lut1_u_mm", lambda: _gen_lut1_ir(False, True), 7, _CODEGEN_LUT)
+_lut8_ir = _ir_intrinsic("hq_lut8", lambda: _gen_lut_ir(QG), 7, _CODEGEN_LUT)
+_lut1q_ir = _ir_intrinsic("hq_lut1", lambda: _gen_lut_ir(1), 7, _CODEGEN_LUT)
 
 
 @njit(cache=True)
-def _lut1_mm_ir_py(items, blk0, nblk, nsteps, tabs, g0, signed, buf, mm):
-    """Array-level entry to the min/max variant (tests / diagnostics); mm int32 (8, 2)."""
-    a = _addr(items) + blk0 * nsteps * 64
-    t = _addr(tabs) + g0 * tabs.shape[1]
-    if signed:
-        _lut1_s_mm_ir(a, nblk, nsteps, t, _addr(buf), buf.shape[1], _addr(mm))
-    else:
-        _lut1_u_mm_ir(a, nblk, nsteps, t, _addr(buf), buf.shape[1], _addr(mm))
-
-
-@njit(cache=True)
-def _lut1_portable(items, blk0, nblk, nsteps, tabs, g0, signed, buf):
-    """Same layout and results as the IR kernel (int32 sums; used without AVX2 and by the tests)."""
+def _lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm):
+    """Same layout and results as the IR kernels: rows row0.. of tabs into buf[brow + r, bcol0 + 32 b + m]."""
     ncols = 2 * nsteps
-    for b in range(nblk):
-        base = (blk0 + b) * ncols * 32
-        for r in range(QG):
-            row = g0 + r
+    for r in range(nq):
+        hi = 0
+        lo = 65535
+        for b in range(nblk):
+            base = (blk0 + b) * ncols * 32
             for m in range(32):
                 pos = 2 * m if m < 16 else 2 * (m - 16) + 1
                 s = 0
                 for c in range(ncols):
                     byte = np.int32(items[base + c * 32 + pos])
-                    for h in range(2):
-                        v = np.int32(tabs[row, (2 * c + h) * 32 + ((byte >> (4 * h)) & 15)])
-                        if signed and v >= 128:
-                            v -= 256
-                        s += v
-                buf[r, b * 32 + m] = s
+                    s += np.int32(tabs[row0 + r, (2 * c) * 32 + (byte & 15)])  # table (c, 0): low nibble
+                    s += np.int32(tabs[row0 + r, (2 * c + 1) * 32 + (byte >> 4)])
+                buf[brow + r, bcol0 + b * 32 + m] = s
+                hi = max(hi, s)
+                lo = min(lo, s)
+        mm[r, 0] = hi
+        mm[r, 1] = lo
 
 
-@njit(cache=True)
-def _lut1_ir_py(items, blk0, nblk, nsteps, tabs, g0, signed, buf):
-    """Array-level entry to the AVX2 LUT kernel (tests / diagnostics)."""
-    a = _addr(items) + blk0 * nsteps * 64
-    t = _addr(tabs) + g0 * tabs.shape[1]
-    if signed:
-        _lut1_s_ir(a, nblk, nsteps, t, _addr(buf), buf.shape[1])
+@njit(cache=True, inline="always")
+def lut_scores(use_simd, items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm):
+    """Biased sums of table rows row0..row0+nq (nq = 8 or 1) x 32-item blocks blk0.. into buf (uint16) and
+    each row's max / min into mm[:nq] -- the AVX2 kernel or its portable twin."""
+    if use_simd:
+        a = _addr(items) + blk0 * nsteps * 64
+        t = _addr(tabs) + row0 * tabs.shape[1]
+        o = _addr(buf) + 2 * (brow * buf.shape[1] + bcol0)
+        if nq == QG:
+            _lut8_ir(a, nblk, nsteps, t, o, buf.shape[1], _addr(mm))
+        else:
+            _lut1q_ir(a, nblk, nsteps, t, o, buf.shape[1], _addr(mm))
     else:
-        _lut1_u_ir(a, nblk, nsteps, t, _addr(buf), buf.shape[1])
+        _lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm)
