@@ -21,10 +21,11 @@ from .lut1 import (  # noqa: F401  (re-exported: the index's view of the LUT lay
     lut1_tables,
     lut_scores,
     pack_lut1,
+    pass_masks,
     unpack_lut1,
 )
 from .select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push, as_float32
-from .simd import QG, _addr, _s8_ir, _s8_portable, _u4_ir, _u4_portable
+from .simd import QG, _addr, _popcnt64, _s8_ir, _s8_portable, _u4_ir, _u4_portable
 
 __all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "asym_task", "lut1_tables", "lut_task", "pack_lut1",
            "unpack_lut1"]
@@ -103,6 +104,8 @@ def _task_range(t, B, n, n_ranges, chunk):
 def _bound(lo, hi, smax, smin, su, tm):
     # the key is bilinear in (ip, s_i): its max over the chunk is at a corner, and every rounding
     # step is monotone, so evaluating the same formula there bounds it exactly
+    if smin >= 0.0 and su >= 0.0:  # the usual case: non-decreasing in ip, so the corner is known
+        return _key(hi, smax if hi >= 0 else smin, su, tm)
     return max(max(_key(hi, smax, su, tm), _key(hi, smin, su, tm)), max(_key(lo, smax, su, tm), _key(lo, smin, su, tm)))
 
 
@@ -132,6 +135,7 @@ def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd,
     bufb = np.empty((QG, chunk), np.uint16)
     mm = np.empty((QG, 2), np.int32)
     mmb = np.empty((QG, 2), np.int32)
+    masks = np.empty(chunk // 32, np.uint32)
     # loop order as in asym_task: super-chunk (stays in L2) x 8-query group (tables in L1) x chunk
     for sc0 in range(ch0, ch1, sc_chunks):
         for g0 in range(q0, q1, QG):
@@ -161,24 +165,24 @@ def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd,
                     # the cut in plane A's units: an item can pass only if A >= ahi or A <= alo
                     ahi = -((add + bhi - pc) // mul_a)
                     alo = (nc - add - blo) // mul_a
+                    pass_masks(use_simd, bufa, r8, nblk, ahi, alo, masks)
                     for bi in range(nblk):
-                        j0 = 32 * bi
-                        bmx = bufa[r8, j0]
-                        bmn = bmx
-                        for j in range(j0 + 1, j0 + 32):  # pad slots included: wider, safe
-                            bmx = max(bmx, bufa[r8, j])
-                            bmn = min(bmn, bufa[r8, j])
-                        if np.int64(bmx) < ahi and np.int64(bmn) > alo:
+                        m = np.int64(masks[bi])
+                        if m == 0:
                             continue
+                        j0 = 32 * bi
                         if nplanes == 2:  # plane B for this query and block only
                             lut_scores(use_simd, items, blk0 + bi, 1, ngp, qb, qi, 1, bufb, r8, j0, mmb)
-                        for j in range(j0, min(j0 + 32, nvalid)):
-                            a = np.int64(bufa[r8, j])
-                            if a < ahi and a > alo:
-                                continue
-                            ip = mul_a * a + add + mul_b * np.int64(bufb[r8, j]) if nplanes == 2 else mul_a * a + add
-                            if ip < pc and ip > nc:
-                                continue
+                        while m != 0:  # the items past the cut on A, in increasing order (exclusion cursor)
+                            j = j0 + _popcnt64(np.uint64((m & -m) - 1))
+                            m &= m - 1
+                            if j >= nvalid:
+                                break  # pad slots: the last block's tail
+                            ip = mul_a * np.int64(bufa[r8, j]) + add
+                            if nplanes == 2:
+                                ip += mul_b * np.int64(bufb[r8, j])
+                                if ip < pc and ip > nc:
+                                    continue
                             p = c0 + j
                             key = _key(ip, as_float32(scales[p * sstride]), su, as_float32(terms[p * tstride]))
                             if key < tau[r]:

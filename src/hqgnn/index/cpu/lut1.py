@@ -21,7 +21,8 @@ from numba import njit
 
 from .simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _addr, _ir_intrinsic
 
-__all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "lut_scores", "pack_lut1", "unpack_lut1"]
+__all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "lut_scores", "pack_lut1", "pass_masks",
+           "unpack_lut1"]
 
 LUT_BLOCK = 32  # items per block of the 1-bit LUT layout (one ymm of item bytes)
 LUT_MAX_DIM = 2048  # 16-bit accumulators: d/16 steps x <= 240 per step stays below 65536
@@ -167,12 +168,35 @@ def _gen_lut_ir(nq: int) -> str:
     return "\n".join(L) + "\n"
 
 
+def _gen_pass_ir() -> str:
+    """IR of hq_pass(row*, nblocks, ahi, alo, out*), all i64: out[b] (uint32) bit m = 1 where the uint16
+    row[32 b + m] >= ahi or <= alo (thresholds clamped to [-1, 65536], so any int64 is fine)."""
+    v32, w32 = "<32 x i16>", "<32 x i32>"
+    L = ["declare i64 @llvm.smax.i64(i64, i64)", "declare i64 @llvm.smin.i64(i64, i64)",
+         "define void @hq_pass(i64 %row, i64 %nblocks, i64 %ahi, i64 %alo, i64 %out) {", "entry:",
+         "  %pr = inttoptr i64 %row to ptr", "  %po = inttoptr i64 %out to ptr"]
+    for nm in ("ahi", "alo"):
+        L += [f"  %{nm}1 = call i64 @llvm.smax.i64(i64 %{nm}, i64 -1)",
+              f"  %{nm}2 = call i64 @llvm.smin.i64(i64 %{nm}1, i64 65536)", f"  %{nm}3 = trunc i64 %{nm}2 to i32",
+              f"  %{nm}4 = insertelement {w32} poison, i32 %{nm}3, i64 0",
+              f"  %{nm}v = shufflevector {w32} %{nm}4, {w32} poison, <32 x i32> zeroinitializer"]
+    L += ["  %nz = icmp eq i64 %nblocks, 0", "  br i1 %nz, label %exit, label %loop", "loop:",
+          "  %b = phi i64 [0, %entry], [%b1, %loop]", "  %off = mul i64 %b, 32",
+          "  %p = getelementptr i16, ptr %pr, i64 %off", f"  %v = load {v32}, ptr %p, align 2",
+          f"  %vz = zext {v32} %v to {w32}", f"  %ch = icmp sge {w32} %vz, %ahiv", f"  %cl = icmp sle {w32} %vz, %alov",
+          "  %c = or <32 x i1> %ch, %cl", "  %m = bitcast <32 x i1> %c to i32",
+          "  %q = getelementptr i32, ptr %po, i64 %b", "  store i32 %m, ptr %q, align 4", "  %b1 = add i64 %b, 1",
+          "  %cc = icmp ult i64 %b1, %nblocks", "  br i1 %cc, label %loop, label %exit", "exit:", "  ret void", "}"]
+    return "\n".join(L) + "\n"
+
+
 def _lut_ir_parses() -> bool:
     try:
         import llvmlite.binding as llvm
 
         for nq in (QG, 1):
             llvm.parse_assembly(_gen_lut_ir(nq)).verify()
+        llvm.parse_assembly(_gen_pass_ir()).verify()
         return True
     except Exception:  # pragma: no cover - depends on the llvmlite build
         return False
@@ -185,6 +209,7 @@ HAVE_LUT_SIMD: bool = HAVE_AVX2 and _CODEGEN_LUT
 # numba intrinsics calling the IR kernels (they compile to nothing without AVX2; never reached then)
 _lut8_ir = _ir_intrinsic("hq_lut8", lambda: _gen_lut_ir(QG), 7, _CODEGEN_LUT)
 _lut1q_ir = _ir_intrinsic("hq_lut1", lambda: _gen_lut_ir(1), 7, _CODEGEN_LUT)
+_pass_ir = _ir_intrinsic("hq_pass", _gen_pass_ir, 5, _CODEGEN_LUT)
 
 
 @njit(cache=True)
@@ -224,3 +249,23 @@ def lut_scores(use_simd, items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, b
             _lut1q_ir(a, nblk, nsteps, t, o, buf.shape[1], _addr(mm))
     else:
         _lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm)
+
+
+@njit(cache=True)
+def _pass_portable(buf, row, nblk, ahi, alo, out):
+    for b in range(nblk):
+        m = 0
+        for j in range(32):
+            v = np.int64(buf[row, 32 * b + j])
+            if v >= ahi or v <= alo:
+                m |= 1 << j
+        out[b] = m
+
+
+@njit(cache=True, inline="always")
+def pass_masks(use_simd, buf, row, nblk, ahi, alo, out):
+    """out[b] (uint32) bit m set where buf[row, 32 b + m] (uint16) >= ahi or <= alo, for blocks b < nblk."""
+    if use_simd:
+        _pass_ir(_addr(buf) + 2 * row * buf.shape[1], nblk, ahi, alo, _addr(out))
+    else:
+        _pass_portable(buf, row, nblk, ahi, alo, out)

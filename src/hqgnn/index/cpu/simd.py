@@ -204,7 +204,7 @@ HAVE_AVX2: bool = _CODEGEN_AVX2 and os.environ.get("HQGNN_DISABLE_SIMD", "").str
 
 
 def _ir_intrinsic(fn_name: str, ir_text_fn, nargs: int = 6, emit: bool | None = None):
-    """A numba intrinsic calling ``fn_name`` (``nargs`` x i64 -> void, 6 or 7) defined by LLVM IR text.
+    """A numba intrinsic calling ``fn_name`` (``nargs`` x i64 -> void, 5, 6 or 7) defined by LLVM IR text.
 
     The IR is parsed into a code library linked into the caller (so ``cache=True`` stores the
     machine code). With ``emit`` False (default: whether the target has AVX2) the intrinsic compiles
@@ -228,7 +228,11 @@ def _ir_intrinsic(fn_name: str, ir_text_fn, nargs: int = 6, emit: bool | None = 
         return context.get_dummy_value()
 
     # numba types an intrinsic by its Python signature, so each arity is spelt out
-    if nargs == 6:
+    if nargs == 5:
+        @intrinsic
+        def _call(typingctx, a0, a1, a2, a3, a4):
+            return sig, codegen
+    elif nargs == 6:
         @intrinsic
         def _call(typingctx, a0, a1, a2, a3, a4, a5):
             return sig, codegen
@@ -237,7 +241,7 @@ def _ir_intrinsic(fn_name: str, ir_text_fn, nargs: int = 6, emit: bool | None = 
         def _call(typingctx, a0, a1, a2, a3, a4, a5, a6):
             return sig, codegen
     else:
-        raise ValueError(f"nargs must be 6 or 7, got {nargs}")
+        raise ValueError(f"nargs must be 5, 6 or 7, got {nargs}")
     return _call
 
 
