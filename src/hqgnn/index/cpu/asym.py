@@ -17,11 +17,14 @@ from .lut1 import (  # noqa: F401  (re-exported: the index's view of the LUT lay
     HAVE_LUT_SIMD,
     LUT_BLOCK,
     LUT_MAX_DIM,
+    _lut1q_ir,
+    _lut8_ir,
+    _lut_portable,
+    _pass_ir,
+    _pass_portable,
     lut1_cols,
     lut1_tables,
-    lut_scores,
     pack_lut1,
-    pass_masks,
     unpack_lut1,
 )
 from .select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push, as_float32
@@ -136,6 +139,11 @@ def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd,
     mm = np.empty((QG, 2), np.int32)
     mmb = np.empty((QG, 2), np.int32)
     masks = np.empty(chunk // 32, np.uint32)
+    # addresses once: passing arrays into the per-block kernel calls costs an incref / decref pair each
+    ia, ta, tb, ba, bb, ma, mba, ka = (_addr(items), _addr(qa), _addr(qb), _addr(bufa), _addr(bufb), _addr(mm),
+                                       _addr(mmb), _addr(masks))
+    trow = qa.shape[1]
+    bstep = ngp * 64  # bytes per 32-item block
     # loop order as in asym_task: super-chunk (stays in L2) x 8-query group (tables in L1) x chunk
     for sc0 in range(ch0, ch1, sc_chunks):
         for g0 in range(q0, q1, QG):
@@ -147,7 +155,10 @@ def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd,
                 smax = np.float64(cmax[ch * sstride])
                 smin = np.float64(cmin[ch * sstride])
                 tm = np.float64(tmax[ch * tstride])
-                lut_scores(use_simd, items, blk0, nblk, ngp, qa, g0, QG, bufa, 0, 0, mm)
+                if use_simd:
+                    _lut8_ir(ia + blk0 * bstep, nblk, ngp, ta + g0 * trow, ba, chunk, ma)
+                else:
+                    _lut_portable(items, blk0, nblk, ngp, qa, g0, QG, bufa, 0, 0, mm)
                 for r8 in range(min(QG, q1 - g0)):
                     qi = g0 + r8
                     r = qi - q0
@@ -165,14 +176,20 @@ def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd,
                     # the cut in plane A's units: an item can pass only if A >= ahi or A <= alo
                     ahi = -((add + bhi - pc) // mul_a)
                     alo = (nc - add - blo) // mul_a
-                    pass_masks(use_simd, bufa, r8, nblk, ahi, alo, masks)
+                    if use_simd:
+                        _pass_ir(ba + 2 * r8 * chunk, nblk, ahi, alo, ka)
+                    else:
+                        _pass_portable(bufa, r8, nblk, ahi, alo, masks)
                     for bi in range(nblk):
                         m = np.int64(masks[bi])
                         if m == 0:
                             continue
                         j0 = 32 * bi
-                        if nplanes == 2:  # plane B for this query and block only
-                            lut_scores(use_simd, items, blk0 + bi, 1, ngp, qb, qi, 1, bufb, r8, j0, mmb)
+                        if nplanes == 2 and use_simd:  # plane B for this query and block only
+                            _lut1q_ir(ia + (blk0 + bi) * bstep, 1, ngp, tb + qi * trow, bb + 2 * (r8 * chunk + j0),
+                                      chunk, mba)
+                        elif nplanes == 2:
+                            _lut_portable(items, blk0 + bi, 1, ngp, qb, qi, 1, bufb, r8, j0, mmb)
                         while m != 0:  # the items past the cut on A, in increasing order (exclusion cursor)
                             j = j0 + _popcnt64(np.uint64((m & -m) - 1))
                             m &= m - 1

@@ -235,10 +235,11 @@ def _lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, m
         mm[r, 1] = lo
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def lut_scores(use_simd, items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm):
     """Biased sums of table rows row0..row0+nq (nq = 8 or 1) x 32-item blocks blk0.. into buf (uint16) and
-    each row's max / min into mm[:nq] -- the AVX2 kernel or its portable twin."""
+    each row's max / min into mm[:nq] -- the AVX2 kernel or its portable twin. (Array-level entry for tests:
+    the search task calls the kernels with addresses computed once, see cpu.asym.lut_task.)"""
     if use_simd:
         a = _addr(items) + blk0 * nsteps * 64
         t = _addr(tabs) + row0 * tabs.shape[1]
@@ -262,7 +263,7 @@ def _pass_portable(buf, row, nblk, ahi, alo, out):
         out[b] = m
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def pass_masks(use_simd, buf, row, nblk, ahi, alo, out):
     """out[b] (uint32) bit m set where buf[row, 32 b + m] (uint16) >= ahi or <= alo, for blocks b < nblk."""
     if use_simd:
