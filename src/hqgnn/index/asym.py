@@ -10,11 +10,13 @@ Exactness (CPU):
 * integer queries: <c_u, c_i> is computed exactly in int16/int32 by the SIMD kernels and every ranking
   key is the float64 value ``(ip * s_i) * s_u + t_i`` -- the same operations, in the same order, as
   :func:`hqgnn.index.reference.reference_asym_scores`, so keys are bit-identical and ids match the float64 brute force.
-* float queries: the query is quantized to 8 bits (max-abs scale Delta); the integer search returns
+* float queries: the query is quantized to codes in [-119, 119] (max-abs scale Delta; on 1-bit items the
+  codes are split into two 4-bit planes, the second looked up only where the first cannot prune, see
+  cpu.asym.lut_task); the integer search returns
   the top K' by the approximate key (Delta * ip) * s_i + t_i, whose error is at most
-  err = max|s_i| * max|c_i| * ||x - Delta q||_1 (+ a float64 rounding margin). If the K'-th approximate
-  key is below the k-th minus 2 err, every true top-k item is among the K' candidates, which are then
-  re-scored in float64 (dot(x, c_i) * s_i + t_i) and sorted; otherwise K' doubles for that query.
+  err = max|s_i| * max|c_i| * ||x - Delta q||_1 (+ a float64 rounding margin). The K' candidates are
+  re-scored in float64 (dot(x, c_i) * s_i + t_i) and sorted; if the K'-th approximate key + err is below
+  the k-th best exact key among them, no other item can reach the top k; otherwise K' doubles for that query.
   This equals the float64 brute force whenever float64 evaluates the dot products exactly (always for
   float32 queries whose entries span less than 2^(29 - log2 d) in magnitude; otherwise the brute force
   itself depends on its summation order).

@@ -25,8 +25,8 @@ def to_scores(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def search_float(index: Any, x: np.ndarray, k: int, ex: Exclusion | None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of float queries ``x`` (B, d) on a CPU :class:`AsymCodeIndex` (module docstring of
-    hqgnn.index.asym): the 8-bit search returns K' candidates, accepted once the K'-th approximate key
-    is below the k-th minus twice the error bound; otherwise K' doubles for that query."""
+    hqgnn.index.asym): the 8-bit search returns K' candidates, re-scored exactly; accepted once the K'-th
+    approximate key plus the error bound is below the exact k-th best candidate; otherwise K' doubles for that query."""
     b = x.shape[0]
     qc, delta, resid = _quantize(x)
     cmaxabs = float(max(abs(v) for v in code_range(index.item_bits)))
@@ -41,16 +41,14 @@ def search_float(index: Any, x: np.ndarray, k: int, ex: Exclusion | None) -> tup
     kk = min(index.n, k + 16 + k // 4)
     while todo.size:
         keys, ids = index._search_int(qc[todo], delta[todo], kk, subset_exclusion(ex, todo))
-        nvalid = (ids >= 0).sum(axis=1)
+        s, i, kth = _rescore(index, x[todo], ids, k)
         if kk >= index.n:
             done = np.ones(todo.size, bool)
         else:
-            kth = keys[:, min(k, kk) - 1]
-            last = keys[:, kk - 1]
-            done = (nvalid < kk) | (last < kth - 2 * err[todo])
-        rows = todo[done]
-        if rows.size:
-            out_s[rows], out_i[rows] = _rescore(index, x[rows], ids[done], k)
+            # an item outside the candidates has an approximate key <= the K'-th, so an exact key
+            # <= that + err: below the exact k-th best of the candidates, it cannot be in the top k
+            done = ((ids >= 0).sum(axis=1) < kk) | (keys[:, kk - 1] + err[todo] < kth)
+        out_s[todo[done]], out_i[todo[done]] = s[done], i[done]
         todo = todo[~done]
         kk = min(index.n, 2 * kk)
     return out_s, out_i
@@ -66,8 +64,9 @@ def _quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return codes, delta, resid
 
 
-def _rescore(index: Any, x: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact float64 keys dot(x, c_i) * s_i + t_i of candidate ids (-1 = none), top k sorted."""
+def _rescore(index: Any, x: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact float64 keys dot(x, c_i) * s_i + t_i of candidate ids (-1 = none), top k sorted: (scores
+    float32, ids, the k-th best float64 key: -inf where fewer than k candidates)."""
     b, m = cand.shape
     ok = cand >= 0
     flat = np.where(ok, cand, 0).reshape(-1)
@@ -86,4 +85,5 @@ def _rescore(index: Any, x: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.nd
     i_out = np.full((b, k), -1, np.int64)
     s_out[:, : keys.shape[1]] = to_scores(keys, ids)
     i_out[:, : ids.shape[1]] = ids
-    return s_out, i_out
+    kth = keys[:, k - 1] if keys.shape[1] >= k else np.full(b, -np.inf)
+    return s_out, i_out, kth
