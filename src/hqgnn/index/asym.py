@@ -322,8 +322,10 @@ class AsymCodeIndex:
                 n_ranges, _CHUNK, self._super_chunks(), out_keys, out_ids)
         if self._layout == LUT1:
             qa, qb, nplanes, ma, mb, qadd, bmin, bmax = lut_planes(self._ngp, qc)
-            task, head = KA.lut_task, (self._use_simd(), items, self._ngp, self.n, k, qa, qb, nplanes, ma, mb, qadd,
-                                       bmin, bmax)
+            # the kernel's per-chunk minimum matters only for a negative item or query scale (see _bound)
+            need_min = bool(cmin.size and cmin.min() < 0) or bool(qs.size and np.min(qs) < 0)
+            task, head = KA.lut_task, (self._use_simd(), need_min, items, self._ngp, self.n, k, qa, qb, nplanes,
+                                       ma, mb, qadd, bmin, bmax)
         else:
             qa, qb, nplanes, ma, mb, qadd = query_planes(self._layout, self._ngp, qc)
             kind = KA.KIND_NIBBLE if self._layout == NIBBLE else KA.KIND_INT8

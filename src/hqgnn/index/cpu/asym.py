@@ -19,6 +19,7 @@ from .lut1 import (  # noqa: F401  (re-exported: the index's view of the LUT lay
     LUT_MAX_DIM,
     _lut1q_ir,
     _lut8_ir,
+    _lut8x_ir,
     _lut_portable,
     _pass_ir,
     _pass_portable,
@@ -113,8 +114,8 @@ def _bound(lo, hi, smax, smin, su, tm):
 
 
 @njit(cache=True, nogil=True)
-def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd, bmin, bmax, qs, scales, sstride,
-             terms, tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk, sc_chunks, out_keys,
+def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd, bmin, bmax, qs, scales,
+             sstride, terms, tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk, sc_chunks, out_keys,
              out_ids):
     """One task of the 1-bit LUT search: queries [64 qt, 64 qt + 64) x item range rr (t = qt * R + rr).
 
@@ -124,7 +125,9 @@ def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd,
     and that margin bound every key; a query re-scans the chunk only when the bound reaches its k-th
     best, and then computes plane B only for the 32-item blocks holding an item whose A bound passes
     the exact integer cut (see _cuts) -- the other blocks cannot enter its top-k. Ranking key, ties
-    (to the lower original id) and exclusions as in :func:`asym_task`.
+    (to the lower original id) and exclusions as in :func:`asym_task`. ``need_min`` False (no negative
+    item or query scale: the bound only needs each chunk's max) runs the kernel without the minimum,
+    and the sums' floor 0 stands in for it.
     """
     B = qs.shape[0]
     q0, q1, ch0, ch1 = _task_range(t, B, n, n_ranges, chunk)
@@ -144,6 +147,8 @@ def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd,
                                        _addr(mmb), _addr(masks))
     trow = qa.shape[1]
     bstep = ngp * 64  # bytes per 32-item block
+    addhi = qadd[q0:q1].astype(np.int64) + bmax[q0:q1]  # ip <= mul_a * A + addhi
+    sug = qs[q0:q1].astype(np.float64)
     # loop order as in asym_task: super-chunk (stays in L2) x 8-query group (tables in L1) x chunk
     for sc0 in range(ch0, ch1, sc_chunks):
         for g0 in range(q0, q1, QG):
@@ -155,11 +160,25 @@ def lut_task(t, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd,
                 smax = np.float64(cmax[ch * sstride])
                 smin = np.float64(cmin[ch * sstride])
                 tm = np.float64(tmax[ch * tstride])
-                if use_simd:
+                if use_simd and need_min:
                     _lut8_ir(ia + blk0 * bstep, nblk, ngp, ta + g0 * trow, ba, chunk, ma)
+                elif use_simd:  # max only: A >= 0 is the lower bound (see need_min)
+                    _lut8x_ir(ia + blk0 * bstep, nblk, ngp, ta + g0 * trow, ba, chunk, ma)
+                    mm[:, 1] = 0
                 else:
                     _lut_portable(items, blk0, nblk, ngp, qa, g0, QG, bufa, 0, 0, mm)
-                for r8 in range(min(QG, q1 - g0)):
+                nr8 = min(QG, q1 - g0)
+                if not need_min:
+                    # branch-free screen of the 8 queries (the bound's corner is known: _bound's fast path)
+                    live = 0
+                    for r8 in range(nr8):
+                        hi = mul_a * np.int64(mm[r8, 0]) + addhi[g0 - q0 + r8]
+                        ub = _key(hi, smax if hi >= 0 else smin, sug[g0 - q0 + r8], tm)
+                        tr = tau[g0 - q0 + r8]
+                        live |= np.int64(ub > tr or (ub == tr and not ident)) << r8
+                    if live == 0:
+                        continue
+                for r8 in range(nr8):
                     qi = g0 + r8
                     r = qi - q0
                     add = np.int64(qadd[qi])

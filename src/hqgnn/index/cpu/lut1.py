@@ -16,6 +16,8 @@ widened every step to int32 outputs); zmm (AVX-512) variants were measured no fa
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from numba import njit
 
@@ -90,12 +92,13 @@ def _splat(t: str, v: int, n: int) -> str:
     return "<" + ", ".join([f"{t} {v}"] * n) + ">"
 
 
-def _gen_lut_ir(nq: int) -> str:
-    """IR of hq_lut{nq}(items*, nblocks, nsteps, tables*, out*, ostride, mm*), all i64 (nq = 8 or 1).
+def _gen_lut_ir(nq: int, with_min: bool = True) -> str:
+    """IR of hq_lut{nq}[x](items*, nblocks, nsteps, tables*, out*, ostride, mm*), all i64 (nq = 8 or 1).
 
     out[r * ostride + 32 b + m] (uint16) = sum over the item's set bits of table row r (biased,
     see lut1_tables), for nq table rows of nsteps * 128 bytes; mm[r] (int32 [nq][2]) = max and min
-    over all 32 * nblocks slots (pads included). One step = 2 item byte columns = 4 tables = 16 dims:
+    over all 32 * nblocks slots (pads included); the ``x`` variant (``with_min`` False) writes the max only
+    (4-8 % faster: what the search needs when no scale is negative). One step = 2 item byte columns = 4 tables = 16 dims:
     the four looked-up bytes are summed in uint8 (<= 240), then added as one int16 word to acc
     (even byte + 256 odd byte) and the odd byte alone to acc_hi (FAISS's trick: no per-step
     widening of the even bytes); the even sums are acc - 256 acc_hi (mod 2^16, exact below 2^16).
@@ -106,7 +109,7 @@ def _gen_lut_ir(nq: int) -> str:
     L = [f"declare {v32} @llvm.x86.avx2.pshuf.b({v32}, {v32})",
          f"declare {v16} @llvm.umax.v16i16({v16}, {v16})", f"declare {v16} @llvm.umin.v16i16({v16}, {v16})",
          f"declare i16 @llvm.vector.reduce.umax.v16i16({v16})", f"declare i16 @llvm.vector.reduce.umin.v16i16({v16})",
-         f"define void @hq_lut{nq}(i64 %items, i64 %nblocks, i64 %nsteps, i64 %tabs, i64 %out, i64 %ostride, i64 %mmp) {{",
+         f"define void @hq_lut{nq}{'' if with_min else 'x'}(i64 %items, i64 %nblocks, i64 %nsteps, i64 %tabs, i64 %out, i64 %ostride, i64 %mmp) {{",
          "entry:", "  %pit = inttoptr i64 %items to ptr", "  %pt = inttoptr i64 %tabs to ptr",
          "  %po = inttoptr i64 %out to ptr", "  %trow = mul i64 %nsteps, 128", "  %bbytes = mul i64 %nsteps, 64"]
     for r in range(nq):
@@ -165,6 +168,8 @@ def _gen_lut_ir(nq: int) -> str:
               f"  %pn{r} = getelementptr i32, ptr %pm, i64 {2 * r + 1}",
               f"  store i32 %ex{r}, ptr %px{r}, align 4", f"  store i32 %en{r}, ptr %pn{r}, align 4"]
     L += ["  ret void", "}"]
+    if not with_min:  # drop the running minimum (its phis, umin calls, reduction and store)
+        L = [ln for ln in L if not re.search(r"%(mn|mna|mnn|fn|rn|en|pn)\d", ln)]
     return "\n".join(L) + "\n"
 
 
@@ -194,8 +199,8 @@ def _lut_ir_parses() -> bool:
     try:
         import llvmlite.binding as llvm
 
-        for nq in (QG, 1):
-            llvm.parse_assembly(_gen_lut_ir(nq)).verify()
+        for nq, with_min in ((QG, True), (QG, False), (1, True)):
+            llvm.parse_assembly(_gen_lut_ir(nq, with_min)).verify()
         llvm.parse_assembly(_gen_pass_ir()).verify()
         return True
     except Exception:  # pragma: no cover - depends on the llvmlite build
@@ -208,6 +213,7 @@ HAVE_LUT_SIMD: bool = HAVE_AVX2 and _CODEGEN_LUT
 
 # numba intrinsics calling the IR kernels (they compile to nothing without AVX2; never reached then)
 _lut8_ir = _ir_intrinsic("hq_lut8", lambda: _gen_lut_ir(QG), 7, _CODEGEN_LUT)
+_lut8x_ir = _ir_intrinsic("hq_lut8x", lambda: _gen_lut_ir(QG, False), 7, _CODEGEN_LUT)  # max only
 _lut1q_ir = _ir_intrinsic("hq_lut1", lambda: _gen_lut_ir(1), 7, _CODEGEN_LUT)
 _pass_ir = _ir_intrinsic("hq_pass", _gen_pass_ir, 5, _CODEGEN_LUT)
 
