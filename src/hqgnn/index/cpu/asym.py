@@ -134,7 +134,9 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
     rr = t - (t // n_ranges) * n_ranges
     nqq = q1 - q0
     ident = oid.shape[0] == 0
-    keys, ids, cnt, tau, tau_id, expos = _heap_state(nqq, k)
+    npad = -(-nqq // QG) * QG  # whole 8-query groups, so the screen below has a fixed trip count
+    keys, ids, cnt, tau, tau_id, expos = _heap_state(npad, k)
+    tau[nqq:] = np.inf  # pad queries: never live
     if has_ex:
         _init_expos(ex_ptr, ex_idx, q0, nqq, ch0 * chunk, expos)
     bufa = np.empty((QG, chunk), np.uint16)
@@ -147,8 +149,10 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
                                        _addr(mmb), _addr(masks))
     trow = qa.shape[1]
     bstep = ngp * 64  # bytes per 32-item block
-    addhi = qadd[q0:q1].astype(np.int64) + bmax[q0:q1]  # ip <= mul_a * A + addhi
-    sug = qs[q0:q1].astype(np.float64)
+    addhi = np.zeros(npad, np.int64)
+    addhi[:nqq] = qadd[q0:q1] + bmax[q0:q1]  # ip <= mul_a * A + addhi
+    sug = np.zeros(npad)
+    sug[:nqq] = qs[q0:q1]
     # loop order as in asym_task: super-chunk (stays in L2) x 8-query group (tables in L1) x chunk
     for sc0 in range(ch0, ch1, sc_chunks):
         for g0 in range(q0, q1, QG):
@@ -171,11 +175,11 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
                 if not need_min:
                     # branch-free screen of the 8 queries (the bound's corner is known: _bound's fast path)
                     live = 0
-                    for r8 in range(nr8):
+                    for r8 in range(QG):
                         hi = mul_a * np.int64(mm[r8, 0]) + addhi[g0 - q0 + r8]
                         ub = _key(hi, smax if hi >= 0 else smin, sug[g0 - q0 + r8], tm)
                         tr = tau[g0 - q0 + r8]
-                        live |= np.int64(ub > tr or (ub == tr and not ident)) << r8
+                        live |= np.int64((ub > tr) | ((ub == tr) & (not ident))) << r8
                     if live == 0:
                         continue
                 for r8 in range(nr8):
