@@ -568,8 +568,9 @@ def run_interp_case(d: int, query_bits: int, packed: bool, zero_one: bool = Fals
     g.tile, g.group = 32, 2  # 16 groups: a finite threshold with few candidates
     g.zero_one = zero_one  # both operand forms (the default is the 0/1 one)
     g.threshold_fraction = 0.25 if zero_one else 1.0  # the default (first groups only) and every group
-    if zero_one:  # also 32-query programs
+    if zero_one:  # also 32-query programs, and every hit of a tile stored at once (the scatter emit)
         g.block_q = 32
+        g.scatter = True
     q, qs = make_queries(rng, b, d, query_bits)
     cases = [(None, None), (random_exclusion(rng, b, n, 0.005), None)] + ([(None, 4)] if d == 64 else [])
     for ex, cap in cases:

@@ -246,10 +246,12 @@ class AsymCodeIndex:
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         if self.query_bits == 0 and not isinstance(queries, tuple):
-            queries, query_scales = to_numpy(queries), None
+            # float queries already on this index's device stay there (no host round trip)
+            on_device = self._gpu is not None and getattr(getattr(queries, "device", None), "type", None) == "cuda"
+            queries, query_scales = (queries if on_device else to_numpy(queries)), None
         else:
             queries, query_scales = split_queries(queries, self.format)
-        q = to_numpy(queries)
+        q = queries if hasattr(queries, "is_cuda") else to_numpy(queries)
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -258,11 +260,15 @@ class AsymCodeIndex:
         if self.query_bits == 0:
             if query_scales is not None:
                 raise ValueError("float queries (query_bits=0) take no query_scales")
-            if q.dtype.kind != "f":
+            if not (q.is_floating_point() if hasattr(q, "is_cuda") else q.dtype.kind == "f"):
                 raise ValueError(f"this index takes float queries (query_bits=0), got dtype {q.dtype}")
-            q = np.ascontiguousarray(q, dtype=np.float32)
-            if not np.all(np.isfinite(q)):
-                raise ValueError("queries must be finite")
+            if hasattr(q, "is_cuda"):
+                if not bool(q.isfinite().all()):
+                    raise ValueError("queries must be finite")
+            else:
+                q = np.ascontiguousarray(q, dtype=np.float32)
+                if not np.all(np.isfinite(q)):
+                    raise ValueError("queries must be finite")
             qs = None
         else:
             q = as_int8_codes(q, "queries")

@@ -265,7 +265,8 @@ class TorchCodeSearcher:
 
     def _select(self, q8, cand_ids, counts, k, qsign, exr, mode, cap):
         """Phase 3: exact keys of the candidates, exclusions removed, (key desc, id asc) top-k."""
-        ids_sorted, valid, safe = sorted_candidates(cand_ids, counts, cap, self.n)
+        ids_sorted, valid, safe = sorted_candidates(cand_ids, counts, min(cap, max(1, int(counts.max()))), self.n)
+        ids_sorted = ids_sorted.to(torch.int64)
         # exact inner products of the few candidates: gather their codes, one batched matmul
         ip = gathered_dot(lambda idx: self.codes[idx], safe, q8, self._fdtype())
         return top_candidates(self._keys64(ip, safe, qsign, mode), ids_sorted, valid, k, exr, self.n)
