@@ -12,9 +12,11 @@ Mirrors :mod:`hqgnn.index.gpu.sym` with the asymmetric key ``(ip * s_i) * s_u + 
   item's approximate key; (2) a fused pass appends the ids of the items reaching it (~k per query)
   to a per-query buffer; (3) exact float64 keys of the candidates, sorted by (key desc, id asc).
   Rows whose buffer overflowed are redone with ``exact``. Float queries are quantized to 8 bits
-  (as on CPU) for passes 1-2 and re-scored with the float query in pass 3. On CUDA passes 1-2 are
-  one Triton kernel (int8 tensor-core dot + epilogue); the torch version runs anywhere and the
-  tests check the algorithm with it on CPU (and the Triton kernel in its CPU interpreter).
+  on the device (as on CPU) for passes 1-2 and re-scored with the float query in pass 3. On CUDA passes
+  1-2 are one Triton kernel (int8 tensor-core dot + epilogue) and pass 3 another (float64 keys straight
+  from the packed words of the candidates); the host waits once per search, for the number of buffer
+  columns in use. The torch version runs anywhere and the tests check the algorithm with it on CPU (and
+  the Triton kernels in their CPU interpreter).
 
 Storage: 1-bit items are bit-packed (``packed=True``, default): d/32 int32 words per item,
 word-major (W, n); the kernel expands a tile's words to the +-1 int8 operand in registers, and
