@@ -232,8 +232,10 @@ def timing(args: argparse.Namespace) -> dict[str, Any]:
         t = dict(tables)
         if fmt == "1bit":
             cfg.quant.bits, cfg.quant.estimator = 1, "ste"
-            t.update(user_scale=torch.ones(n_users), item_scale=torch.ones(n_items))
+            t.update(user_scale=torch.ones(n_users), item_scale=torch.ones(n_items),
+                     user_codes=torch.ones(n_users, d, dtype=torch.int8), item_codes=torch.ones(n_items, d, dtype=torch.int8))
         run = TrainedRun(Path("."), cfg, {}, t, np.arange(n_users), np.arange(n_items), seen)
+        assert run.quantized == (fmt == "1bit")
         for method in ("propagate", "lstsq"):
             fi = FoldIn(run, method)
             t0 = time.perf_counter()
