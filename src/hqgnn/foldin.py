@@ -146,12 +146,12 @@ def encode_rows(run: Any, side: str, x: np.ndarray) -> dict[str, torch.Tensor]:
     layer weights and per-tensor scales. Keys are those of ``run.tables`` for that side; per-tensor
     (0-d) scales are shared and not returned."""
     cfg = run.config
-    x = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
-    if x.ndim != 2 or x.shape[1] != run.tables[f"{side}_emb"].shape[1]:
-        raise ValueError(f"x must be (B, {run.tables[f'{side}_emb'].shape[1]}), got {tuple(x.shape)}")
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    if xt.ndim != 2 or xt.shape[1] != run.tables[f"{side}_emb"].shape[1]:
+        raise ValueError(f"x must be (B, {run.tables[f'{side}_emb'].shape[1]}), got {tuple(xt.shape)}")
     if cfg.model.normalize:  # the run's rows are on the unit sphere before any quantizer
-        x = torch.nn.functional.normalize(x, dim=1)
-    out = {f"{side}_emb": x}
+        xt = torch.nn.functional.normalize(xt, dim=1)
+    out = {f"{side}_emb": xt}
     if not run.quantized:
         return out
     q = cfg.quant
@@ -162,7 +162,7 @@ def encode_rows(run: Any, side: str, x: np.ndarray) -> dict[str, torch.Tensor]:
         w = blocks.abs().mean(dim=(0, 2)).clamp_min(1e-12).repeat_interleave(cfg.model.dim).reshape(1, -1)
     user_bits = q.bits if q.user_bits < 0 else q.user_bits
     if side == "item":
-        v = x - items.mean(0, keepdim=True) if q.center else x
+        v = xt - items.mean(0, keepdim=True) if q.center else xt
         if w is not None:
             v = v / w
         codes, scale = _quantize(v, q.bits, run.tables["item_scale"], q.scale_dtype)
@@ -171,7 +171,7 @@ def encode_rows(run: Any, side: str, x: np.ndarray) -> dict[str, torch.Tensor]:
             term = (codes.float() * (scale.float()[:, None] if scale.ndim else scale.float())) @ users.mean(0)
             out["item_term"] = _round_to(term, q.scale_dtype)
     else:
-        v = x * w if w is not None else x
+        v = xt * w if w is not None else xt
         if user_bits:
             v = v - users.mean(0, keepdim=True) if q.center else v
             out["user_codes"], out["user_scale"] = _quantize(v, user_bits, run.tables["user_scale"], q.scale_dtype)
