@@ -17,6 +17,7 @@ from .cli_output import (PlainHelpCommand, err, out, print_error_and_exit, print
                          usage_error)
 from .config import RunConfig, load_config
 from .cli_tools import apply_sets, bench_app, check, config_cmd, data_app
+from .cli_foldin import fold_in
 from .errors import HqgnnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -284,6 +285,7 @@ def serve(
 # after the workflow commands, so that `hqgnn --help` lists train first
 app.command(cls=PlainHelpCommand)(check)
 app.command("config", cls=PlainHelpCommand)(config_cmd)
+app.command("fold-in", cls=PlainHelpCommand)(fold_in)  # hqgnn.cli_foldin
 
 
 def main(argv: list[str] | None = None) -> None:

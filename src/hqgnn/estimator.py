@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from .config import SECTIONS, RunConfig
 from .errors import HqgnnError
+from .estimator_foldin import FoldInMixin
 
 log = logging.getLogger("hqgnn")
 
@@ -53,7 +54,7 @@ def _section_field(name: str) -> tuple[str, str]:
     return section, field
 
 
-class HQGNN:
+class HQGNN(FoldInMixin):
     """LightGCN recommender with optional b-bit quantized embeddings (HQ-GNN), scikit-learn style.
 
     Every keyword is a config field of :mod:`hqgnn.config` by its name (``HQGNN(val_ratio=0.05,
@@ -88,6 +89,7 @@ class HQGNN:
         self._run = None  # a hqgnn.run.TrainedRun once fitted or loaded
         self._model_state: dict[str, Any] = {}
         self._rec = None
+        self._foldin: Any = None  # hqgnn.foldin.FoldIn of anonymous sessions, built on first use
         self._test: sp.csr_matrix | None = None  # the test split of a path / dataset-name source
 
     # -- scikit-learn style parameters ------------------------------------------------------------------
@@ -147,7 +149,7 @@ class HQGNN:
         self._run = TrainedRun(Path(), cfg, trained.metrics, trained.tables, ds.user_ids, ds.item_ids,
                                ds.matrix(ds.seen))
         self._test = ds.matrix(ds.test) if len(ds.test) else None
-        self._rec = None
+        self._rec = self._foldin = None
         return self
 
     def sweep(self, data: Any, grid: dict[str, Iterable[Any]], user_col: str | None = None,
@@ -248,8 +250,14 @@ class HQGNN:
         out = np.where(rows >= 0, ids[np.clip(rows, 0, None)], np.asarray(pad, dtype=ids.dtype))
         return out, scores
 
-    def recommend(self, users: Any, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(self, users: Any = None, k: int = 10, exclude_seen: bool = True,
+                  user_items: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for each of ``users`` (your ids): ``(item_ids, scores)``, each (len(users), k).
+
+        ``user_items`` instead of ``users``: anonymous sessions, no id needed: a list of item ids (one
+        session) or a list of such lists; each is folded in as a user (:meth:`fold_in_users`, nothing
+        stored) and ranked exactly as a user is; its own items are excluded unless ``exclude_seen=False``.
+        Returns one row per session. Unknown items raise :class:`~hqgnn.errors.HqgnnError` naming them.
 
         Scored exactly as ``hqgnn recommend`` / ``serve`` (integer codes x scales for quantized models),
         ties to the lower item index; train + validation items excluded unless ``exclude_seen=False``.
@@ -257,6 +265,8 @@ class HQGNN:
         ``k`` above the catalog size is clamped to it (the arrays then have ``n_items`` columns).
         """
         k = min(_check_k(k), self.run.n_items)  # memory bounded by the answer, never by k
+        if user_items is not None or users is None:
+            return self._recommend_sessions(user_items, k, exclude_seen, users)
         if np.ndim(users) == 0:  # one id: unknown is an error, as GET /recommend's 404
             rows = self._rows(users, self.run.user_ids, "user")
         else:  # several ids: per-user answers, unknown users reported as in POST /recommend/batch
@@ -368,6 +378,7 @@ class HQGNN:
         est._run = run
         est._model_state = load_model_state(run_dir, run.manifest)
         est._rec = None
+        est._foldin = None
         est._test = None
         return est
 
