@@ -571,6 +571,7 @@ def run_interp_case(d: int, query_bits: int, packed: bool, zero_one: bool = Fals
     if zero_one:  # also 32-query programs, and every hit of a tile stored at once (the scatter emit)
         g.block_q = 32
         g.scatter = True
+        g.one_dot = d != 64  # one dot of every word per tile (d = 16: one word; d = 100: four, one masked)
     q, qs = make_queries(rng, b, d, query_bits)
     cases = [(None, None), (random_exclusion(rng, b, n, 0.005), None)] + ([(None, 4)] if d == 64 else [])
     for ex, cap in cases:
