@@ -262,11 +262,11 @@ def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude
     from tqdm.auto import tqdm
 
     out = Path(out)
+    if out.is_dir():
+        raise HqgnnError(f"{out}: is a directory; --out names the file to write")
     kind = SUFFIXES.get(out.suffix.lower())
     if kind is None:
         raise HqgnnError(f"{out}: the output must end in .parquet, .pq or .csv")
-    if out.is_dir():
-        raise HqgnnError(f"{out}: is a directory; --out names the file to write")
     if out.exists() and not overwrite:
         raise HqgnnError(f"{out}: already exists; pass --overwrite to replace it")
     k = _check_k(k, rec.run.n_items)
