@@ -206,6 +206,7 @@ def test_resume_after_kill_9_equals_the_uninterrupted_file(saved: Path, tmp_path
         assert pq.read_table(out).equals(pq.read_table(ref))
         assert out.read_bytes() == ref.read_bytes()
         assert not ra.work_dir(out).exists()
+        assert not list(tmp_path.glob(f".{out.name}.*"))  # the killed job's temp output was removed
 
 
 def test_restart_discards_another_jobs_chunks(saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

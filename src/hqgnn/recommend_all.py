@@ -195,41 +195,35 @@ def _open_work(work: Path, identity: dict[str, Any], restart: bool, out: Path) -
             p.unlink(missing_ok=True)
 
 
-def _write_part(work: Path, ids: _Ids, r0: int, r1: int, scores: np.ndarray, items: np.ndarray) -> int:
-    """One finished chunk as an Arrow IPC file, written atomically; returns its rows."""
+def _open_writer(path: Path, kind: str, schema: pa.Schema) -> Any:
+    """The output's writer: Parquet (snappy; user and rank dictionary-encoded, they repeat) or CSV."""
+    import pyarrow.parquet as pq
+
+    if kind == "parquet":
+        return pq.ParquetWriter(str(path), schema, compression="snappy", use_dictionary=["user", "rank"])
+    import pyarrow.csv as pcsv
+
+    return pcsv.CSVWriter(str(path), schema)
+
+
+def _read_part(path: Path) -> pa.Table:
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _write_chunk(work: Path, ids: _Ids, writer: Any, r0: int, r1: int, scores: np.ndarray, items: np.ndarray) -> int:
+    """One finished chunk: its Arrow IPC file (atomic: what a resume continues from), then its rows
+    appended to the output being written; returns its rows."""
     import pyarrow as pa
 
     table = ids.table(r0, scores, items)
     with atomic_path(work / f"part-{r0:012d}-{r1:012d}.arrow") as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, ids.schema) as writer:
-            writer.write_table(table)
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, ids.schema) as ipc:
+            ipc.write_table(table)
+    writer.write_table(table)
     return table.num_rows
-
-
-def _assemble(parts: list[Path], out: Path, kind: str, schema: pa.Schema) -> int:
-    """Concatenate the chunk files into ``out`` (one Parquet file of one row group per chunk, or CSV),
-    one chunk in memory at a time, written to a temp file renamed over ``out``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = 0
-    with atomic_path(out) as tmp:
-        if kind == "parquet":
-            writer: Any = pq.ParquetWriter(str(tmp), schema, compression="zstd",
-                                           use_dictionary=["user", "rank"])
-        else:
-            import pyarrow.csv as pcsv
-
-            writer = pcsv.CSVWriter(str(tmp), schema)
-        try:
-            for part in parts:
-                with pa.memory_map(str(part)) as source:
-                    table = pa.ipc.open_file(source).read_all()
-                writer.write_table(table)
-                rows += table.num_rows
-        finally:
-            writer.close()
-    return rows
 
 
 def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude_seen: bool = True,
@@ -280,25 +274,38 @@ def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude
         parts, start = _done_parts(work)
         if start:
             log.info("recommend-all: resuming %s at user %d of %d (%d chunks done)", out, start, n, len(parts))
+        for stale in out.parent.glob(f".{out.name}.*.tmp{out.suffix}"):  # a killed job's unfinished output
+            stale.unlink(missing_ok=True)
         ids = _Ids(rec)
         beat = Heartbeat("recommend-all users", n - start, log)
         bar = tqdm(total=n, initial=start, desc="recommend-all", unit="user", disable=not progress,
                    mininterval=1.0, smoothing=0.1)
-        pending: concurrent.futures.Future[int] | None = None
-        # the next chunk is searched while this one's file is written: at most two chunks held
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, bar:
-            for r0, r1, (scores, items) in _chunks(rec, k, exclude_seen, size, start):
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(_write_part, work, ids, r0, r1, scores, items)
-                bar.update(r1 - r0)
-                beat.tick(r1 - start)
-            if pending is not None:
-                pending.result()
-        parts, end = _done_parts(work)
-        if end != n:  # only a bug could get here: never publish a file that misses users
-            raise HqgnnError(f"{work}: chunk files cover users 0..{end} of {n}; rerun to finish them")
-        rows = _assemble(parts, out, kind, ids.schema)
+        rows = 0
+        # the output is written as the chunks come (a temp file beside it, renamed over it at the end);
+        # after a resume, the finished chunks' files are copied into it first
+        with atomic_path(out) as tmp:
+            writer = _open_writer(tmp, kind, ids.schema)
+            try:
+                for part in parts:
+                    table = _read_part(part)
+                    writer.write_table(table)
+                    rows += table.num_rows
+                pending: concurrent.futures.Future[int] | None = None
+                # the next chunk is searched while this one is written: at most two chunks held
+                with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, bar:
+                    for r0, r1, (scores, items) in _chunks(rec, k, exclude_seen, size, start):
+                        if pending is not None:
+                            rows += pending.result()
+                        pending = pool.submit(_write_chunk, work, ids, writer, r0, r1, scores, items)
+                        bar.update(r1 - r0)
+                        beat.tick(r1 - start)
+                    if pending is not None:
+                        rows += pending.result()
+            finally:
+                writer.close()
+            parts, end = _done_parts(work)
+            if end != n:  # only a bug could get here: never publish a file that misses users
+                raise HqgnnError(f"{work}: chunk files cover users 0..{end} of {n}; rerun to finish them")
         shutil.rmtree(work)  # the lock file goes with it; the lock itself is held until release
         fsync_dir(out.parent)
     return {"out": str(out), "users": n, "k": k, "rows": rows, "chunks": len(parts), "resumed_from": start,
