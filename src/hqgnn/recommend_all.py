@@ -223,7 +223,7 @@ def _write_chunk(work: Path, ids: _Ids, writer: Any, r0: int, r1: int, scores: n
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, ids.schema) as ipc:
             ipc.write_table(table)
     writer.write_table(table)
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude_seen: bool = True,
