@@ -161,7 +161,7 @@ def recommend_all_cmd(
     k: Annotated[int, typer.Option("-k", "--k", metavar="K", help="Items per user (clamped to the catalog).")] = 10,
     device: Annotated[str, typer.Option(metavar="DEV", help="auto | cpu | cuda.")] = "auto",
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Also return items each user interacted with.")] = False,
-    chunk: Annotated[Optional[int], typer.Option("--chunk", metavar="N", help="Users per chunk (memory ~ N x K answers; default 4M / K, at most 65,536).")] = None,
+    chunk: Annotated[Optional[int], typer.Option("--chunk", metavar="N", help="Users per chunk (memory ~ 4 x N x K answers; default 2M / K, at most 65,536).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace FILE if it exists.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard the chunks of an unfinished job into FILE and start over.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or progress lines.")] = False,

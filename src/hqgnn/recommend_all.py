@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import hashlib
 import json
@@ -31,8 +32,9 @@ __all__ = ["COLUMNS", "FRAME_ROWS", "MAX_SLOTS", "chunk_size", "recommend_all", 
            "run_identity", "work_dir"]
 
 COLUMNS = ("user", "rank", "item", "score")
-# answer slots (users x k) of one chunk: ~50 MB for the answer, its Arrow table and the chunk being written
-DEFAULT_SLOTS = 1 << 22
+# answer slots (users x k) of one chunk: ~25 MB of answer, ~100 MB with its Arrow table while it is written
+DEFAULT_SLOTS = 1 << 21
+WRITERS = 2  # threads that turn chunks into tables and chunk files (the output's encoder is one more)
 MAX_USERS_PER_CHUNK = 65_536  # a crash loses at most one chunk of work
 MAX_SLOTS = 1 << 26  # a user-chosen --chunk x k above this (~1.6 GB per chunk) is refused
 FRAME_ROWS = 1 << 25  # recommend_all(out=None) refuses answers of more rows (~0.8 GB as a DataFrame)
@@ -213,15 +215,20 @@ def _read_part(path: Path) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
-def _write_chunk(work: Path, ids: _Ids, writer: Any, r0: int, r1: int, scores: np.ndarray, items: np.ndarray) -> int:
-    """One finished chunk: its Arrow IPC file (atomic: what a resume continues from), then its rows
-    appended to the output being written; returns its rows."""
+def _write_part(work: Path, ids: _Ids, r0: int, r1: int, scores: np.ndarray, items: np.ndarray) -> pa.Table:
+    """One finished chunk as its table and its Arrow IPC file (atomic: what a resume continues from)."""
     import pyarrow as pa
 
     table = ids.table(r0, scores, items)
     with atomic_path(work / f"part-{r0:012d}-{r1:012d}.arrow") as tmp:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, ids.schema) as ipc:
             ipc.write_table(table)
+    return table
+
+
+def _append(writer: Any, part: concurrent.futures.Future[pa.Table]) -> int:
+    """Append a chunk's rows to the output (called in chunk order by one thread); returns its rows."""
+    table = part.result()
     writer.write_table(table)
     return int(table.num_rows)
 
@@ -272,6 +279,8 @@ def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude
     with DirLock(work):
         _open_work(work, identity, restart, out)
         parts, start = _done_parts(work)
+        for stale in set(work.glob("part-*.arrow")) - set(parts):  # finished out of order past a gap: redone
+            stale.unlink()
         if start:
             log.info("recommend-all: resuming %s at user %d of %d (%d chunks done)", out, start, n, len(parts))
         for stale in out.parent.glob(f".{out.name}.*.tmp{out.suffix}"):  # a killed job's unfinished output
@@ -290,17 +299,20 @@ def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude
                     table = _read_part(part)
                     writer.write_table(table)
                     rows += table.num_rows
-                pending: concurrent.futures.Future[int] | None = None
-                # the next chunk is searched while this one is written: at most two chunks held
-                with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, bar:
+                # while the next chunk is ranked, WRITERS threads build the finished chunks' tables and files
+                # and one thread appends them to the output in order: at most WRITERS + 2 chunks held
+                inflight: collections.deque[concurrent.futures.Future[int]] = collections.deque()
+                with concurrent.futures.ThreadPoolExecutor(WRITERS) as parts_pool, \
+                        concurrent.futures.ThreadPoolExecutor(1) as out_pool, bar:
                     for r0, r1, (scores, items) in _chunks(rec, k, exclude_seen, size, start):
-                        if pending is not None:
-                            rows += pending.result()
-                        pending = pool.submit(_write_chunk, work, ids, writer, r0, r1, scores, items)
+                        while len(inflight) >= WRITERS + 1:
+                            rows += inflight.popleft().result()
+                        made = parts_pool.submit(_write_part, work, ids, r0, r1, scores, items)
+                        inflight.append(out_pool.submit(_append, writer, made))
                         bar.update(r1 - r0)
                         beat.tick(r1 - start)
-                    if pending is not None:
-                        rows += pending.result()
+                    while inflight:
+                        rows += inflight.popleft().result()
             finally:
                 writer.close()
             parts, end = _done_parts(work)
