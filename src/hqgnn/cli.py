@@ -16,7 +16,7 @@ from rich.table import Table
 from .cli_output import (PlainHelpCommand, err, out, print_error_and_exit, print_metrics, print_sweep, setup_logging,
                          usage_error)
 from .config import RunConfig, load_config
-from .cli_tools import apply_sets, bench_app, check, config_cmd, data_app
+from .cli_tools import apply_sets, bench_app, check, config_cmd, data_app, recommend_all_cmd
 from .cli_foldin import fold_in
 from .errors import HqgnnError
 
@@ -227,6 +227,9 @@ def recommend(
         for r, rec in enumerate(recs, 1):
             table.add_row(str(r), str(rec["item"]), f"{rec['score']:.4f}")
         out.print(table)
+
+
+app.command("recommend-all", cls=PlainHelpCommand)(recommend_all_cmd)  # listed after recommend
 
 
 @app.command(cls=PlainHelpCommand)

@@ -299,6 +299,22 @@ class HQGNN(FoldInMixin):
                                                           for i, v in zip(ids[j][ok].tolist(), scores[j][ok])]}
         return {"results": results, "unknown_users": unknown}
 
+    def recommend_all(self, k: int = 10, out: str | os.PathLike[str] | None = None, exclude_seen: bool = True,
+                      chunk: int | None = None, overwrite: bool = False, progress: bool = False) -> Any:
+        """Top-``k`` for every user, exactly as :meth:`recommend` ranks them, in chunks of users.
+
+        ``out=None``: a pandas DataFrame, one row per (user, rank) with columns ``user, rank, item,
+        score`` (your ids, rank from 1; refused above :data:`hqgnn.recommend_all.FRAME_ROWS` rows).
+        ``out="recs.parquet"`` (or ``.csv``): streamed to that file, resumable after a crash, refused
+        if it exists unless ``overwrite``; returns its path. See ``docs/recommend-all.md``.
+        """
+        from .recommend_all import recommend_all, recommend_all_frame
+
+        if out is None:
+            return recommend_all_frame(self._recommender(), k, exclude_seen, chunk)
+        recommend_all(self._recommender(), out, k, exclude_seen, chunk, overwrite=overwrite, progress=progress)
+        return Path(out)
+
     def similar_items(self, items: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items with the largest inner product with each of ``items`` (itself excluded):
         ``(item_ids, scores)``, each (len(items), k)."""
