@@ -63,8 +63,8 @@ def _faiss_qps(bits: int, codes: np.ndarray, scales: np.ndarray, qcodes: np.ndar
 
 
 def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, device: str = "cpu", seed: int = 0,
-                        threads: int | None = None, query_bits: int | None = None, item_order: str = "none",
-                        value_dtype: str = "float32") -> dict:
+                        threads: int | None = None, query_bits: int | None = None, item_order: str = "renumbered",
+                        value_dtype: str = "float16") -> dict:
     """Time exact code search against float baselines on random codes with per-row scales.
 
     Every engine is timed the same way: best of up to 5 runs (15 s budget) after a warm-up.

@@ -85,10 +85,11 @@ def bench_retrieval(
     item_order: Annotated[str, typer.Option(
         "--item-order", metavar="ORDER",
         help="Asymmetric CPU index: none (held = codes + scales + terms) | scale (+4 B/item order) | renumbered "
-             "(items renumbered into the storage order first, as `hqgnn serve` does; no order held).")] = "none",
+             "(items renumbered into the storage order first, as `hqgnn serve` does; no order held; the default).")] = "renumbered",
     value_dtype: Annotated[str, typer.Option(
         "--value-dtype", metavar="DTYPE",
-        help="Asymmetric search: item scales and terms as float32 or float16 (as quant.scale_dtype=float16 runs store them).")] = "float32",
+        help="Asymmetric search: item scales and terms as float32 or float16 (as quant.scale_dtype=float16 runs, the 8 and "
+             "16 B formats, store them; the default).")] = "float16",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
