@@ -1,10 +1,11 @@
-"""AsymCodeIndex: exact top-k of s_u s_i <c_u, c_i> + t_i (b_q-bit queries) or s_i <x_u, c_i> + t_i (float queries).
+"""AsymCodeIndex, the one code index: exact top-k of s_u s_i <c_u, c_i> + t_i (code queries) or s_i <x_u, c_i> + t_i.
 
 Items: b-bit integer codes (1 bit = {-1,+1}; b >= 2 symmetric in [-2^(b-1), 2^(b-1)-1]), a float32
 scale s_i and an optional float32 additive term t_i (per item or per tensor; held as float16 when every
 value is exactly a float16, so keys are unchanged). Queries: integer codes of
-``query_bits`` bits (2..8) with per-query scales s_u, or float vectors (``query_bits=0``). Rotation and
-centering are applied once per query by :func:`hqgnn.index.queries.prepare_queries`.
+``query_bits`` bits (2..8; 1-bit {-1, +1} queries are exact 2-bit codes) with per-query scales s_u, or
+float vectors (``query_bits=0``). Every :class:`~hqgnn.index.CodeFormat` is served by this class, built
+by :func:`hqgnn.index.build_index` / :func:`hqgnn.index.load_index`. Rotation and centering are applied once per query by :func:`hqgnn.index.queries.prepare_queries`.
 
 Exactness (CPU):
 * integer queries: <c_u, c_i> is computed exactly in int16/int32 by the SIMD kernels and every ranking
@@ -28,23 +29,15 @@ from typing import Any
 import numpy as np
 
 from .asym_float import search_float, to_scores
-from .asym_layout import (  # noqa: F401  (re-exported)
-    ITEM_ORDERS,
-    LUT1,
-    SCALE_BUCKETS,
-    chunk_bounds,
-    compact_record,
-    gather_rows,
-    host_layout,
-    meta_only,
-    query_planes,
-    storage_order,
-)
+from .asym_layout import LUT1, chunk_bounds, compact_record, gather_rows, host_layout, meta_only, query_planes
 from .common import (
+    BACKENDS,
     ArrayLike,
     DeviceLike,
     Exclusion,
+    ItemScale,
     ScaleLike,
+    empty_exclusion_arrays,
     normalize_exclusion,
     normalize_item_scale,
     normalize_item_term,
@@ -53,34 +46,46 @@ from .common import (
     unpermute,
 )
 from .cpu import asym as KA
-from .cpu import sym as K
-from .cpu.select import kernel_values
+from .cpu import choose_ranges, default_threads, n_tasks, run_tasks
+from .cpu.select import kernel_values, merge_ranges
+from .cpu.simd import HAVE_AVX2
 from .format import CodeFormat
-from .packing import (
-    INT8,
-    NIBBLE,
-    as_int8_codes,
-    check_code_range,
-    code_range,
-    padded_dim,
-)
-from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries, split_queries  # noqa: F401
-from .reference import reference_asym_scores, reference_asym_search  # noqa: F401  (re-exported)
+from .packing import INT8, NIBBLE, as_int8_codes, check_code_range, code_range, padded_dim
+from .queries import split_queries
 
-__all__ = ["AsymCodeIndex", "build_asym_index"]
+__all__ = ["AsymCodeIndex", "device_str", "resolve_backend"]
 
 
 GPU_LAYOUTS = ("packed", "int8")  # device copy: bit-packed 1-bit words (stored bytes) or one int8 per dimension
 _CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int32 scores stay in L1
 
 
-# ---------------------------------------------------------------------------------- index
-def build_asym_index(item_codes: ArrayLike, item_scale: ScaleLike = None, item_bits: int = 1, item_term: ScaleLike = None,
-                     query_bits: int = 4, device: DeviceLike = "cpu", backend: str = "auto",
-                     item_order: str = "none", gpu_layout: str = "packed") -> "AsymCodeIndex":
-    """An :class:`AsymCodeIndex` over ``item_bits``-bit item codes for ``query_bits``-bit (0 = float) queries."""
-    return AsymCodeIndex(item_codes, item_scale, item_bits=item_bits, item_term=item_term, query_bits=query_bits,
-                         device=device, backend=backend, item_order=item_order, gpu_layout=gpu_layout)
+def device_str(device: DeviceLike) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (anything else is refused)."""
+    s = str(device)
+    if s.startswith("cuda"):
+        return s if ":" in s else "cuda"
+    if s != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
+    return s
+
+
+def resolve_backend(device: str, backend: str) -> str:
+    """The concrete backend for ``device``: "auto" is numba on the CPU and Triton (else torch) on CUDA;
+    numba needs the CPU and Triton a CUDA device (or its CPU interpreter)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if device == "cpu":
+            return "numba"
+        from .gpu.asym import triton_asym_available
+
+        return "triton" if triton_asym_available() else "torch"
+    if backend == "numba" and device != "cpu":
+        raise ValueError("the numba backend runs on CPU only")
+    if backend == "triton" and device == "cpu":
+        raise ValueError("the triton backend needs a CUDA device")
+    return backend
 
 
 class AsymCodeIndex:
@@ -102,6 +107,8 @@ class AsymCodeIndex:
     to the lower item id, id -1 / score -inf beyond the eligible items; torch tensors on CUDA.
     """
 
+    _format: CodeFormat | None = None  # set by build_index / load_index; else derived from the index
+
     def __init__(self, item_codes: ArrayLike, item_scale: ScaleLike = None, item_bits: int = 1, item_term: ScaleLike = None,
                  query_bits: int = 4, device: DeviceLike = "cpu", backend: str = "auto", item_order: str = "none",
                  gpu_layout: str = "packed") -> None:
@@ -116,11 +123,9 @@ class AsymCodeIndex:
         self._init(packed, layout, n, codes.shape[1], item_bits, query_bits, s_rec, t_rec, order, device, backend,
                    codes, gpu_layout)
 
-    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale,
-              term, order: np.ndarray | None, device: DeviceLike, backend: str, codes: np.ndarray | None = None,
+    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale: ItemScale,
+              term: ItemScale, order: np.ndarray | None, device: DeviceLike, backend: str, codes: np.ndarray | None = None,
               gpu_layout: str = "packed") -> None:
-        from .base import _device_str, resolve_backend
-
         if gpu_layout not in GPU_LAYOUTS:
             raise ValueError(f"gpu_layout must be one of {GPU_LAYOUTS}, got {gpu_layout!r}")
 
@@ -154,7 +159,7 @@ class AsymCodeIndex:
         self._inv_order_cache: np.ndarray | None = None
         self.threads: int | None = None  # CPU threads for search; None = all cores (HQGNN_NUM_THREADS)
         self.use_simd: bool | None = None  # None: AVX2 kernels when available; False: portable numba
-        self.device = _device_str(device)
+        self.device = device_str(device)
         self.backend = backend = resolve_backend(self.device, backend)
         self._gpu = None
         if backend in ("torch", "triton"):
@@ -177,7 +182,7 @@ class AsymCodeIndex:
 
     def __repr__(self) -> str:
         return (f"AsymCodeIndex(n={self.n}, dim={self.dim}, item_bits={self.item_bits}, query_bits={self.query_bits}, "
-                f"device={self.device!r}, backend={self.backend!r}, bytes_per_item={self.bytes_per_item:.1f})")
+                f"device={self.device!r}, backend={self.backend!r}, memory_bytes={self.memory_bytes()})")
 
     def _unpermute(self, stored: np.ndarray) -> np.ndarray:
         return unpermute(stored, self._order)
@@ -219,15 +224,11 @@ class AsymCodeIndex:
             host += int(self._inv_order_cache.nbytes) if self._inv_order_cache is not None else 0
         return host
 
-    @property
-    def bytes_per_item(self) -> float:
-        return self.memory_bytes() / max(self.n, 1)
-
     # ------------------------------------------------------------------------------- search
     @property
     def format(self) -> CodeFormat:
         """The code format (as given to :func:`hqgnn.index.build_index`, else derived from the index)."""
-        fmt = getattr(self, "_format", None)
+        fmt = self._format
         if fmt is None:
             s = self._scale if self._gpu is None else None
             kind = "row" if (s is None or s.per_row) else ("tensor" if s.given else "none")
@@ -272,7 +273,7 @@ class AsymCodeIndex:
             qs = None
         else:
             q = as_int8_codes(q, "queries")
-            check_code_range(q, self.query_bits, "queries")
+            check_code_range(q, self.format.query_bits or self.query_bits, "queries")  # 1 bit: exactly +-1
             qs = normalize_query_scale(query_scales, b)
         ex = normalize_exclusion(exclude, b, self.n)
         if k == 0 or b == 0 or self.n == 0:
@@ -309,7 +310,7 @@ class AsymCodeIndex:
         if self.use_simd is False:
             return False
         return KA.HAVE_LUT_SIMD if self._layout == LUT1 and self.dim <= KA.LUT_MAX_DIM else (
-            K.HAVE_AVX2 and self._layout != LUT1)
+            HAVE_AVX2 and self._layout != LUT1)
 
     def _search_int(self, qc: np.ndarray, qs: np.ndarray, k: int, ex: Exclusion | None):
         """float64 keys and ids (B, k) of integer queries (codes int8, scales float32)."""
@@ -319,18 +320,18 @@ class AsymCodeIndex:
         ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
         nch = -(-self.n // _CHUNK)
         threads = self._threads()
-        n_ranges = K.choose_ranges(b, nch, threads)
+        n_ranges = choose_ranges(b, nch, threads)
         out_keys = np.empty((n_ranges, b, k), np.float64)
         out_ids = np.empty((n_ranges, b, k), np.int64)
         items = self._packed.reshape(-1).view(np.uint8)
         oid = self._order if self._order is not None else np.zeros(0, np.int32)
-        K.run_tasks(KA.asym_task, K.n_tasks(b, n_ranges),
+        run_tasks(KA.asym_task, n_tasks(b, n_ranges),
                     (self._kind(), self._use_simd(), items, self._ngp, self.n, k, qa, qb, nplanes, sa, sb, ma, mb,
                      np.ascontiguousarray(qadd, np.int64), np.ascontiguousarray(qs, np.float32),
                      kernel_values(self._scale.values), self._scale.stride, kernel_values(self._term.values),
                      self._term.stride, cmax, cmin, tmax, oid, ex_ptr, ex_idx,
                      has_ex, n_ranges, _CHUNK, self._super_chunks(), out_keys, out_ids), threads)
-        return K.merge_ranges(out_keys, out_ids, k)
+        return merge_ranges(out_keys, out_ids, k)
 
     def _inv_order(self) -> np.ndarray:
         if self._inv_order_cache is None:
@@ -341,8 +342,6 @@ class AsymCodeIndex:
 
     def _ex_arrays(self, ex: Exclusion | None) -> tuple[np.ndarray, np.ndarray, bool]:
         """Exclusion CSR in storage positions (sorted per query), as the kernel scans them."""
-        from .common import empty_exclusion_arrays
-
         if ex is None or ex.nnz == 0:
             p, i = empty_exclusion_arrays()
             return p, i, False
@@ -359,7 +358,7 @@ class AsymCodeIndex:
 
     def _threads(self) -> int:
         t = self.threads
-        return K.default_threads() if t is None else max(1, int(t))
+        return default_threads() if t is None else max(1, int(t))
 
     # ---------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -368,14 +367,3 @@ class AsymCodeIndex:
         from .io import save_asym_index
 
         save_asym_index(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: DeviceLike = "cpu",
-             backend: str = "auto", gpu_layout: str = "packed") -> "AsymCodeIndex":
-        """Open an index written by :meth:`save` (codes memory-mapped in the directory form)."""
-        from .io import read_asym_index
-
-        args = read_asym_index(path, mmap=mmap)
-        self = cls.__new__(cls)
-        self._init(*args, device, backend, gpu_layout=gpu_layout)
-        return self

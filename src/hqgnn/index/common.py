@@ -17,7 +17,9 @@ DeviceLike = Union[str, "torch.device"]  # "cpu" or "cuda[:i]"
 ScaleLike = Union[ArrayLike, None]  # None (1), one value, or one per row
 ExcludeLike = Union[tuple[ArrayLike, ArrayLike], "scipy.sparse.spmatrix", None]  # CSR rows of item ids per query
 
-__all__ = ["ArrayLike", "DeviceLike", "ExcludeLike", "ScaleLike", "Exclusion", "ItemScale", "compact_values", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
+BACKENDS = ("auto", "numba", "torch", "triton")  # the index's kernels: numba on the CPU, torch or Triton on a device
+
+__all__ = ["BACKENDS", "ArrayLike", "DeviceLike", "ExcludeLike", "ScaleLike", "Exclusion", "ItemScale", "compact_values", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
            "subset_exclusion", "unpermute", "to_numpy"]
 
 

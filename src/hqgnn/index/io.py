@@ -8,14 +8,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .asym_layout import host_layout
-from .common import normalize_item_scale, normalize_item_term
+from .common import ItemScale, normalize_item_scale, normalize_item_term
 
-__all__ = ["FORMAT", "VERSION", "read_index_files", "read_meta", "write_index_files"]
+if TYPE_CHECKING:
+    from .asym import AsymCodeIndex
+
+__all__ = ["FORMAT", "VERSION", "read_asym_index", "read_index_files", "read_meta", "save_asym_index",
+           "write_index_files"]
 
 
 FORMAT = "hqgnn-code-index"
@@ -76,6 +80,7 @@ def read_index_files(path: str | os.PathLike[str], mmap: bool = True) -> tuple[d
     arrays stay writable so the search kernels need no separate read-only compilation. .npz
     members cannot be mapped and are read into memory."""
     path = Path(path)
+    arrays: dict[str, np.ndarray]
     if path.is_dir():
         meta = json.loads((path / "meta.json").read_text())
         _check_meta(meta, path)
@@ -95,9 +100,14 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
         raise ValueError(f"{path}: not an hqgnn code index (format={meta.get('format')!r})")
     if int(meta.get("version", -1)) > VERSION:
         raise ValueError(f"{path}: index format version {meta['version']} is newer than this hqgnn ({VERSION})")
+    if meta.get("kind") in ("BinaryCodeIndex", "ScalarCodeIndex"):  # the symmetric engine, folded in issue 23
+        raise ValueError(f"{path}: saved by the symmetric code index of an older hqgnn, which this version no "
+                         "longer reads; re-export it (build_index over the run's codes, then Index.save)")
+    if meta.get("kind") != "AsymCodeIndex":
+        raise ValueError(f"{path}: unknown index kind {meta.get('kind')!r}")
 
 
-def save_asym_index(index: Any, path: str | os.PathLike[str]) -> None:
+def save_asym_index(index: AsymCodeIndex, path: str | os.PathLike[str]) -> None:
     """Packed codes, per-row scales / terms (or their constants in the metadata) and the storage order."""
     packed, scale, term, order = index._packed, index._scale, index._term, index._order
     if index._gpu is not None:  # rebuilt from the device copy: the same files as a CPU index writes
@@ -118,14 +128,12 @@ def save_asym_index(index: Any, path: str | os.PathLike[str]) -> None:
     write_index_files(path, meta, arrays)
 
 
-def read_asym_index(path: str | os.PathLike[str], mmap: bool = True) -> tuple:
+def read_asym_index(path: str | os.PathLike[str], mmap: bool = True) -> tuple[Any, ...]:
     """The arguments of ``AsymCodeIndex._init`` before device and backend, from files :func:`save_asym_index` wrote."""
     meta, arrays = read_index_files(path, mmap=mmap)
-    if meta.get("kind") != "AsymCodeIndex":
-        raise ValueError(f"{path}: holds a {meta.get('kind')}, not an AsymCodeIndex")
     n = int(meta["n"])
 
-    def record(name: str):
+    def record(name: str) -> ItemScale:
         v = arrays[name] if meta.get(name) == "row" else meta.get(name)
         return normalize_item_scale(v, n) if name == "scales" else normalize_item_term(v, n)
 
