@@ -437,7 +437,7 @@ def test_asym_bench_renumbered_float16_holds_no_order():
 # ------------------------------------------------------------ packed device layout (CPU-checkable)
 def test_packed_words_roundtrip_and_compact_values():
     from hqgnn.index.common import compact_values
-    from hqgnn.index.gpu.packed import pack_words, unpack_words
+    from hqgnn.index.packing import pack_words, unpack_words
 
     rng = np.random.default_rng(4)
     for d in (1, 16, 33, 64, 100):

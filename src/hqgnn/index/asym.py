@@ -37,7 +37,6 @@ from .common import (
     Exclusion,
     ItemScale,
     ScaleLike,
-    empty_exclusion_arrays,
     normalize_exclusion,
     normalize_item_scale,
     normalize_item_term,
@@ -343,8 +342,7 @@ class AsymCodeIndex:
     def _ex_arrays(self, ex: Exclusion | None) -> tuple[np.ndarray, np.ndarray, bool]:
         """Exclusion CSR in storage positions (sorted per query), as the kernel scans them."""
         if ex is None or ex.nnz == 0:
-            p, i = empty_exclusion_arrays()
-            return p, i, False
+            return np.zeros(1, np.int64), np.zeros(1, np.int64), False
         indptr, indices = ex.indptr, ex.indices
         rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
         ok = (indices >= 0) & (indices < self.n)  # ids outside the index cannot be returned anyway

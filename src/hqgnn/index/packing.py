@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .common import ArrayLike
+from .common import ArrayLike, to_numpy
 
 if TYPE_CHECKING:
     import torch
@@ -49,14 +49,7 @@ def code_range(bits: int) -> tuple[int, int]:
 
 def as_int8_codes(codes: ArrayLike, name: str = "codes") -> np.ndarray:
     """Any (n, d) integer-valued array/tensor -> C-contiguous int8 numpy array (no silent wrap)."""
-    try:
-        import torch
-
-        if isinstance(codes, torch.Tensor):
-            codes = codes.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a hard dependency of hqgnn
-        pass
-    arr = np.asarray(codes)
+    arr = to_numpy(codes)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
     if arr.dtype != np.int8:
@@ -120,6 +113,18 @@ def unpack_nibble_blocked(packed: np.ndarray, n: int, d: int) -> np.ndarray:
     return out[:n, :d].astype(np.int8)
 
 
+def _pair_vectors(qcodes: np.ndarray, dim_multiple: int, dtype: type, reps: int) -> np.ndarray:
+    """Per query and dim pair, the pair repeated ``reps`` times (32 bytes); d padded to ``dim_multiple``,
+    B to a multiple of 8 (the kernels' query group), with code 0."""
+    b, d = qcodes.shape
+    dp = padded_dim(d, dim_multiple)
+    bp = -(-max(b, 1) // 8) * 8
+    q = np.zeros((bp, dp), dtype=dtype)
+    q[:b, :d] = qcodes
+    pairs = q.reshape(bp, dp // 2, 1, 2)
+    return np.ascontiguousarray(np.broadcast_to(pairs, (bp, dp // 2, reps, 2))).reshape(bp, -1)
+
+
 def nibble_query_vectors(qcodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Queries for the nibble kernel: per query and dim pair, the pair repeated 16x (32 bytes).
 
@@ -127,15 +132,7 @@ def nibble_query_vectors(qcodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     code + 8, so the kernel computes <q, c + 8> = <q, c> + 8 * sum(q); ``offsets`` is that second
     term, subtracted afterwards. B is padded to a multiple of 8 (the kernel's query group).
     """
-    b, d = qcodes.shape
-    dp = padded_dim(d, 4)
-    bp = -(-max(b, 1) // 8) * 8
-    q = np.zeros((bp, dp), dtype=np.int8)
-    q[:b, :d] = qcodes
-    pairs = q.reshape(bp, dp // 2, 1, 2)
-    vec = np.ascontiguousarray(np.broadcast_to(pairs, (bp, dp // 2, 16, 2))).reshape(bp, -1)
-    off = 8 * qcodes.astype(np.int64).sum(axis=1)
-    return vec, off
+    return _pair_vectors(qcodes, 4, np.int8, 16), 8 * qcodes.astype(np.int64).sum(axis=1)
 
 
 # ------------------------------------------ 5..8 bits: int8, 8-item blocks, dimension pairs inside
@@ -163,17 +160,9 @@ def unpack_int8_blocked(packed: np.ndarray, n: int, d: int) -> np.ndarray:
 
 
 def int8_query_vectors(qcodes16: np.ndarray) -> np.ndarray:
-    """Queries (int16, codes may be +128 after sign folding) for the int8 kernel.
-
-    Per query and dim pair, the pair repeated 8x as int16 (32 bytes); B padded to a multiple of 8.
-    """
-    b, d = qcodes16.shape
-    dp = padded_dim(d, 2)
-    bp = -(-max(b, 1) // 8) * 8
-    q = np.zeros((bp, dp), dtype=np.int16)
-    q[:b, :d] = qcodes16
-    pairs = q.reshape(bp, dp // 2, 1, 2)
-    return np.ascontiguousarray(np.broadcast_to(pairs, (bp, dp // 2, 8, 2))).reshape(bp, -1)
+    """Queries (int16, codes may be +128 after sign folding) for the int8 kernel: per query and dim
+    pair, the pair repeated 8x as int16 (32 bytes); B padded to a multiple of 8."""
+    return _pair_vectors(qcodes16, 2, np.int16, 8)
 
 
 # --------------------------------------- 1 bit on the GPU: 32 dims per int32 word, word-major (coalesced tiles)
