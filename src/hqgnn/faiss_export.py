@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .index.common import ArrayLike, ScaleLike, to_numpy
+from .index.common import ArrayLike, to_numpy
 from .index.packing import as_int8_codes, check_code_range
 
 __all__ = ["dequantize", "export_faiss", "faiss_binary_bytes", "to_faiss_binary", "to_faiss_flat_ip", "write_faiss"]
@@ -69,7 +69,7 @@ def write_faiss(index: Any, path: str | os.PathLike[str]) -> None:
             faiss.write_index(index, str(tmp))
 
 
-def dequantize(codes: ArrayLike, scale: ScaleLike) -> np.ndarray:
+def dequantize(codes: ArrayLike, scale: ArrayLike) -> np.ndarray:
     """``codes * scale`` as float32: per-row scales (n,) / (n, 1) or one tensor scale, the vectors ``recommend`` scores."""
     c = np.asarray(to_numpy(codes), dtype=np.float32)
     a = np.asarray(to_numpy(scale), dtype=np.float32)

@@ -52,7 +52,12 @@ class Index(Protocol):
 
 
 def build_index(
-    codes: ArrayLike, fmt: CodeFormat, *, scale: ScaleLike = None, term: ScaleLike = None, device: str = "cpu",
+    codes: ArrayLike,
+    fmt: CodeFormat,
+    *,
+    scale: ScaleLike = None,
+    term: ScaleLike = None,
+    device: str = "cpu",
     backend: str = "auto",
 ) -> Index:
     """The index of ``fmt`` over item ``codes`` (int8 (n, d)).
@@ -77,9 +82,15 @@ def build_index(
     if fmt.term and term is None:
         raise ValueError("the format has per-item terms (term=True), but none were given")
     index = AsymCodeIndex(
-        codes, scale, item_bits=fmt.item_bits, item_term=term,
+        codes,
+        scale,
+        item_bits=fmt.item_bits,
+        item_term=term,
         query_bits=max(2, fmt.query_bits) if fmt.query_bits else 0,  # 1-bit {-1, +1}: exact 2-bit codes
-        device=device, backend=backend, item_order=fmt.item_order, gpu_layout=fmt.layout,
+        device=device,
+        backend=backend,
+        item_order=fmt.item_order,
+        gpu_layout=fmt.layout,
     )
     index._format = fmt
     return index
@@ -103,16 +114,23 @@ def load_index(path: str | os.PathLike[str], device: str = "cpu", mmap: bool = T
     from .io import read_asym_index
 
     fmt = read_format(path)
-    args = read_asym_index(path, mmap=mmap)
-    index = AsymCodeIndex.__new__(AsymCodeIndex)
-    index._init(*args, device, backend, gpu_layout="packed" if fmt is None else fmt.layout)
+    index = AsymCodeIndex.restore(
+        read_asym_index(path, mmap=mmap), device, backend, "packed" if fmt is None else fmt.layout
+    )
     index._format = fmt
     return index
 
 
-def search_rerank(index: Index, query_codes: Any, query_float: ArrayLike, item_float: ArrayLike, k: int,
-                  candidates: int = 100, query_scales: ScaleLike = None,
-                  exclude: ExcludeLike = None) -> tuple[Any, Any]:
+def search_rerank(
+    index: Index,
+    query_codes: Any,
+    query_float: ArrayLike,
+    item_float: ArrayLike,
+    k: int,
+    candidates: int = 100,
+    query_scales: ScaleLike = None,
+    exclude: ExcludeLike = None,
+) -> tuple[Any, Any]:
     """Two-stage retrieval (HashGNN protocol): the top ``candidates`` items by ``index.search`` (exact),
     then the best ``k`` of those by the float inner product <query_float[u], item_float[i]>.
 

@@ -122,6 +122,13 @@ class AsymCodeIndex:
         self._init(packed, layout, n, codes.shape[1], item_bits, query_bits, s_rec, t_rec, order, device, backend,
                    codes, gpu_layout)
 
+    @classmethod
+    def restore(cls, saved: tuple[Any, ...], device: DeviceLike, backend: str, gpu_layout: str) -> AsymCodeIndex:
+        """The index of ``saved`` (the arrays :func:`hqgnn.index.io.read_asym_index` returns) on ``device``."""
+        self = cls.__new__(cls)
+        self._init(*saved, device, backend, gpu_layout=gpu_layout)
+        return self
+
     def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale: ItemScale,
               term: ItemScale, order: np.ndarray | None, device: DeviceLike, backend: str, codes: np.ndarray | None = None,
               gpu_layout: str = "packed") -> None:

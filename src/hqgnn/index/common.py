@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -98,11 +98,11 @@ def normalize_exclusion(exclude: ExcludeLike, b: int, n: int) -> Exclusion | Non
     if exclude is None:
         return None
     if hasattr(exclude, "tocsr") and hasattr(exclude, "indptr"):
-        m = exclude.tocsr()
+        m = cast(Any, exclude).tocsr()
         indptr, indices = m.indptr, m.indices
     else:
         try:
-            indptr, indices = exclude  # type: ignore[misc]
+            indptr, indices = exclude
         except (TypeError, ValueError):
             raise TypeError("exclude must be (indptr, indices) or a scipy.sparse CSR matrix") from None
     indptr = to_numpy(indptr).astype(np.int64, copy=False).reshape(-1)

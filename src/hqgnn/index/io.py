@@ -47,7 +47,8 @@ def write_index_files(path: str | os.PathLike[str], meta: dict[str, Any], arrays
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
+                savez: Any = np.savez  # (its stub types every ** keyword as allow_pickle)
+                savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -116,10 +116,9 @@ def reference_asym_search_torch(queries: ArrayLike, item_codes: ArrayLike, k: in
         vals = key[rows, cols]
         order = torch.sort(-vals, stable=True).indices  # key descending, ties keep id order
         order = order[torch.sort(rows[order], stable=True).indices]  # then grouped by row
-        rows, cols, vals = rows[order].cpu().numpy(), cols[order].cpu().numpy(), vals[order].cpu().numpy()
-        start = np.searchsorted(rows, np.arange(r1 - r0))
-        rank = np.arange(rows.size) - start[rows]
+        r, c, v = rows[order].cpu().numpy(), cols[order].cpu().numpy(), vals[order].cpu().numpy()
+        rank = np.arange(r.size) - np.searchsorted(r, np.arange(r1 - r0))[r]
         keep = rank < kk
-        ids[r0 + rows[keep], rank[keep]] = cols[keep]
-        scores[r0 + rows[keep], rank[keep]] = vals[keep].astype(np.float32)
+        ids[r0 + r[keep], rank[keep]] = c[keep]
+        scores[r0 + r[keep], rank[keep]] = v[keep].astype(np.float32)
     return scores, ids
