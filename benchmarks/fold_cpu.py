@@ -21,28 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import cpu_name  # noqa: E402
+from fold_gpu import FORMATS, _data  # noqa: E402  (the same formats and codes as the GPU comparison)
 from hqgnn.index import QueryCodes, reference_search  # noqa: E402
 from hqgnn.index.asym import AsymCodeIndex  # noqa: E402
-from hqgnn.index.packing import code_range  # noqa: E402
-
-# (name, bits, item scale): every symmetric format (1-bit pure Hamming = no scale)
-FORMATS = [("b1_none", 1, "none"), ("b1_tensor", 1, "tensor"), ("b1_row", 1, "row"), ("b2_row", 2, "row"),
-           ("b4_row", 4, "row"), ("b8_row", 8, "row")]
-
-
-def _data(n: int, b: int, d: int, bits: int, kind: str, seed: int) -> tuple[Any, ...]:
-    rng = np.random.default_rng(seed)
-    lo, hi = code_range(bits)
-    if bits == 1:
-        codes = (rng.integers(0, 2, size=(n, d), dtype=np.int8) * 2 - 1).astype(np.int8)
-        q = (rng.integers(0, 2, size=(b, d), dtype=np.int8) * 2 - 1).astype(np.int8)
-    else:
-        codes = rng.integers(lo, hi + 1, size=(n, d), dtype=np.int8)
-        q = rng.integers(lo, hi + 1, size=(b, d), dtype=np.int8)
-    scale = {"none": None, "tensor": np.float32(0.7), "row": rng.uniform(0.5, 1.5, n).astype(np.float32)}[kind]
-    qs = None if kind == "none" else rng.uniform(0.5, 1.5, b).astype(np.float32)
-    return codes, q, scale, qs
-
 
 def _old_engine() -> Callable[..., Any] | None:
     try:

@@ -25,6 +25,7 @@ from hqgnn.index import QueryCodes, reference_search
 from hqgnn.index.asym import AsymCodeIndex
 from hqgnn.index.packing import code_range
 
+# (name, bits, item scale): every symmetric format (1-bit pure Hamming = no scale)
 FORMATS = [("b1_none", 1, "none"), ("b1_tensor", 1, "tensor"), ("b1_row", 1, "row"), ("b2_row", 2, "row"),
            ("b4_row", 4, "row"), ("b8_row", 8, "row")]
 
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         query = QueryCodes(q, qs)
         calls: dict[str, Callable[[], Any]] = {e: (lambda ix=ix: ix.search(query, a.k)) for e, ix in engines.items()}
         calls["torch_bf16"] = _bf16_topk(q, qs, codes, scale, a.k, a.device)
-        answers = {e: tuple(np.asarray(t.cpu()) for t in ix.search(query, a.k)) for e, ix in engines.items()}
+        answers = {e: tuple(t.cpu().numpy() if isinstance(t, torch.Tensor) else t for t in ix.search(query, a.k))
+                   for e, ix in engines.items()}
         ref = reference_search(q[:8], codes, a.k, None if qs is None else qs[:8], scale)
         first = next(iter(answers.values()))
         row: dict[str, Any] = {

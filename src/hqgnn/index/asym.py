@@ -46,16 +46,16 @@ from .common import (
 )
 from .cpu import asym as KA
 from .cpu import choose_ranges, default_threads, n_tasks, run_tasks
+from .cpu.lut1 import lut1_cols
 from .cpu.select import kernel_values, merge_ranges
 from .cpu.simd import HAVE_AVX2
-from .format import CodeFormat
+from .format import LAYOUTS, CodeFormat
 from .packing import INT8, NIBBLE, as_int8_codes, check_code_range, code_range, padded_dim
 from .queries import split_queries
 
 __all__ = ["AsymCodeIndex", "device_str", "resolve_backend"]
 
 
-GPU_LAYOUTS = ("packed", "int8")  # device copy: bit-packed 1-bit words (stored bytes) or one int8 per dimension
 _CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int32 scores stay in L1
 
 
@@ -107,6 +107,9 @@ class AsymCodeIndex:
     """
 
     _format: CodeFormat | None = None  # set by build_index / load_index; else derived from the index
+    # host layout: packed codes and per-chunk bounds (None when the device copy is the only one)
+    _packed: Any
+    _cb: Any
 
     def __init__(self, item_codes: ArrayLike, item_scale: ScaleLike = None, item_bits: int = 1, item_term: ScaleLike = None,
                  query_bits: int = 4, device: DeviceLike = "cpu", backend: str = "auto", item_order: str = "none",
@@ -126,21 +129,20 @@ class AsymCodeIndex:
     def restore(cls, saved: tuple[Any, ...], device: DeviceLike, backend: str, gpu_layout: str) -> AsymCodeIndex:
         """The index of ``saved`` (the arrays :func:`hqgnn.index.io.read_asym_index` returns) on ``device``."""
         self = cls.__new__(cls)
-        self._init(*saved, device, backend, gpu_layout=gpu_layout)
+        init: Any = self._init  # (``saved`` is its leading arguments)
+        init(*saved, device, backend, gpu_layout=gpu_layout)
         return self
 
     def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale: ItemScale,
               term: ItemScale, order: np.ndarray | None, device: DeviceLike, backend: str, codes: np.ndarray | None = None,
               gpu_layout: str = "packed") -> None:
-        if gpu_layout not in GPU_LAYOUTS:
-            raise ValueError(f"gpu_layout must be one of {GPU_LAYOUTS}, got {gpu_layout!r}")
-
+        if gpu_layout not in LAYOUTS:  # the device copy: bit-packed 1-bit words or one int8 per dimension
+            raise ValueError(f"gpu_layout must be one of {LAYOUTS}, got {gpu_layout!r}")
         query_bits = int(query_bits)
         if query_bits != 0 and not 2 <= query_bits <= 8:
             raise ValueError(f"query_bits must be 0 (float queries) or 2..8, got {query_bits}")
         self.n, self.dim = int(n), int(dim)
         self.item_bits, self.query_bits = int(item_bits), query_bits
-        self.bits = self.item_bits
         self._layout = layout
         self._packed = packed
         self._scale = compact_record(scale)  # storage order; float16 / one value where exact
@@ -150,7 +152,7 @@ class AsymCodeIndex:
         if self._order is not None and self._order.shape != (self.n,):
             raise ValueError(f"order must have shape ({self.n},), got {self._order.shape}")
         if layout == LUT1:
-            self._ngp = KA.lut1_cols(dim) // 2  # kernel steps of 16 dims
+            self._ngp = lut1_cols(dim) // 2  # kernel steps of 16 dims
             want = -(-max(n, 1) // KA.LUT_BLOCK) * self._ngp * 2 * KA.LUT_BLOCK
         elif layout == NIBBLE:
             self._ngp = padded_dim(dim, 4) // 4
@@ -183,9 +185,6 @@ class AsymCodeIndex:
             self._cb = chunk_bounds(self._scale, self._term, self.n, _CHUNK)
 
     # ----------------------------------------------------------------------------- properties
-    def __len__(self) -> int:
-        return self.n
-
     def __repr__(self) -> str:
         return (f"AsymCodeIndex(n={self.n}, dim={self.dim}, item_bits={self.item_bits}, query_bits={self.query_bits}, "
                 f"device={self.device!r}, backend={self.backend!r}, memory_bytes={self.memory_bytes()})")
@@ -258,7 +257,7 @@ class AsymCodeIndex:
             queries, query_scales = (queries if on_device else to_numpy(queries)), None
         else:
             queries, query_scales = split_queries(queries, self.format)
-        q = queries if hasattr(queries, "is_cuda") else to_numpy(queries)
+        q: Any = queries if hasattr(queries, "is_cuda") else to_numpy(queries)
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -291,10 +290,11 @@ class AsymCodeIndex:
             return s, i
         if self.query_bits == 0:
             return search_float(self, q, k, ex)
+        assert qs is not None  # code queries always have scales (1 when none were given)
         keys, ids = self._search_int(q, qs, k, ex)
         return to_scores(keys, ids), ids
 
-    def _empty(self, b: int, k: int):
+    def _empty(self, b: int, k: int) -> tuple[Any, Any]:
         s = np.full((b, k), -np.inf, np.float32)
         i = np.full((b, k), -1, np.int64)
         if self.device != "cpu":
@@ -318,7 +318,7 @@ class AsymCodeIndex:
         return KA.HAVE_LUT_SIMD if self._layout == LUT1 and self.dim <= KA.LUT_MAX_DIM else (
             HAVE_AVX2 and self._layout != LUT1)
 
-    def _search_int(self, qc: np.ndarray, qs: np.ndarray, k: int, ex: Exclusion | None):
+    def _search_int(self, qc: np.ndarray, qs: np.ndarray, k: int, ex: Exclusion | None) -> tuple[np.ndarray, np.ndarray]:
         """float64 keys and ids (B, k) of integer queries (codes int8, scales float32)."""
         b = qc.shape[0]
         qa, qb, nplanes, sa, sb, ma, mb, qadd = query_planes(self._layout, self._ngp, qc)
@@ -341,8 +341,9 @@ class AsymCodeIndex:
 
     def _inv_order(self) -> np.ndarray:
         if self._inv_order_cache is None:
-            inv = np.empty(self.n, self._order.dtype)  # int32 like the order: half the int64 bytes
-            inv[self._order] = np.arange(self.n, dtype=self._order.dtype)
+            order: Any = self._order
+            inv = np.empty(self.n, order.dtype)  # int32 like the order: half the int64 bytes
+            inv[order] = np.arange(self.n, dtype=order.dtype)
             self._inv_order_cache = inv
         return self._inv_order_cache
 

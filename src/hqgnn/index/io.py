@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..io import fsync_tree, replace_dir, save_npz, staging_dir
 from .asym_layout import host_layout
 from .common import ItemScale, normalize_item_scale, normalize_item_term
 
@@ -38,39 +38,22 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def write_index_files(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
     """Write ``meta`` + ``arrays``. A path ending in ``.npz`` gives one archive; anything else a
-    directory with ``meta.json`` and one ``<name>.npy`` per array (written to a temp dir, then
-    renamed, so readers never see half an index)."""
+    directory with ``meta.json`` and one ``<name>.npy`` per array (built beside it, fsynced, then
+    swapped in by :func:`hqgnn.io.replace_dir`, so readers never see half an index)."""
     path = Path(path)
     meta = {"format": FORMAT, "version": VERSION, **meta}
     if path.suffix == ".npz":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                savez: Any = np.savez  # (its stub types every ** keyword as allow_pickle)
-                savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz(path, __meta__=np.array(json.dumps(meta)), **arrays)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging = staging_dir(path)
     try:
         for name, arr in arrays.items():
-            np.save(tmpdir / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-        (tmpdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmpdir, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmpdir, path)
+            np.save(staging / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        fsync_tree(staging)
+        replace_dir(staging, path)
     except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
 
