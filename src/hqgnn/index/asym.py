@@ -44,11 +44,10 @@ from .common import (
     to_numpy,
     unpermute,
 )
+from . import cpu as K
 from .cpu import asym as KA
-from .cpu import choose_ranges, default_threads, n_tasks, run_tasks
 from .cpu.lut1 import lut1_cols
-from .cpu.select import kernel_values, merge_ranges
-from .cpu.simd import HAVE_AVX2
+from .cpu.select import kernel_values
 from .format import LAYOUTS, CodeFormat
 from .packing import INT8, NIBBLE, as_int8_codes, check_code_range, code_range, padded_dim
 from .queries import split_queries
@@ -316,7 +315,7 @@ class AsymCodeIndex:
         if self.use_simd is False:
             return False
         return KA.HAVE_LUT_SIMD if self._layout == LUT1 and self.dim <= KA.LUT_MAX_DIM else (
-            HAVE_AVX2 and self._layout != LUT1)
+            K.HAVE_AVX2 and self._layout != LUT1)
 
     def _search_int(self, qc: np.ndarray, qs: np.ndarray, k: int, ex: Exclusion | None) -> tuple[np.ndarray, np.ndarray]:
         """float64 keys and ids (B, k) of integer queries (codes int8, scales float32)."""
@@ -326,18 +325,18 @@ class AsymCodeIndex:
         ex_ptr, ex_idx, has_ex = self._ex_arrays(ex)
         nch = -(-self.n // _CHUNK)
         threads = self._threads()
-        n_ranges = choose_ranges(b, nch, threads)
+        n_ranges = K.choose_ranges(b, nch, threads)
         out_keys = np.empty((n_ranges, b, k), np.float64)
         out_ids = np.empty((n_ranges, b, k), np.int64)
         items = self._packed.reshape(-1).view(np.uint8)
         oid = self._order if self._order is not None else np.zeros(0, np.int32)
-        run_tasks(KA.asym_task, n_tasks(b, n_ranges),
+        K.run_tasks(KA.asym_task, K.n_tasks(b, n_ranges),
                     (self._kind(), self._use_simd(), items, self._ngp, self.n, k, qa, qb, nplanes, sa, sb, ma, mb,
                      np.ascontiguousarray(qadd, np.int64), np.ascontiguousarray(qs, np.float32),
                      kernel_values(self._scale.values), self._scale.stride, kernel_values(self._term.values),
                      self._term.stride, cmax, cmin, tmax, oid, ex_ptr, ex_idx,
                      has_ex, n_ranges, _CHUNK, self._super_chunks(), out_keys, out_ids), threads)
-        return merge_ranges(out_keys, out_ids, k)
+        return K.merge_ranges(out_keys, out_ids, k)
 
     def _inv_order(self) -> np.ndarray:
         if self._inv_order_cache is None:
@@ -364,7 +363,7 @@ class AsymCodeIndex:
 
     def _threads(self) -> int:
         t = self.threads
-        return default_threads() if t is None else max(1, int(t))
+        return K.default_threads() if t is None else max(1, int(t))
 
     # ---------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -13,7 +13,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-__all__ = ["QT", "choose_ranges", "default_threads", "n_tasks", "run_tasks"]
+from .select import merge_ranges
+from .simd import HAVE_AVX2
+
+__all__ = ["HAVE_AVX2", "QT", "choose_ranges", "default_threads", "merge_ranges", "n_tasks", "run_tasks"]
 
 QT = 64  # queries per task: a chunk of items is reused by this many queries while it sits in cache
 
