@@ -6,17 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import (
-    ArrayLike,
-    DeviceLike,
-    ExcludeLike,
-    ScaleLike,
-    normalize_exclusion,
-    normalize_item_scale,
-    normalize_item_term,
-    normalize_query_scale,
-    to_numpy,
-)
+from .common import ArrayLike, DeviceLike, ExcludeLike, ScaleLike, normalize_exclusion, to_numpy
+from .common import normalize_item_scale, normalize_item_term, normalize_query_scale
 
 __all__ = ["reference_asym_scores", "reference_asym_search", "reference_asym_search_torch", "reference_search"]
 
