@@ -107,7 +107,7 @@ def _int8_path_qps(index: Any, codes: np.ndarray, scales: np.ndarray, term: np.n
                       backend=index.backend)
     alt.search(QueryCodes(q[:64], None if qs is None else qs[:64]), k)  # compile
     rate = q.shape[0] / best_time(lambda: alt.search(QueryCodes(q, qs), k), device, reps=5)
-    per_item = alt.bytes_per_item
+    per_item = alt.memory_bytes() / alt.n
     alt = None  # freed before the caller goes on
     return rate, per_item
 

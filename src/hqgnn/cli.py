@@ -260,7 +260,7 @@ def export(
         save_npz(out_path, **arrays)
         err.print(f"wrote {out_path} ({', '.join(arrays)})")
         if faiss is not None:
-            from .index.faiss_interop import export_faiss
+            from .faiss_export import export_faiss
 
             for path, what in export_faiss(run, faiss):
                 err.print(f"wrote {path}: {what}", highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +18,10 @@ import scipy.sparse as sp
 from .config import SECTIONS, RunConfig
 from .errors import HqgnnError
 from .estimator_foldin import FoldInMixin
+
+if TYPE_CHECKING:
+    from .recommender import Recommender
+    from .run import TrainedRun
 
 log = logging.getLogger("hqgnn")
 
@@ -86,9 +90,9 @@ class HQGNN(FoldInMixin):
         from .device import check_device
 
         check_device(cfg.train.device)  # a GPU this machine lacks is refused now, not when fit() starts
-        self._run = None  # a hqgnn.run.TrainedRun once fitted or loaded
+        self._run: TrainedRun | None = None  # once fitted or loaded
         self._model_state: dict[str, Any] = {}
-        self._rec = None
+        self._rec: Recommender | None = None
         self._foldin: Any = None  # hqgnn.foldin.FoldIn of anonymous sessions, built on first use
         self._test: sp.csr_matrix | None = None  # the test split of a path / dataset-name source
 
@@ -139,8 +143,8 @@ class HQGNN(FoldInMixin):
                 if value is not None:
                     setattr(cfg.data, name, value)
             inter = interactions_from(data, user_col, item_col, time_col)
-            val = None if validation is None else interactions_from(validation, user_col, item_col, time_col)
-            ds, _ = in_memory_dataset(inter, val, cfg.data.val_ratio, cfg.data.seed)
+            held = None if validation is None else interactions_from(validation, user_col, item_col, time_col)
+            ds, _ = in_memory_dataset(inter, held, cfg.data.val_ratio, cfg.data.seed)
             cfg.data.source = "in-memory"  # config.toml says where the data came from
         with tempfile.TemporaryDirectory(prefix="hqgnn-fit-") as work:
             trained = train_model(cfg, ds, work, progress=progress)
@@ -178,6 +182,7 @@ class HQGNN(FoldInMixin):
                          "train_seconds": m["train_seconds"]})
             if best is None or m["val"][metric] > best[0]:  # strictly better: the first of equals wins
                 best = (m["val"][metric], model)
+        assert best is not None  # candidates() yields at least one point
         winner = best[1]
         if refit:
             cfg = copy.deepcopy(winner.config)
@@ -192,7 +197,7 @@ class HQGNN(FoldInMixin):
         checked by the same :meth:`RunConfig.validate` as the CLI's ``--config``."""
         from .config import load_config
 
-        cfg = load_config(path)
+        cfg = load_config(Path(path))
         for name, value in params.items():
             targets = ["data.seed", "train.seed"] if name == "seed" else ["{}.{}".format(*_section_field(name))]
             for key in targets:  # ``seed`` sets both seeds, as in the constructor
@@ -210,7 +215,7 @@ class HQGNN(FoldInMixin):
         return self._run is not None
 
     @property
-    def run(self) -> Any:
+    def run(self) -> TrainedRun:
         """The fitted or loaded :class:`hqgnn.run.TrainedRun` (tables, ids, seen items, metrics)."""
         if self._run is None:
             raise HqgnnError("this HQGNN is not fitted yet: call fit(...) or HQGNN.load(dir)")
@@ -229,10 +234,10 @@ class HQGNN(FoldInMixin):
         """What metrics.json holds: best epoch, validation / test metrics, memory, history."""
         return self.run.metrics
 
-    def _recommender(self) -> Any:
+    def _recommender(self) -> Recommender:
         if self._rec is None:
+            from .device import resolve_device
             from .recommender import Recommender
-            from .train.trainer import resolve_device
 
             self._rec = Recommender(self.run, str(resolve_device(self.config.train.device)))
         return self._rec
@@ -384,7 +389,7 @@ class HQGNN(FoldInMixin):
         from .device import check_device
         from .run import load_model_state, load_run
 
-        run = load_run(run_dir)  # verified: manifest and cross-file checks (one HqgnnError line on a problem)
+        run = load_run(Path(run_dir))  # verified: manifest and cross-file checks (one HqgnnError line on a problem)
         est = cls.__new__(cls)
         est.config = run.config
         if device is not None:
@@ -392,7 +397,7 @@ class HQGNN(FoldInMixin):
             est.config.validate()
             check_device(device)
         est._run = run
-        est._model_state = load_model_state(run_dir, run.manifest)
+        est._model_state = load_model_state(Path(run_dir), run.manifest)
         est._rec = None
         est._foldin = None
         est._test = None

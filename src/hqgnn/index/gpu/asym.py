@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..common import Exclusion, compact_values
-from .packed import WORD, pack_words, unpack_words
+from ..packing import WORD, pack_words, unpack_words
 from .topk import (
     LazyKernel,
     append_candidates,
