@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import logging
 import os
 import tempfile
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 import scipy.sparse as sp
 
-from .config import SECTIONS, RunConfig
+from .config import RunConfig
+from .config_docs import section_field
 from .errors import HqgnnError
 from .estimator_foldin import FoldInMixin
 
@@ -26,36 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("hqgnn")
 
 __all__ = ["HQGNN"]
-
-
-@functools.lru_cache(maxsize=1)
-def _field_sections() -> dict[str, tuple[str, ...]]:
-    """config field name -> the sections that have a field of that name (``seed`` is in data and train)."""
-    out: dict[str, list[str]] = {}
-    cfg = RunConfig()
-    for section in SECTIONS:
-        for f in dataclasses.fields(getattr(cfg, section)):
-            out.setdefault(f.name, []).append(section)
-    return {name: tuple(where) for name, where in out.items()}
-
-
-def _section_field(name: str) -> tuple[str, str]:
-    """("section", "field") of a parameter given as ``field`` (unique across sections) or ``section.field``."""
-    section, _, field = name.rpartition(".")
-    sections = _field_sections()
-    if not section:
-        where = sections.get(name)
-        if where is None:
-            from .validation import hint as _hint
-
-            raise HqgnnError(f"HQGNN: unknown parameter {name!r}{_hint(name, sections, 'parameter')}")
-        if len(where) > 1:
-            raise HqgnnError(f"HQGNN: {name!r} is a field of {' and '.join(where)}: "
-                             f"pass it as {', '.join(repr(f'{s}.{name}') for s in where)}")
-        section, field = where[0], name
-    if section not in sections.get(field, ()):
-        raise HqgnnError(f"HQGNN: unknown parameter {name!r}")
-    return section, field
 
 
 class HQGNN(FoldInMixin):
@@ -80,7 +50,7 @@ class HQGNN(FoldInMixin):
                       epochs=epochs, lr=lr, batch_size=batch_size, device=device, **more)
         cfg = RunConfig()
         for name, value in params.items():
-            section, field = _section_field(name)
+            section, field = section_field(name)
             setattr(getattr(cfg, section), field, value)
         if "data.seed" not in more:
             cfg.data.seed = seed
@@ -199,7 +169,7 @@ class HQGNN(FoldInMixin):
 
         cfg = load_config(Path(path))
         for name, value in params.items():
-            targets = ["data.seed", "train.seed"] if name == "seed" else ["{}.{}".format(*_section_field(name))]
+            targets = ["data.seed", "train.seed"] if name == "seed" else ["{}.{}".format(*section_field(name))]
             for key in targets:  # ``seed`` sets both seeds, as in the constructor
                 cfg.set(key, value)
         return cls._of_config(cfg.validate(origin=os.fspath(path)))
