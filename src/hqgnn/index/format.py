@@ -164,6 +164,10 @@ class CodeFormat:
             term=has_term,
             center=quant.center,
             rotation=quant.rotation,
+            # symmetric codes keep the GPU copy they were served from before the two engines became one
+            # (one int8 per dimension: 6.8x torch bf16 on an H100 against 4.9x for the packed copy,
+            # BENCHMARKS.md § 3 / 3b) until the packed kernel is measured as fast; the stored bytes are the same
+            layout="int8" if (qbits == quant.bits and not has_term) else "packed",
         )
 
     def replace(self, **changes: Any) -> CodeFormat:
