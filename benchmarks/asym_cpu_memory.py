@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ import time
 
 import numpy as np
 
-from hqgnn.index.asym import AsymCodeIndex
+from hqgnn.index import CodeFormat, build_index
 from retrieval_asym import _asym_data
 from bench_common import best_time as _best_time
 from hqgnn.index.queries import prepare_queries
@@ -36,14 +35,15 @@ def main() -> None:
         scales = scales.astype(np.float16).astype(np.float32)
         term = term.astype(np.float16).astype(np.float32)
     q, qs = prepare_queries(xq, center=center, query_bits=a.query_bits)
-    kw = {"item_order": a.order} if "item_order" in inspect.signature(AsymCodeIndex.__init__).parameters else {}
-    index = AsymCodeIndex(codes, scales, a.bits, term, query_bits=a.query_bits, **kw)
+    kw = {"item_order": a.order}
+    fmt = CodeFormat(dim=codes.shape[1], item_bits=a.bits, query_bits=a.query_bits, term=True, item_order=a.order)
+    index = build_index(codes, fmt, scale=scales, term=term)
     index.search(QueryCodes(q[:64], None if qs is None else qs[:64]), a.k)
     load0 = os.getloadavg()
     best = _best_time(lambda: index.search(QueryCodes(q, qs), a.k), "cpu", reps=3, budget_s=8.0)
     print(json.dumps({"command": " ".join(["python"] + sys.argv), "order": kw.get("item_order", "scale (old code)"),
                       "fp16_values": a.fp16, "query_bits": a.query_bits, "qps": a.queries / best,
-                      "bytes_per_item": index.bytes_per_item, "loadavg_before": load0, "loadavg_after": os.getloadavg(),
+                      "bytes_per_item": index.memory_bytes() / index.n, "loadavg_before": load0, "loadavg_after": os.getloadavg(),
                       "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
 

@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--backend", default="auto", help="auto (triton on CUDA) | torch (on CPU: a smoke test of the torch path)")
+    ap.add_argument("--gpu-set", default="", help="searcher launch attributes, e.g. scatter=1,one_dot=0,block_q=64")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -63,16 +64,23 @@ def main() -> None:
     scales, term = (v.astype(np.float16).astype(np.float32) for v in (scales, term))
     fmt = CodeFormat(dim=args.dim, item_bits=1, query_bits=args.query_bits, term=True, scale_dtype="float16")
     index = build_index(codes, fmt, scale=scales, term=term, device=dev, backend=args.backend)
+    for item in filter(None, args.gpu_set.split(",")):
+        name, value = item.split("=")
+        setattr(index._gpu, name, type(getattr(index._gpu, name))(float(value)))
     out = {"device": device_name(dev, 0), "torch": torch.__version__, "items": args.items, "dim": args.dim,
            "query_bits": args.query_bits, "k": args.k, "value_dtype": "float16", "format": fmt.to_dict(),
-           "bytes_per_item": index.memory_bytes() / args.items, "threshold_fraction": index._gpu.threshold_fraction
+           "bytes_per_item": index.memory_bytes() / args.items,
+           "launch": {a: getattr(index._gpu, a, None) for a in ("block_q", "warps", "tile", "group", "zero_one",
+                                                                   "scatter", "one_dot", "threshold_fraction")}, "threshold_fraction": index._gpu.threshold_fraction
            if index._gpu is not None else None, "by_queries": {},
            "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
     for nq in counts:
         xq = xq_all[:nq]
         q, qs = prepare_queries(xq, center=center, query_bits=args.query_bits)
-        queries = QueryCodes(q, qs)
-        index.search(QueryCodes(q[:64], None if qs is None else qs[:64]), args.k)  # compile
+        # float queries start on the device, as the bf16 baseline's do; quantized ones are encoded on the host
+        queries = torch.as_tensor(q, device=dev) if qs is None and dev.startswith("cuda") else QueryCodes(q, qs)
+        index.search(queries[:64] if qs is None and dev.startswith("cuda") else
+                     QueryCodes(q[:64], None if qs is None else qs[:64]), args.k)  # compile
         rounds = []
         for _ in range(args.rounds):  # alternate, so a drift of the card shows in both columns
             ours = nq / best_time(lambda: index.search(queries, args.k), dev, reps=5)

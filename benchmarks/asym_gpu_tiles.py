@@ -54,7 +54,7 @@ def main() -> None:
 
     import torch
 
-    from hqgnn.index.asym import build_asym_index
+    from hqgnn.index import CodeFormat, build_index
     from hqgnn.index.queries import prepare_queries
     from hqgnn.index import QueryCodes  # noqa: E402
     from hqgnn.index.reference import reference_asym_search_torch
@@ -78,8 +78,8 @@ def main() -> None:
             indexes.clear()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            indexes[layout] = build_asym_index(codes, scales, 1, term, query_bits=args.query_bits, device=dev,
-                                               backend=backend, gpu_layout=layout)
+            fmt = CodeFormat(dim=args.dim, item_bits=1, query_bits=args.query_bits, term=True, layout=layout)
+            indexes[layout] = build_index(codes, fmt, scale=scales, term=term, device=dev, backend=backend)
             if interpret:  # the Triton kernel in its CPU interpreter (index built with the torch backend)
                 from hqgnn.index.gpu.asym import triton_asym_available
 
@@ -91,7 +91,7 @@ def main() -> None:
         eng.threshold_fraction = fraction
         row = {"layout": layout, "block_q": bq, "warps": warps, "tile": tile, "zero_one": zero_one,
                "threshold_fraction": fraction,
-               "bytes_per_item": index.bytes_per_item}
+               "bytes_per_item": index.memory_bytes() / index.n}
         try:
             index.search(QueryCodes(q[:64], qs[:64]), args.k)  # compile
             row["qps"] = args.queries / best_time(lambda: index.search(QueryCodes(q, qs), args.k), dev, reps=5)

@@ -80,8 +80,8 @@ def main() -> None:
     ids = ranker.search(users, k, exclude=ex)[1]
     t = _best(lambda: ranker.search(users, k, exclude=ex))
     t_plain = _best(lambda: ranker.search(users, k))
-    index = ranker.asym_index if ranker.asym_index is not None else ranker.index
-    held = float(index.bytes_per_item) if index is not None else None
+    index = ranker.index
+    held = index.memory_bytes() / index.n if index is not None else None
     row(f"hqgnn_{run.bits}bit_q{run.format.query_bits}", run.metrics["memory"]["bytes_per_item"], ids, len(users) / t,
         len(users) / t_plain, held_bytes_per_item=held, exact=True)
 
@@ -96,9 +96,9 @@ def main() -> None:
     t_plain = _best(lambda: rec.ranker.search(users, k))
     orig = {str(v): i for i, v in enumerate(run.item_ids.tolist())}  # back to the run's numbering to evaluate
     to_orig = np.array([orig[str(v)] for v in rec.run.item_ids.tolist()] + [-1])
-    index = rec.ranker.asym_index
+    index = rec.ranker.index
     row(f"hqgnn_{run.bits}bit_q{run.format.query_bits}_renumbered", run.metrics["memory"]["bytes_per_item"], to_orig[ids_r],
-        len(users) / t, len(users) / t_plain, held_bytes_per_item=float(index.bytes_per_item) if index else None,
+        len(users) / t, len(users) / t_plain, held_bytes_per_item=index.memory_bytes() / index.n if index else None,
         exact=True)
 
     # FAISS on the float teacher (float queries; RaBitQ quantizes them to qb bits)

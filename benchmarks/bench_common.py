@@ -60,7 +60,7 @@ def best_time(fn: Callable[[], object], device: str, reps: int = 3, budget_s: fl
 def threads_set(threads: int | None) -> Iterator[int]:
     import torch
 
-    from hqgnn.index.cpu.sym import default_threads
+    from hqgnn.index.cpu import default_threads
 
     n = default_threads() if threads is None else int(threads)
     old_torch = torch.get_num_threads()
@@ -100,7 +100,7 @@ def torch_topk_qps(q: "object", x: "object", k: int, device: str, dtype: "object
 
 def result_fields(index: Any, device: str, nthreads: int, build_s: float, qps: dict[str, Any], **shape: Any) -> dict:
     """The keys every retrieval result carries: bytes as held, device, backend, shape, timing context."""
-    result = {"bytes_per_item": float(index.bytes_per_item), "float32_bytes_per_item": shape["dim"] * 4,
+    result = {"bytes_per_item": index.memory_bytes() / max(index.n, 1), "float32_bytes_per_item": shape["dim"] * 4,
               "device": device_name(device, nthreads), "backend": index.backend, **shape, "threads": nthreads,
               "build_s": build_s}
     if device.startswith("cuda"):

@@ -18,6 +18,7 @@ import torch
 from hqgnn.data import load_dataset
 from hqgnn.eval import RankingEvaluator
 from hqgnn.eval.cpu_topk import float_topk_cpu
+from hqgnn.index import search_rerank
 from hqgnn.recommender import Recommender
 from hqgnn.run import load_run
 from hqgnn.train.pipeline import device_name
@@ -51,7 +52,7 @@ def main() -> None:
     for c in [int(x) for x in args.candidates.split(",")]:
         def rerank(users, k, c=c):
             u = users.numpy()
-            _, ids = rec.index.search_rerank(codes[u], uf[u], itf, k, candidates=c,
+            _, ids = search_rerank(rec.index, codes[u], uf[u], itf, k, candidates=c,
                                              query_scales=scale[u] if scale.ndim else scale, exclude=run.seen[u])
             return torch.from_numpy(np.asarray(ids))
         rows.append({"method": f"codes top-{c} + float re-rank", "candidates": c, **timed_eval(rerank)})

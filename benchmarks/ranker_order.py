@@ -44,7 +44,7 @@ def main() -> None:
             scores, ids = ranker.search(users, args.k, exclude=ex)
             best = min(best, time.perf_counter() - t0)
         first = first or (scores, ids)
-        rows[order] = {"users_per_s": len(users) / best, "held_bytes_per_item": ranker.asym_index.bytes_per_item,
+        rows[order] = {"users_per_s": len(users) / best, "held_bytes_per_item": ranker.index.memory_bytes() / ranker.index.n,
                        "identical_to_none": bool(np.array_equal(first[0], scores) and np.array_equal(first[1], ids))}
     out = {"benchmark": "ranker_item_order", "run": str(args.run), "users": int(len(users)), "k": args.k,
            "device": cpu_name(), "loadavg_before": load0, "loadavg_after": os.getloadavg(), "orders": rows,

@@ -44,13 +44,13 @@ def _faiss_qps(bits: int, codes: np.ndarray, scales: np.ndarray, qcodes: np.ndar
                                                     warm=lambda: flat.search(qf[:16], k))
     flat = None  # freed before the next engine is built
     if bits == 1:
-        from hqgnn.index.faiss_interop import faiss_binary_bytes, to_faiss_binary
+        from hqgnn.faiss_export import faiss_binary_bytes, to_faiss_binary
 
         index = to_faiss_binary(codes)
         qb = faiss_binary_bytes(qcodes)
         out["faiss"] = qb.shape[0] / best_time(lambda: index.search(qb, k), "cpu",
                                                 warm=lambda: index.search(qb[:16], k))
-        out["faiss_index"] = "IndexBinaryFlat (Hamming, same task as hqgnn mode='hamming')"
+        out["faiss_index"] = "IndexBinaryFlat (Hamming, same task as hqgnn_hamming: 1-bit codes without scales)"
     else:
         qtype = faiss.ScalarQuantizer.QT_4bit if bits <= 4 else faiss.ScalarQuantizer.QT_8bit
         index = faiss.IndexScalarQuantizer(xf.shape[1], qtype, faiss.METRIC_INNER_PRODUCT)
@@ -63,15 +63,15 @@ def _faiss_qps(bits: int, codes: np.ndarray, scales: np.ndarray, qcodes: np.ndar
 
 
 def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, device: str = "cpu", seed: int = 0,
-                        threads: int | None = None, query_bits: int | None = None, item_order: str = "none",
-                        value_dtype: str = "float32") -> dict:
+                        threads: int | None = None, query_bits: int | None = None, item_order: str = "renumbered",
+                        value_dtype: str = "float16") -> dict:
     """Time exact code search against float baselines on random codes with per-row scales.
 
     Every engine is timed the same way: best of up to 5 runs (15 s budget) after a warm-up.
     Returns ``{"qps": {"hqgnn", "torch_float32", "torch_bf16" (CUDA only), "faiss", ...},
     "exact": bool, "bytes_per_item", "float32_bytes_per_item", "device", "items", "dim", "bits",
-    "queries", "k", "threads", ...}``. For 1 bit, ``qps["hqgnn"]`` is pure Hamming mode (the task
-    of FAISS IndexBinaryFlat) and ``qps["hqgnn_scaled"]`` the scaled-score mode. FAISS columns are
+    "queries", "k", "threads", ...}``. For 1 bit, ``qps["hqgnn_hamming"]`` is the index without scales
+    (pure Hamming ranking, the task of FAISS IndexBinaryFlat) and ``qps["hqgnn"]`` the scaled score. FAISS columns are
     None when faiss is not installed (e.g. on the GPU machine). Timings: best of up to 3 runs
     after a warm-up; ``exact`` checks a subset of queries against the float64 reference.
     """
@@ -93,23 +93,25 @@ def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, d
         index = build_index(codes, CodeFormat(dim=dim, item_bits=bits), scale=scales, device=device)
         build_s = time.perf_counter() - t0
         index.threads = nthreads
-        mode = "hamming" if bits == 1 else "scaled"
-        warm = qcodes[: min(queries, 64)]
-        index.search(QueryCodes(warm, qscales[: warm.shape[0]]), k, mode=mode)  # compile / autotune
-        qps: dict[str, Any] = {}
-        qps["hqgnn"] = queries / best_time(lambda: index.search(QueryCodes(qcodes, qscales), k, mode=mode), device)
+        # 1 bit: pure Hamming ranking (FAISS IndexBinaryFlat's task) is the format without scales
+        indexes = {"hqgnn": (index, qscales, scales)}
         if bits == 1:
-            index.search(QueryCodes(warm, qscales[: warm.shape[0]]), k)
-            qps["hqgnn_scaled"] = queries / best_time(lambda: index.search(QueryCodes(qcodes, qscales), k), device)
-
-        # exactness on a subset (the reference is a float64 brute force over all items)
-        nchk = min(queries, 8)
+            plain = build_index(codes, CodeFormat(dim=dim, item_bits=1, scale="none"), device=device)
+            plain.threads = nthreads
+            indexes["hqgnn_hamming"] = (plain, None, None)
+        qps: dict[str, Any] = {}
         exact = True
-        for m in ["hamming", "scaled"] if bits == 1 else ["scaled"]:
-            s, i = index.search(QueryCodes(qcodes[:nchk], qscales[:nchk]), k, mode=m)
+        nchk = min(queries, 8)
+        for name, (ix, qs, s_items) in indexes.items():
+            warm = qcodes[: min(queries, 64)]
+            ix.search(QueryCodes(warm, None if qs is None else qs[: warm.shape[0]]), k)  # compile / autotune
+            qps[name] = queries / best_time(lambda ix=ix, qs=qs: ix.search(QueryCodes(qcodes, qs), k), device)
+            # exactness on a subset (the reference is a float64 brute force over all items)
+            qsub = None if qs is None else qs[:nchk]
+            s, i = ix.search(QueryCodes(qcodes[:nchk], qsub), k)
             if device.startswith("cuda"):
                 s, i = s.cpu().numpy(), i.cpu().numpy()
-            rs, ri = reference_search(qcodes[:nchk], codes, k, qscales[:nchk], scales, mode=m)
+            rs, ri = reference_search(qcodes[:nchk], codes, k, qsub, s_items)
             exact = exact and bool(np.array_equal(i, ri) and np.array_equal(s, rs))
 
         # float baselines on the dequantized embeddings (same ranking task in float)
@@ -126,7 +128,7 @@ def run_retrieval_bench(items: int, dim: int, bits: int, queries: int, k: int, d
     return {
         "qps": qps,
         "speedup_vs_torch_float32": qps["hqgnn"] / qps["torch_float32"],
-        "speedup_vs_faiss": (qps["hqgnn"] / qps["faiss"]) if qps.get("faiss") else None,
+        "speedup_vs_faiss": (qps.get("hqgnn_hamming", qps["hqgnn"]) / qps["faiss"]) if qps.get("faiss") else None,
         "faiss_index": faiss_index,
         "exact": exact,
         **result_fields(index, device, nthreads, build_s, qps, items=items, dim=dim, bits=bits, queries=queries,

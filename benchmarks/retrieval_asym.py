@@ -107,14 +107,14 @@ def _int8_path_qps(index: Any, codes: np.ndarray, scales: np.ndarray, term: np.n
                       backend=index.backend)
     alt.search(QueryCodes(q[:64], None if qs is None else qs[:64]), k)  # compile
     rate = q.shape[0] / best_time(lambda: alt.search(QueryCodes(q, qs), k), device, reps=5)
-    per_item = alt.bytes_per_item
+    per_item = alt.memory_bytes() / alt.n
     alt = None  # freed before the caller goes on
     return rate, per_item
 
 
 def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: int, k: int, device: str = "cpu",
-                   seed: int = 0, threads: int | None = None, train_n: int = 65536, item_order: str = "none",
-                   value_dtype: str = "float32") -> dict:
+                   seed: int = 0, threads: int | None = None, train_n: int = 65536, item_order: str = "renumbered",
+                   value_dtype: str = "float16") -> dict:
     """Time exact asymmetric search (``bits``-bit items, ``query_bits``-bit or float queries) against
     torch matmul + topk and FAISS IndexPQFastScan 32x4 / 16x4, IndexRaBitQ, IndexRaBitQFastScan, all
     in one run on the same synthetic embeddings (see _asym_data).

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from hqgnn import HQGNN
 from hqgnn.cli import main
 from hqgnn.errors import HqgnnError
-from hqgnn.estimator import _field_sections
+from hqgnn.config_docs import field_sections as _field_sections
 
 FAST = {"dim": 8, "layers": 1, "epochs": 3, "batch_size": 256, "device": "cpu", "eval_every": 1}
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hqgnn.index import QueryCodes, prepare_queries, reference_asym_search
-from hqgnn.index.asym import AsymCodeIndex, build_asym_index
-from hqgnn.index.factory import build_code_index, load_code_index
+from hqgnn.index import load_index
+from hqgnn.index.asym import AsymCodeIndex
 from hqgnn.index.cpu import lut1 as KL
 from hqgnn.index.queries import quantize_float_queries
 from hqgnn.index.reference import reference_asym_scores
@@ -158,7 +158,7 @@ def test_search_equals_reference(item_bits, query_bits, d, simd):
     codes = item_codes(rng, n, d, item_bits)
     for scale_kind, term_kind in [("row", "row"), ("none", "none"), ("tensor", "scalar"), ("row", "none")]:
         scale, term = make_scale(rng, n, scale_kind), make_term(rng, n, term_kind)
-        index = build_asym_index(codes, scale, item_bits, term, query_bits=query_bits)
+        index = AsymCodeIndex(codes, scale, item_bits, term, query_bits=query_bits)
         index.use_simd = None if simd else False
         q, qs = make_queries(rng, 21, d, query_bits)
         check(index, q, qs, 10, codes, scale, term)
@@ -174,7 +174,7 @@ def test_extreme_query_codes_and_scales(item_bits, query_bits):
     codes[0] = code_range(item_bits)[1]
     codes[1] = code_range(item_bits)[0]
     for scale in [np.full(n, 2.0, np.float32), -rng.uniform(0.5, 1, n).astype(np.float32)]:
-        index = build_asym_index(codes, scale, item_bits, None, query_bits=query_bits)
+        index = AsymCodeIndex(codes, scale, item_bits, None, query_bits=query_bits)
         if query_bits == 0:
             q = rng.normal(size=(9, d)).astype(np.float32)
             q[0] = 1e3
@@ -194,7 +194,7 @@ def test_edge_cases(query_bits):
     codes = item_codes(rng, n, d, 1)
     scale = rng.uniform(0.5, 1.5, n).astype(np.float32)
     term = rng.normal(size=n).astype(np.float32)
-    index = build_asym_index(codes, scale, 1, term, query_bits=query_bits)
+    index = AsymCodeIndex(codes, scale, 1, term, query_bits=query_bits)
     q, qs = make_queries(rng, 5, d, query_bits)
     s, i = check(index, q, qs, 80, codes, scale, term)  # k > n
     assert (i[:, n:] == -1).all() and np.isneginf(s[:, n:]).all()
@@ -206,7 +206,7 @@ def test_edge_cases(query_bits):
     assert (i[0, 2:] == -1).all() and (i[0, :2] >= n - 2).all()
     assert index.search(QueryCodes(q, qs), 0)[1].shape == (5, 0)
     assert index.search(QueryCodes(q[:0], None if qs is None else qs[:0]), 3)[1].shape == (0, 3)
-    one = build_asym_index(codes[:1], scale[:1], 1, term[:1], query_bits=query_bits)
+    one = AsymCodeIndex(codes[:1], scale[:1], 1, term[:1], query_bits=query_bits)
     check(one, q, qs, 2, codes[:1], scale[:1], term[:1])
 
 
@@ -216,7 +216,7 @@ def test_threads_and_item_ranges_agree():
     n, d = 5000, 64
     codes = item_codes(rng, n, d, 1)
     scale = rng.uniform(0.5, 1.5, n).astype(np.float32)
-    index = build_asym_index(codes, scale, 1, None, query_bits=4)
+    index = AsymCodeIndex(codes, scale, 1, None, query_bits=4)
     q, qs = make_queries(rng, 3, d, 4)
     index.threads = 1
     a = check(index, q, qs, 20, codes, scale, None)
@@ -230,7 +230,7 @@ def test_float_queries_candidate_growth():
     rng = np.random.default_rng(5)
     n, d = 4000, 64
     codes = item_codes(rng, n, d, 1, dup=False)
-    index = build_asym_index(codes, None, 1, None, query_bits=0)
+    index = AsymCodeIndex(codes, None, 1, None, query_bits=0)
     x = rng.normal(size=(6, d)).astype(np.float32)
     x[:, 0] = 500.0  # Delta ~ 4: every other dim is quantized to 0 or +-1
     check(index, x, None, 10, codes, None, None)
@@ -274,24 +274,24 @@ def test_prepare_queries_rotation_center_and_codes():
 def test_input_validation():
     rng = np.random.default_rng(0)
     codes = item_codes(rng, 20, 16, 1)
-    index = build_asym_index(codes, None, 1, None, query_bits=4)
+    index = AsymCodeIndex(codes, None, 1, None, query_bits=4)
     with pytest.raises(ValueError, match="shape"):
         index.search(np.zeros((2, 15), np.int8), 3)
     with pytest.raises(ValueError, match="4-bit"):
         index.search(np.full((2, 16), 9, np.int8), 3)
     with pytest.raises(ValueError, match="k must be"):
         index.search(np.zeros((2, 16), np.int8), -1)
-    fidx = build_asym_index(codes, None, 1, None, query_bits=0)
+    fidx = AsymCodeIndex(codes, None, 1, None, query_bits=0)
     with pytest.raises(ValueError, match="query_scales"):
         fidx.search(QueryCodes(np.zeros((2, 16), np.float32), 1.0), 3)
     with pytest.raises(ValueError, match="float queries"):
         fidx.search(np.zeros((2, 16), np.int8), 3)
     with pytest.raises(ValueError, match="query_bits"):
-        build_asym_index(codes, None, 1, None, query_bits=1)
+        AsymCodeIndex(codes, None, 1, None, query_bits=1)
     with pytest.raises(ValueError, match="1-bit"):
-        build_asym_index(np.zeros((3, 4), np.int8), None, 1)
+        AsymCodeIndex(np.zeros((3, 4), np.int8), None, 1)
     with pytest.raises(ValueError, match="terms"):
-        build_asym_index(codes, None, 1, np.zeros(3, np.float32))
+        AsymCodeIndex(codes, None, 1, np.zeros(3, np.float32))
 
 
 @pytest.mark.parametrize("item_bits", [1, 4, 8])
@@ -302,7 +302,7 @@ def test_save_load_and_memory(tmp_path, item_bits, suffix):
     codes = item_codes(rng, n, d, item_bits)
     scale = rng.uniform(0.5, 1.5, n).astype(np.float32)
     term = rng.normal(size=n).astype(np.float32)
-    index = build_asym_index(codes, scale, item_bits, term, query_bits=8)
+    index = AsymCodeIndex(codes, scale, item_bits, term, query_bits=8)
     np.testing.assert_array_equal(index.codes(), codes)
     np.testing.assert_array_equal(index.item_scale_dense(), scale)
     np.testing.assert_array_equal(index.item_term_dense(), term)
@@ -311,7 +311,7 @@ def test_save_load_and_memory(tmp_path, item_bits, suffix):
     assert index.memory_bytes() == packed + 4 * n * 2 + 12 * nch  # codes + float32 scale, term + chunk bounds
     path = tmp_path / f"asym{suffix}"
     index.save(path)
-    for loaded in (AsymCodeIndex.load(path), load_code_index(path)):
+    for loaded in (load_index(path), load_index(path, mmap=False)):
         assert isinstance(loaded, AsymCodeIndex) and loaded.query_bits == 8
         assert loaded.memory_bytes() == index.memory_bytes()
         q, qs = make_queries(rng, 7, d, 8)
@@ -319,29 +319,14 @@ def test_save_load_and_memory(tmp_path, item_bits, suffix):
         b = loaded.search(QueryCodes(q, qs), 5)
         np.testing.assert_array_equal(a[1], b[1])
         np.testing.assert_array_equal(a[0], b[0])
-    plain = build_code_index(codes if item_bits > 1 else codes, scale, item_bits)  # symmetric kinds still load
-    plain.save(tmp_path / "plain")
-    assert not isinstance(load_code_index(tmp_path / "plain"), AsymCodeIndex)
-    small = build_asym_index(codes, None, item_bits, None, query_bits=4)
+    small = AsymCodeIndex(codes, None, item_bits, None, query_bits=4)
     assert small.memory_bytes() == packed  # no scale, term or order stored
-    ordered = build_asym_index(codes, scale, item_bits, term, query_bits=8, item_order="scale")
+    ordered = AsymCodeIndex(codes, scale, item_bits, term, query_bits=8, item_order="scale")
     assert ordered.memory_bytes() == packed + 4 * n * 3 + 12 * nch  # + the int32 storage order
     ordered.save(tmp_path / f"ordered{suffix}")
-    back = AsymCodeIndex.load(tmp_path / f"ordered{suffix}")
+    back = load_index(tmp_path / f"ordered{suffix}")
     assert back._order is not None and back.memory_bytes() == ordered.memory_bytes()
     check(back, q, qs, 5, codes, scale, term, exclude=random_exclusion(rng, 7, n))
-
-
-def test_matches_symmetric_index_when_term_is_zero():
-    """Same codes, same bit width, no term: the asymmetric and the symmetric engine agree."""
-    rng = np.random.default_rng(9)
-    codes = item_codes(rng, 700, 64, 4)
-    scale = rng.uniform(0.5, 1.5, 700).astype(np.float32)
-    q, qs = make_queries(rng, 12, 64, 4, neg=False)
-    a = build_asym_index(codes, scale, 4, None, query_bits=4).search(QueryCodes(q, qs), 15)
-    b = build_code_index(codes, scale, 4).search(QueryCodes(q, qs), 15)
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0], b[0])
 
 
 def test_reference_scores_formula():
@@ -354,7 +339,7 @@ def test_reference_scores_formula():
 
 # ----------------------------------------------------------------------- torch / CUDA backends
 def _torch_index(codes, scale, item_bits, term, query_bits, device, backend, method, cap):
-    index = build_asym_index(codes, scale, item_bits, term, query_bits=query_bits, device=device, backend=backend)
+    index = AsymCodeIndex(codes, scale, item_bits, term, query_bits=query_bits, device=device, backend=backend)
     index._gpu.method = method
     index._gpu.cap = cap
     return index
@@ -392,7 +377,7 @@ def test_cuda_backends(item_bits, query_bits, d, backend):
     for sk, tk in [("row", "row"), ("none", "none"), ("tensor", "scalar")]:
         scale, term = make_scale(rng, n, sk), make_term(rng, n, tk)
         if backend == "cuda-triton":
-            index = build_asym_index(codes, scale, item_bits, term, query_bits=query_bits, device="cuda",
+            index = AsymCodeIndex(codes, scale, item_bits, term, query_bits=query_bits, device="cuda",
                                      backend="triton")
         else:
             index = _torch_index(codes, scale, item_bits, term, query_bits, "cuda", "torch",
@@ -438,7 +423,7 @@ def test_storage_order_of_raw_values_is_the_index_order(term_kind):
     codes = item_codes(rng, n, d, 1)
     scale = make_scale(rng, n, "row")
     term = {"row": make_term(rng, n, "row"), "constant": np.full(n, 0.5, np.float32), "none": None}[term_kind]
-    index = build_asym_index(codes, scale, 1, term, query_bits=4, item_order="scale")
+    index = AsymCodeIndex(codes, scale, 1, term, query_bits=4, item_order="scale")
     np.testing.assert_array_equal(scale_order_of(scale, term, n), index._order)
 
 
@@ -461,7 +446,7 @@ def test_asym_bench_renumbered_float16_holds_no_order():
 # ------------------------------------------------------------ packed device layout (CPU-checkable)
 def test_packed_words_roundtrip_and_compact_values():
     from hqgnn.index.common import compact_values
-    from hqgnn.index.gpu.packed import pack_words, unpack_words
+    from hqgnn.index.packing import pack_words, unpack_words
 
     rng = np.random.default_rng(4)
     for d in (1, 16, 33, 64, 100):
@@ -522,15 +507,15 @@ def test_torch_backend_holds_only_the_device_copy(tmp_path):
     n, d = 1000, 64
     codes = item_codes(rng, n, d, 1)
     scale = make_scale(rng, n, "row").astype(np.float16).astype(np.float32)
-    index = build_asym_index(codes, scale, 1, None, query_bits=4, device="cpu", backend="torch")
+    index = AsymCodeIndex(codes, scale, 1, None, query_bits=4, device="cpu", backend="torch")
     assert index.memory_bytes() == n * (8 + 2) + 2  # + the one float16 term 0.0
     assert index._packed is None and index._order is None
     np.testing.assert_array_equal(index.codes(), codes)
     np.testing.assert_array_equal(index.item_scale_dense(), scale)
     term = make_term(rng, n, "row")
     for t in (None, term):
-        cpu = build_asym_index(codes, scale, 1, t, query_bits=4)
-        gpu = build_asym_index(codes, scale, 1, t, query_bits=4, device="cpu", backend="torch")
+        cpu = AsymCodeIndex(codes, scale, 1, t, query_bits=4)
+        gpu = AsymCodeIndex(codes, scale, 1, t, query_bits=4, device="cpu", backend="torch")
         cpu.save(tmp_path / "cpu")
         gpu.save(tmp_path / "gpu")
         for name in ("codes", "scales", "terms", "order"):
@@ -538,7 +523,7 @@ def test_torch_backend_holds_only_the_device_copy(tmp_path):
             assert a.exists() == b.exists()
             if a.exists():
                 np.testing.assert_array_equal(np.load(a), np.load(b))
-        loaded = AsymCodeIndex.load(tmp_path / "gpu", device="cpu", backend="torch")
+        loaded = load_index(tmp_path / "gpu", device="cpu", backend="torch")
         q, qs = make_queries(rng, 9, d, 4)
         check(loaded, q, qs, 10, codes, scale, t)
 
@@ -577,8 +562,10 @@ def run_interp_case(d: int, query_bits: int, packed: bool, zero_one: bool = Fals
     g.tile, g.group = 32, 2  # 16 groups: a finite threshold with few candidates
     g.zero_one = zero_one  # both operand forms (the default is the 0/1 one)
     g.threshold_fraction = 0.25 if zero_one else 1.0  # the default (first groups only) and every group
-    if zero_one:  # also 32-query programs
+    if zero_one:  # also 32-query programs, and every hit of a tile stored at once (the scatter emit)
         g.block_q = 32
+        g.scatter = True
+        g.one_dot = d != 64  # one dot of every word per tile (d = 16: one word; d = 100: four, one masked)
     q, qs = make_queries(rng, b, d, query_bits)
     cases = [(None, None), (random_exclusion(rng, b, n, 0.005), None)] + ([(None, 4)] if d == 64 else [])
     for ex, cap in cases:
@@ -661,7 +648,7 @@ def test_float16_values_equal_reference(item_bits, query_bits, d, item_order):
     codes = item_codes(rng, n, d, item_bits)
     scale, term = fp16_values(rng, n, "scale"), fp16_values(rng, n, "term")
     for s, t in [(scale, term), (scale, None), (None, term), ((np.abs(scale) + 0.5).astype(np.float16).astype(np.float32), term)]:
-        index = build_asym_index(codes, s, item_bits, t, query_bits=query_bits, item_order=item_order)
+        index = AsymCodeIndex(codes, s, item_bits, t, query_bits=query_bits, item_order=item_order)
         for rec, given in ((index._scale, s), (index._term, t)):
             assert given is None or rec.values.dtype == np.float16
         q, qs = make_queries(rng, 21, d, query_bits)
@@ -669,7 +656,7 @@ def test_float16_values_equal_reference(item_bits, query_bits, d, item_order):
             qs[1] = 0.0  # every key is t_i: the kernel's integer cut must keep all items
         check(index, q, qs, 10, codes, s, t)
         check(index, q, qs, 10, codes, s, t, exclude=random_exclusion(rng, 21, n))
-    index = build_asym_index(codes, scale, item_bits, term, query_bits=query_bits, item_order=item_order)
+    index = AsymCodeIndex(codes, scale, item_bits, term, query_bits=query_bits, item_order=item_order)
     index.use_simd = False
     check(index, q, qs, 10, codes, scale, term, exclude=random_exclusion(rng, 21, n))
 
@@ -688,7 +675,7 @@ def test_memory_bytes_exact_per_format(item_bits, per_item):
     s32[0], t32[0] = 0.1, 0.1  # not float16-exact
 
     def held(s, t, **kw):
-        return build_asym_index(codes, s, item_bits, t, query_bits=4, **kw).memory_bytes()
+        return AsymCodeIndex(codes, s, item_bits, t, query_bits=4, **kw).memory_bytes()
 
     code = per_item * n
     assert held(s16, None) == code + 2 * n + 8 * nch  # 1-bit: 10 B / item (+ 0.03 bounds)
@@ -698,8 +685,8 @@ def test_memory_bytes_exact_per_format(item_bits, per_item):
     assert held(s16, t16, item_order="scale") == code + 8 * n + 12 * nch  # + int32 order
     assert held(np.full(n, 0.3, np.float32), np.full(n, 0.1, np.float32)) == code  # constants held once
     assert held(None, None) == code
-    index = build_asym_index(codes, s16, item_bits, t16, query_bits=4)
-    assert index.bytes_per_item == (code + 4 * n + 12 * nch) / n
+    index = AsymCodeIndex(codes, s16, item_bits, t16, query_bits=4)
+    assert index.memory_bytes() == code + 4 * n + 12 * nch
     np.testing.assert_array_equal(index.item_scale_dense(), s16)
     np.testing.assert_array_equal(index.item_term_dense(), t16)
     assert index.item_scale_dense().dtype == np.float32
@@ -718,11 +705,11 @@ def test_float16_save_load_and_old_format(tmp_path, suffix):
     scale, term = fp16_values(rng, n, "scale"), fp16_values(rng, n, "term")
     q, qs = make_queries(rng, 9, d, 4)
     ex = random_exclusion(rng, 9, n)
-    index = build_asym_index(codes, scale, 4, term, query_bits=4)
+    index = AsymCodeIndex(codes, scale, 4, term, query_bits=4)
     index.save(tmp_path / f"new{suffix}")
     _, arrays = read_index_files(tmp_path / f"new{suffix}", mmap=False)
     assert arrays["scales"].dtype == np.float16 and arrays["terms"].dtype == np.float16 and "order" not in arrays
-    new = AsymCodeIndex.load(tmp_path / f"new{suffix}")
+    new = load_index(tmp_path / f"new{suffix}")
     assert new.memory_bytes() == index.memory_bytes()
     check(new, q, qs, 10, codes, scale, term, exclude=ex)
     # the format the code wrote before float16 storage: float32 records and an int32 order, codes in that order
@@ -732,7 +719,7 @@ def test_float16_save_load_and_old_format(tmp_path, suffix):
             "layout": NIBBLE, "scales": "row", "terms": "row"}
     write_index_files(tmp_path / f"old{suffix}", meta, {"codes": pack_nibble_blocked(codes[order]),
                                                       "scales": scale[order], "terms": term[order], "order": order})
-    old = AsymCodeIndex.load(tmp_path / f"old{suffix}")
+    old = load_index(tmp_path / f"old{suffix}")
     assert old._order is not None and old._scale.values.dtype == np.float16  # compacted on load
     np.testing.assert_array_equal(old.codes(), codes)
     np.testing.assert_array_equal(old.item_scale_dense(), scale)
@@ -779,7 +766,7 @@ def test_device_candidate_rescore_is_sliced_and_exact(monkeypatch, query_bits):
     codes = item_codes(rng, n, d, 1)
     scale = make_scale(rng, n, "row")
     term = make_term(rng, n, "row")
-    index = build_asym_index(codes, scale, 1, term, query_bits=query_bits, device="cpu", backend="torch")
+    index = AsymCodeIndex(codes, scale, 1, term, query_bits=query_bits, device="cpu", backend="torch")
     index._gpu.method = "two_phase"  # CUDA's path (on the host the default is the plain chunked scan)
     q, qs = make_queries(rng, 23, d, query_bits)
     full = check(index, q, qs, 20, codes, scale, term)
@@ -804,12 +791,12 @@ def test_gpu_layout_int8_is_exact_and_holds_one_byte_per_dimension():
     codes = item_codes(rng, n, d, 1)
     scale = make_scale(rng, n, "row").astype(np.float16).astype(np.float32)
     term = make_term(rng, n, "row")
-    packed = build_asym_index(codes, scale, 1, term, query_bits=4, device="cpu", backend="torch")
-    dense = build_asym_index(codes, scale, 1, term, query_bits=4, device="cpu", backend="torch", gpu_layout="int8")
+    packed = AsymCodeIndex(codes, scale, 1, term, query_bits=4, device="cpu", backend="torch")
+    dense = AsymCodeIndex(codes, scale, 1, term, query_bits=4, device="cpu", backend="torch", gpu_layout="int8")
     assert packed._gpu.packed and not dense._gpu.packed
     assert dense.memory_bytes() - packed.memory_bytes() == n * (d - d // 8)
     q, qs = make_queries(rng, 17, d, 4)
     for index in (packed, dense):
         check(index, q, qs, 10, codes, scale, term)
     with pytest.raises(ValueError, match="gpu_layout"):
-        build_asym_index(codes, scale, 1, term, device="cpu", backend="torch", gpu_layout="int4")
+        AsymCodeIndex(codes, scale, 1, term, device="cpu", backend="torch", gpu_layout="int4")

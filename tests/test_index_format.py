@@ -22,12 +22,13 @@ from hqgnn.index import (
 )
 from hqgnn.index.packing import code_range
 
-# every engine and layout: symmetric 1-bit / nibble / int8, asymmetric LUT1 / nibble / int8, with and
-# without terms, float16 values, float and 1..8-bit queries, the scale order
+# every layout (LUT1 / nibble / int8), symmetric and asymmetric formats, with and without terms, float16
+# values, float and 1..8-bit queries, the scale order
 FORMATS = [
     dict(item_bits=1),
-    dict(item_bits=3),
-    dict(item_bits=8),
+    dict(item_bits=1, scale="none"),
+    dict(item_bits=3, item_order="scale"),
+    dict(item_bits=8, scale="tensor"),
     dict(item_bits=1, query_bits=0, scale_dtype="float16"),
     dict(item_bits=1, query_bits=4, term=True, scale_dtype="float16", item_order="scale"),
     dict(item_bits=2, query_bits=8, term=True),
@@ -50,6 +51,7 @@ def _inputs(fmt: CodeFormat, n: int, seed: int = 0) -> dict:
     if fmt.scale_dtype == "float16":  # as runs store them: float16 values held in float32
         scale = scale.astype(np.float16).astype(np.float32)
         term = None if term is None else term.astype(np.float16).astype(np.float32)
+    scale = {"none": None, "tensor": scale[:1], "row": scale}[fmt.scale]
     return {"codes": _codes(rng, n, fmt.dim, fmt.item_bits), "scale": scale, "term": term}
 
 
@@ -120,8 +122,8 @@ def test_format_from_config_and_round_trip() -> None:
     assert fmt.query_width == 8  # float queries: the 8-bit candidate pass
     assert CodeFormat.from_dict(fmt.to_dict()) == fmt
     sym = CodeFormat.from_config(QuantConfig(bits=4), dim=64)
-    assert sym.symmetric and sym.query_bits == 4 and sym.item_order == "scale"  # the symmetric CPU storage
-    assert sym.item_bytes == 32 + 4 + 4
+    assert sym.symmetric and sym.query_bits == 4 and sym.item_order == "none"  # one index: the same defaults
+    assert sym.item_bytes == 32 + 4 and sym.replace(item_order="scale").item_bytes == 32 + 4 + 4
     centered = CodeFormat.from_config(QuantConfig(bits=1, user_bits=4, center=True), dim=64)
     assert centered.term and not centered.symmetric and centered.query_width == 4
     with pytest.raises(ValueError, match="float run"):

@@ -69,12 +69,13 @@ def test_export_faiss(quantized_run, tmp_path):
     if run.bits == 1:
         binary = faiss.read_index_binary(str(tmp_path / "idx.binary_flat.faiss"))
         assert binary.ntotal == run.n_items and binary.d == 16
-        # FAISS pure-Hamming neighbours of user 0 have the same distances as our engine's hamming mode
+        # FAISS pure-Hamming neighbours of user 0 have the same distances as our index of the codes without scales
         codes = run.tables["user_codes"].numpy()[:1]
-        from hqgnn.index.faiss_interop import faiss_binary_bytes
+        from hqgnn.faiss_export import faiss_binary_bytes
+        from hqgnn.index import build_index
 
         dist, _ = binary.search(faiss_binary_bytes(codes), 10)
-        ours, _ = Recommender(run).index.search(codes, 10, mode="hamming")
+        ours, _ = build_index(run.tables["item_codes"].numpy(), run.format.replace(scale="none")).search(codes, 10)
         np.testing.assert_array_equal((16 - np.asarray(ours)) / 2, dist)
     with np.load(tmp_path / "e.npz", allow_pickle=False) as z:
         assert z["item_codes"].dtype == np.int8
@@ -85,7 +86,7 @@ def test_export_faiss(quantized_run, tmp_path):
 def test_exported_dequantized_faiss_index_reproduces_recommend(quantized_run, tmp_path):
     """The exported ``dequantized_ip`` index's top-K is ``recommend``'s (seen items kept), ties aside."""
     faiss = pytest.importorskip("faiss")
-    from hqgnn.index.faiss_interop import dequantize, export_faiss
+    from hqgnn.faiss_export import dequantize, export_faiss
 
     run = load_run(quantized_run)
     paths = dict(export_faiss(run, tmp_path / "idx"))

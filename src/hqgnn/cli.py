@@ -16,7 +16,8 @@ from rich.table import Table
 from .cli_output import (PlainHelpCommand, err, out, print_error_and_exit, print_metrics, print_sweep, setup_logging,
                          usage_error)
 from .config import RunConfig, load_config
-from .cli_tools import apply_sets, bench_app, check, config_cmd, data_app
+from .cli_tools import apply_sets, bench_app, check, config_cmd, data_app, recommend_all_cmd
+from .cli_foldin import fold_in
 from .errors import HqgnnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -228,6 +229,9 @@ def recommend(
         out.print(table)
 
 
+app.command("recommend-all", cls=PlainHelpCommand)(recommend_all_cmd)  # listed after recommend
+
+
 @app.command(cls=PlainHelpCommand)
 def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
@@ -256,7 +260,7 @@ def export(
         save_npz(out_path, **arrays)
         err.print(f"wrote {out_path} ({', '.join(arrays)})")
         if faiss is not None:
-            from .index.faiss_interop import export_faiss
+            from .faiss_export import export_faiss
 
             for path, what in export_faiss(run, faiss):
                 err.print(f"wrote {path}: {what}", highlight=False, soft_wrap=True)
@@ -284,6 +288,7 @@ def serve(
 # after the workflow commands, so that `hqgnn --help` lists train first
 app.command(cls=PlainHelpCommand)(check)
 app.command("config", cls=PlainHelpCommand)(config_cmd)
+app.command("fold-in", cls=PlainHelpCommand)(fold_in)  # hqgnn.cli_foldin
 
 
 def main(argv: list[str] | None = None) -> None:

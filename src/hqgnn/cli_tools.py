@@ -1,4 +1,5 @@
-"""The command line's inspection commands (data stats, bench retrieval, check, config) and ``--set`` parsing."""
+"""The command line's inspection and batch commands (data stats, bench retrieval, check, config, recommend-all) and
+``--set`` parsing."""
 
 from __future__ import annotations
 
@@ -84,10 +85,11 @@ def bench_retrieval(
     item_order: Annotated[str, typer.Option(
         "--item-order", metavar="ORDER",
         help="Asymmetric CPU index: none (held = codes + scales + terms) | scale (+4 B/item order) | renumbered "
-             "(items renumbered into the storage order first, as `hqgnn serve` does; no order held).")] = "none",
+             "(items renumbered into the storage order first, as `hqgnn serve` does; no order held; the default).")] = "renumbered",
     value_dtype: Annotated[str, typer.Option(
         "--value-dtype", metavar="DTYPE",
-        help="Asymmetric search: item scales and terms as float32 or float16 (as quant.scale_dtype=float16 runs store them).")] = "float32",
+        help="Asymmetric search: item scales and terms as float32 or float16 (as quant.scale_dtype=float16 runs, the 8 and "
+             "16 B formats, store them; the default).")] = "float16",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time exact top-K from synthetic codes against torch float32 and FAISS on the same queries."""
@@ -152,3 +154,36 @@ def config_cmd(
     for row, doc_default in zip(rows, defaults.values()):  # one line per field, so `hqgnn config | grep lr` works
         changed = "" if json.loads(row[2]) == doc_default else f" (default {json.dumps(doc_default)})"
         print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] + changed)
+
+
+def recommend_all_cmd(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory.")],
+    out_path: Annotated[Path, typer.Option("--out", metavar="FILE", help="The .parquet (or .csv) file to write: columns user, rank, item, score.")],
+    k: Annotated[int, typer.Option("-k", "--k", metavar="K", help="Items per user (clamped to the catalog).")] = 10,
+    device: Annotated[str, typer.Option(metavar="DEV", help="auto | cpu | cuda.")] = "auto",
+    include_seen: Annotated[bool, typer.Option("--include-seen", help="Also return items each user interacted with.")] = False,
+    chunk: Annotated[Optional[int], typer.Option("--chunk", metavar="N", help="Users per chunk (memory ~ 4 x N x K answers; default 2M / K, at most 65,536).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace FILE if it exists.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard the chunks of an unfinished job into FILE and start over.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or progress lines.")] = False,
+) -> None:
+    """Top-K items for every user, in your own ids, streamed to one file; rerun after a crash to resume."""
+    import sys
+
+    from .cli_output import err, setup_logging
+    from .device import resolve_device
+    from .recommend_all import recommend_all
+    from .recommender import Recommender
+    from .run import load_run
+
+    setup_logging(quiet)
+    if k < 1:
+        raise HqgnnError(f"--k must be >= 1, got {k}")
+    dev = resolve_device(device)
+    run = load_run(run_dir)
+    # the run's own numbering (HQGNN.recommend's ties), on every device: a resume may change nothing
+    summary = recommend_all(Recommender(run, str(dev)), out_path, k, exclude_seen=not include_seen, chunk=chunk,
+                            overwrite=overwrite, restart=restart, progress=not quiet and sys.stderr.isatty())
+    resumed = f", resumed at user {summary['resumed_from']:,}" if summary["resumed_from"] else ""
+    err.print(f"wrote {out_path}: {summary['rows']:,} rows ({summary['users']:,} users x top {summary['k']}) "
+              f"in {summary['seconds']:.1f}s{resumed}", highlight=False, soft_wrap=True)

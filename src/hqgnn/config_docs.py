@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 from .config import RULES, SECTIONS, RunConfig
+from .errors import HqgnnError
 from .validation import Range
 
 # --- Field documentation: the one source of `hqgnn config`, `hqgnn config --toml` and the docs' configuration page ---
@@ -186,3 +188,33 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return tomli_w.dumps({"v": value}).partition("=")[2].strip()
+
+
+@functools.lru_cache(maxsize=1)
+def field_sections() -> dict[str, tuple[str, ...]]:
+    """config field name -> the sections that have a field of that name (``seed`` is in data and train)."""
+    out: dict[str, list[str]] = {}
+    cfg = RunConfig()
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(cfg, section)):
+            out.setdefault(f.name, []).append(section)
+    return {name: tuple(where) for name, where in out.items()}
+
+
+def section_field(name: str) -> tuple[str, str]:
+    """("section", "field") of a parameter given as ``field`` (unique across sections) or ``section.field``."""
+    section, _, field = name.rpartition(".")
+    sections = field_sections()
+    if not section:
+        where = sections.get(name)
+        if where is None:
+            from .validation import hint as _hint
+
+            raise HqgnnError(f"HQGNN: unknown parameter {name!r}{_hint(name, sections, 'parameter')}")
+        if len(where) > 1:
+            raise HqgnnError(f"HQGNN: {name!r} is a field of {' and '.join(where)}: "
+                             f"pass it as {', '.join(repr(f'{s}.{name}') for s in where)}")
+        section, field = where[0], name
+    if section not in sections.get(field, ()):
+        raise HqgnnError(f"HQGNN: unknown parameter {name!r}")
+    return section, field

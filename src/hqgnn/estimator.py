@@ -4,56 +4,31 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import logging
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import scipy.sparse as sp
 
-from .config import SECTIONS, RunConfig
+from .config import RunConfig
+from .config_docs import section_field
 from .errors import HqgnnError
+from .estimator_foldin import FoldInMixin
+
+if TYPE_CHECKING:
+    from .recommender import Recommender
+    from .run import TrainedRun
 
 log = logging.getLogger("hqgnn")
 
 __all__ = ["HQGNN"]
 
 
-@functools.lru_cache(maxsize=1)
-def _field_sections() -> dict[str, tuple[str, ...]]:
-    """config field name -> the sections that have a field of that name (``seed`` is in data and train)."""
-    out: dict[str, list[str]] = {}
-    cfg = RunConfig()
-    for section in SECTIONS:
-        for f in dataclasses.fields(getattr(cfg, section)):
-            out.setdefault(f.name, []).append(section)
-    return {name: tuple(where) for name, where in out.items()}
-
-
-def _section_field(name: str) -> tuple[str, str]:
-    """("section", "field") of a parameter given as ``field`` (unique across sections) or ``section.field``."""
-    section, _, field = name.rpartition(".")
-    sections = _field_sections()
-    if not section:
-        where = sections.get(name)
-        if where is None:
-            from .validation import hint as _hint
-
-            raise HqgnnError(f"HQGNN: unknown parameter {name!r}{_hint(name, sections, 'parameter')}")
-        if len(where) > 1:
-            raise HqgnnError(f"HQGNN: {name!r} is a field of {' and '.join(where)}: "
-                             f"pass it as {', '.join(repr(f'{s}.{name}') for s in where)}")
-        section, field = where[0], name
-    if section not in sections.get(field, ()):
-        raise HqgnnError(f"HQGNN: unknown parameter {name!r}")
-    return section, field
-
-
-class HQGNN:
+class HQGNN(FoldInMixin):
     """LightGCN recommender with optional b-bit quantized embeddings (HQ-GNN), scikit-learn style.
 
     Every keyword is a config field of :mod:`hqgnn.config` by its name (``HQGNN(val_ratio=0.05,
@@ -75,7 +50,7 @@ class HQGNN:
                       epochs=epochs, lr=lr, batch_size=batch_size, device=device, **more)
         cfg = RunConfig()
         for name, value in params.items():
-            section, field = _section_field(name)
+            section, field = section_field(name)
             setattr(getattr(cfg, section), field, value)
         if "data.seed" not in more:
             cfg.data.seed = seed
@@ -85,9 +60,10 @@ class HQGNN:
         from .device import check_device
 
         check_device(cfg.train.device)  # a GPU this machine lacks is refused now, not when fit() starts
-        self._run = None  # a hqgnn.run.TrainedRun once fitted or loaded
+        self._run: TrainedRun | None = None  # once fitted or loaded
         self._model_state: dict[str, Any] = {}
-        self._rec = None
+        self._rec: Recommender | None = None
+        self._foldin: Any = None  # hqgnn.foldin.FoldIn of anonymous sessions, built on first use
         self._test: sp.csr_matrix | None = None  # the test split of a path / dataset-name source
 
     # -- scikit-learn style parameters ------------------------------------------------------------------
@@ -137,8 +113,8 @@ class HQGNN:
                 if value is not None:
                     setattr(cfg.data, name, value)
             inter = interactions_from(data, user_col, item_col, time_col)
-            val = None if validation is None else interactions_from(validation, user_col, item_col, time_col)
-            ds, _ = in_memory_dataset(inter, val, cfg.data.val_ratio, cfg.data.seed)
+            held = None if validation is None else interactions_from(validation, user_col, item_col, time_col)
+            ds, _ = in_memory_dataset(inter, held, cfg.data.val_ratio, cfg.data.seed)
             cfg.data.source = "in-memory"  # config.toml says where the data came from
         with tempfile.TemporaryDirectory(prefix="hqgnn-fit-") as work:
             trained = train_model(cfg, ds, work, progress=progress)
@@ -147,7 +123,7 @@ class HQGNN:
         self._run = TrainedRun(Path(), cfg, trained.metrics, trained.tables, ds.user_ids, ds.item_ids,
                                ds.matrix(ds.seen))
         self._test = ds.matrix(ds.test) if len(ds.test) else None
-        self._rec = None
+        self._rec = self._foldin = None
         return self
 
     def sweep(self, data: Any, grid: dict[str, Iterable[Any]], user_col: str | None = None,
@@ -176,6 +152,7 @@ class HQGNN:
                          "train_seconds": m["train_seconds"]})
             if best is None or m["val"][metric] > best[0]:  # strictly better: the first of equals wins
                 best = (m["val"][metric], model)
+        assert best is not None  # candidates() yields at least one point
         winner = best[1]
         if refit:
             cfg = copy.deepcopy(winner.config)
@@ -190,9 +167,9 @@ class HQGNN:
         checked by the same :meth:`RunConfig.validate` as the CLI's ``--config``."""
         from .config import load_config
 
-        cfg = load_config(path)
+        cfg = load_config(Path(path))
         for name, value in params.items():
-            targets = ["data.seed", "train.seed"] if name == "seed" else ["{}.{}".format(*_section_field(name))]
+            targets = ["data.seed", "train.seed"] if name == "seed" else ["{}.{}".format(*section_field(name))]
             for key in targets:  # ``seed`` sets both seeds, as in the constructor
                 cfg.set(key, value)
         return cls._of_config(cfg.validate(origin=os.fspath(path)))
@@ -208,7 +185,7 @@ class HQGNN:
         return self._run is not None
 
     @property
-    def run(self) -> Any:
+    def run(self) -> TrainedRun:
         """The fitted or loaded :class:`hqgnn.run.TrainedRun` (tables, ids, seen items, metrics)."""
         if self._run is None:
             raise HqgnnError("this HQGNN is not fitted yet: call fit(...) or HQGNN.load(dir)")
@@ -227,10 +204,10 @@ class HQGNN:
         """What metrics.json holds: best epoch, validation / test metrics, memory, history."""
         return self.run.metrics
 
-    def _recommender(self) -> Any:
+    def _recommender(self) -> Recommender:
         if self._rec is None:
+            from .device import resolve_device
             from .recommender import Recommender
-            from .train.trainer import resolve_device
 
             self._rec = Recommender(self.run, str(resolve_device(self.config.train.device)))
         return self._rec
@@ -248,8 +225,14 @@ class HQGNN:
         out = np.where(rows >= 0, ids[np.clip(rows, 0, None)], np.asarray(pad, dtype=ids.dtype))
         return out, scores
 
-    def recommend(self, users: Any, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(self, users: Any = None, k: int = 10, exclude_seen: bool = True,
+                  user_items: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for each of ``users`` (your ids): ``(item_ids, scores)``, each (len(users), k).
+
+        ``user_items`` instead of ``users``: anonymous sessions, no id needed: a list of item ids (one
+        session) or a list of such lists; each is folded in as a user (:meth:`fold_in_users`, nothing
+        stored) and ranked exactly as a user is; its own items are excluded unless ``exclude_seen=False``.
+        Returns one row per session. Unknown items raise :class:`~hqgnn.errors.HqgnnError` naming them.
 
         Scored exactly as ``hqgnn recommend`` / ``serve`` (integer codes x scales for quantized models),
         ties to the lower item index; train + validation items excluded unless ``exclude_seen=False``.
@@ -257,6 +240,8 @@ class HQGNN:
         ``k`` above the catalog size is clamped to it (the arrays then have ``n_items`` columns).
         """
         k = min(_check_k(k), self.run.n_items)  # memory bounded by the answer, never by k
+        if user_items is not None or users is None:
+            return self._recommend_sessions(user_items, k, exclude_seen, users)
         if np.ndim(users) == 0:  # one id: unknown is an error, as GET /recommend's 404
             rows = self._rows(users, self.run.user_ids, "user")
         else:  # several ids: per-user answers, unknown users reported as in POST /recommend/batch
@@ -288,6 +273,22 @@ class HQGNN:
                 results[r] = {"user": users[r], "items": [{"item": i, "score": float(v)}
                                                           for i, v in zip(ids[j][ok].tolist(), scores[j][ok])]}
         return {"results": results, "unknown_users": unknown}
+
+    def recommend_all(self, k: int = 10, out: str | os.PathLike[str] | None = None, exclude_seen: bool = True,
+                      chunk: int | None = None, overwrite: bool = False, progress: bool = False) -> Any:
+        """Top-``k`` for every user, exactly as :meth:`recommend` ranks them, in chunks of users.
+
+        ``out=None``: a pandas DataFrame, one row per (user, rank) with columns ``user, rank, item,
+        score`` (your ids, rank from 1; refused above :data:`hqgnn.recommend_all.FRAME_ROWS` rows).
+        ``out="recs.parquet"`` (or ``.csv``): streamed to that file, resumable after a crash, refused
+        if it exists unless ``overwrite``; returns its path. See ``docs/recommend-all.md``.
+        """
+        from .recommend_all import recommend_all, recommend_all_frame
+
+        if out is None:
+            return recommend_all_frame(self._recommender(), k, exclude_seen, chunk)
+        recommend_all(self._recommender(), out, k, exclude_seen, chunk, overwrite=overwrite, progress=progress)
+        return Path(out)
 
     def similar_items(self, items: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items with the largest inner product with each of ``items`` (itself excluded):
@@ -358,7 +359,7 @@ class HQGNN:
         from .device import check_device
         from .run import load_model_state, load_run
 
-        run = load_run(run_dir)  # verified: manifest and cross-file checks (one HqgnnError line on a problem)
+        run = load_run(Path(run_dir))  # verified: manifest and cross-file checks (one HqgnnError line on a problem)
         est = cls.__new__(cls)
         est.config = run.config
         if device is not None:
@@ -366,8 +367,9 @@ class HQGNN:
             est.config.validate()
             check_device(device)
         est._run = run
-        est._model_state = load_model_state(run_dir, run.manifest)
+        est._model_state = load_model_state(Path(run_dir), run.manifest)
         est._rec = None
+        est._foldin = None
         est._test = None
         return est
 

@@ -20,7 +20,7 @@ class Recommender:
     metrics equal the evaluated ones exactly. Seen items (train + validation) are excluded unless
     ``exclude_seen=False``; ties go to the lower item index.
 
-    ``renumber_items`` (serving): for asymmetric code runs with per-item scales / terms on the CPU,
+    ``renumber_items`` (serving): for code runs with per-item scales / terms on the CPU,
     the items are renumbered once into the code index's storage order (scale buckets, then term;
     ``hqgnn.index.asym_layout.storage_order``), so the index gets that order's tight per-chunk
     bounds without holding an order array: ``self.run`` is the renumbered run, whose id table
@@ -69,8 +69,8 @@ class Recommender:
 def storage_numbered(run: TrainedRun, device: torch.device = torch.device("cpu")) -> TrainedRun:
     """``run`` renumbered into the asymmetric CPU index's storage order (itself when that changes nothing)."""
     fmt = run.format
-    if device.type != "cpu" or fmt is None or fmt.symmetric:
-        return run  # the GPU searcher and the symmetric index do not use a storage order
+    if device.type != "cpu" or fmt is None:
+        return run  # the GPU searcher and float runs use no storage order
     from .index.asym_layout import scale_order_of
 
     term = run.tables.get("item_term")

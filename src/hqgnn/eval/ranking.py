@@ -3,10 +3,9 @@
 Training-time evaluation, ``hqgnn evaluate``, ``recommend``, ``similar_items`` and ``serve`` all rank
 through :class:`Ranker`, so the metrics of training and of serving agree exactly:
 
-* quantized tables: the code index (:mod:`hqgnn.index`; exact integer dot products / popcounts
-  times the scales, equal to a float64 brute force, ties to the lower item id);
-* other code formats (float or other-width queries, per-item terms; ``symmetric=False``): the
-  asymmetric code index (:func:`hqgnn.index.build_asym_index`, exact; numba on CPU, Triton on CUDA);
+* quantized tables, every code format (code or float queries, item scales and terms): the one code
+  index (:func:`hqgnn.index.build_index`; exact, equal to a float64 brute force, ties to the lower item
+  id; numba on CPU, Triton on CUDA);
 * float tables: the fused blocked CPU top-K (:mod:`hqgnn.eval.cpu_topk`) on CPU, a GEMM + exact
   stable top-K on CUDA.
 
@@ -66,8 +65,7 @@ class Ranker:
             return
         t = {k: v.detach().cpu() for k, v in tables.items()}
         term = t.get("item_term")
-        if not fmt.symmetric:
-            fmt = fmt.replace(item_order=item_order)
+        fmt = fmt.replace(item_order=item_order)
         self.index = build_index(t["item_codes"].numpy(), fmt, scale=t["item_scale"].float().numpy(),
                                  term=None if term is None else term.float().numpy(), device=str(self.device))
         self.n_items = len(t["item_codes"])

@@ -1,4 +1,4 @@
-"""Exact top-k retrieval straight from quantized codes: one format, one interface, CPU and CUDA.
+"""Exact top-k retrieval straight from quantized codes: one format, one interface, one engine, CPU and CUDA.
 
 Public API (FAISS-style: a format description, one build, one load)::
 
@@ -16,12 +16,11 @@ torch tensors on CUDA.
 
 from __future__ import annotations
 
-from .api import Index, QueryCodes, build_index, encode_queries, load_index, read_format
-from .base import BACKENDS
+from .api import Index, QueryCodes, build_index, encode_queries, load_index, read_format, search_rerank
+from .common import BACKENDS
 from .format import CodeFormat
 from .queries import prepare_queries
-from .reference import reference_asym_search, reference_scores, reference_search
-from .rerank import search_rerank
+from .reference import reference_asym_search, reference_search
 
 __all__ = [
     "BACKENDS",
@@ -34,7 +33,6 @@ __all__ = [
     "prepare_queries",
     "read_format",
     "reference_asym_search",
-    "reference_scores",
     "reference_search",
     "search_rerank",
 ]

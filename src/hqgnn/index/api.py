@@ -1,10 +1,12 @@
-"""The one index interface: the ``Index`` protocol, ``build_index`` and ``load_index``.
+"""The one index interface: the ``Index`` protocol, its only constructors ``build_index`` / ``load_index``, re-ranking.
 
-As in FAISS, one interface covers every code format: a :class:`~hqgnn.index.format.CodeFormat`
-picks the implementation (the symmetric popcount / integer-dot engine when queries and items are
-codes of one width with no term, the asymmetric engine otherwise) and the device picks the kernels
-(numba on the CPU, Triton or torch on CUDA). Every implementation returns exactly what the float64
-brute force of :mod:`hqgnn.index.reference` returns, ties to the lower item id.
+As in FAISS, one interface covers every code format: a :class:`~hqgnn.index.format.CodeFormat` says
+how items and queries are stored and scored, one engine (:class:`hqgnn.index.asym.AsymCodeIndex`)
+serves them all, and the device picks its kernels (numba on the CPU, Triton or torch on CUDA).
+Symmetric formats (queries codes of the items' width, no term) are the special case ``query_bits ==
+item_bits``; 1-bit queries are searched as the exact 2-bit codes they are, and pure Hamming ranking is
+the 1-bit format without scales (``scale="none"``: the score is ``d - 2 * hamming``). Every result equals
+the float64 brute force of :mod:`hqgnn.index.reference`, ties to the lower item id.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 
+from .common import ArrayLike, ExcludeLike, ScaleLike, to_numpy
 from .format import CodeFormat
 from .queries import QueryCodes, encode_queries
 
-__all__ = ["Index", "QueryCodes", "build_index", "encode_queries", "load_index", "read_format"]
+__all__ = ["Index", "QueryCodes", "build_index", "encode_queries", "load_index", "read_format", "search_rerank"]
 
 
 @runtime_checkable
@@ -28,11 +32,14 @@ class Index(Protocol):
     :class:`QueryCodes`; ``exclude`` is one CSR row of item ids per query (``(indptr, indices)`` or a
     scipy CSR matrix). Scores float32 and ids int64, each (B, k), best first, ties to the lower id,
     score -inf / id -1 beyond the eligible items; numpy on the CPU, torch tensors on CUDA.
+    ``threads``: CPU search threads (None: every usable core, or ``HQGNN_NUM_THREADS``).
     """
 
     n: int
     dim: int
     device: str
+    backend: str
+    threads: int | None
 
     @property
     def format(self) -> CodeFormat: ...
@@ -45,7 +52,13 @@ class Index(Protocol):
 
 
 def build_index(
-    codes: Any, fmt: CodeFormat, *, scale: Any = None, term: Any = None, device: str = "cpu", backend: str = "auto"
+    codes: ArrayLike,
+    fmt: CodeFormat,
+    *,
+    scale: ScaleLike = None,
+    term: ScaleLike = None,
+    device: str = "cpu",
+    backend: str = "auto",
 ) -> Index:
     """The index of ``fmt`` over item ``codes`` (int8 (n, d)).
 
@@ -62,31 +75,25 @@ def build_index(
     backend : {"auto", "numba", "torch", "triton"}
         ``"auto"``: numba on the CPU, Triton (else torch) on CUDA.
     """
+    from .asym import AsymCodeIndex
+
     if term is not None and not fmt.term:
         raise ValueError("item terms given, but the format has term=False")
     if fmt.term and term is None:
         raise ValueError("the format has per-item terms (term=True), but none were given")
-    if fmt.symmetric:
-        from .factory import build_code_index
-
-        index: Any = build_code_index(codes, scale, fmt.item_bits, device=device, backend=backend)
-    else:
-        from .asym import AsymCodeIndex
-
-        # 1-bit {-1, +1} queries are exact 2-bit codes for the asymmetric kernels (range [-2, 1])
-        index = AsymCodeIndex(
-            codes,
-            scale,
-            item_bits=fmt.item_bits,
-            item_term=term,
-            query_bits=max(2, fmt.query_bits) if fmt.query_bits else 0,
-            device=device,
-            backend=backend,
-            item_order=fmt.item_order,
-            gpu_layout=fmt.layout,
-        )
+    index = AsymCodeIndex(
+        codes,
+        scale,
+        item_bits=fmt.item_bits,
+        item_term=term,
+        query_bits=max(2, fmt.query_bits) if fmt.query_bits else 0,  # 1-bit {-1, +1}: exact 2-bit codes
+        device=device,
+        backend=backend,
+        item_order=fmt.item_order,
+        gpu_layout=fmt.layout,
+    )
     index._format = fmt
-    return index  # type: ignore[no-any-return]
+    return index
 
 
 def read_format(path: str | os.PathLike[str]) -> CodeFormat | None:
@@ -98,11 +105,78 @@ def read_format(path: str | os.PathLike[str]) -> CodeFormat | None:
 
 
 def load_index(path: str | os.PathLike[str], device: str = "cpu", mmap: bool = True, backend: str = "auto") -> Index:
-    """Open an index written by ``Index.save`` (memory-mapped when ``mmap`` and the directory form)."""
-    from .factory import load_code_index
+    """Open an index written by ``Index.save`` (codes memory-mapped when ``mmap`` and the directory form).
 
-    index: Any = load_code_index(path, mmap=mmap, device=device, backend=backend)
+    An index saved by the symmetric engine of hqgnn <= 0.x (``kind`` BinaryCodeIndex / ScalarCodeIndex in
+    its metadata) is refused with one error naming the file: re-export it from its run.
+    """
+    from .asym import AsymCodeIndex
+    from .io import read_asym_index
+
     fmt = read_format(path)
-    if fmt is not None:
-        index._format = fmt
-    return index  # type: ignore[no-any-return]
+    index = AsymCodeIndex.restore(
+        read_asym_index(path, mmap=mmap), device, backend, "packed" if fmt is None else fmt.layout
+    )
+    index._format = fmt
+    return index
+
+
+def search_rerank(
+    index: Index,
+    query_codes: Any,
+    query_float: ArrayLike,
+    item_float: ArrayLike,
+    k: int,
+    candidates: int = 100,
+    query_scales: ScaleLike = None,
+    exclude: ExcludeLike = None,
+) -> tuple[Any, Any]:
+    """Two-stage retrieval (HashGNN protocol): the top ``candidates`` items by ``index.search`` (exact),
+    then the best ``k`` of those by the float inner product <query_float[u], item_float[i]>.
+
+    ``query_codes`` is what ``index.search`` takes (with ``query_scales``, codes and scales as a
+    :class:`QueryCodes`). The re-rank is exact among the candidates: float64 inner products of the given
+    embeddings, ordered by (score desc, item id asc), returned as float32; ``candidates`` is raised to
+    ``k`` if smaller. numpy arrays for a CPU index, torch tensors on the device for a CUDA one, like
+    ``search``; missing slots are -1 / -inf.
+    """
+    c = max(int(candidates), int(k))
+    queries = query_codes if query_scales is None else QueryCodes(query_codes, query_scales)
+    _, cand = index.search(queries, c, exclude=exclude)
+    if index.device != "cpu":
+        return _rerank_torch(index, cand, query_float, item_float, k)
+    qf = np.asarray(to_numpy(query_float), dtype=np.float64)
+    if qf.ndim == 1:
+        qf = qf[None, :]
+    xf = np.asarray(to_numpy(item_float))
+    b = cand.shape[0]
+    valid = cand >= 0
+    s = np.einsum("bd,bcd->bc", qf, xf[np.where(valid, cand, 0)].astype(np.float64))
+    s[~valid] = -np.inf
+    order = np.lexsort((np.where(valid, cand, np.iinfo(np.int64).max), -s), axis=-1)[:, :k]
+    scores = np.take_along_axis(s, order, 1)
+    ids = np.take_along_axis(cand, order, 1)
+    ids[np.isneginf(scores)] = -1
+    out_s = np.full((b, k), -np.inf, np.float32)
+    out_i = np.full((b, k), -1, np.int64)
+    out_s[:, : scores.shape[1]] = scores
+    out_i[:, : ids.shape[1]] = ids
+    return out_s, out_i
+
+
+def _rerank_torch(index: Index, cand: Any, query_float: ArrayLike, item_float: ArrayLike, k: int) -> tuple[Any, Any]:
+    """:func:`search_rerank`'s second stage on the index's device (candidate ids ``cand``, -1 = none)."""
+    import torch
+
+    from ..topk import stable_topk
+
+    qf = torch.as_tensor(query_float, device=index.device).to(torch.float64)
+    xf = torch.as_tensor(item_float, device=index.device)
+    # sort candidates by id first so stable_topk's column tie-break is the id tie-break
+    ids = torch.sort(torch.where(cand >= 0, cand, torch.full_like(cand, index.n)), dim=1).values
+    valid = ids < index.n
+    ids = torch.where(valid, ids, torch.zeros_like(ids))
+    s = torch.einsum("bd,bcd->bc", qf, xf[ids].to(torch.float64))
+    s = torch.where(valid, s, torch.full_like(s, float("-inf")))
+    v, pos = stable_topk(s, min(k, s.shape[1]))
+    return v.to(torch.float32), torch.where(torch.isneginf(v), torch.full_like(pos, -1), ids.gather(1, pos))

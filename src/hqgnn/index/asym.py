@@ -1,10 +1,11 @@
-"""AsymCodeIndex: exact top-k of s_u s_i <c_u, c_i> + t_i (b_q-bit queries) or s_i <x_u, c_i> + t_i (float queries).
+"""AsymCodeIndex, the one code index: exact top-k of s_u s_i <c_u, c_i> + t_i (code queries) or s_i <x_u, c_i> + t_i.
 
 Items: b-bit integer codes (1 bit = {-1,+1}; b >= 2 symmetric in [-2^(b-1), 2^(b-1)-1]), a float32
 scale s_i and an optional float32 additive term t_i (per item or per tensor; held as float16 when every
 value is exactly a float16, so keys are unchanged). Queries: integer codes of
-``query_bits`` bits (2..8) with per-query scales s_u, or float vectors (``query_bits=0``). Rotation and
-centering are applied once per query by :func:`hqgnn.index.queries.prepare_queries`.
+``query_bits`` bits (2..8; 1-bit {-1, +1} queries are exact 2-bit codes) with per-query scales s_u, or
+float vectors (``query_bits=0``). Every :class:`~hqgnn.index.CodeFormat` is served by this class, built
+by :func:`hqgnn.index.build_index` / :func:`hqgnn.index.load_index`. Rotation and centering are applied once per query by :func:`hqgnn.index.queries.prepare_queries`.
 
 Exactness (CPU):
 * integer queries: <c_u, c_i> is computed exactly in int16/int32 by the SIMD kernels and every ranking
@@ -30,23 +31,14 @@ from typing import Any
 import numpy as np
 
 from .asym_float import search_float, to_scores
-from .asym_layout import (  # noqa: F401  (re-exported)
-    ITEM_ORDERS,
-    LUT1,
-    SCALE_BUCKETS,
-    chunk_bounds,
-    compact_record,
-    gather_rows,
-    host_layout,
-    lut_planes,
-    meta_only,
-    query_planes,
-    storage_order,
-)
+from .asym_layout import (LUT1, chunk_bounds, compact_record, gather_rows, host_layout, lut_planes, meta_only,
+                          query_planes)
 from .common import (
+    BACKENDS,
     ArrayLike,
     DeviceLike,
     Exclusion,
+    ItemScale,
     ScaleLike,
     normalize_exclusion,
     normalize_item_scale,
@@ -55,35 +47,46 @@ from .common import (
     to_numpy,
     unpermute,
 )
+from . import cpu as K
 from .cpu import asym as KA
-from .cpu import sym as K
+from .cpu.lut1 import lut1_cols
 from .cpu.select import kernel_values
-from .format import CodeFormat
-from .packing import (
-    INT8,
-    NIBBLE,
-    as_int8_codes,
-    check_code_range,
-    code_range,
-    padded_dim,
-)
-from .queries import _FLOAT_QUERY_BITS, prepare_queries, quantize_float_queries, split_queries  # noqa: F401
-from .reference import reference_asym_scores, reference_asym_search  # noqa: F401  (re-exported)
+from .format import LAYOUTS, CodeFormat
+from .packing import INT8, NIBBLE, as_int8_codes, check_code_range, code_range, padded_dim
+from .queries import split_queries
 
-__all__ = ["AsymCodeIndex", "build_asym_index"]
+__all__ = ["AsymCodeIndex", "device_str", "resolve_backend"]
 
 
-GPU_LAYOUTS = ("packed", "int8")  # device copy: bit-packed 1-bit words (stored bytes) or one int8 per dimension
 _CHUNK = 256  # items per selection chunk (multiple of 32): 8 queries x 256 int32 scores stay in L1
 
 
-# ---------------------------------------------------------------------------------- index
-def build_asym_index(item_codes: ArrayLike, item_scale: ScaleLike = None, item_bits: int = 1, item_term: ScaleLike = None,
-                     query_bits: int = 4, device: DeviceLike = "cpu", backend: str = "auto",
-                     item_order: str = "none", gpu_layout: str = "packed") -> "AsymCodeIndex":
-    """An :class:`AsymCodeIndex` over ``item_bits``-bit item codes for ``query_bits``-bit (0 = float) queries."""
-    return AsymCodeIndex(item_codes, item_scale, item_bits=item_bits, item_term=item_term, query_bits=query_bits,
-                         device=device, backend=backend, item_order=item_order, gpu_layout=gpu_layout)
+def device_str(device: DeviceLike) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (anything else is refused)."""
+    s = str(device)
+    if s.startswith("cuda"):
+        return s if ":" in s else "cuda"
+    if s != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
+    return s
+
+
+def resolve_backend(device: str, backend: str) -> str:
+    """The concrete backend for ``device``: "auto" is numba on the CPU and Triton (else torch) on CUDA;
+    numba needs the CPU and Triton a CUDA device (or its CPU interpreter)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if device == "cpu":
+            return "numba"
+        from .gpu.asym import triton_asym_available
+
+        return "triton" if triton_asym_available() else "torch"
+    if backend == "numba" and device != "cpu":
+        raise ValueError("the numba backend runs on CPU only")
+    if backend == "triton" and device == "cpu":
+        raise ValueError("the triton backend needs a CUDA device")
+    return backend
 
 
 class AsymCodeIndex:
@@ -105,6 +108,11 @@ class AsymCodeIndex:
     to the lower item id, id -1 / score -inf beyond the eligible items; torch tensors on CUDA.
     """
 
+    _format: CodeFormat | None = None  # set by build_index / load_index; else derived from the index
+    # host layout: packed codes and per-chunk bounds (None when the device copy is the only one)
+    _packed: Any
+    _cb: Any
+
     def __init__(self, item_codes: ArrayLike, item_scale: ScaleLike = None, item_bits: int = 1, item_term: ScaleLike = None,
                  query_bits: int = 4, device: DeviceLike = "cpu", backend: str = "auto", item_order: str = "none",
                  gpu_layout: str = "packed") -> None:
@@ -119,20 +127,24 @@ class AsymCodeIndex:
         self._init(packed, layout, n, codes.shape[1], item_bits, query_bits, s_rec, t_rec, order, device, backend,
                    codes, gpu_layout)
 
-    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale,
-              term, order: np.ndarray | None, device: DeviceLike, backend: str, codes: np.ndarray | None = None,
+    @classmethod
+    def restore(cls, saved: tuple[Any, ...], device: DeviceLike, backend: str, gpu_layout: str) -> AsymCodeIndex:
+        """The index of ``saved`` (the arrays :func:`hqgnn.index.io.read_asym_index` returns) on ``device``."""
+        self = cls.__new__(cls)
+        init: Any = self._init  # (``saved`` is its leading arguments)
+        init(*saved, device, backend, gpu_layout=gpu_layout)
+        return self
+
+    def _init(self, packed: np.ndarray, layout: str, n: int, dim: int, item_bits: int, query_bits: int, scale: ItemScale,
+              term: ItemScale, order: np.ndarray | None, device: DeviceLike, backend: str, codes: np.ndarray | None = None,
               gpu_layout: str = "packed") -> None:
-        from .base import _device_str, resolve_backend
-
-        if gpu_layout not in GPU_LAYOUTS:
-            raise ValueError(f"gpu_layout must be one of {GPU_LAYOUTS}, got {gpu_layout!r}")
-
+        if gpu_layout not in LAYOUTS:  # the device copy: bit-packed 1-bit words or one int8 per dimension
+            raise ValueError(f"gpu_layout must be one of {LAYOUTS}, got {gpu_layout!r}")
         query_bits = int(query_bits)
         if query_bits != 0 and not 2 <= query_bits <= 8:
             raise ValueError(f"query_bits must be 0 (float queries) or 2..8, got {query_bits}")
         self.n, self.dim = int(n), int(dim)
         self.item_bits, self.query_bits = int(item_bits), query_bits
-        self.bits = self.item_bits
         self._layout = layout
         self._packed = packed
         self._scale = compact_record(scale)  # storage order; float16 / one value where exact
@@ -142,7 +154,7 @@ class AsymCodeIndex:
         if self._order is not None and self._order.shape != (self.n,):
             raise ValueError(f"order must have shape ({self.n},), got {self._order.shape}")
         if layout == LUT1:
-            self._ngp = KA.lut1_cols(dim) // 2  # kernel steps of 16 dims
+            self._ngp = lut1_cols(dim) // 2  # kernel steps of 16 dims
             want = -(-max(n, 1) // KA.LUT_BLOCK) * self._ngp * 2 * KA.LUT_BLOCK
         elif layout == NIBBLE:
             self._ngp = padded_dim(dim, 4) // 4
@@ -157,7 +169,7 @@ class AsymCodeIndex:
         self._inv_order_cache: np.ndarray | None = None
         self.threads: int | None = None  # CPU threads for search; None = all cores (HQGNN_NUM_THREADS)
         self.use_simd: bool | None = None  # None: AVX2 kernels when available; False: portable numba
-        self.device = _device_str(device)
+        self.device = device_str(device)
         self.backend = backend = resolve_backend(self.device, backend)
         self._gpu = None
         if backend in ("torch", "triton"):
@@ -175,12 +187,9 @@ class AsymCodeIndex:
             self._cb = chunk_bounds(self._scale, self._term, self.n, _CHUNK)
 
     # ----------------------------------------------------------------------------- properties
-    def __len__(self) -> int:
-        return self.n
-
     def __repr__(self) -> str:
         return (f"AsymCodeIndex(n={self.n}, dim={self.dim}, item_bits={self.item_bits}, query_bits={self.query_bits}, "
-                f"device={self.device!r}, backend={self.backend!r}, bytes_per_item={self.bytes_per_item:.1f})")
+                f"device={self.device!r}, backend={self.backend!r}, memory_bytes={self.memory_bytes()})")
 
     def _unpermute(self, stored: np.ndarray) -> np.ndarray:
         return unpermute(stored, self._order)
@@ -222,15 +231,11 @@ class AsymCodeIndex:
             host += int(self._inv_order_cache.nbytes) if self._inv_order_cache is not None else 0
         return host
 
-    @property
-    def bytes_per_item(self) -> float:
-        return self.memory_bytes() / max(self.n, 1)
-
     # ------------------------------------------------------------------------------- search
     @property
     def format(self) -> CodeFormat:
         """The code format (as given to :func:`hqgnn.index.build_index`, else derived from the index)."""
-        fmt = getattr(self, "_format", None)
+        fmt = self._format
         if fmt is None:
             s = self._scale if self._gpu is None else None
             kind = "row" if (s is None or s.per_row) else ("tensor" if s.given else "none")
@@ -249,10 +254,12 @@ class AsymCodeIndex:
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         if self.query_bits == 0 and not isinstance(queries, tuple):
-            queries, query_scales = to_numpy(queries), None
+            # float queries already on this index's device stay there (no host round trip)
+            on_device = self._gpu is not None and getattr(getattr(queries, "device", None), "type", None) == "cuda"
+            queries, query_scales = (queries if on_device else to_numpy(queries)), None
         else:
             queries, query_scales = split_queries(queries, self.format)
-        q = to_numpy(queries)
+        q: Any = queries if hasattr(queries, "is_cuda") else to_numpy(queries)
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -261,15 +268,19 @@ class AsymCodeIndex:
         if self.query_bits == 0:
             if query_scales is not None:
                 raise ValueError("float queries (query_bits=0) take no query_scales")
-            if q.dtype.kind != "f":
+            if not (q.is_floating_point() if hasattr(q, "is_cuda") else q.dtype.kind == "f"):
                 raise ValueError(f"this index takes float queries (query_bits=0), got dtype {q.dtype}")
-            q = np.ascontiguousarray(q, dtype=np.float32)
-            if not np.all(np.isfinite(q)):
-                raise ValueError("queries must be finite")
+            if hasattr(q, "is_cuda"):
+                if not bool(q.isfinite().all()):
+                    raise ValueError("queries must be finite")
+            else:
+                q = np.ascontiguousarray(q, dtype=np.float32)
+                if not np.all(np.isfinite(q)):
+                    raise ValueError("queries must be finite")
             qs = None
         else:
             q = as_int8_codes(q, "queries")
-            check_code_range(q, self.query_bits, "queries")
+            check_code_range(q, self.format.query_bits or self.query_bits, "queries")  # 1 bit: exactly +-1
             qs = normalize_query_scale(query_scales, b)
         ex = normalize_exclusion(exclude, b, self.n)
         if k == 0 or b == 0 or self.n == 0:
@@ -281,10 +292,11 @@ class AsymCodeIndex:
             return s, i
         if self.query_bits == 0:
             return search_float(self, q, k, ex)
+        assert qs is not None  # code queries always have scales (1 when none were given)
         keys, ids = self._search_int(q, qs, k, ex)
         return to_scores(keys, ids), ids
 
-    def _empty(self, b: int, k: int):
+    def _empty(self, b: int, k: int) -> tuple[Any, Any]:
         s = np.full((b, k), -np.inf, np.float32)
         i = np.full((b, k), -1, np.int64)
         if self.device != "cpu":
@@ -305,7 +317,7 @@ class AsymCodeIndex:
         return KA.HAVE_LUT_SIMD if self._layout == LUT1 and self.dim <= KA.LUT_MAX_DIM else (
             K.HAVE_AVX2 and self._layout != LUT1)
 
-    def _search_int(self, qc: np.ndarray, qs: np.ndarray, k: int, ex: Exclusion | None):
+    def _search_int(self, qc: np.ndarray, qs: np.ndarray, k: int, ex: Exclusion | None) -> tuple[np.ndarray, np.ndarray]:
         """float64 keys and ids (B, k) of integer queries (codes int8, scales float32)."""
         b = qc.shape[0]
         cmax, cmin, tmax = self._cb
@@ -336,18 +348,16 @@ class AsymCodeIndex:
 
     def _inv_order(self) -> np.ndarray:
         if self._inv_order_cache is None:
-            inv = np.empty(self.n, self._order.dtype)  # int32 like the order: half the int64 bytes
-            inv[self._order] = np.arange(self.n, dtype=self._order.dtype)
+            order: Any = self._order
+            inv = np.empty(self.n, order.dtype)  # int32 like the order: half the int64 bytes
+            inv[order] = np.arange(self.n, dtype=order.dtype)
             self._inv_order_cache = inv
         return self._inv_order_cache
 
     def _ex_arrays(self, ex: Exclusion | None) -> tuple[np.ndarray, np.ndarray, bool]:
         """Exclusion CSR in storage positions (sorted per query), as the kernel scans them."""
-        from .common import empty_exclusion_arrays
-
         if ex is None or ex.nnz == 0:
-            p, i = empty_exclusion_arrays()
-            return p, i, False
+            return np.zeros(1, np.int64), np.zeros(1, np.int64), False
         indptr, indices = ex.indptr, ex.indices
         rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
         ok = (indices >= 0) & (indices < self.n)  # ids outside the index cannot be returned anyway
@@ -370,14 +380,3 @@ class AsymCodeIndex:
         from .io import save_asym_index
 
         save_asym_index(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], mmap: bool = True, device: DeviceLike = "cpu",
-             backend: str = "auto", gpu_layout: str = "packed") -> "AsymCodeIndex":
-        """Open an index written by :meth:`save` (codes memory-mapped in the directory form)."""
-        from .io import read_asym_index
-
-        args = read_asym_index(path, mmap=mmap)
-        self = cls.__new__(cls)
-        self._init(*args, device, backend, gpu_layout=gpu_layout)
-        return self

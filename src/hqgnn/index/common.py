@@ -1,9 +1,9 @@
-"""Argument normalization shared by the code indexes: scales, seen-item exclusion CSR, result padding."""
+"""Argument normalization of the code index: devices, backends, scales and terms, the seen-item exclusion CSR."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -17,19 +17,18 @@ DeviceLike = Union[str, "torch.device"]  # "cpu" or "cuda[:i]"
 ScaleLike = Union[ArrayLike, None]  # None (1), one value, or one per row
 ExcludeLike = Union[tuple[ArrayLike, ArrayLike], "scipy.sparse.spmatrix", None]  # CSR rows of item ids per query
 
-__all__ = ["ArrayLike", "DeviceLike", "ExcludeLike", "ScaleLike", "Exclusion", "ItemScale", "compact_values", "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
+BACKENDS = ("auto", "numba", "torch", "triton")  # the index's kernels: numba on the CPU, torch or Triton on a device
+
+__all__ = ["BACKENDS", "ArrayLike", "DeviceLike", "ExcludeLike", "ScaleLike", "Exclusion", "ItemScale", "compact_values",
+           "normalize_exclusion", "normalize_item_scale", "normalize_item_term", "normalize_query_scale",
            "subset_exclusion", "unpermute", "to_numpy"]
 
 
 def to_numpy(x: ArrayLike) -> np.ndarray:
-    try:
-        import torch
+    """A numpy array of ``x`` (a torch tensor is detached and copied to the host)."""
+    import torch
 
-        if isinstance(x, torch.Tensor):
-            return x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    return np.asarray(x)
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 @dataclass(frozen=True)
@@ -50,17 +49,22 @@ class ItemScale:
         return self.values if self.stride == 1 else np.full(n, self.values[0], dtype=np.float32)
 
 
-def normalize_item_scale(scale: ScaleLike, n: int) -> ItemScale:
+def normalize_item_scale(scale: ScaleLike, n: int, what: str = "scales", default: float = 1.0) -> ItemScale:
+    """Item scales (or terms: ``what="terms"``, ``default=0``): None (``default``, not stored), one value
+    (stride 0) or one per item (stride 1), finite float32."""
     if scale is None:
-        return ItemScale(np.ones(1, np.float32), 0, False, False)
-    arr = to_numpy(scale).astype(np.float32, copy=False).reshape(-1)
-    if arr.size == 1 and n != 1:
-        return ItemScale(np.ascontiguousarray(arr), 0, False, True)
-    if arr.size != n:
-        raise ValueError(f"item scales must be a scalar or have one value per item ({n}), got {arr.size}")
+        return ItemScale(np.full(1, default, np.float32), 0, False, False)
+    arr = np.ascontiguousarray(to_numpy(scale).astype(np.float32, copy=False).reshape(-1))
+    if arr.size != n and not (arr.size == 1 and n != 1):
+        raise ValueError(f"item {what} must be a scalar or have one value per item ({n}), got {arr.size}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError("item scales must be finite")
-    return ItemScale(np.ascontiguousarray(arr), 1, True, True)
+        raise ValueError(f"item {what} must be finite")
+    return ItemScale(arr, 0, False, True) if arr.size == 1 and n != 1 else ItemScale(arr, 1, True, True)
+
+
+def normalize_item_term(term: ScaleLike, n: int) -> ItemScale:
+    """Item terms like item scales (None -> 0): an ItemScale-shaped record."""
+    return normalize_item_scale(term, n, "terms", 0.0)
 
 
 def normalize_query_scale(scale: ScaleLike, b: int) -> np.ndarray:
@@ -94,11 +98,11 @@ def normalize_exclusion(exclude: ExcludeLike, b: int, n: int) -> Exclusion | Non
     if exclude is None:
         return None
     if hasattr(exclude, "tocsr") and hasattr(exclude, "indptr"):
-        m = exclude.tocsr()
+        m = cast(Any, exclude).tocsr()
         indptr, indices = m.indptr, m.indices
     else:
         try:
-            indptr, indices = exclude  # type: ignore[misc]
+            indptr, indices = exclude
         except (TypeError, ValueError):
             raise TypeError("exclude must be (indptr, indices) or a scipy.sparse CSR matrix") from None
     indptr = to_numpy(indptr).astype(np.int64, copy=False).reshape(-1)
@@ -117,26 +121,6 @@ def normalize_exclusion(exclude: ExcludeLike, b: int, n: int) -> Exclusion | Non
             order = np.lexsort((indices, rows))
             indices = indices[order]
     return Exclusion(np.ascontiguousarray(indptr), np.ascontiguousarray(indices))
-
-
-def empty_exclusion_arrays() -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros(1, np.int64), np.zeros(1, np.int64)
-
-
-def normalize_item_term(term: ScaleLike, n: int):
-    """Item terms like item scales (None -> 0): an ItemScale-shaped record."""
-    if term is None:
-        return ItemScale(np.zeros(1, np.float32), 0, False, False)
-    arr = to_numpy(term).astype(np.float32, copy=False).reshape(-1)
-    if arr.size == 1 and n != 1:
-        if not np.isfinite(arr[0]):
-            raise ValueError("item terms must be finite")
-        return ItemScale(np.ascontiguousarray(arr), 0, False, True)
-    if arr.size != n:
-        raise ValueError(f"item terms must be a scalar or have one value per item ({n}), got {arr.size}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("item terms must be finite")
-    return ItemScale(np.ascontiguousarray(arr), 1, True, True)
 
 
 def subset_exclusion(ex: Exclusion | None, rows: np.ndarray) -> Exclusion | None:

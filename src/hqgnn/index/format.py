@@ -14,7 +14,7 @@ as a query; ``item_order`` and ``layout`` say how the index holds the items.
 A format is built once (:meth:`CodeFormat.from_config` for a training run, or by hand), written
 next to the codes (``format.json`` in a run directory, ``meta.json`` in a saved index) and read back
 with :meth:`CodeFormat.from_dict`. It is the only place that derives the query width
-(:attr:`query_width`), the engine (:attr:`symmetric`) and the bytes per item (:attr:`item_bytes`).
+(:attr:`query_width`) and the bytes per item (:attr:`item_bytes`).
 """
 
 from __future__ import annotations
@@ -78,10 +78,6 @@ class CodeFormat:
     def __post_init__(self) -> None:
         if self.query_bits == -1:  # the one default: queries as wide as the items (symmetric codes)
             object.__setattr__(self, "query_bits", self.item_bits)
-        if self.symmetric and self.scale == "row":
-            # the symmetric CPU index always stores per-row-scaled items sorted by scale (its pruning
-            # needs it); the format says so, so that item_bytes counts the order it stores
-            object.__setattr__(self, "item_order", "scale")
         problems = []
         if not isinstance(self.dim, int) or self.dim < 1:
             problems.append(f"dim must be a positive integer, got {self.dim!r}")
@@ -108,8 +104,8 @@ class CodeFormat:
 
     @property
     def symmetric(self) -> bool:
-        """Both sides codes of one width and no term: served by the symmetric (popcount / integer dot)
-        engine; every other format by the asymmetric one."""
+        """Both sides codes of one width and no term (the original HQ-GNN formats): item codes can then
+        serve as queries (item-to-item search). The one index serves every format alike."""
         return self.query_bits == self.item_bits and not self.term
 
     @property
@@ -122,10 +118,6 @@ class CodeFormat:
     def stored_dim(self) -> int:
         """Dimensions an item's codes take in storage (the CPU layout's padding included)."""
         group = _DIM_GROUP.get(self.item_bits, 2)
-        if self.symmetric and self.item_bits == 1:
-            group = 64  # sign bits in uint64 words
-        elif self.symmetric:
-            group = 4 if self.item_bits > 4 else 2  # int8 codes in 4-dim words, or two nibbles per byte
         return -(-self.dim // group) * group
 
     @property
@@ -137,7 +129,7 @@ class CodeFormat:
     @property
     def value_bytes(self) -> int:
         """Bytes of one per-row scale or term as stored."""
-        return 4 if self.symmetric else SCALE_DTYPES[self.scale_dtype]
+        return SCALE_DTYPES[self.scale_dtype]
 
     @property
     def item_bytes(self) -> float:
@@ -172,6 +164,10 @@ class CodeFormat:
             term=has_term,
             center=quant.center,
             rotation=quant.rotation,
+            # symmetric codes keep the GPU copy they were served from before the two engines became one
+            # (one int8 per dimension: 6.8x torch bf16 on an H100 against 4.9x for the packed copy,
+            # BENCHMARKS.md § 3 / 3b) until the packed kernel is measured as fast; the stored bytes are the same
+            layout="int8" if (qbits == quant.bits and not has_term) else "packed",
         )
 
     def replace(self, **changes: Any) -> CodeFormat:

@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..io import fsync_tree, replace_dir, save_npz, staging_dir
 from .asym_layout import host_layout
-from .common import normalize_item_scale, normalize_item_term
+from .common import ItemScale, normalize_item_scale, normalize_item_term
 
-__all__ = ["FORMAT", "VERSION", "read_index_files", "read_meta", "write_index_files"]
+if TYPE_CHECKING:
+    from .asym import AsymCodeIndex
+
+__all__ = ["FORMAT", "VERSION", "read_asym_index", "read_index_files", "read_meta", "save_asym_index",
+           "write_index_files"]
 
 
 FORMAT = "hqgnn-code-index"
@@ -34,38 +38,22 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def write_index_files(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
     """Write ``meta`` + ``arrays``. A path ending in ``.npz`` gives one archive; anything else a
-    directory with ``meta.json`` and one ``<name>.npy`` per array (written to a temp dir, then
-    renamed, so readers never see half an index)."""
+    directory with ``meta.json`` and one ``<name>.npy`` per array (built beside it, fsynced, then
+    swapped in by :func:`hqgnn.io.replace_dir`, so readers never see half an index)."""
     path = Path(path)
     meta = {"format": FORMAT, "version": VERSION, **meta}
     if path.suffix == ".npz":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz(path, __meta__=np.array(json.dumps(meta)), **arrays)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging = staging_dir(path)
     try:
         for name, arr in arrays.items():
-            np.save(tmpdir / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-        (tmpdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmpdir, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmpdir, path)
+            np.save(staging / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        fsync_tree(staging)
+        replace_dir(staging, path)
     except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
 
@@ -76,6 +64,7 @@ def read_index_files(path: str | os.PathLike[str], mmap: bool = True) -> tuple[d
     arrays stay writable so the search kernels need no separate read-only compilation. .npz
     members cannot be mapped and are read into memory."""
     path = Path(path)
+    arrays: dict[str, np.ndarray]
     if path.is_dir():
         meta = json.loads((path / "meta.json").read_text())
         _check_meta(meta, path)
@@ -95,9 +84,14 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
         raise ValueError(f"{path}: not an hqgnn code index (format={meta.get('format')!r})")
     if int(meta.get("version", -1)) > VERSION:
         raise ValueError(f"{path}: index format version {meta['version']} is newer than this hqgnn ({VERSION})")
+    if meta.get("kind") in ("BinaryCodeIndex", "ScalarCodeIndex"):  # the symmetric engine, folded in issue 23
+        raise ValueError(f"{path}: saved by the symmetric code index of an older hqgnn, which this version no "
+                         "longer reads; re-export it (build_index over the run's codes, then Index.save)")
+    if meta.get("kind") != "AsymCodeIndex":
+        raise ValueError(f"{path}: unknown index kind {meta.get('kind')!r}")
 
 
-def save_asym_index(index: Any, path: str | os.PathLike[str]) -> None:
+def save_asym_index(index: AsymCodeIndex, path: str | os.PathLike[str]) -> None:
     """Packed codes, per-row scales / terms (or their constants in the metadata) and the storage order."""
     packed, scale, term, order = index._packed, index._scale, index._term, index._order
     if index._gpu is not None:  # rebuilt from the device copy: the same files as a CPU index writes
@@ -118,14 +112,12 @@ def save_asym_index(index: Any, path: str | os.PathLike[str]) -> None:
     write_index_files(path, meta, arrays)
 
 
-def read_asym_index(path: str | os.PathLike[str], mmap: bool = True) -> tuple:
+def read_asym_index(path: str | os.PathLike[str], mmap: bool = True) -> tuple[Any, ...]:
     """The arguments of ``AsymCodeIndex._init`` before device and backend, from files :func:`save_asym_index` wrote."""
     meta, arrays = read_index_files(path, mmap=mmap)
-    if meta.get("kind") != "AsymCodeIndex":
-        raise ValueError(f"{path}: holds a {meta.get('kind')}, not an AsymCodeIndex")
     n = int(meta["n"])
 
-    def record(name: str):
+    def record(name: str) -> ItemScale:
         v = arrays[name] if meta.get(name) == "row" else meta.get(name)
         return normalize_item_scale(v, n) if name == "scales" else normalize_item_term(v, n)
 

@@ -1,27 +1,33 @@
-"""Bit/nibble packing of integer codes into the layouts the search kernels read, and back."""
+"""Packing of integer codes into the layouts the search kernels read (CPU nibbles / int8, GPU bit words), and back."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .common import ArrayLike
+from .common import ArrayLike, to_numpy
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BLOCK_ITEMS",
+    "INT8",
+    "NIBBLE",
+    "WORD",
     "as_int8_codes",
     "check_code_range",
     "code_range",
-    "layout_for_bits",
     "nibble_query_vectors",
     "pack_int8_blocked",
     "pack_nibble_blocked",
-    "pack_sign_bits",
     "padded_dim",
     "int8_query_vectors",
     "unpack_int8_blocked",
     "unpack_nibble_blocked",
-    "unpack_sign_bits",
-    "words_for_dim",
+    "pack_words",
+    "unpack_words",
 ]
 
 # b-bit layouts group items in blocks of 16 (one AVX2 register of int16 lanes); n is padded up to
@@ -30,7 +36,6 @@ BLOCK_ITEMS = 16
 
 NIBBLE = "nibble16"  # b <= 4: two codes per byte, offset by +8 (unsigned nibble), item-blocked
 INT8 = "int8x8"  # 5 <= b <= 8: one code per byte, dimension pairs of 8-item blocks
-WORDS = "u64words"  # b == 1: sign bits, 64 dims per little-endian uint64 word
 
 
 def code_range(bits: int) -> tuple[int, int]:
@@ -42,21 +47,9 @@ def code_range(bits: int) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
-def layout_for_bits(bits: int) -> str:
-    code_range(bits)
-    return WORDS if bits == 1 else (NIBBLE if bits <= 4 else INT8)
-
-
 def as_int8_codes(codes: ArrayLike, name: str = "codes") -> np.ndarray:
     """Any (n, d) integer-valued array/tensor -> C-contiguous int8 numpy array (no silent wrap)."""
-    try:
-        import torch
-
-        if isinstance(codes, torch.Tensor):
-            codes = codes.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a hard dependency of hqgnn
-        pass
-    arr = np.asarray(codes)
+    arr = to_numpy(codes)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
     if arr.dtype != np.int8:
@@ -84,36 +77,8 @@ def check_code_range(codes: np.ndarray, bits: int, name: str = "codes") -> None:
         raise ValueError(f"{name}: {bits}-bit codes must lie in [{lo}, {hi}], got [{cmin}, {cmax}]")
 
 
-def words_for_dim(d: int) -> int:
-    return max(1, -(-d // 64))
-
-
 def padded_dim(d: int, multiple: int) -> int:
     return max(multiple, -(-d // multiple) * multiple)
-
-
-# ---------------------------------------------------------------- 1 bit: sign bits in uint64 words
-def pack_sign_bits(codes: np.ndarray) -> np.ndarray:
-    """(n, d) codes in {-1,+1} -> (n, ceil(d/64)) uint64, bit set where code == +1.
-
-    Dimension t goes to bit t % 8 of byte t // 8 (LSB first), so on a little-endian machine the
-    words' bytes are exactly FAISS' binary layout (``faiss.real_to_binary``/IndexBinary*).
-    d is padded up to a multiple of 64 with zero bits on both queries and items; a zero bit on both
-    sides XORs to 0, so padding never changes a Hamming distance (we always use the true d).
-    """
-    n, d = codes.shape
-    w = words_for_dim(d)
-    bits = np.zeros((n, w * 64), dtype=np.uint8)
-    bits[:, :d] = codes > 0
-    packed = np.packbits(bits, axis=1, bitorder="little")  # (n, 8w) bytes, dim t -> byte t//8 bit t%8
-    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64, copy=False).reshape(n, w)
-
-
-def unpack_sign_bits(words: np.ndarray, d: int) -> np.ndarray:
-    n = words.shape[0]
-    by = np.ascontiguousarray(words).astype("<u8", copy=False).view(np.uint8).reshape(n, -1)
-    bits = np.unpackbits(by, axis=1, bitorder="little")[:, :d]
-    return (bits.astype(np.int8) * 2 - 1).astype(np.int8)
 
 
 # ------------------------------------------------- b <= 4: nibbles, 16-item blocks, 4 dims a group
@@ -148,6 +113,18 @@ def unpack_nibble_blocked(packed: np.ndarray, n: int, d: int) -> np.ndarray:
     return out[:n, :d].astype(np.int8)
 
 
+def _pair_vectors(qcodes: np.ndarray, dim_multiple: int, dtype: type, reps: int) -> np.ndarray:
+    """Per query and dim pair, the pair repeated ``reps`` times (32 bytes); d padded to ``dim_multiple``,
+    B to a multiple of 8 (the kernels' query group), with code 0."""
+    b, d = qcodes.shape
+    dp = padded_dim(d, dim_multiple)
+    bp = -(-max(b, 1) // 8) * 8
+    q = np.zeros((bp, dp), dtype=dtype)
+    q[:b, :d] = qcodes
+    pairs = q.reshape(bp, dp // 2, 1, 2)
+    return np.ascontiguousarray(np.broadcast_to(pairs, (bp, dp // 2, reps, 2))).reshape(bp, -1)
+
+
 def nibble_query_vectors(qcodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Queries for the nibble kernel: per query and dim pair, the pair repeated 16x (32 bytes).
 
@@ -155,15 +132,7 @@ def nibble_query_vectors(qcodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     code + 8, so the kernel computes <q, c + 8> = <q, c> + 8 * sum(q); ``offsets`` is that second
     term, subtracted afterwards. B is padded to a multiple of 8 (the kernel's query group).
     """
-    b, d = qcodes.shape
-    dp = padded_dim(d, 4)
-    bp = -(-max(b, 1) // 8) * 8
-    q = np.zeros((bp, dp), dtype=np.int8)
-    q[:b, :d] = qcodes
-    pairs = q.reshape(bp, dp // 2, 1, 2)
-    vec = np.ascontiguousarray(np.broadcast_to(pairs, (bp, dp // 2, 16, 2))).reshape(bp, -1)
-    off = 8 * qcodes.astype(np.int64).sum(axis=1)
-    return vec, off
+    return _pair_vectors(qcodes, 4, np.int8, 16), 8 * qcodes.astype(np.int64).sum(axis=1)
 
 
 # ------------------------------------------ 5..8 bits: int8, 8-item blocks, dimension pairs inside
@@ -191,14 +160,33 @@ def unpack_int8_blocked(packed: np.ndarray, n: int, d: int) -> np.ndarray:
 
 
 def int8_query_vectors(qcodes16: np.ndarray) -> np.ndarray:
-    """Queries (int16, codes may be +128 after sign folding) for the int8 kernel.
+    """Queries (int16, codes may be +128 after sign folding) for the int8 kernel: per query and dim
+    pair, the pair repeated 8x as int16 (32 bytes); B padded to a multiple of 8."""
+    return _pair_vectors(qcodes16, 2, np.int16, 8)
 
-    Per query and dim pair, the pair repeated 8x as int16 (32 bytes); B padded to a multiple of 8.
-    """
-    b, d = qcodes16.shape
-    dp = padded_dim(d, 2)
-    bp = -(-max(b, 1) // 8) * 8
-    q = np.zeros((bp, dp), dtype=np.int16)
-    q[:b, :d] = qcodes16
-    pairs = q.reshape(bp, dp // 2, 1, 2)
-    return np.ascontiguousarray(np.broadcast_to(pairs, (bp, dp // 2, 8, 2))).reshape(bp, -1)
+
+# --------------------------------------- 1 bit on the GPU: 32 dims per int32 word, word-major (coalesced tiles)
+WORD = 32  # dims per int32 word (= the int8 tensor-core K tile of the packed kernel)
+
+
+def pack_words(codes: np.ndarray, dpad: int) -> np.ndarray:
+    """+-1 codes (n, d) -> int32 words (dpad / 32, n), word-major so that a tile of consecutive
+    items reads consecutive words (coalesced). Bit j of word w is dim 32 w + j: 1 for +1, 0 for
+    -1; dims d..dpad-1 are 0 (-1), harmless because the queries are zero-padded there."""
+    n, d = codes.shape
+    bits = np.zeros((n, dpad), np.bool_)
+    bits[:, :d] = codes > 0
+    by = np.packbits(bits.reshape(n, dpad // WORD, WORD), axis=-1, bitorder="little")  # (n, W, 4)
+    words = np.ascontiguousarray(by).view("<u4").reshape(n, dpad // WORD)
+    return np.ascontiguousarray(words.T).view(np.int32)
+
+
+def unpack_words(words: torch.Tensor, idx: slice | torch.Tensor) -> torch.Tensor:
+    """int8 +-1 codes (*idx.shape, dpad) of items ``idx`` (a slice or an id tensor) from words
+    (W, n): only those rows are expanded, never the whole catalogue."""
+    import torch
+
+    w = words[:, idx].movedim(0, -1)  # (..., W)
+    shifts = torch.arange(WORD, dtype=torch.int32, device=words.device)
+    bits = (w[..., None] >> shifts) & 1  # arithmetic shift, then one bit: sign-safe
+    return (bits * 2 - 1).to(torch.int8).reshape(*w.shape[:-1], w.shape[-1] * WORD)

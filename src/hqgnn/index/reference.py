@@ -1,73 +1,24 @@
 """Brute-force float64 reference top-k every fast path is tested against (NumPy, and torch on a device for large
-benchmarks): symmetric codes, and the asymmetric format (float or b-bit queries, item scales and terms)."""
+benchmarks): every format (float or b-bit queries, item scales and terms)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .common import (
-    ArrayLike,
-    DeviceLike,
-    ExcludeLike,
-    ScaleLike,
-    normalize_exclusion,
-    normalize_item_scale,
-    normalize_item_term,
-    normalize_query_scale,
-    to_numpy,
-)
+from .common import ArrayLike, DeviceLike, ExcludeLike, ScaleLike, normalize_exclusion, to_numpy
+from .common import normalize_item_scale, normalize_item_term, normalize_query_scale
 
-__all__ = ["reference_asym_scores", "reference_asym_search", "reference_asym_search_torch", "reference_scores", "reference_search"]
-
-
-def reference_scores(query_codes: ArrayLike, item_codes: ArrayLike, query_scales: ScaleLike = None,
-                     item_scales: ScaleLike = None, mode: str = "scaled") -> np.ndarray:
-    """(B, n) float64 ranking keys.
-
-    scaled: the dequantized inner product <c_u s_u, c_i s_i>, evaluated as ``(<c_u, c_i> * s_i) * s_u``
-    -- the integer inner product is exact in float64 and so is its product with a float32 scale,
-    whereas a float64 matmul of the dequantized vectors rounds each term (~1e-16) and can break
-    exact ties differently per item. hamming (1-bit codes): ``d - 2 * hamming`` = <c_u, c_i>,
-    scales ignored.
-    """
-    qc = to_numpy(query_codes).astype(np.float64)
-    ic = to_numpy(item_codes).astype(np.float64)
-    ip = qc @ ic.T  # integer-valued, exact for d * 2^14 < 2^53
-    if mode == "hamming":
-        return ip
-    if mode != "scaled":
-        raise ValueError(f"mode must be 'scaled' or 'hamming', got {mode!r}")
-    s_i = normalize_item_scale(item_scales, ic.shape[0]).dense(ic.shape[0]).astype(np.float64)
-    s_u = normalize_query_scale(query_scales, qc.shape[0]).astype(np.float64)
-    return (ip * s_i[None, :]) * s_u[:, None]
+__all__ = ["reference_asym_scores", "reference_asym_search", "reference_asym_search_torch", "reference_search"]
 
 
 def reference_search(query_codes: ArrayLike, item_codes: ArrayLike, k: int, query_scales: ScaleLike = None,
-                     item_scales: ScaleLike = None, exclude: ExcludeLike = None,
-                     mode: str = "scaled") -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by brute force: (scores float32 (B, k), ids int64 (B, k)).
-
-    Order: key descending, item id ascending; excluded items never appear; missing slots (k > #
-    eligible items) are id -1 with score -inf. Scores are the float64 keys rounded to float32.
-    """
-    key = reference_scores(query_codes, item_codes, query_scales, item_scales, mode)
-    b, n = key.shape
-    ex = normalize_exclusion(exclude, b, n)
-    if ex is not None and ex.nnz:
-        rows = np.repeat(np.arange(b), np.diff(ex.indptr))
-        ok = (ex.indices >= 0) & (ex.indices < n)
-        key[rows[ok], ex.indices[ok]] = -np.inf
-    ids = np.full((b, k), -1, np.int64)
-    scores = np.full((b, k), -np.inf, np.float32)
-    cols = np.arange(n)
-    for r in range(b):
-        order = np.lexsort((cols, -key[r]))[:k]  # primary: key desc; secondary: id asc
-        order = order[key[r, order] > -np.inf]
-        m = order.size
-        ids[r, :m] = order
-        scores[r, :m] = key[r, order].astype(np.float32)
-    return scores, ids
+                     item_scales: ScaleLike = None, exclude: ExcludeLike = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of code queries by brute force: :func:`reference_asym_search` without terms, the key
+    ``(<c_u, c_i> * s_i) * s_u`` (the dequantized inner product; with no scales ``d - 2 * hamming``
+    for 1-bit codes). (scores float32 (B, k), ids int64 (B, k)); key desc, id asc; -1 / -inf padding."""
+    return reference_asym_search(query_codes, item_codes, k, item_scale=item_scales, query_scales=query_scales,
+                                 exclude=exclude)
 
 
 def reference_asym_scores(queries: ArrayLike, item_codes: ArrayLike, item_scale: ScaleLike = None, item_term: ScaleLike = None,
@@ -156,10 +107,9 @@ def reference_asym_search_torch(queries: ArrayLike, item_codes: ArrayLike, k: in
         vals = key[rows, cols]
         order = torch.sort(-vals, stable=True).indices  # key descending, ties keep id order
         order = order[torch.sort(rows[order], stable=True).indices]  # then grouped by row
-        rows, cols, vals = rows[order].cpu().numpy(), cols[order].cpu().numpy(), vals[order].cpu().numpy()
-        start = np.searchsorted(rows, np.arange(r1 - r0))
-        rank = np.arange(rows.size) - start[rows]
+        r, c, v = rows[order].cpu().numpy(), cols[order].cpu().numpy(), vals[order].cpu().numpy()
+        rank = np.arange(r.size) - np.searchsorted(r, np.arange(r1 - r0))[r]
         keep = rank < kk
-        ids[r0 + rows[keep], rank[keep]] = cols[keep]
-        scores[r0 + rows[keep], rank[keep]] = vals[keep].astype(np.float32)
+        ids[r0 + r[keep], rank[keep]] = c[keep]
+        scores[r0 + r[keep], rank[keep]] = v[keep].astype(np.float32)
     return scores, ids

@@ -299,6 +299,9 @@ def create_app(run_dir: str | Path, api_key: str | None = None, device: str = "c
                  new.run.n_items)
         return new.metadata()
 
+    from .foldin_routes import register_foldin_routes
+
+    register_foldin_routes(app, api_key)  # POST /recommend/by-items, /users, /items
     return app
 
 

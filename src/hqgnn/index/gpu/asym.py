@@ -12,9 +12,11 @@ Mirrors :mod:`hqgnn.index.gpu.sym` with the asymmetric key ``(ip * s_i) * s_u + 
   item's approximate key; (2) a fused pass appends the ids of the items reaching it (~k per query)
   to a per-query buffer; (3) exact float64 keys of the candidates, sorted by (key desc, id asc).
   Rows whose buffer overflowed are redone with ``exact``. Float queries are quantized to 8 bits
-  (as on CPU) for passes 1-2 and re-scored with the float query in pass 3. On CUDA passes 1-2 are
-  one Triton kernel (int8 tensor-core dot + epilogue); the torch version runs anywhere and the
-  tests check the algorithm with it on CPU (and the Triton kernel in its CPU interpreter).
+  on the device (as on CPU) for passes 1-2 and re-scored with the float query in pass 3. On CUDA passes
+  1-2 are one Triton kernel (int8 tensor-core dot + epilogue) and pass 3 another (float64 keys straight
+  from the packed words of the candidates); the host waits once per search, for the number of buffer
+  columns in use. The torch version runs anywhere and the tests check the algorithm with it on CPU (and
+  the Triton kernels in their CPU interpreter).
 
 Storage: 1-bit items are bit-packed (``packed=True``, default): d/32 int32 words per item,
 word-major (W, n); the kernel expands a tile's words to the +-1 int8 operand in registers, and
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from ..common import Exclusion, compact_values
-from .packed import WORD, pack_words, unpack_words
+from ..packing import WORD, pack_words, unpack_words
 from .topk import (
     LazyKernel,
     append_candidates,
@@ -78,6 +80,8 @@ class AsymTorchSearcher:
     block_q = 64
     warps = 4
     zero_one = True
+    one_dot = False  # packed 0/1 items: one dot over all words per tile, queries read once per program
+    scatter = False  # EMIT: every hit of a tile stored at once (slots by a row cumsum), not one per row per round
     # threshold pass over the first ceil(f x groups) item groups only (at least k + #excluded of them):
     # the (k + e)-th largest group max of any subset of groups is still a lower bound of the true k-th
     # best key (k + e distinct items reach it), just a looser one, so pass 2 emits more candidates
@@ -116,39 +120,45 @@ class AsymTorchSearcher:
             raise ValueError(f"method must be 'exact' or 'two_phase', got {self.method!r}")
 
     # --------------------------------------------------------------------------- search
-    def search(self, q: np.ndarray, k: int, qs: np.ndarray | None, ex: Exclusion | None, float_queries: bool,
-               method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: int8 codes with scales qs, or float32 vectors (float_queries). Returns float32
-        scores and int64 ids (B, k) on the device."""
-        from ..queries import quantize_float_queries
-
+    def search(self, q: np.ndarray | torch.Tensor, k: int, qs: np.ndarray | None, ex: Exclusion | None,
+               float_queries: bool, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q: int8 codes with scales qs, or float32 vectors (float_queries; a tensor on the device is used
+        where it is). Returns float32 scores and int64 ids (B, k) on the device."""
         b = q.shape[0]
-        dpad = self.dpad
         xf = None
         if float_queries:
-            qc, delta, resid = quantize_float_queries(q)
-            x1 = np.abs(q.astype(np.float64)).sum(axis=1)
-            err = self.smax * self.cmax * resid * (1 + 2.0**-30) + 2.0**-30 * (
-                self.smax * self.cmax * (x1 + delta.astype(np.float64) * 127 * self.dim) + self.tmax)
-            su = delta.astype(np.float64)
-            xpad = np.zeros((b, dpad), np.float64)
-            xpad[:, : self.dim] = q
-            xf = torch.from_numpy(xpad).to(self.device)
+            q8, su, err, xf = self._float_query_codes(torch.as_tensor(q, dtype=torch.float32, device=self.device))
         else:
-            qc, su, err = q, qs.astype(np.float64), np.zeros(b)
-        qpad = np.zeros((b, dpad), np.int8)
-        qpad[:, : self.dim] = qc
-        q8 = torch.from_numpy(qpad).to(self.device)
-        su_t = torch.from_numpy(np.ascontiguousarray(su)).to(self.device)
-        err_t = torch.from_numpy(np.ascontiguousarray(err, np.float64)).to(self.device)
+            q8 = torch.zeros((b, self.dpad), dtype=torch.int8, device=self.device)
+            q8[:, : self.dim] = torch.as_tensor(q, device=self.device)
+            su = torch.from_numpy(np.ascontiguousarray(qs, np.float64)).to(self.device)
+            err = torch.zeros(b, dtype=torch.float64, device=self.device)
         exr = exclusion_tensors(ex, b, self.n, self.device)
+        # k + #excluded per query, known on the host: no device round trip to size the threshold pass
+        need = k + (np.diff(ex.indptr) if ex is not None else np.zeros(b, np.int64))
         if (method or self.method) == "exact":
-            keys, ids = self._exact(q8, xf, su_t, k, exr)
+            keys, ids = self._exact(q8, xf, su, k, exr)
         else:
-            keys, ids = self._two_phase(q8, xf, su_t, err_t, k, exr)
+            keys, ids = self._two_phase(q8, xf, su, err, k, exr, need)
         scores = keys.to(torch.float32)
         scores = torch.where(ids >= 0, scores, torch.full_like(scores, float("-inf")))
         return scores, ids
+
+    def _float_query_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """On the device: the 8-bit codes (B, dpad) of float queries (max-abs scale Delta = max|x| / 127, 1 for a
+        zero row), Delta as float64, the bound ``err`` on |s_i <x, c_i> + t_i - (s_i Delta <q, c_i> + t_i)|
+        (s_i c_max ||x - Delta q||_1, plus float64 slack) and x zero-padded to dpad (float32)."""
+        b = x.shape[0]
+        xf = torch.zeros((b, self.dpad), dtype=torch.float32, device=self.device)
+        xf[:, : self.dim] = x
+        amax = xf.abs().amax(dim=1)
+        delta = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        codes = torch.round(xf / delta[:, None]).clamp_(-127, 127)
+        x64, d64 = xf.to(torch.float64), delta.to(torch.float64)
+        resid = (x64 - d64[:, None] * codes.to(torch.float64)).abs().sum(dim=1)
+        sc = self.smax * self.cmax
+        err = sc * resid * (1 + 2.0**-30) + 2.0**-30 * (sc * (x64.abs().sum(dim=1) + d64 * 127 * self.dim) + self.tmax)
+        return codes.to(torch.int8), d64, err, xf
 
     def _ip_dtype(self) -> torch.dtype:
         # integer inner products are exact in float32 while every partial sum is below 2^24
@@ -159,7 +169,7 @@ class AsymTorchSearcher:
         """Exact float64 keys of items ``cols`` (a slice, or (B, m) ids) -- the reference formula."""
         if isinstance(cols, slice):
             if xf is not None:
-                dot = xf @ self._rows(cols).to(torch.float64).T
+                dot = xf.to(torch.float64) @ self._rows(cols).to(torch.float64).T
             else:
                 dt = self._ip_dtype()
                 dot = (q8.to(dt) @ self._rows(cols).to(dt).T).to(torch.float64)
@@ -217,45 +227,45 @@ class AsymTorchSearcher:
         max_ip = float(self.dim * 128 * self.cmax)
         return _REL * (max_ip * self.smax * su.abs() + self.tmax) + _TINY
 
-    def _two_phase(self, q8, xf, su, err, k, exr, cap: int | None = None):
+    def _two_phase(self, q8, xf, su, err, k, exr, need: np.ndarray, cap: int | None = None):
         b = q8.shape[0]
-        if exr is not None:
-            ex_count = torch.bincount(exr[0], minlength=b)[:b]
-        else:
-            ex_count = torch.zeros(b, dtype=torch.int64, device=self.device)
         ngroups = -(-self.n // (self.tile * self.group))
-        e_max = int(ex_count.max().item()) if exr is not None else 0
+        need_max = int(need.max())
         tgroups = ngroups  # groups the threshold pass scans
         if self.threshold_fraction < 1.0:
-            tgroups = min(ngroups, max(math.ceil(ngroups * self.threshold_fraction), k + e_max, 1))
+            tgroups = min(ngroups, max(math.ceil(ngroups * self.threshold_fraction), need_max, 1))
         if cap is None:
             cap = self.cap
         if cap is None:
             spread = ngroups / tgroups  # a threshold from 1 / spread of the items admits ~spread x more
-            cap = int(min(1 << 16, 2 ** math.ceil(math.log2(4 * (k + e_max) * spread + 256))))
+            cap = int(min(1 << 16, 2 ** math.ceil(math.log2(4 * need_max * spread + 256))))
         batch = max(1, min(b, (1 << 25) // max(ngroups, cap)))
         if batch < b:
             parts = []
             for r0 in range(0, b, batch):
                 r1 = min(b, r0 + batch)
                 parts.append(self._two_phase(q8[r0:r1], None if xf is None else xf[r0:r1], su[r0:r1], err[r0:r1],
-                                             k, exclusion_slice(exr, r0, r1), cap))
+                                             k, exclusion_slice(exr, r0, r1), need[r0:r1], cap))
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         su32 = su.to(torch.float32)
         gmax = self._group_max(q8, su32, tgroups)
-        need = (k + ex_count).to(torch.int64)
-        kk = int(min(tgroups, int(need.max().item())))
+        kk = min(tgroups, need_max)
         vals = torch.topk(gmax, kk, dim=1).values
-        big_t = vals.gather(1, (need.clamp(max=kk) - 1)[:, None]).squeeze(1).to(torch.float64)
+        if need.min() == need_max:
+            big_t = vals[:, kk - 1]
+        else:
+            rank = torch.from_numpy(np.minimum(need, kk) - 1).to(self.device)
+            big_t = vals.gather(1, rank[:, None]).squeeze(1)
         # every true top-k item's float32 key is >= T - 2 M - 2 err (module docstring)
-        thr = big_t - 2 * self._margin(su) - 2 * err
-        thr = torch.where(need > tgroups, torch.full_like(thr, float("-inf")), thr)
-        thr32 = float32_at_most(thr)  # round down, never up
-        cand_ids, counts = self._collect(q8, su32, thr32, cap)
-        keys, ids = self._select(q8, xf, su, cand_ids, counts, k, exr, cap)
-        over = torch.nonzero(counts > cap).flatten()
+        thr = big_t.to(torch.float64) - 2 * self._margin(su) - 2 * err
+        if need_max > tgroups:
+            thr = torch.where(torch.from_numpy(need > tgroups).to(self.device), float("-inf"), thr)
+        cand_ids, counts = self._collect(q8, su32, float32_at_most(thr), cap)
+        most = int(counts.max())  # the one host sync: how many buffer columns are used, and any overflow
+        keys, ids = self._select(q8, xf, su, cand_ids, counts, k, exr, min(cap, max(most, 1)))
         self.last_counts, self.last_cap = counts, cap  # diagnostics (benchmarks/asym_gpu_profile.py)
-        if over.numel():
+        if most > cap:
+            over = torch.nonzero(counts > cap).flatten()
             ok, oi = self._exact(q8, xf, su, k, exr, rows=over)
             keys[over] = ok
             ids[over] = oi
@@ -290,10 +300,11 @@ class AsymTorchSearcher:
         return torch.cat(out, 1)
 
     def _collect(self, q8, su32, thr32, cap):
-        """Ids of every item whose float32 key reaches thr (per query, first ``cap`` kept)."""
+        """Ids of every item whose float32 key reaches thr (per query, first ``cap`` kept; slots past a
+        query's count are left unwritten)."""
         b = q8.shape[0]
         counts = torch.zeros(b, dtype=torch.int32, device=self.device)
-        cand_ids = torch.full((b, cap), -1, dtype=torch.int32, device=self.device)
+        cand_ids = torch.empty((b, cap), dtype=torch.int32, device=self.device)
         if self.use_triton:
             _launch(self, q8, su32, thr32, cap, counts, cand_ids)
             return cand_ids, counts
@@ -303,17 +314,36 @@ class AsymTorchSearcher:
             append_candidates(self._keys32(q8, su32, c0, c1), thr32, c0, counts, cand_ids, cap)
         return cand_ids, counts
 
-    def _select(self, q8, xf, su, cand_ids, counts, k, exr, cap):
-        """Exact float64 keys of the candidates, exclusions removed, (key desc, id asc) top-k."""
-        ids_sorted, valid, safe = sorted_candidates(cand_ids, counts, cap, self.n)
-        return top_candidates(self._keys64(q8, xf, su, safe), ids_sorted, valid, k, exr, self.n)
+    def _select(self, q8, xf, su, cand_ids, counts, k, exr, used):
+        """Exact float64 keys of the candidates in the first ``used`` slots, exclusions removed, (key desc,
+        id asc) top-k."""
+        ids_sorted, valid, safe = sorted_candidates(cand_ids, counts, used, self.n)
+        if self.use_triton:
+            key = torch.empty(ids_sorted.shape, dtype=torch.float64, device=self.device)
+            _rescore(self, q8 if xf is None else xf, su, ids_sorted, key)
+        else:
+            key = self._keys64(q8, xf, su, safe)
+        return top_candidates(key, ids_sorted.to(torch.int64), valid, k, exr, self.n)
 
 
 # ---------------------------------------------------------------------------------- Triton
 def _build_triton_kernel():
-    from .asym_triton import asym_scan_kernel
+    from .asym_triton import asym_rescore_kernel, asym_scan_kernel
 
-    return asym_scan_kernel
+    return asym_scan_kernel, asym_rescore_kernel
+
+
+def _rescore(eng: AsymTorchSearcher, q: torch.Tensor, su: torch.Tensor, ids: torch.Tensor, key: torch.Tensor) -> None:
+    """Exact float64 keys (B, m) of the sorted candidate ids (int32 (B, m), n = empty) into ``key``."""
+    import triton
+
+    b, m = ids.shape
+    x = eng.words if eng.packed else eng.codes
+    ss, ts = (0 if v.numel() == 1 and eng.n != 1 else 1 for v in (eng.scales, eng.terms))
+    bc = 64
+    _KERNEL.kernel[1][(b, triton.cdiv(m, bc))](
+        q, x, eng.scales, eng.terms, su, ids, key, eng.n, m, q.stride(0), x.stride(0), ss, ts, D=eng.dpad, BC=bc,
+        PACKED=eng.packed, FLOATQ=q.dtype != torch.int8, num_warps=4, enable_fp_fusion=False)
 
 
 def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax: torch.Tensor | None = None,
@@ -336,8 +366,9 @@ def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax
     zero_one = bool(eng.packed and eng.zero_one)
     qsum = q8.sum(1, dtype=torch.int32) if zero_one else dummy
     bq = int(eng.block_q)
-    _KERNEL.kernel[(triton.cdiv(b, bq), ngroups)](
+    _KERNEL.kernel[0][(triton.cdiv(b, bq), ngroups)](
         q8, x, eng.scales, eng.terms, su32, qsum, thr32 if emit else dummy, dummy if emit else gmax,
         counts if emit else dummy, cand_ids if emit else dummy, b, n, ngroups, cap, q8.stride(0),
         x.stride(0), ss, ts, D=d, BK=bk, BQ=bq, BN=eng.tile, TILES=eng.group, EMIT=emit,
-        PACKED=eng.packed, ZERO_ONE=zero_one, num_warps=int(eng.warps))
+        PACKED=eng.packed, ZERO_ONE=zero_one, SCATTER=bool(eng.scatter),
+        DW=(1 << (d // 32 - 1).bit_length()) if (zero_one and eng.one_dot) else 0, num_warps=int(eng.warps))

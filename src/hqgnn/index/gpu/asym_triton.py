@@ -8,7 +8,7 @@ try:
 except ImportError:  # pragma: no cover - no Triton: triton_asym_available() is False, nothing imports these
     triton = None
 
-__all__ = ["asym_scan_kernel", "expand_bits", "expand_bits01"]
+__all__ = ["asym_rescore_kernel", "asym_scan_kernel", "expand_bits", "expand_bits01"]
 
 # Module level (not built inside a function): the CPU interpreter (TRITON_INTERPRET=1) re-runs a
 # kernel's source against its module globals, so a helper captured from a closure would be unseen.
@@ -31,7 +31,7 @@ if triton is not None:
     def asym_scan_kernel(Q, X, S, T, SU, QSUM, THR, GMAX, CNT, OUT_ID, B, N, ngroups, cap, stride_q, stride_x,
                          s_stride, t_stride, D: tl.constexpr, BK: tl.constexpr, BQ: tl.constexpr,
                          BN: tl.constexpr, TILES: tl.constexpr, EMIT: tl.constexpr, PACKED: tl.constexpr,
-                         ZERO_ONE: tl.constexpr):
+                         ZERO_ONE: tl.constexpr, SCATTER: tl.constexpr = False, DW: tl.constexpr = 0):
         """Program (i, j) = queries [BQ i, BQ i + BQ) x group j of TILES tiles of BN items.
         key = fl(fl(fl(<q, x>) * s_i) * s_u) + t_i from an exact int8 tensor-core dot. EMIT=False:
         store each (query, group) max key in GMAX; EMIT=True: append the id of every item whose key
@@ -53,12 +53,22 @@ if triton is not None:
             thr = tl.load(THR + rq, mask=qmask, other=float("inf"))
         else:
             gmax = tl.full([BQ], float("-inf"), dtype=tl.float32)
+        if DW > 0:  # packed 0/1 items, one dot of all DW words (a power of 2): the queries are read once
+            dq = tl.arange(0, DW * 32)
+            qall = tl.load(Q + rq[:, None] * stride_q + dq[None, :], mask=qmask[:, None] & (dq < D)[None, :], other=0)
+            wr = tl.arange(0, DW)
+            sh = tl.arange(0, 32)
         for t in range(TILES):
             tile = pid_n * TILES + t
             rn = tile * BN + cols
             nmask = rn < N
             ip = tl.zeros([BQ, BN], dtype=tl.int32)
-            for k0 in tl.static_range(0, D, BK):
+            if DW > 0:
+                w2 = tl.load(X + wr[:, None] * stride_x + rn[None, :], mask=(wr < D // 32)[:, None] & nmask[None, :],
+                             other=0)
+                bits = tl.reshape(((w2[:, None, :] >> sh[None, :, None]) & 1).to(tl.int8), (DW * 32, BN))
+                ip = tl.dot(qall, bits, out_dtype=tl.int32)
+            for k0 in tl.static_range(0, D if DW == 0 else 0, BK):
                 q = tl.load(Q + rq[:, None] * stride_q + (k0 + rd)[None, :], mask=qmask[:, None], other=0)
                 if PACKED:
                     w = tl.load(X + (k0 // 32) * stride_x + rn, mask=nmask, other=0)
@@ -73,9 +83,18 @@ if triton is not None:
                 ip = 2 * ip - qsum[:, None]
             # float16 values widen exactly: the same float32 key as from float32 storage
             s = tl.load(S + rn * s_stride, mask=nmask, other=0.0).to(tl.float32)
-            tt = tl.load(T + rn * t_stride, mask=nmask, other=0.0).to(tl.float32)
+            # items past N: term -inf, so their key is -inf (no mask on every key of the tile)
+            tt = tl.load(T + rn * t_stride, mask=nmask, other=float("-inf")).to(tl.float32)
             key = (ip.to(tl.float32) * s[None, :]) * su[:, None] + tt[None, :]
-            if EMIT:
+            if EMIT and SCATTER:
+                hit = ((key >= thr[:, None]) & nmask[None, :]).to(tl.int32)
+                rowcnt = tl.sum(hit, axis=1)
+                if tl.max(rowcnt, axis=0) > 0:  # every hit of the tile at once: slots from a running count
+                    base = tl.atomic_add(CNT + rq, rowcnt, mask=rowcnt > 0, sem="relaxed")
+                    slot = base[:, None] + tl.cumsum(hit, axis=1) - 1
+                    tl.store(OUT_ID + rq[:, None] * cap + slot, (tile * BN + cols)[None, :],
+                             mask=(hit > 0) & (slot < cap))
+            elif EMIT:
                 hit = ((key >= thr[:, None]) & nmask[None, :]).to(tl.int32)
                 rowcnt = tl.sum(hit, axis=1)
                 while tl.max(rowcnt, axis=0) > 0:  # hits are rare: one per row per round
@@ -86,6 +105,38 @@ if triton is not None:
                     hit = tl.where(cols[None, :] == pos[:, None], 0, hit)
                     rowcnt -= has.to(tl.int32)
             else:
-                gmax = tl.maximum(gmax, tl.max(tl.where(nmask[None, :], key, float("-inf")), axis=1))
+                gmax = tl.maximum(gmax, tl.max(key, axis=1))
         if not EMIT:
             tl.store(GMAX + rq * ngroups + pid_n, gmax, mask=qmask)
+
+    @triton.jit
+    def asym_rescore_kernel(Q, X, S, T, SU, IDS, KEY, N, used, stride_q, stride_x, s_stride, t_stride,
+                            D: tl.constexpr, BC: tl.constexpr, PACKED: tl.constexpr, FLOATQ: tl.constexpr):
+        """Program (i, j) = query i x candidate slots [BC j, BC j + BC): the exact float64 key of each candidate id
+        IDS[i, slot] (N marks an empty slot: key -inf), ``dot64 * s_i + t_i`` (FLOATQ: Q float32) or
+        ``(ip * s_i) * s_u + t_i`` (Q int8 codes, ip exact). Each dimension's product is exact in float64, so the
+        sum is the reference's for any order of addition; launched without FMA contraction, so the last two
+        roundings are the reference's too. PACKED: X is int32 words (D / 32, N), else int8 codes (N, D)."""
+        pid_q = tl.program_id(0)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        cm = c < used
+        ids = tl.load(IDS + pid_q * used + c, mask=cm, other=N)
+        valid = ids < N
+        safe = tl.where(valid, ids, 0)
+        sh = tl.arange(0, 32)
+        acc = tl.zeros([BC], dtype=tl.float64)
+        for k0 in tl.static_range(0, D, 32):
+            qv = tl.load(Q + pid_q * stride_q + k0 + sh).to(tl.float64)
+            if PACKED:
+                w = tl.load(X + (k0 // 32) * stride_x + safe)
+                acc += tl.sum(tl.where(((w[:, None] >> sh[None, :]) & 1) != 0, qv[None, :], -qv[None, :]), axis=1)
+            else:
+                x = tl.load(X + safe[:, None] * stride_x + (k0 + sh)[None, :]).to(tl.float64)
+                acc += tl.sum(x * qv[None, :], axis=1)
+        s = tl.load(S + safe * s_stride).to(tl.float64)
+        t = tl.load(T + safe * t_stride).to(tl.float64)
+        if FLOATQ:
+            key = acc * s + t
+        else:
+            key = (acc * s) * tl.load(SU + pid_q) + t
+        tl.store(KEY + pid_q * used + c, tl.where(valid, key, float("-inf")), mask=cm)

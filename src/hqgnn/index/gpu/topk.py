@@ -85,9 +85,8 @@ def running_topk(chunk_keys: Callable[[int, int], torch.Tensor], n: int, b: int,
 def float32_at_most(thr: torch.Tensor) -> torch.Tensor:
     """The largest float32 values <= the float64 ``thr`` (a threshold may only be rounded down)."""
     thr32 = thr.to(torch.float32)
-    fix = thr32.to(torch.float64) > thr
-    thr32[fix] = torch.nextafter(thr32[fix], torch.full_like(thr32[fix], float("-inf")))
-    return thr32
+    down = torch.nextafter(thr32, torch.full_like(thr32, float("-inf")))
+    return torch.where(thr32.to(torch.float64) > thr, down, thr32)  # no boolean indexing: no host sync
 
 
 # re-scoring gathers (queries, candidates, width) rows: at most this many elements at once (128 MiB of
@@ -112,17 +111,17 @@ def append_candidates(key: torch.Tensor, thr: torch.Tensor, c0: int, counts: tor
     counts += torch.bincount(r, minlength=counts.numel()).to(torch.int32)
 
 
-def sorted_candidates(cand_ids: torch.Tensor, counts: torch.Tensor, cap: int, n: int
+def sorted_candidates(cand_ids: torch.Tensor, counts: torch.Tensor, used: int, n: int
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The used part of the buffers as int64 ids in ascending order per row (the kernels append in
-    any order; after a stable sort by key, equal keys then stay in id order: the tie-break), with a
-    validity mask and the ids made safe to gather (invalid slots -> 0). Returns (ids, valid, safe)."""
-    # slots fill from 0, so columns past the fullest row are empty: work on the used part only
-    used = max(1, min(cap, int(counts.max().item()) if counts.numel() else 1))
-    ids64 = cand_ids[:, :used].to(torch.int64)
-    ids_sorted, _ = torch.sort(torch.where(ids64 >= 0, ids64, torch.full_like(ids64, n)), dim=1)
+    """The first ``used`` slots of the buffers (int32; slots past a row's count are unwritten) as ids in
+    ascending order per row, empty slots as ``n`` (the kernels append in any order; after a stable sort by
+    key, equal keys then stay in id order: the tie-break), with a validity mask and int64 ids safe to gather
+    (empty -> 0). Returns (ids int32, valid, safe)."""
+    slot = torch.arange(used, dtype=counts.dtype, device=cand_ids.device)
+    ids = torch.where(slot[None, :] < counts[:, None], cand_ids[:, :used], n)
+    ids_sorted = torch.sort(ids, dim=1).values
     valid = ids_sorted < n
-    return ids_sorted, valid, torch.where(valid, ids_sorted, torch.zeros_like(ids_sorted))
+    return ids_sorted, valid, torch.where(valid, ids_sorted, 0).to(torch.int64)
 
 
 def top_candidates(key: torch.Tensor, ids_sorted: torch.Tensor, valid: torch.Tensor, k: int,

@@ -1,4 +1,4 @@
-"""FAISS interop: export codes / float embeddings as FAISS indexes (same bit packing), write them to disk."""
+"""FAISS export: a run's item side (codes / float embeddings) as FAISS indexes (FAISS' own bit packing), written to disk."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import ArrayLike, ScaleLike, to_numpy
-from .packing import as_int8_codes, check_code_range
+from .index.common import ArrayLike, to_numpy
+from .index.packing import as_int8_codes, check_code_range
 
 __all__ = ["dequantize", "export_faiss", "faiss_binary_bytes", "to_faiss_binary", "to_faiss_flat_ip", "write_faiss"]
 
@@ -27,13 +27,8 @@ def faiss_binary_bytes(codes_1bit: ArrayLike) -> np.ndarray:
     FAISS (``faiss.real_to_binary``) packs dimension t into bit t % 8 of byte t // 8, least
     significant bit first; a code of +1 is a set bit. When d is not a multiple of 8 (FAISS needs
     d % 8 == 0) the last byte is zero-padded, which leaves Hamming distances unchanged as long as
-    queries are packed the same way. These bytes are exactly :class:`BinaryCodeIndex`'s words.
+    queries are packed the same way.
     """
-    from .binary import BinaryCodeIndex
-
-    if isinstance(codes_1bit, BinaryCodeIndex):
-        nbytes = -(-codes_1bit.dim // 8)
-        return np.ascontiguousarray(codes_1bit.words.astype("<u8").view(np.uint8)[:, :nbytes])
     codes = as_int8_codes(codes_1bit, "codes_1bit")
     check_code_range(codes, 1, "codes_1bit")
     return np.packbits(codes > 0, axis=1, bitorder="little")
@@ -41,8 +36,8 @@ def faiss_binary_bytes(codes_1bit: ArrayLike) -> np.ndarray:
 
 def to_faiss_binary(codes_1bit: ArrayLike, hnsw: bool = False, M: int = 32) -> Any:
     """A FAISS ``IndexBinaryFlat`` (exact Hamming) or ``IndexBinaryHNSW`` (approximate) holding the
-    1-bit codes (a (n, d) +-1 array or a :class:`BinaryCodeIndex`), item ids = row numbers.
-    FAISS ranks by Hamming distance only: the task of ``search(..., mode="hamming")``."""
+    1-bit codes (a (n, d) +-1 array), item ids = row numbers. FAISS ranks by Hamming distance only: the
+    task of an hqgnn index of 1-bit codes without scales (score ``d - 2 * hamming``)."""
     faiss = _faiss()
     packed = faiss_binary_bytes(codes_1bit)
     dbits = packed.shape[1] * 8
@@ -65,7 +60,7 @@ def to_faiss_flat_ip(float_emb: ArrayLike) -> Any:
 def write_faiss(index: Any, path: str | os.PathLike[str]) -> None:
     """Write a FAISS index (binary or float) with FAISS' own serializer (atomic rename)."""
     faiss = _faiss()
-    from ..io import atomic_path
+    from .io import atomic_path
 
     with atomic_path(path) as tmp:
         if isinstance(index, faiss.IndexBinary):
@@ -74,7 +69,7 @@ def write_faiss(index: Any, path: str | os.PathLike[str]) -> None:
             faiss.write_index(index, str(tmp))
 
 
-def dequantize(codes: ArrayLike, scale: ScaleLike) -> np.ndarray:
+def dequantize(codes: ArrayLike, scale: ArrayLike) -> np.ndarray:
     """``codes * scale`` as float32: per-row scales (n,) / (n, 1) or one tensor scale, the vectors ``recommend`` scores."""
     c = np.asarray(to_numpy(codes), dtype=np.float32)
     a = np.asarray(to_numpy(scale), dtype=np.float32)
