@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hqgnn.index import QueryCodes, prepare_queries, reference_asym_search
-from hqgnn.index.asym import build_asym_index
+from hqgnn.index.asym import AsymCodeIndex
 from hqgnn.index.asym_layout import lut_planes
 from hqgnn.index.cpu import lut1 as KL
 
@@ -69,7 +69,7 @@ def test_pruning_equals_reference(scenario, d, query_bits, simd):
     if scenario == "zero_query_scale" and qs is not None:
         qs = qs.copy()
         qs[1] = 0.0  # every key is t_i
-    index = build_asym_index(codes, scale, 1, term, query_bits=query_bits)
+    index = AsymCodeIndex(codes, scale, 1, term, query_bits=query_bits)
     index.use_simd = None if simd else False
     for k in (1, 20):
         _check(index, q, qs, k, codes, scale, term)
@@ -130,7 +130,7 @@ def test_float_candidates_grow_and_stay_exact():
     rng = np.random.default_rng(2)
     n, d = 3000, 64
     codes = (rng.integers(0, 2, size=(n, d)) * 2 - 1).astype(np.int8)
-    index = build_asym_index(codes, None, 1, None, query_bits=0)
+    index = AsymCodeIndex(codes, None, 1, None, query_bits=0)
     calls = []
     orig = index._search_int
 
