@@ -14,10 +14,24 @@ from .errors import HqgnnError
 
 def fold_in(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A finished run directory (never changed).")],
-    data: Annotated[Path, typer.Option("--data", metavar="FILE", help="CSV / TSV / Parquet log of (user, item) pairs in your ids; the run's data.user_col / data.item_col unless --set.")],
-    out_dir: Annotated[Path, typer.Option("--out", metavar="RUN2", help="The new run directory (must not exist or be empty).")],
-    method: Annotated[str, typer.Option(metavar="METHOD", help="lstsq | propagate | grad (see docs/foldin.md).")] = "lstsq",
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a data field, e.g. data.user_col=uid (repeatable).")] = None,
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            metavar="FILE",
+            help="CSV / TSV / Parquet log of (user, item) pairs in your ids; the run's data.user_col / data.item_col unless --set.",
+        ),
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", metavar="RUN2", help="The new run directory (must not exist or be empty).")
+    ],
+    method: Annotated[
+        str, typer.Option(metavar="METHOD", help="lstsq | propagate | grad (see docs/foldin.md).")
+    ] = "lstsq",
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a data field, e.g. data.user_col=uid (repeatable)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Fold the users and items of --data that RUN lacks into a copy of RUN, written to --out: new items
@@ -52,14 +66,27 @@ def fold_in(
         if listed(out_dir):  # filled by another process since the check above
             raise HqgnnError(f"{out_dir}: already exists and is not empty")
         save_grown(grown, state, out_dir)
-    result = {"run": str(out_dir), "from": str(run_dir), "method": method, "new_users": summary["users"],
-              "new_items": summary["items"], "known_pairs_ignored": summary["known_pairs_ignored"],
-              "users": grown.n_users, "items": grown.n_items}
+    result = {
+        "run": str(out_dir),
+        "from": str(run_dir),
+        "method": method,
+        "new_users": summary["users"],
+        "new_items": summary["items"],
+        "known_pairs_ignored": summary["known_pairs_ignored"],
+        "users": grown.n_users,
+        "items": grown.n_items,
+    }
     if summary["known_pairs_ignored"]:
-        err.print(f"warning: {summary['known_pairs_ignored']} pairs of a known user and a known item were not "
-                  "used (fold-in adds nodes; retrain to update existing ones)", highlight=False)
+        err.print(
+            f"warning: {summary['known_pairs_ignored']} pairs of a known user and a known item were not "
+            "used (fold-in adds nodes; retrain to update existing ones)",
+            highlight=False,
+        )
     if as_json:
         print(json.dumps(result))
     else:
-        err.print(f"wrote {out_dir}: {summary['users']} new users, {summary['items']} new items ({method}); "
-                  f"{grown.n_users} users, {grown.n_items} items", highlight=False)
+        err.print(
+            f"wrote {out_dir}: {summary['users']} new users, {summary['items']} new items ({method}); "
+            f"{grown.n_users} users, {grown.n_items} items",
+            highlight=False,
+        )

@@ -21,12 +21,14 @@ class FoldInMixin:
     run: Any
 
     if TYPE_CHECKING:  # provided by HQGNN
+
         def _recommender(self) -> Any: ...
 
         def _to_ids(self, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def fold_in_users(self: T, interactions: Any, user_col: str | None = None, item_col: str | None = None,
-                      method: str | None = None) -> T:
+    def fold_in_users(
+        self: T, interactions: Any, user_col: str | None = None, item_col: str | None = None, method: str | None = None
+    ) -> T:
         """Add new users from their interactions with known items, without retraining; returns self.
 
         ``interactions``: a DataFrame (``user_col`` / ``item_col``, default the fit's) or a
@@ -38,13 +40,15 @@ class FoldInMixin:
         """
         return self._fold_in("user", interactions, user_col, item_col, method)
 
-    def fold_in_items(self: T, interactions: Any, user_col: str | None = None, item_col: str | None = None,
-                      method: str | None = None) -> T:
+    def fold_in_items(
+        self: T, interactions: Any, user_col: str | None = None, item_col: str | None = None, method: str | None = None
+    ) -> T:
         """Add new items from their interactions with known users (as :meth:`fold_in_users`, sides swapped)."""
         return self._fold_in("item", interactions, user_col, item_col, method)
 
-    def _fold_in(self: T, side: str, interactions: Any, user_col: str | None, item_col: str | None,
-                 method: str | None) -> T:
+    def _fold_in(
+        self: T, side: str, interactions: Any, user_col: str | None, item_col: str | None, method: str | None
+    ) -> T:
         from .data.memory import interactions_from
         from .foldin import DEFAULT_METHOD
         from .foldin_run import fold_in_side
@@ -57,8 +61,9 @@ class FoldInMixin:
         self._test = None  # the fit's test matrix has the old shape
         return self
 
-    def _recommend_sessions(self, user_items: Any, k: int, exclude_seen: bool,
-                            users: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _recommend_sessions(
+        self, user_items: Any, k: int, exclude_seen: bool, users: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         from .foldin import FoldIn
         from .foldin_run import recommend_sessions, session_rows
 
@@ -72,4 +77,3 @@ class FoldInMixin:
             self._foldin = FoldIn(rec.run)
         scores, items = recommend_sessions(rec, self._foldin, session_rows(rec.run, sessions), k, exclude_seen)
         return self._to_ids(np.asarray(items), np.asarray(scores))
-

@@ -101,8 +101,13 @@ def export_faiss(run: Any, prefix: str | os.PathLike[str]) -> list[tuple[str, st
     """
     prefix = str(prefix)
     quant_note = "; not the served ranking of this quantized run" if run.quantized else "; the served ranking"
-    indexes = [("continuous_ip", to_faiss_flat_ip(run.tables["item_emb"].numpy()),
-                "IndexFlatIP over the float item embeddings (query user_emb)" + quant_note)]
+    indexes = [
+        (
+            "continuous_ip",
+            to_faiss_flat_ip(run.tables["item_emb"].numpy()),
+            "IndexFlatIP over the float item embeddings (query user_emb)" + quant_note,
+        )
+    ]
     if run.quantized:
         items = dequantize(run.tables["item_codes"], run.tables["item_scale"])
         query = "user_query" if "user_query" in run.tables else "user_codes * user_scale"
@@ -111,15 +116,25 @@ def export_faiss(run: Any, prefix: str | os.PathLike[str]) -> list[tuple[str, st
             # matched by a constant 1 appended to the query, so the inner product is still the served score
             items = np.hstack([items, run.tables["item_term"].numpy().reshape(-1, 1).astype(np.float32)])
             query = f"[{query}, 1]"
-        indexes.append(("dequantized_ip", to_faiss_flat_ip(items),
-                        f"IndexFlatIP over item_codes * item_scale (query {query}); the served ranking"))
+        indexes.append(
+            (
+                "dequantized_ip",
+                to_faiss_flat_ip(items),
+                f"IndexFlatIP over item_codes * item_scale (query {query}); the served ranking",
+            )
+        )
     if run.quantized and run.bits == 1 and "user_query" not in run.tables:
         codes = run.tables["item_codes"].numpy()
         same = _single_scale(run.tables["item_scale"].numpy())
         note = "the served ranking (one item scale)" if same else "sign-only ranking, ignores the per-item scales"
-        indexes += [("binary_flat", to_faiss_binary(codes), f"IndexBinaryFlat, Hamming over the sign codes; {note}"),
-                    ("binary_hnsw", to_faiss_binary(codes, hnsw=True),
-                     f"IndexBinaryHNSW (approximate), Hamming over the sign codes; {note}")]
+        indexes += [
+            ("binary_flat", to_faiss_binary(codes), f"IndexBinaryFlat, Hamming over the sign codes; {note}"),
+            (
+                "binary_hnsw",
+                to_faiss_binary(codes, hnsw=True),
+                f"IndexBinaryHNSW (approximate), Hamming over the sign codes; {note}",
+            ),
+        ]
     written = []
     for name, index, what in indexes:
         path = f"{prefix}.{name}.faiss"

@@ -70,8 +70,15 @@ class FoldIn:
         ``grad``: the negative sampler's seed.
     """
 
-    def __init__(self, run: Any, method: str = DEFAULT_METHOD, ridge: float = 1e-3, grad_steps: int = 30,
-                 grad_lr: float = 0.05, seed: int = 0) -> None:
+    def __init__(
+        self,
+        run: Any,
+        method: str = DEFAULT_METHOD,
+        ridge: float = 1e-3,
+        grad_steps: int = 30,
+        grad_lr: float = 0.05,
+        seed: int = 0,
+    ) -> None:
         if method not in METHODS:
             raise HqgnnError(f"unknown fold-in method {method!r} (expected one of {', '.join(METHODS)})")
         self.run, self.method, self.ridge = run, method, float(ridge)
@@ -180,8 +187,9 @@ def encode_rows(run: Any, side: str, x: np.ndarray) -> dict[str, torch.Tensor]:
     return {k: t for k, t in out.items() if not (k.endswith("_scale") and t.ndim == 0)}
 
 
-def _quantize(v: torch.Tensor, bits: int, stored_scale: torch.Tensor, scale_dtype: str) -> tuple[torch.Tensor,
-                                                                                              torch.Tensor]:
+def _quantize(
+    v: torch.Tensor, bits: int, stored_scale: torch.Tensor, scale_dtype: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes (int8) and scale of rows ``v`` as the run's quantizer stores them: a per-tensor (0-d)
     ``stored_scale`` is reused, per-row scales are fitted (and rounded to ``scale_dtype``)."""
     from .quant import EmbeddingQuantizer, integer_codes

@@ -58,8 +58,9 @@ def new_rows(run: Any, side: str, node_raw: Any, other_raw: Any) -> tuple[np.nda
     ids = {"user": run.user_ids, "item": run.item_ids}
     nodes, others = _as_kind(node_raw, ids[side], side), _as_kind(other_raw, ids[OTHER[side]], OTHER[side])
     if len(nodes) != len(others):
-        raise FoldInError(f"{side} and {OTHER[side]} columns differ in length ({len(nodes)} vs {len(others)})",
-                          "invalid")
+        raise FoldInError(
+            f"{side} and {OTHER[side]} columns differ in length ({len(nodes)} vs {len(others)})", "invalid"
+        )
     if not len(nodes):
         raise FoldInError(f"no interactions: every new {side} needs at least one", "invalid")
     dup = np.unique(nodes[_lookup(ids[side], nodes) >= 0])
@@ -77,8 +78,9 @@ def new_rows(run: Any, side: str, node_raw: Any, other_raw: Any) -> tuple[np.nda
     return np.asarray(uniques, dtype=ids[side].dtype), r
 
 
-def grow(run: Any, side: str, new_ids: np.ndarray, r: sp.csr_matrix, rows: dict[str, torch.Tensor],
-         note: dict[str, Any]) -> Any:
+def grow(
+    run: Any, side: str, new_ids: np.ndarray, r: sp.csr_matrix, rows: dict[str, torch.Tensor], note: dict[str, Any]
+) -> Any:
     """A new :class:`TrainedRun` with ``rows`` appended to ``side``'s tables, ``new_ids`` to its ids and
     ``r`` (B, n_other) to the seen graph; ``run`` is not changed."""
     from .run import TrainedRun
@@ -100,8 +102,9 @@ def grow(run: Any, side: str, new_ids: np.ndarray, r: sp.csr_matrix, rows: dict[
     return TrainedRun(run.path, run.config, metrics, tables, user_ids, item_ids, seen, manifest=None)
 
 
-def fold_in_side(run: Any, side: str, node_raw: Any, other_raw: Any, method: str = DEFAULT_METHOD,
-                 foldin: FoldIn | None = None) -> Any:
+def fold_in_side(
+    run: Any, side: str, node_raw: Any, other_raw: Any, method: str = DEFAULT_METHOD, foldin: FoldIn | None = None
+) -> Any:
     """``run`` grown by the new ``side`` nodes of the ``(node, other)`` raw-id pairs (see :func:`new_rows`)."""
     new_ids, r = new_rows(run, side, node_raw, other_raw)
     fi = foldin if foldin is not None else FoldIn(run, method)
@@ -139,8 +142,9 @@ def save_grown(run: Any, model_state: dict[str, torch.Tensor], out_dir: str | Pa
     the encoder of the original nodes; ``--init-from`` refuses them for the grown sizes)."""
     from .run import save_run
 
-    save_run(out_dir, run.config, run.metrics, model_state, run.tables, run.user_ids, run.item_ids, run.seen,
-             carry=False)
+    save_run(
+        out_dir, run.config, run.metrics, model_state, run.tables, run.user_ids, run.item_ids, run.seen, carry=False
+    )
 
 
 def session_rows(run: Any, sessions: list[list[Any]]) -> sp.csr_matrix:
@@ -161,8 +165,9 @@ def session_rows(run: Any, sessions: list[list[Any]]) -> sp.csr_matrix:
     return r
 
 
-def recommend_sessions(recommender: Any, foldin: FoldIn, r: sp.csr_matrix, k: int,
-                       exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def recommend_sessions(
+    recommender: Any, foldin: FoldIn, r: sp.csr_matrix, k: int, exclude_seen: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (scores, item rows of ``recommender.run``) for anonymous sessions ``r`` (S, n_items): each
     session folded in as a user, encoded in the run's format and searched by the recommender's own
     ranker (the exact path of :meth:`Recommender.recommend`); a session's items are excluded unless

@@ -28,8 +28,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hqgnn.recommend_all")
 
-__all__ = ["COLUMNS", "FRAME_ROWS", "MAX_SLOTS", "chunk_size", "recommend_all", "recommend_all_frame",
-           "run_identity", "work_dir"]
+__all__ = [
+    "COLUMNS",
+    "FRAME_ROWS",
+    "MAX_SLOTS",
+    "chunk_size",
+    "recommend_all",
+    "recommend_all_frame",
+    "run_identity",
+    "work_dir",
+]
 
 COLUMNS = ("user", "rank", "item", "score")
 # answer slots (users x k) of one chunk: ~25 MB of answer, ~100 MB with its Arrow table while it is written
@@ -52,8 +60,10 @@ def chunk_size(n_users: int, k: int, chunk: int | None = None) -> int:
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise HqgnnError(f"--chunk must be an integer >= 1, got {chunk!r}")
     if int(chunk) * k > MAX_SLOTS:
-        raise HqgnnError(f"--chunk {chunk} x k {k} = {int(chunk) * k:,} answer slots held at once; at most "
-                         f"{MAX_SLOTS:,} (--chunk <= {max(1, MAX_SLOTS // k)} for this k)")
+        raise HqgnnError(
+            f"--chunk {chunk} x k {k} = {int(chunk) * k:,} answer slots held at once; at most "
+            f"{MAX_SLOTS:,} (--chunk <= {max(1, MAX_SLOTS // k)} for this k)"
+        )
     return min(int(chunk), max(1, n_users))
 
 
@@ -78,8 +88,14 @@ def _run_hash(run: Any) -> str:
 def run_identity(rec: Recommender, k: int, exclude_seen: bool) -> dict[str, Any]:
     """What a resumed job must share with the one that wrote the parts: the run (its manifest's hash),
     k, the seen-item flag and the device type (float scores may differ in the last bit between devices)."""
-    return {"run": _run_hash(rec.run), "k": int(k), "exclude_seen": bool(exclude_seen),
-            "device": rec.device.type, "users": rec.run.n_users, "items": rec.run.n_items}
+    return {
+        "run": _run_hash(rec.run),
+        "k": int(k),
+        "exclude_seen": bool(exclude_seen),
+        "device": rec.device.type,
+        "users": rec.run.n_users,
+        "items": rec.run.n_items,
+    }
 
 
 def work_dir(out: str | os.PathLike[str]) -> Path:
@@ -97,8 +113,10 @@ def _call_rows(rec: Recommender, chunk: int) -> int:
 
 def _search(rec: Recommender, r0: int, r1: int, k: int, exclude_seen: bool, step: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, item rows) of users r0..r1-1, each (r1 - r0, k), through the path ``recommend`` uses."""
-    parts = [rec.recommend(np.arange(a, min(r1, a + step), dtype=np.int64), k, exclude_seen=exclude_seen)
-             for a in range(r0, r1, step)]
+    parts = [
+        rec.recommend(np.arange(a, min(r1, a + step), dtype=np.int64), k, exclude_seen=exclude_seen)
+        for a in range(r0, r1, step)
+    ]
     if len(parts) == 1:
         return parts[0]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -112,8 +130,9 @@ class _Ids:
 
         self.users = pa.array(rec.run.user_ids)
         self.items = pa.array(rec.run.item_ids)  # the ranker's numbering (renumbered runs carry theirs)
-        self.schema = pa.schema([("user", self.users.type), ("rank", pa.int32()), ("item", self.items.type),
-                                 ("score", pa.float32())])
+        self.schema = pa.schema(
+            [("user", self.users.type), ("rank", pa.int32()), ("item", self.items.type), ("score", pa.float32())]
+        )
 
     def table(self, r0: int, scores: np.ndarray, items: np.ndarray) -> pa.Table:
         """One row per (user, rank) with an item: padding slots (fewer eligible items than k) are dropped."""
@@ -121,12 +140,15 @@ class _Ids:
 
         valid = items >= 0  # a prefix of each row: best first, padding last
         rows, cols = np.nonzero(valid)
-        return pa.Table.from_arrays([
-            self.users.take(pa.array(rows.astype(np.int64) + r0)),
-            pa.array((cols + 1).astype(np.int32)),
-            self.items.take(pa.array(items[rows, cols].astype(np.int64, copy=False))),
-            pa.array(scores[rows, cols].astype(np.float32, copy=False)),
-        ], schema=self.schema)
+        return pa.Table.from_arrays(
+            [
+                self.users.take(pa.array(rows.astype(np.int64) + r0)),
+                pa.array((cols + 1).astype(np.int32)),
+                self.items.take(pa.array(items[rows, cols].astype(np.int64, copy=False))),
+                pa.array(scores[rows, cols].astype(np.float32, copy=False)),
+            ],
+            schema=self.schema,
+        )
 
 
 def _chunks(rec: Recommender, k: int, exclude_seen: bool, chunk: int, start: int) -> Iterator[tuple[int, int, Any]]:
@@ -154,8 +176,10 @@ def recommend_all_frame(rec: Recommender, k: int, exclude_seen: bool = True, chu
     k = _check_k(k, rec.run.n_items)
     n = rec.run.n_users
     if n * k > FRAME_ROWS:
-        raise HqgnnError(f"recommend_all(k={k}) would hold {n * k:,} rows in memory (more than {FRAME_ROWS:,}): "
-                         "pass out='recs.parquet' to stream them to a file")
+        raise HqgnnError(
+            f"recommend_all(k={k}) would hold {n * k:,} rows in memory (more than {FRAME_ROWS:,}): "
+            "pass out='recs.parquet' to stream them to a file"
+        )
     ids = _Ids(rec)
     tables = [ids.table(r0, *ans) for r0, _, ans in _chunks(rec, k, exclude_seen, chunk_size(n, k, chunk), 0)]
     return pa.concat_tables(tables or [ids.schema.empty_table()]).to_pandas()
@@ -184,9 +208,13 @@ def _open_work(work: Path, identity: dict[str, Any], restart: bool, out: Path) -
             state = None  # unreadable: nothing can be trusted, start over
     if state is not None and state.get("identity") != identity and not restart:
         old = state.get("identity") or {}
-        diff = ", ".join(f"{key} {old.get(key)!r} -> {identity[key]!r}" for key in identity if old.get(key) != identity[key])
-        raise HqgnnError(f"{work}: holds an unfinished recommend-all into {out} of another run or other arguments "
-                         f"({diff}); rerun that command to finish it, or pass --restart to discard it")
+        diff = ", ".join(
+            f"{key} {old.get(key)!r} -> {identity[key]!r}" for key in identity if old.get(key) != identity[key]
+        )
+        raise HqgnnError(
+            f"{work}: holds an unfinished recommend-all into {out} of another run or other arguments "
+            f"({diff}); rerun that command to finish it, or pass --restart to discard it"
+        )
     if restart or state is None or state.get("identity") != identity:
         for p in work.iterdir():
             if p.name != ".lock":
@@ -233,9 +261,16 @@ def _append(writer: Any, part: concurrent.futures.Future[pa.Table]) -> int:
     return int(table.num_rows)
 
 
-def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude_seen: bool = True,
-                  chunk: int | None = None, overwrite: bool = False, restart: bool = False,
-                  progress: bool = False) -> dict[str, Any]:
+def recommend_all(
+    rec: Recommender,
+    out: str | os.PathLike[str],
+    k: int,
+    exclude_seen: bool = True,
+    chunk: int | None = None,
+    overwrite: bool = False,
+    restart: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Write every user's top-``k`` to ``out`` (``.parquet`` / ``.pq``, or ``.csv``), chunk by chunk.
 
     Parameters
@@ -287,8 +322,15 @@ def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude
             stale.unlink(missing_ok=True)
         ids = _Ids(rec)
         beat = Heartbeat("recommend-all users", n - start, log)
-        bar = tqdm(total=n, initial=start, desc="recommend-all", unit="user", disable=not progress,
-                   mininterval=1.0, smoothing=0.1)
+        bar = tqdm(
+            total=n,
+            initial=start,
+            desc="recommend-all",
+            unit="user",
+            disable=not progress,
+            mininterval=1.0,
+            smoothing=0.1,
+        )
         rows = 0
         # the output is written as the chunks come (a temp file beside it, renamed over it at the end);
         # after a resume, the finished chunks' files are copied into it first
@@ -302,8 +344,11 @@ def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude
                 # while the next chunk is ranked, WRITERS threads build the finished chunks' tables and files
                 # and one thread appends them to the output in order: at most WRITERS + 2 chunks held
                 inflight: collections.deque[concurrent.futures.Future[int]] = collections.deque()
-                with concurrent.futures.ThreadPoolExecutor(WRITERS) as parts_pool, \
-                        concurrent.futures.ThreadPoolExecutor(1) as out_pool, bar:
+                with (
+                    concurrent.futures.ThreadPoolExecutor(WRITERS) as parts_pool,
+                    concurrent.futures.ThreadPoolExecutor(1) as out_pool,
+                    bar,
+                ):
                     for r0, r1, (scores, items) in _chunks(rec, k, exclude_seen, size, start):
                         while len(inflight) >= WRITERS + 1:
                             rows += inflight.popleft().result()
@@ -320,5 +365,12 @@ def recommend_all(rec: Recommender, out: str | os.PathLike[str], k: int, exclude
                 raise HqgnnError(f"{work}: chunk files cover users 0..{end} of {n}; rerun to finish them")
         shutil.rmtree(work)  # the lock file goes with it; the lock itself is held until release
         fsync_dir(out.parent)
-    return {"out": str(out), "users": n, "k": k, "rows": rows, "chunks": len(parts), "resumed_from": start,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "out": str(out),
+        "users": n,
+        "k": k,
+        "rows": rows,
+        "chunks": len(parts),
+        "resumed_from": start,
+        "seconds": time.perf_counter() - t0,
+    }

@@ -29,8 +29,11 @@ class ByItemsRequest(BaseModel):
 
 class NewNode(BaseModel):
     id: Id = Field(description="The new user's (item's) id; 409 if the run already has it.")
-    interactions: list[Id] = Field(min_length=1, max_length=MAX_SESSION_ITEMS,
-                                   description="Known items of the new user (known users of the new item).")
+    interactions: list[Id] = Field(
+        min_length=1,
+        max_length=MAX_SESSION_ITEMS,
+        description="Known items of the new user (known users of the new item).",
+    )
 
 
 class AddNodesRequest(BaseModel):
@@ -73,12 +76,16 @@ def register_foldin_routes(app: FastAPI, api_key: str | None) -> None:
         from ..run import load_model_state
 
         if api_key is None:
-            raise HTTPException(403, detail=f"adding {side}s is disabled: start the server with an API key "
-                                            "(--api-key or HQGNN_API_KEY) to enable it")
+            raise HTTPException(
+                403,
+                detail=f"adding {side}s is disabled: start the server with an API key "
+                "(--api-key or HQGNN_API_KEY) to enable it",
+            )
         total = sum(len(n.interactions) for n in req.nodes)
         if total > MAX_NEW_INTERACTIONS:
-            raise HTTPException(413, detail=f"{total} interactions in one request, over the limit of "
-                                            f"{MAX_NEW_INTERACTIONS}")
+            raise HTTPException(
+                413, detail=f"{total} interactions in one request, over the limit of {MAX_NEW_INTERACTIONS}"
+            )
         ids = [n.id for n in req.nodes]
         if len({str(i) for i in ids}) != len(ids):
             raise HTTPException(422, detail=f"a {side} id is given twice in this request")
@@ -95,8 +102,9 @@ def register_foldin_routes(app: FastAPI, api_key: str | None) -> None:
             with DirLock(snap.run_dir):
                 save_grown(grown, load_model_state(snap.run_dir, snap.run.manifest), snap.run_dir)
             new = holder.reload(snap.run_dir)
-        log.info("added %d %ss to %s (%d users, %d items)", len(ids), side, new.run_dir, new.run.n_users,
-                 new.run.n_items)
+        log.info(
+            "added %d %ss to %s (%d users, %d items)", len(ids), side, new.run_dir, new.run.n_users, new.run.n_items
+        )
         return {"added": ids, "users": new.run.n_users, "items": new.run.n_items}
 
     @app.post("/users", tags=["admin"])

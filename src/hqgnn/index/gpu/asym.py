@@ -27,6 +27,7 @@ float16 when exactly representable, one value when constant (see common.compact_
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,9 @@ from .topk import (
 __all__ = ["AsymTorchSearcher", "triton_asym_available"]
 
 _KERNEL = LazyKernel(lambda: _build_triton_kernel())  # noqa: PLW0108  (defined below)
+T = torch.Tensor
+Pairs = tuple[torch.Tensor, torch.Tensor] | None  # excluded (query row, item id) pairs on the device
+TopK = tuple[torch.Tensor, torch.Tensor]
 
 
 def triton_asym_available() -> bool:
@@ -107,7 +111,7 @@ class AsymTorchSearcher:
         # a single stored value is read with stride 0 (constant scale / no term: no per-item bytes)
         self.scales = torch.from_numpy(compact_values(scales)).to(self.device)
         self.terms = torch.from_numpy(compact_values(terms)).to(self.device)
-        held = (self.words if self.packed else self.codes, self.scales, self.terms)
+        held = (self._items, self.scales, self.terms)
         self.device_bytes = int(sum(t.numel() * t.element_size() for t in held))
         self.cmax = 1 if item_bits == 1 else 2 ** (item_bits - 1)
         self.smax = float(np.abs(scales).max()) if scales.size else 0.0
@@ -165,7 +169,14 @@ class AsymTorchSearcher:
         max_ip = self.dim * 128 * self.cmax
         return torch.float32 if (self.device.type == "cuda" and max_ip < 2**24) else torch.float64
 
-    def _keys64(self, q8, xf, su, cols) -> torch.Tensor:
+    @property
+    def _items(self) -> torch.Tensor:
+        """The device copy of the codes: the words (packed) or the int8 rows."""
+        items = self.words if self.packed else self.codes
+        assert items is not None
+        return items
+
+    def _keys64(self, q8: T, xf: T | None, su: T, cols: slice | T) -> torch.Tensor:
         """Exact float64 keys of items ``cols`` (a slice, or (B, m) ids) -- the reference formula."""
         if isinstance(cols, slice):
             if xf is not None:
@@ -183,7 +194,7 @@ class AsymTorchSearcher:
 
     def _rows(self, idx: slice | torch.Tensor) -> torch.Tensor:
         """int8 codes (*, dpad) of items ``idx``: unpacked on the fly from the words when packed."""
-        return unpack_words(self.words, idx) if self.packed else self.codes[idx]
+        return unpack_words(self._items, idx) if self.packed else self._items[idx]
 
     def _item_values(self, vals: torch.Tensor, cols: slice | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Scales / terms of ``cols`` shaped to broadcast against (B, m) keys: (1, m) for a slice,
@@ -211,7 +222,7 @@ class AsymTorchSearcher:
         # the unpacked float chunk (items x dpad) stays below 64 MiB too
         return int(max(1024, min(self.n, (1 << 25) // max(b, 1), (1 << 24) // self.dpad)))
 
-    def _exact(self, q8, xf, su, k, exr, rows: torch.Tensor | None = None):
+    def _exact(self, q8: T, xf: T | None, su: T, k: int, exr: Pairs, rows: T | None = None) -> TopK:
         """Chunked running top-k (float64 keys); ``rows`` restricts to a subset of the queries."""
         if rows is not None:
             exr = exclusion_rows(exr, rows, q8.shape[0])
@@ -227,7 +238,8 @@ class AsymTorchSearcher:
         max_ip = float(self.dim * 128 * self.cmax)
         return _REL * (max_ip * self.smax * su.abs() + self.tmax) + _TINY
 
-    def _two_phase(self, q8, xf, su, err, k, exr, need: np.ndarray, cap: int | None = None):
+    def _two_phase(self, q8: T, xf: T | None, su: T, err: T, k: int, exr: Pairs, need: np.ndarray,
+                   cap: int | None = None) -> TopK:
         b = q8.shape[0]
         ngroups = -(-self.n // (self.tile * self.group))
         need_max = int(need.max())
@@ -271,7 +283,7 @@ class AsymTorchSearcher:
             ids[over] = oi
         return keys, ids
 
-    def _keys32(self, q8, su32, c0: int, c1: int) -> torch.Tensor:
+    def _keys32(self, q8: T, su32: T, c0: int, c1: int) -> torch.Tensor:
         """float32 keys as the fused kernel computes them: fl(fl(fl(ip) * s_i) * s_u) + t_i."""
         dt = self._ip_dtype()
         ip = (q8.to(dt) @ self._rows(slice(c0, c1)).to(dt).T).to(torch.float32)
@@ -279,7 +291,7 @@ class AsymTorchSearcher:
         s = self._item_values(self.scales, cols, torch.float32)
         return (ip * s) * su32[:, None] + self._item_values(self.terms, cols, torch.float32)
 
-    def _group_max(self, q8, su32, groups: int) -> torch.Tensor:
+    def _group_max(self, q8: T, su32: T, groups: int) -> torch.Tensor:
         """(B, groups) max float32 key of each of the first ``groups`` groups of tile x group items."""
         b = q8.shape[0]
         g = self.tile * self.group
@@ -299,7 +311,7 @@ class AsymTorchSearcher:
             out.append(key.view(b, -1, g).amax(-1))
         return torch.cat(out, 1)
 
-    def _collect(self, q8, su32, thr32, cap):
+    def _collect(self, q8: T, su32: T, thr32: T, cap: int) -> TopK:
         """Ids of every item whose float32 key reaches thr (per query, first ``cap`` kept; slots past a
         query's count are left unwritten)."""
         b = q8.shape[0]
@@ -314,7 +326,7 @@ class AsymTorchSearcher:
             append_candidates(self._keys32(q8, su32, c0, c1), thr32, c0, counts, cand_ids, cap)
         return cand_ids, counts
 
-    def _select(self, q8, xf, su, cand_ids, counts, k, exr, used):
+    def _select(self, q8: T, xf: T | None, su: T, cand_ids: T, counts: T, k: int, exr: Pairs, used: int) -> TopK:
         """Exact float64 keys of the candidates in the first ``used`` slots, exclusions removed, (key desc,
         id asc) top-k."""
         ids_sorted, valid, safe = sorted_candidates(cand_ids, counts, used, self.n)
@@ -327,7 +339,7 @@ class AsymTorchSearcher:
 
 
 # ---------------------------------------------------------------------------------- Triton
-def _build_triton_kernel():
+def _build_triton_kernel() -> tuple[Any, Any]:
     from .asym_triton import asym_rescore_kernel, asym_scan_kernel
 
     return asym_scan_kernel, asym_rescore_kernel
@@ -338,7 +350,7 @@ def _rescore(eng: AsymTorchSearcher, q: torch.Tensor, su: torch.Tensor, ids: tor
     import triton
 
     b, m = ids.shape
-    x = eng.words if eng.packed else eng.codes
+    x = eng._items
     ss, ts = (0 if v.numel() == 1 and eng.n != 1 else 1 for v in (eng.scales, eng.terms))
     bc = 64
     _KERNEL.kernel[1][(b, triton.cdiv(m, bc))](
@@ -346,8 +358,8 @@ def _rescore(eng: AsymTorchSearcher, q: torch.Tensor, su: torch.Tensor, ids: tor
         PACKED=eng.packed, FLOATQ=q.dtype != torch.int8, num_warps=4, enable_fp_fusion=False)
 
 
-def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax: torch.Tensor | None = None,
-            n_items: int | None = None) -> None:
+def _launch(eng: AsymTorchSearcher, q8: T, su32: T, thr32: T | None, cap: int, counts: T | None, cand_ids: T | None,
+            gmax: T | None = None, n_items: int | None = None) -> None:
     """One launch of the scan kernel over the first ``n_items`` items (default all): group maxima into
     ``gmax``, or (``gmax`` None) candidate ids reaching ``thr32`` into ``cand_ids`` / ``counts``."""
     import triton
@@ -360,7 +372,7 @@ def _launch(eng: AsymTorchSearcher, q8, su32, thr32, cap, counts, cand_ids, gmax
         raise ValueError("too many item groups for one launch; raise AsymTorchSearcher.group")
     emit = gmax is None
     dummy = su32
-    x = eng.words if eng.packed else eng.codes
+    x = eng._items
     bk = 32 if eng.packed or d % 64 else 64
     ss, ts = (0 if v.numel() == 1 and eng.n != 1 else 1 for v in (eng.scales, eng.terms))
     zero_one = bool(eng.packed and eng.zero_one)
