@@ -103,42 +103,6 @@ def test_lut1_tables_hand_case():
         KL.lut1_tables(np.array([[-1, 8]], np.int8), 2)  # a row mixing signs must fit [-8, 7]
 
 
-@pytest.mark.parametrize("simd", [True, False], ids=["simd", "portable"])
-@pytest.mark.parametrize("signed", [True, False])
-@pytest.mark.parametrize("d", [16, 48, 64, 112, 2048])
-def test_lut_kernels_match_dot(signed, d, simd):
-    """8-row and 1-row kernels (AVX2 and portable) = <q, bits> + bias on every slot, max / min over all slots
-    (pads included), at the extremes of the uint8 per-step sums and the 16-bit accumulators (d = 2048)."""
-    if simd and not KL.HAVE_LUT_SIMD:
-        pytest.skip("no AVX2")
-    rng = np.random.default_rng(d + signed)
-    n = 96
-    c = item_codes(rng, n, d, 1, dup=False)
-    lo, hi = (-8, 7) if signed else (0, 15)
-    q = rng.integers(lo, hi + 1, size=(9, d)).astype(np.int8)
-    q[0] = lo  # extremes: the uint8 / 16-bit accumulators' worst cases
-    q[1] = hi
-    c[0] = 1
-    c[1] = -1
-    packed = KL.pack_lut1(c).reshape(-1)
-    ncols = KL.lut1_cols(d)
-    tabs, off = KL.lut1_tables(q, ncols)
-    nb = -(-n // 32)
-    bits = np.zeros((nb * 32, d), np.int64)
-    bits[:n] = c > 0
-    want = q.astype(np.int64) @ bits.T + off[:, None]  # pads: no bits set
-    buf = np.zeros((8, nb * 32 + 32), np.uint16)
-    mm = np.zeros((8, 2), np.int32)
-    KL.lut_scores(simd, packed, 0, nb, ncols // 2, tabs, 1, 8, buf, 0, 32, mm)  # rows 1..8, columns from 32
-    np.testing.assert_array_equal(buf[:, 32:], want[1:9])
-    np.testing.assert_array_equal(mm[:, 0], want[1:9].max(axis=1))
-    np.testing.assert_array_equal(mm[:, 1], want[1:9].min(axis=1))
-    one = np.zeros((8, nb * 32), np.uint16)
-    KL.lut_scores(simd, packed, 1, nb - 1, ncols // 2, tabs, 0, 1, one, 3, 32, mm)  # row 0, blocks 1.. into row 3
-    np.testing.assert_array_equal(one[3, 32:], want[0, 32:])
-    assert mm[0, 0] == want[0, 32:].max() and mm[0, 1] == want[0, 32:].min()
-
-
 # ---------------------------------------------------------------------------------- search
 CASES = [
     # item_bits, query_bits, d

@@ -5,11 +5,37 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
 from hqgnn.index import QueryCodes, prepare_queries, reference_asym_search
 from hqgnn.index.asym import AsymCodeIndex
 from hqgnn.index.asym_layout import lut_planes
 from hqgnn.index.cpu import lut1 as KL
+from hqgnn.index.cpu.simd import _addr
+
+@njit(cache=True)
+def lut_scores(use_simd, items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm):
+    """Array-level entry to the kernels (the search task calls them with addresses): biased sums of table rows
+    row0..row0+nq (nq = 8 or 1) x 32-item blocks blk0.. into buf (uint16), each row's max / min into mm."""
+    if use_simd:
+        a = _addr(items) + blk0 * nsteps * 64
+        t = _addr(tabs) + row0 * tabs.shape[1]
+        o = _addr(buf) + 2 * (brow * buf.shape[1] + bcol0)
+        if nq == 8:
+            KL._lut8_ir(a, nblk, nsteps, t, o, buf.shape[1], _addr(mm))
+        else:
+            KL._lut1q_ir(a, nblk, nsteps, t, o, buf.shape[1], _addr(mm))
+    else:
+        KL._lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm)
+
+
+@njit(cache=True)
+def pass_masks(use_simd, buf, row, nblk, ahi, alo, out):
+    if use_simd:
+        KL._pass_ir(_addr(buf) + 2 * row * buf.shape[1], nblk, ahi, alo, _addr(out))
+    else:
+        KL._pass_portable(buf, row, nblk, ahi, alo, out)
+
 
 SIMD = [pytest.param(True, id="simd", marks=pytest.mark.skipif(not KL.HAVE_LUT_SIMD, reason="no AVX2")),
         pytest.param(False, id="portable")]
@@ -79,6 +105,40 @@ def test_pruning_equals_reference(scenario, d, query_bits, simd):
 
 
 @pytest.mark.parametrize("simd", SIMD)
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("d", [16, 48, 64, 112, 2048])
+def test_lut_kernels_match_dot(signed, d, simd):
+    """8-row and 1-row kernels (AVX2 and portable) = <q, bits> + bias on every slot, max / min over all slots
+    (pads included), at the extremes of the uint8 per-step sums and the 16-bit accumulators (d = 2048)."""
+    rng = np.random.default_rng(d + signed)
+    n = 96
+    c = (rng.integers(0, 2, size=(n, d)) * 2 - 1).astype(np.int8)
+    lo, hi = (-8, 7) if signed else (0, 15)
+    q = rng.integers(lo, hi + 1, size=(9, d)).astype(np.int8)
+    q[0] = lo  # extremes: the uint8 / 16-bit accumulators' worst cases
+    q[1] = hi
+    c[0] = 1
+    c[1] = -1
+    packed = KL.pack_lut1(c).reshape(-1)
+    ncols = KL.lut1_cols(d)
+    tabs, off = KL.lut1_tables(q, ncols)
+    nb = -(-n // 32)
+    bits = np.zeros((nb * 32, d), np.int64)
+    bits[:n] = c > 0
+    want = q.astype(np.int64) @ bits.T + off[:, None]  # pads: no bits set
+    buf = np.zeros((8, nb * 32 + 32), np.uint16)
+    mm = np.zeros((8, 2), np.int32)
+    lut_scores(simd, packed, 0, nb, ncols // 2, tabs, 1, 8, buf, 0, 32, mm)  # rows 1..8, columns from 32
+    np.testing.assert_array_equal(buf[:, 32:], want[1:9])
+    np.testing.assert_array_equal(mm[:, 0], want[1:9].max(axis=1))
+    np.testing.assert_array_equal(mm[:, 1], want[1:9].min(axis=1))
+    one = np.zeros((8, nb * 32), np.uint16)
+    lut_scores(simd, packed, 1, nb - 1, ncols // 2, tabs, 0, 1, one, 3, 32, mm)  # row 0, blocks 1.. into row 3
+    np.testing.assert_array_equal(one[3, 32:], want[0, 32:])
+    assert mm[0, 0] == want[0, 32:].max() and mm[0, 1] == want[0, 32:].min()
+
+
+@pytest.mark.parametrize("simd", SIMD)
 def test_plane_split_and_margin(simd):
     """lut_planes: mul_a A + mul_b B + qadd = <c, x> exactly for codes in [-128, 127] (rows <= 119 split by
     rounding, the others by truncation), and mul_b B always within [bmin, bmax]."""
@@ -99,8 +159,8 @@ def test_plane_split_and_margin(simd):
     b = np.zeros((16, n), np.uint16)
     mm = np.zeros((8, 2), np.int32)
     for g in (0, 8):
-        KL.lut_scores(simd, packed, 0, n // 32, KL.lut1_cols(d) // 2, qa, g, 8, a, g, 0, mm)
-        KL.lut_scores(simd, packed, 0, n // 32, KL.lut1_cols(d) // 2, qb, g, 8, b, g, 0, mm)
+        lut_scores(simd, packed, 0, n // 32, KL.lut1_cols(d) // 2, qa, g, 8, a, g, 0, mm)
+        lut_scores(simd, packed, 0, n // 32, KL.lut1_cols(d) // 2, qb, g, 8, b, g, 0, mm)
     ip = ma * a.astype(np.int64) + mb * b.astype(np.int64) + qadd[:, None]
     np.testing.assert_array_equal(ip, c.astype(np.int64) @ x.T.astype(np.int64))
     part = mb * b.astype(np.int64)
@@ -117,7 +177,7 @@ def test_pass_masks(simd):
     buf[1, :5] = [0, 65535, 100, 101, 99]
     for ahi, alo in ((101, 99), (-5, -1), (70000, 65535), (0, -1), (65536, 65534), (40000, 20000)):
         out = np.zeros(3, np.uint32)
-        KL.pass_masks(simd, buf, 1, 3, ahi, alo, out)
+        pass_masks(simd, buf, 1, 3, ahi, alo, out)
         v = buf[1].astype(np.int64)
         want = ((v >= ahi) | (v <= alo)).reshape(3, 32)
         got = (out[:, None] >> np.arange(32, dtype=np.uint32)) & 1

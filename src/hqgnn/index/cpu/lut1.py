@@ -21,10 +21,9 @@ import re
 import numpy as np
 from numba import njit
 
-from .simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _addr, _ir_intrinsic
+from .simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _ir_intrinsic
 
-__all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "lut_scores", "pack_lut1", "pass_masks",
-           "unpack_lut1"]
+__all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "pack_lut1", "unpack_lut1"]
 
 LUT_BLOCK = 32  # items per block of the 1-bit LUT layout (one ymm of item bytes)
 LUT_MAX_DIM = 2048  # 16-bit accumulators: d/16 steps x <= 240 per step stays below 65536
@@ -242,23 +241,6 @@ def _lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, m
 
 
 @njit(cache=True)
-def lut_scores(use_simd, items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm):
-    """Biased sums of table rows row0..row0+nq (nq = 8 or 1) x 32-item blocks blk0.. into buf (uint16) and
-    each row's max / min into mm[:nq] -- the AVX2 kernel or its portable twin. (Array-level entry for tests:
-    the search task calls the kernels with addresses computed once, see cpu.asym.lut_task.)"""
-    if use_simd:
-        a = _addr(items) + blk0 * nsteps * 64
-        t = _addr(tabs) + row0 * tabs.shape[1]
-        o = _addr(buf) + 2 * (brow * buf.shape[1] + bcol0)
-        if nq == QG:
-            _lut8_ir(a, nblk, nsteps, t, o, buf.shape[1], _addr(mm))
-        else:
-            _lut1q_ir(a, nblk, nsteps, t, o, buf.shape[1], _addr(mm))
-    else:
-        _lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm)
-
-
-@njit(cache=True)
 def _pass_portable(buf, row, nblk, ahi, alo, out):
     for b in range(nblk):
         m = 0
@@ -268,11 +250,3 @@ def _pass_portable(buf, row, nblk, ahi, alo, out):
                 m |= 1 << j
         out[b] = m
 
-
-@njit(cache=True)
-def pass_masks(use_simd, buf, row, nblk, ahi, alo, out):
-    """out[b] (uint32) bit m set where buf[row, 32 b + m] (uint16) >= ahi or <= alo, for blocks b < nblk."""
-    if use_simd:
-        _pass_ir(_addr(buf) + 2 * row * buf.shape[1], nblk, ahi, alo, _addr(out))
-    else:
-        _pass_portable(buf, row, nblk, ahi, alo, out)
