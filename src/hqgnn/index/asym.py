@@ -332,6 +332,8 @@ class AsymCodeIndex:
         tail = (np.ascontiguousarray(qs, np.float32), kernel_values(self._scale.values), self._scale.stride,
                 kernel_values(self._term.values), self._term.stride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex,
                 n_ranges, _CHUNK, self._super_chunks(), out_keys, out_ids)
+        task: Any
+        head: tuple[Any, ...]
         if self._layout == LUT1:
             qa, qb, nplanes, ma, mb, qadd, bmin, bmax = lut_planes(self._ngp, qc)
             # the kernel's per-chunk minimum matters only for a negative item or query scale (see _bound)

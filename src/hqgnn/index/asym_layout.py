@@ -133,13 +133,10 @@ def gather_rows(packed: np.ndarray, layout: str, n: int, dim: int, ngp: int, pos
 
 
 def lut_planes(ngp: int, qc: np.ndarray) -> tuple:
-    """The tables the LUT kernels read for query codes qc (``ngp`` kernel steps per item) and how to
-    combine their biased sums A, B into ip = mul_a A + mul_b B + qadd: (qa, qb, nplanes, mul_a, mul_b,
-    qadd, bmin, bmax), where mul_b B always lies in [bmin, bmax] (so A alone bounds ip).
-
-    Codes in [-8, 7] take one plane. Wider codes are split c = 16 h + l: rounded (h = (c + 8) >> 4,
-    l in [-8, 7]) for rows whose codes are <= 119 -- so |l| <= 8 and the margin that plane A leaves
-    (sum |l|) is half of truncation's -- else truncated (h = c >> 4, l = c & 15)."""
+    """The LUT kernels' tables for query codes qc (``ngp`` kernel steps per item) and how their biased sums A, B
+    make ip = mul_a A + mul_b B + qadd: (qa, qb, nplanes, mul_a, mul_b, qadd, bmin, bmax), mul_b B in [bmin, bmax].
+    Codes in [-8, 7]: one plane. Wider: c = 16 h + l, rounded (l in [-8, 7], half of truncation's margin
+    sum |l|) for rows whose codes are <= 119, else truncated (h = c >> 4, l = c & 15)."""
     b = qc.shape[0]
     cols = 2 * ngp
     q32 = qc.astype(np.int32)

@@ -119,15 +119,11 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
              out_ids):
     """One task of the 1-bit LUT search: queries [64 qt, 64 qt + 64) x item range rr (t = qt * R + rr).
 
-    ip = mul_a * A + mul_b * B + qadd[q] is the exact integer <c_u, c_i> from the biased table sums A
-    (tables qa) and, with two planes, B (tables qb); mul_b * B always lies in [bmin[q], bmax[q]], so
-    A alone bounds ip. Per (8-query group, chunk) plane A's range, the chunk's scale / term ranges
-    and that margin bound every key; a query re-scans the chunk only when the bound reaches its k-th
-    best, and then computes plane B only for the 32-item blocks holding an item whose A bound passes
-    the exact integer cut (see _cuts) -- the other blocks cannot enter its top-k. Ranking key, ties
-    (to the lower original id) and exclusions as in :func:`asym_task`. ``need_min`` False (no negative
-    item or query scale: the bound only needs each chunk's max) runs the kernel without the minimum,
-    and the sums' floor 0 stands in for it.
+    ip = mul_a A + mul_b B + qadd[q] from the biased table sums A (tables qa) and, with two planes, B (qb);
+    mul_b B lies in [bmin[q], bmax[q]], so A alone bounds ip. A query re-scans a chunk only when A's range
+    and the chunk's scale / term ranges bound a key that reaches its k-th best, and then looks up plane B
+    only for the 32-item blocks holding an item past the exact integer cut (_cuts) on A. Keys, ties and
+    exclusions as in :func:`asym_task`. ``need_min`` False (no negative scale): max-only kernel, floor 0.
     """
     B = qs.shape[0]
     q0, q1, ch0, ch1 = _task_range(t, B, n, n_ranges, chunk)
