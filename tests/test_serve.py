@@ -109,7 +109,7 @@ def test_answers_match_the_documented_schemas(client: TestClient) -> None:
     Metadata.model_validate(client.get("/metadata").json())
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {"/health", "/metadata", "/recommend", "/recommend/batch", "/similar-items",
-                                  "/admin/reload"}
+                                  "/admin/reload", "/recommend/by-items", "/users", "/items"}
     ok = spec["paths"]["/recommend/batch"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {"$ref": "#/components/schemas/BatchResponse"}
 
