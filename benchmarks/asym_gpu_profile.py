@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--backend", default="auto", help="auto (triton on CUDA) | torch (on CPU: a smoke test of the torch path)")
-    ap.add_argument("--gpu-set", default="", help="searcher launch attributes, e.g. scatter=1,one_dot=0,block_q=64")
+    ap.add_argument("--gpu-set", default="", help="searcher launch attributes, e.g. block_q=128,warps=8")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -71,7 +71,7 @@ def main() -> None:
            "query_bits": args.query_bits, "k": args.k, "value_dtype": "float16", "format": fmt.to_dict(),
            "bytes_per_item": index.memory_bytes() / args.items,
            "launch": {a: getattr(index._gpu, a, None) for a in ("block_q", "warps", "tile", "group", "zero_one",
-                                                                   "scatter", "one_dot", "threshold_fraction")}, "threshold_fraction": index._gpu.threshold_fraction
+                                                                   "threshold_fraction")}, "threshold_fraction": index._gpu.threshold_fraction
            if index._gpu is not None else None, "by_queries": {},
            "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
     for nq in counts:

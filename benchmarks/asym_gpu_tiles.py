@@ -57,7 +57,7 @@ def main() -> None:
     from hqgnn.index import CodeFormat, build_index
     from hqgnn.index.queries import prepare_queries
     from hqgnn.index import QueryCodes  # noqa: E402
-    from hqgnn.index.reference import reference_asym_search_torch
+    from bench_common import reference_asym_search_torch
 
     dev = args.device
     interpret = args.backend == "triton" and not dev.startswith("cuda")

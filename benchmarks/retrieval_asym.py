@@ -137,7 +137,7 @@ def run_asym_bench(items: int, dim: int, bits: int, query_bits: int, queries: in
     from hqgnn.index.asym_layout import scale_order_of
     from hqgnn.index.queries import prepare_queries
     from hqgnn.index.reference import reference_asym_search
-    from hqgnn.index.reference import reference_asym_search_torch
+    from bench_common import reference_asym_search_torch
 
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():

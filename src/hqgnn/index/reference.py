@@ -1,15 +1,14 @@
-"""Brute-force float64 reference top-k every fast path is tested against (NumPy, and torch on a device for large
-benchmarks): every format (float or b-bit queries, item scales and terms)."""
+"""Brute-force float64 reference top-k every fast path is tested against (NumPy; the same on a GPU for large
+benchmarks is ``benchmarks/bench_common.reference_asym_search_torch``): every format."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from .common import ArrayLike, DeviceLike, ExcludeLike, ScaleLike, normalize_exclusion, to_numpy
+from .common import ArrayLike, ExcludeLike, ScaleLike, normalize_exclusion, to_numpy
 from .common import normalize_item_scale, normalize_item_term, normalize_query_scale
 
-__all__ = ["reference_asym_scores", "reference_asym_search", "reference_asym_search_torch", "reference_search"]
+__all__ = ["reference_asym_scores", "reference_asym_search", "reference_search"]
 
 
 def reference_search(query_codes: ArrayLike, item_codes: ArrayLike, k: int, query_scales: ScaleLike = None,
@@ -71,45 +70,4 @@ def reference_asym_search(queries: ArrayLike, item_codes: ArrayLike, k: int, ite
             order = order[key[r, order] > -np.inf]
             ids[r0 + r, : order.size] = order
             scores[r0 + r, : order.size] = key[r, order].astype(np.float32)
-    return scores, ids
-
-
-def reference_asym_search_torch(queries: ArrayLike, item_codes: ArrayLike, k: int, item_scale: ScaleLike = None,
-                                item_term: ScaleLike = None, query_scales: ScaleLike = None, device: DeviceLike = "cpu",
-                                block: int = 256, float_queries: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`hqgnn.index.reference.reference_asym_search`, computed with torch on ``device``.
-
-    The same float64 keys, ``(ip * s_i) * s_u + t_i`` for integer queries (ip integer-valued, so exact in
-    any summation order; eager elementwise ops, so no fused multiply-add) and ``ip * s_i + t_i`` for float
-    queries (ip = the float64 dot of float32 queries with integer codes: exact products, and a sum exact in
-    float64 whenever the query's entries span less than 2^(29 - log2 d), as for the NumPy reference), and
-    the same order (key descending, id ascending, ties at the k-th key resolved exactly). No exclusion.
-    Returns numpy (scores float32, ids int64).
-    """
-    dev = torch.device(device)
-    ic = torch.as_tensor(to_numpy(item_codes)).to(dev, torch.float64)
-    n = ic.shape[0]
-    q = to_numpy(queries)
-    b = q.shape[0]
-    s_i = torch.as_tensor(normalize_item_scale(item_scale, n).dense(n).astype(np.float64), device=dev)
-    t_i = torch.as_tensor(normalize_item_term(item_term, n).dense(n).astype(np.float64), device=dev)
-    s_u = torch.as_tensor(normalize_query_scale(None if float_queries else query_scales, b).astype(np.float64),
-                          device=dev)
-    kk = min(k, n)
-    ids = np.full((b, k), -1, np.int64)
-    scores = np.full((b, k), -np.inf, np.float32)
-    for r0 in range(0, b, block):
-        r1 = min(b, r0 + block)
-        ip = torch.as_tensor(q[r0:r1]).to(dev, torch.float64) @ ic.T
-        key = ip * s_i[None, :] + t_i[None, :] if float_queries else (ip * s_i[None, :]) * s_u[r0:r1, None] + t_i[None, :]
-        thr = torch.topk(key, kk, dim=1).values[:, -1:]
-        rows, cols = torch.nonzero(key >= thr, as_tuple=True)  # row-major: ids ascending within a row
-        vals = key[rows, cols]
-        order = torch.sort(-vals, stable=True).indices  # key descending, ties keep id order
-        order = order[torch.sort(rows[order], stable=True).indices]  # then grouped by row
-        r, c, v = rows[order].cpu().numpy(), cols[order].cpu().numpy(), vals[order].cpu().numpy()
-        rank = np.arange(r.size) - np.searchsorted(r, np.arange(r1 - r0))[r]
-        keep = rank < kk
-        ids[r0 + r[keep], rank[keep]] = c[keep]
-        scores[r0 + r[keep], rank[keep]] = v[keep].astype(np.float32)
     return scores, ids

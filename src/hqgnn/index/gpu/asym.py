@@ -84,8 +84,6 @@ class AsymTorchSearcher:
     block_q = 64
     warps = 4
     zero_one = True
-    one_dot = False  # packed 0/1 items: one dot over all words per tile, queries read once per program
-    scatter = False  # EMIT: every hit of a tile stored at once (slots by a row cumsum), not one per row per round
     # threshold pass over the first ceil(f x groups) item groups only (at least k + #excluded of them):
     # the (k + e)-th largest group max of any subset of groups is still a lower bound of the true k-th
     # best key (k + e distinct items reach it), just a looser one, so pass 2 emits more candidates
@@ -382,5 +380,4 @@ def _launch(eng: AsymTorchSearcher, q8: T, su32: T, thr32: T | None, cap: int, c
         q8, x, eng.scales, eng.terms, su32, qsum, thr32 if emit else dummy, dummy if emit else gmax,
         counts if emit else dummy, cand_ids if emit else dummy, b, n, ngroups, cap, q8.stride(0),
         x.stride(0), ss, ts, D=d, BK=bk, BQ=bq, BN=eng.tile, TILES=eng.group, EMIT=emit,
-        PACKED=eng.packed, ZERO_ONE=zero_one, SCATTER=bool(eng.scatter),
-        DW=(1 << (d // 32 - 1).bit_length()) if (zero_one and eng.one_dot) else 0, num_warps=int(eng.warps))
+        PACKED=eng.packed, ZERO_ONE=zero_one, num_warps=int(eng.warps))

@@ -31,11 +31,11 @@ if triton is not None:
     def asym_scan_kernel(Q, X, S, T, SU, QSUM, THR, GMAX, CNT, OUT_ID, B, N, ngroups, cap, stride_q, stride_x,
                          s_stride, t_stride, D: tl.constexpr, BK: tl.constexpr, BQ: tl.constexpr,
                          BN: tl.constexpr, TILES: tl.constexpr, EMIT: tl.constexpr, PACKED: tl.constexpr,
-                         ZERO_ONE: tl.constexpr, SCATTER: tl.constexpr = False, DW: tl.constexpr = 0):
+                         ZERO_ONE: tl.constexpr):
         """Program (i, j) = queries [BQ i, BQ i + BQ) x group j of TILES tiles of BN items.
         key = fl(fl(fl(<q, x>) * s_i) * s_u) + t_i from an exact int8 tensor-core dot. EMIT=False:
         store each (query, group) max key in GMAX; EMIT=True: append the id of every item whose key
-        reaches THR[query] to the query's buffer (same structure as gpu.sym_triton.scan_kernel).
+        reaches THR[query] to the query's buffer.
         PACKED: X is int32 words (D / 32, N) (row stride stride_x), BK = 32, one word row per dot;
         else int8 codes (N, D). ZERO_ONE (packed only): bits expand to a 0/1 operand and
         ip = 2 <q, bits> - QSUM[query] (the int32 sum of the query's codes), exact like the +-1 form.
@@ -53,22 +53,12 @@ if triton is not None:
             thr = tl.load(THR + rq, mask=qmask, other=float("inf"))
         else:
             gmax = tl.full([BQ], float("-inf"), dtype=tl.float32)
-        if DW > 0:  # packed 0/1 items, one dot of all DW words (a power of 2): the queries are read once
-            dq = tl.arange(0, DW * 32)
-            qall = tl.load(Q + rq[:, None] * stride_q + dq[None, :], mask=qmask[:, None] & (dq < D)[None, :], other=0)
-            wr = tl.arange(0, DW)
-            sh = tl.arange(0, 32)
         for t in range(TILES):
             tile = pid_n * TILES + t
             rn = tile * BN + cols
             nmask = rn < N
             ip = tl.zeros([BQ, BN], dtype=tl.int32)
-            if DW > 0:
-                w2 = tl.load(X + wr[:, None] * stride_x + rn[None, :], mask=(wr < D // 32)[:, None] & nmask[None, :],
-                             other=0)
-                bits = tl.reshape(((w2[:, None, :] >> sh[None, :, None]) & 1).to(tl.int8), (DW * 32, BN))
-                ip = tl.dot(qall, bits, out_dtype=tl.int32)
-            for k0 in tl.static_range(0, D if DW == 0 else 0, BK):
+            for k0 in tl.static_range(0, D, BK):
                 q = tl.load(Q + rq[:, None] * stride_q + (k0 + rd)[None, :], mask=qmask[:, None], other=0)
                 if PACKED:
                     w = tl.load(X + (k0 // 32) * stride_x + rn, mask=nmask, other=0)
@@ -86,15 +76,7 @@ if triton is not None:
             # items past N: term -inf, so their key is -inf (no mask on every key of the tile)
             tt = tl.load(T + rn * t_stride, mask=nmask, other=float("-inf")).to(tl.float32)
             key = (ip.to(tl.float32) * s[None, :]) * su[:, None] + tt[None, :]
-            if EMIT and SCATTER:
-                hit = ((key >= thr[:, None]) & nmask[None, :]).to(tl.int32)
-                rowcnt = tl.sum(hit, axis=1)
-                if tl.max(rowcnt, axis=0) > 0:  # every hit of the tile at once: slots from a running count
-                    base = tl.atomic_add(CNT + rq, rowcnt, mask=rowcnt > 0, sem="relaxed")
-                    slot = base[:, None] + tl.cumsum(hit, axis=1) - 1
-                    tl.store(OUT_ID + rq[:, None] * cap + slot, (tile * BN + cols)[None, :],
-                             mask=(hit > 0) & (slot < cap))
-            elif EMIT:
+            if EMIT:
                 hit = ((key >= thr[:, None]) & nmask[None, :]).to(tl.int32)
                 rowcnt = tl.sum(hit, axis=1)
                 while tl.max(rowcnt, axis=0) > 0:  # hits are rare: one per row per round
