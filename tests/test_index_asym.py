@@ -201,12 +201,13 @@ def test_float_queries_candidate_growth():
     check(index, x, None, 10, codes, None, None, exclude=random_exclusion(rng, 6, n))
 
 
-def test_quantize_float_queries_bound():
+@pytest.mark.parametrize("qmax", [127, 119])  # the GPU's and the CPU's candidate codes
+def test_quantize_float_queries_bound(qmax):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 33)).astype(np.float32)
     x[0] = 0
-    codes, delta, resid = quantize_float_queries(x)
-    assert np.abs(codes).max() <= 127 and delta[0] == 1.0
+    codes, delta, resid = quantize_float_queries(x, qmax)
+    assert np.abs(codes).max() == qmax and delta[0] == 1.0
     np.testing.assert_allclose(resid, np.abs(x - delta[:, None] * codes).sum(1), rtol=1e-5, atol=1e-7)
     assert (np.abs(x - delta[:, None] * codes) <= delta[:, None] / 2 * (1 + 1e-6)).all()
 

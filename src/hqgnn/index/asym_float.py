@@ -9,6 +9,7 @@ import numpy as np
 from .asym_layout import gather_rows
 from .common import Exclusion, subset_exclusion
 from .packing import code_range
+from .queries import quantize_float_queries
 
 __all__ = ["search_float", "to_scores"]
 
@@ -28,7 +29,7 @@ def search_float(index: Any, x: np.ndarray, k: int, ex: Exclusion | None) -> tup
     hqgnn.index.asym): the 8-bit search returns K' candidates, re-scored exactly; accepted once the K'-th
     approximate key plus the error bound is below the exact k-th best candidate; otherwise K' doubles for that query."""
     b = x.shape[0]
-    qc, delta, resid = _quantize(x)
+    qc, delta, resid = quantize_float_queries(x, _QMAX)
     cmaxabs = float(max(abs(v) for v in code_range(index.item_bits)))
     smax = float(np.abs(index._scale.values.astype(np.float64)).max()) if index._scale.values.size else 0.0
     tabs = float(np.abs(index._term.values.astype(np.float64)).max()) if index._term.values.size else 0.0
@@ -52,16 +53,6 @@ def search_float(index: Any, x: np.ndarray, k: int, ex: Exclusion | None) -> tup
         todo = todo[~done]
         kk = min(index.n, 2 * kk)
     return out_s, out_i
-
-
-def _quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Max-abs symmetric codes in [-119, 119] of the candidate pass: (codes int8, Delta (B,) float32,
-    ||x - Delta q||_1 (B,) float64); Delta = max|x| / 119 (1 for a zero row)."""
-    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    delta = np.where(amax > 0, amax / np.float32(_QMAX), np.float32(1)).astype(np.float32)
-    codes = np.clip(np.rint(x / delta[:, None]), -_QMAX, _QMAX).astype(np.int8)
-    resid = np.abs(x.astype(np.float64) - delta.astype(np.float64)[:, None] * codes).sum(axis=1)
-    return codes, delta, resid
 
 
 def _rescore(index: Any, x: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

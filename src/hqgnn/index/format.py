@@ -194,8 +194,3 @@ class CodeFormat:
             return cls(**d)
         except TypeError as exc:  # a missing required field
             raise ValueError(str(exc)) from None
-
-    def describe(self) -> str:
-        """A short human description, e.g. ``1-bit items x float queries, d=64, 12 B/item``."""
-        q = "float queries" if self.float_queries else f"{self.query_bits}-bit queries"
-        return f"{self.item_bits}-bit items x {q}, d={self.dim}, {self.item_bytes:g} B/item"

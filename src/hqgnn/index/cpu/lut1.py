@@ -21,7 +21,7 @@ import re
 import numpy as np
 from numba import njit
 
-from .simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _ir_intrinsic
+from .simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _ir_intrinsic, ir_parses
 
 __all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "pack_lut1", "unpack_lut1"]
 
@@ -194,19 +194,8 @@ def _gen_pass_ir() -> str:
     return "\n".join(L) + "\n"
 
 
-def _lut_ir_parses() -> bool:
-    try:
-        import llvmlite.binding as llvm
-
-        for nq, with_min in ((QG, True), (QG, False), (1, True)):
-            llvm.parse_assembly(_gen_lut_ir(nq, with_min)).verify()
-        llvm.parse_assembly(_gen_pass_ir()).verify()
-        return True
-    except Exception:  # pragma: no cover - depends on the llvmlite build
-        return False
-
-
-_CODEGEN_LUT = _CODEGEN_AVX2 and _lut_ir_parses()
+_CODEGEN_LUT = _CODEGEN_AVX2 and ir_parses(lambda: _gen_lut_ir(QG, True), lambda: _gen_lut_ir(QG, False),
+                                           lambda: _gen_lut_ir(1, True), _gen_pass_ir)
 HAVE_LUT_SIMD: bool = HAVE_AVX2 and _CODEGEN_LUT
 
 

@@ -8,6 +8,7 @@ they run when the host has no AVX2, and the tests use them to cross-check the IR
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import numpy as np
 from llvmlite import ir
@@ -34,13 +35,14 @@ def _target_has_avx2() -> bool:
         return False
 
 
-def _ir_parses() -> bool:
-    """The IR uses opaque pointers (LLVM >= 15); older llvmlite builds fall back to portable code."""
+def ir_parses(*texts: Callable[[], str]) -> bool:
+    """Do the kernels' IR texts parse and verify? They use opaque pointers (LLVM >= 15); older llvmlite
+    builds fall back to portable code."""
     try:
         import llvmlite.binding as llvm
 
-        llvm.parse_assembly(_gen_u4_ir()).verify()
-        llvm.parse_assembly(_gen_s8_ir()).verify()
+        for text in texts:
+            llvm.parse_assembly(text()).verify()
         return True
     except Exception:  # pragma: no cover - depends on the llvmlite build
         return False
@@ -199,7 +201,7 @@ def _gen_s8_ir() -> str:
 
 # Whether the intrinsics below emit the AVX2 IR. It depends only on the compile target (never on
 # an environment switch), so a cached kernel always matches it; HAVE_AVX2 is the runtime choice.
-_CODEGEN_AVX2: bool = _target_has_avx2() and _ir_parses()
+_CODEGEN_AVX2: bool = _target_has_avx2() and ir_parses(lambda: _gen_u4_ir(), lambda: _gen_s8_ir())
 HAVE_AVX2: bool = _CODEGEN_AVX2 and os.environ.get("HQGNN_DISABLE_SIMD", "").strip() in ("", "0")
 
 
