@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 
 from .common import ArrayLike, ExcludeLike, ScaleLike, to_numpy
 from .format import CodeFormat
@@ -143,25 +142,11 @@ def search_rerank(
     c = max(int(candidates), int(k))
     queries = query_codes if query_scales is None else QueryCodes(query_codes, query_scales)
     _, cand = index.search(queries, c, exclude=exclude)
-    if index.device != "cpu":
-        return _rerank_torch(index, cand, query_float, item_float, k)
-    qf = np.asarray(to_numpy(query_float), dtype=np.float64)
-    if qf.ndim == 1:
-        qf = qf[None, :]
-    xf = np.asarray(to_numpy(item_float))
-    b = cand.shape[0]
-    valid = cand >= 0
-    s = np.einsum("bd,bcd->bc", qf, xf[np.where(valid, cand, 0)].astype(np.float64))
-    s[~valid] = -np.inf
-    order = np.lexsort((np.where(valid, cand, np.iinfo(np.int64).max), -s), axis=-1)[:, :k]
-    scores = np.take_along_axis(s, order, 1)
-    ids = np.take_along_axis(cand, order, 1)
-    ids[np.isneginf(scores)] = -1
-    out_s = np.full((b, k), -np.inf, np.float32)
-    out_i = np.full((b, k), -1, np.int64)
-    out_s[:, : scores.shape[1]] = scores
-    out_i[:, : ids.shape[1]] = ids
-    return out_s, out_i
+    import torch
+
+    on_host = index.device == "cpu"
+    scores, ids = _rerank_torch(index, torch.from_numpy(cand) if on_host else cand, query_float, item_float, k)
+    return (scores.numpy(), ids.numpy()) if on_host else (scores, ids)
 
 
 def _rerank_torch(index: Index, cand: Any, query_float: ArrayLike, item_float: ArrayLike, k: int) -> tuple[Any, Any]:
@@ -170,8 +155,8 @@ def _rerank_torch(index: Index, cand: Any, query_float: ArrayLike, item_float: A
 
     from ..topk import stable_topk
 
-    qf = torch.as_tensor(query_float, device=index.device).to(torch.float64)
-    xf = torch.as_tensor(item_float, device=index.device)
+    qf = torch.as_tensor(to_numpy(query_float), device=index.device).to(torch.float64).reshape(cand.shape[0], -1)
+    xf = torch.as_tensor(to_numpy(item_float), device=index.device)
     # sort candidates by id first so stable_topk's column tie-break is the id tie-break
     ids = torch.sort(torch.where(cand >= 0, cand, torch.full_like(cand, index.n)), dim=1).values
     valid = ids < index.n
