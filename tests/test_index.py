@@ -140,7 +140,7 @@ def test_packing_roundtrips(d: int) -> None:
 
 
 # ------------------------------------------------------------- exactness: every format x every backend
-CPU_BACKENDS = ["numba", "numba-portable", "torch", "torch-two-phase"]
+CPU_BACKENDS = ["numba", "numba-portable", "torch"]
 GPU_BACKENDS = [pytest.param(b, marks=needs_cuda) for b in ("cuda-torch", "cuda-triton", "cuda-triton-int8")]
 
 
@@ -153,7 +153,6 @@ def build(backend: str, codes: np.ndarray, fmt: CodeFormat, scale) -> Index:
         return index
     if backend.startswith("torch"):
         index = build_index(codes, fmt, scale=scale, backend="torch")
-        index._gpu.method = "two_phase" if backend == "torch-two-phase" else "exact"
         return index
     if backend.startswith("cuda-triton"):
         from hqgnn.index.gpu.asym import triton_asym_available

@@ -310,26 +310,21 @@ def _torch_index(codes, scale, item_bits, term, query_bits, device, backend, met
     return index
 
 
-@pytest.mark.parametrize("method,cap,fraction", [("exact", None, 1.0), ("two_phase", None, 1.0), ("two_phase", 4, 1.0),
-                                                 ("two_phase", None, 0.25), ("two_phase", 64, 0.1)])
 @pytest.mark.parametrize("item_bits,query_bits,d", [(1, 4, 64), (1, 0, 96), (4, 8, 112), (8, 0, 48)])
-def test_torch_backend_on_cpu(item_bits, query_bits, d, method, cap, fraction):
-    """The GPU algorithm (threshold pass, candidate buffer incl. overflow, exact select) on CPU;
-    ``fraction`` < 1: the threshold from the first groups only (33 groups of 64 items here)."""
+def test_torch_backend_on_cpu(item_bits, query_bits, d):
+    """The torch backend's chunked float64 search (the two-phase search is the Triton kernels', tested in
+    Triton's interpreter below)."""
     rng = np.random.default_rng(d + item_bits)
     n = 2100
     codes = item_codes(rng, n, d, item_bits)
     scale, term = make_scale(rng, n, "row"), make_term(rng, n, "row")
-    index = _torch_index(codes, scale, item_bits, term, query_bits, "cpu", "torch", method, cap)
-    index._gpu.threshold_fraction = fraction  # 1.0: every group; the default is 0.25
-    if fraction < 1.0:
-        index._gpu.tile, index._gpu.group = 32, 2
+    index = _torch_index(codes, scale, item_bits, term, query_bits, "cpu", "torch", "exact", None)
     q, qs = make_queries(rng, 13, d, query_bits)
     check(index, q, qs, 9, codes, scale, term)
     check(index, q, qs, 9, codes, scale, term, exclude=random_exclusion(rng, 13, n))
 
 
-CUDA_BACKENDS = [pytest.param(b, marks=needs_cuda) for b in ("cuda-torch", "cuda-exact", "cuda-triton")]
+CUDA_BACKENDS = [pytest.param(b, marks=needs_cuda) for b in ("cuda-exact", "cuda-triton")]
 
 
 @pytest.mark.parametrize("backend", CUDA_BACKENDS)
@@ -345,16 +340,16 @@ def test_cuda_backends(item_bits, query_bits, d, backend):
             index = AsymCodeIndex(codes, scale, item_bits, term, query_bits=query_bits, device="cuda",
                                      backend="triton")
         else:
-            index = _torch_index(codes, scale, item_bits, term, query_bits, "cuda", "torch",
-                                 "exact" if backend == "cuda-exact" else "two_phase", None)
+            index = _torch_index(codes, scale, item_bits, term, query_bits, "cuda", "torch", "exact", None)
         q, qs = make_queries(rng, 70, d, query_bits)
         s, i = index.search(QueryCodes(q, qs), 20)
         assert s.device.type == "cuda"
         check(index, q, qs, 20, codes, scale, term)
         check(index, q, qs, 20, codes, scale, term, exclude=random_exclusion(rng, 70, n, 0.01))
         check(index, q, qs, n + 5, codes, scale, term)  # k > n
-        index._gpu.cap = 8  # forced buffer overflow -> exact redo
-        check(index, q, qs, 20, codes, scale, term)
+        if backend == "cuda-triton":
+            index._gpu.cap = 8  # forced buffer overflow -> exact redo
+            check(index, q, qs, 20, codes, scale, term)
 
 
 def test_lut_kernel_is_built_where_avx2_is():
@@ -446,7 +441,7 @@ def test_torch_searcher_layouts_on_cpu(packed, query_bits):
     for scale, term in [(f16, make_term(rng, n, "row")), (make_scale(rng, n, "row"), None), (None, 0.25)]:
         sd = np.ones(n, np.float32) if scale is None else scale
         td = np.zeros(n, np.float32) if term is None else np.broadcast_to(np.float32(term), (n,))
-        for method in ("exact", "two_phase"):
+        for method in ("exact",):
             g = AsymTorchSearcher(codes, sd, td, 1, "cpu", method=method, packed=packed)
             g.tile, g.group = 32, 2  # many small groups: a real threshold, not -inf
             q, qs = make_queries(rng, 11, d, query_bits)
@@ -717,37 +712,6 @@ def test_torch_reference_equals_the_numpy_reference_with_ties(item_bits, query_b
                                                                   float_queries=fq)[1])
 
 
-@pytest.mark.parametrize("query_bits", [0, 4])
-def test_device_candidate_rescore_is_sliced_and_exact(monkeypatch, query_bits):
-    """The device path's float64 re-score of the candidates gathers (queries, candidates, d) rows in
-    bounded slices (a d = 256 layer-wise code with float queries once asked for 32 GiB): same results
-    with a tiny slice budget, every query against the float64 brute force."""
-    from hqgnn.index.gpu import topk as candidates
-
-    rng = np.random.default_rng(11)
-    n, d = 3000, 256
-    codes = item_codes(rng, n, d, 1)
-    scale = make_scale(rng, n, "row")
-    term = make_term(rng, n, "row")
-    index = AsymCodeIndex(codes, scale, 1, term, query_bits=query_bits, device="cpu", backend="torch")
-    index._gpu.method = "two_phase"  # CUDA's path (on the host the default is the plain chunked scan)
-    q, qs = make_queries(rng, 23, d, query_bits)
-    full = check(index, q, qs, 20, codes, scale, term)
-    monkeypatch.setattr(candidates, "GATHER_ELEMS", 3 * d)  # a few rows of candidates at a time
-    gathers = []
-    real_rows = type(index._gpu)._rows
-
-    def counting_rows(self, idx):
-        if isinstance(idx, torch.Tensor):
-            gathers.append(idx.shape[0])
-        return real_rows(self, idx)
-
-    monkeypatch.setattr(type(index._gpu), "_rows", counting_rows)
-    sliced = check(index, q, qs, 20, codes, scale, term)
-    np.testing.assert_array_equal(full[1], sliced[1])
-    assert len(gathers) > 1 and max(gathers) < len(q)  # the re-score ran, in slices of queries
-
-
 def test_gpu_layout_int8_is_exact_and_holds_one_byte_per_dimension():
     rng = np.random.default_rng(12)
     n, d = 1500, 64
@@ -763,3 +727,12 @@ def test_gpu_layout_int8_is_exact_and_holds_one_byte_per_dimension():
         check(index, q, qs, 10, codes, scale, term)
     with pytest.raises(ValueError, match="gpu_layout"):
         AsymCodeIndex(codes, scale, 1, term, device="cpu", backend="torch", gpu_layout="int4")
+
+
+def test_two_phase_needs_triton():
+    from hqgnn.index.gpu.asym import AsymTorchSearcher
+
+    codes = np.ones((40, 16), np.int8)
+    with pytest.raises(ValueError, match="two_phase"):
+        AsymTorchSearcher(codes, np.ones(40, np.float32), np.zeros(40, np.float32), 1, "cpu", method="two_phase")
+    assert AsymTorchSearcher(codes, np.ones(40, np.float32), np.zeros(40, np.float32), 1, "cpu").method == "exact"

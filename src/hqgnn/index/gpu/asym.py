@@ -1,6 +1,7 @@
-"""Torch (any device) and Triton (CUDA) exact asymmetric top-k: threshold pass, fused candidate scan, exact select.
+"""Exact top-k on a torch device: the Triton two-phase search (threshold pass, fused candidate scan, exact select), or
+the chunked float64 scan (torch alone).
 
-Mirrors :mod:`hqgnn.index.gpu.sym` with the asymmetric key ``(ip * s_i) * s_u + t_i``:
+The key is ``(ip * s_i) * s_u + t_i`` (integer queries) or ``dot64(x, c_i) * s_i + t_i`` (float queries):
 
 * ``exact``: items in chunks, float64 keys (integer queries: the exact integer inner product by a
   float32 matmul, exact while |ip| < 2^24; float queries: a float64 matmul), running top-k merged
@@ -15,8 +16,8 @@ Mirrors :mod:`hqgnn.index.gpu.sym` with the asymmetric key ``(ip * s_i) * s_u + 
   on the device (as on CPU) for passes 1-2 and re-scored with the float query in pass 3. On CUDA passes
   1-2 are one Triton kernel (int8 tensor-core dot + epilogue) and pass 3 another (float64 keys straight
   from the packed words of the candidates); the host waits once per search, for the number of buffer
-  columns in use. The torch version runs anywhere and the tests check the algorithm with it on CPU (and
-  the Triton kernels in their CPU interpreter).
+  columns in use. The tests run both kernels in Triton's CPU interpreter; without Triton (the torch
+  backend) the search is ``exact``.
 
 Storage: 1-bit items are bit-packed (``packed=True``, default): d/32 int32 words per item,
 word-major (W, n); the kernel expands a tile's words to the +-1 int8 operand in registers, and
@@ -36,12 +37,10 @@ from ..common import Exclusion, compact_values
 from ..packing import WORD, pack_words, unpack_words
 from .topk import (
     LazyKernel,
-    append_candidates,
     exclusion_rows,
     exclusion_slice,
     exclusion_tensors,
     float32_at_most,
-    gathered_dot,
     running_topk,
     sorted_candidates,
     top_candidates,
@@ -117,9 +116,10 @@ class AsymTorchSearcher:
         self.use_triton = bool(use_triton)
         if self.use_triton and not triton_asym_available():
             raise RuntimeError("triton backend requested but Triton/CUDA is not available")
-        self.method = method or ("two_phase" if self.device.type == "cuda" else "exact")
-        if self.method not in ("exact", "two_phase"):
-            raise ValueError(f"method must be 'exact' or 'two_phase', got {self.method!r}")
+        # the two-phase search is the Triton kernels' (on CUDA, or in Triton's CPU interpreter for the tests)
+        self.method = method or ("two_phase" if self.use_triton else "exact")
+        if self.method not in ("exact", "two_phase") or (self.method == "two_phase" and not self.use_triton):
+            raise ValueError(f"method must be 'exact', or 'two_phase' with Triton; got {self.method!r}")
 
     # --------------------------------------------------------------------------- search
     def search(self, q: np.ndarray | torch.Tensor, k: int, qs: np.ndarray | None, ex: Exclusion | None,
@@ -174,16 +174,13 @@ class AsymTorchSearcher:
         assert items is not None
         return items
 
-    def _keys64(self, q8: T, xf: T | None, su: T, cols: slice | T) -> torch.Tensor:
-        """Exact float64 keys of items ``cols`` (a slice, or (B, m) ids) -- the reference formula."""
-        if isinstance(cols, slice):
-            if xf is not None:
-                dot = xf.to(torch.float64) @ self._rows(cols).to(torch.float64).T
-            else:
-                dt = self._ip_dtype()
-                dot = (q8.to(dt) @ self._rows(cols).to(dt).T).to(torch.float64)
-        else:  # (B, m) candidate ids: their rows gathered in bounded query slices
-            dot = gathered_dot(self._rows, cols, xf if xf is not None else q8, torch.float64)
+    def _keys64(self, q8: T, xf: T | None, su: T, cols: slice) -> torch.Tensor:
+        """Exact float64 keys of the items ``cols`` -- the reference formula."""
+        if xf is not None:
+            dot = xf.to(torch.float64) @ self._rows(cols).to(torch.float64).T
+        else:
+            dt = self._ip_dtype()
+            dot = (q8.to(dt) @ self._rows(cols).to(dt).T).to(torch.float64)
         s = self._item_values(self.scales, cols, torch.float64)
         t = self._item_values(self.terms, cols, torch.float64)
         if xf is not None:
@@ -194,13 +191,11 @@ class AsymTorchSearcher:
         """int8 codes (*, dpad) of items ``idx``: unpacked on the fly from the words when packed."""
         return unpack_words(self._items, idx) if self.packed else self._items[idx]
 
-    def _item_values(self, vals: torch.Tensor, cols: slice | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Scales / terms of ``cols`` shaped to broadcast against (B, m) keys: (1, m) for a slice,
-        (B, m) for ids, (1, 1) when a single value is stored."""
+    def _item_values(self, vals: torch.Tensor, cols: slice, dtype: torch.dtype) -> torch.Tensor:
+        """Scales / terms of ``cols`` shaped (1, m) to broadcast against (B, m) keys ((1, 1): one stored value)."""
         if vals.numel() == 1 and self.n != 1:
             return vals.to(dtype).view(1, 1)
-        v = vals[cols].to(dtype)
-        return v[None, :] if isinstance(cols, slice) else v
+        return vals[cols].to(dtype)[None, :]
 
     def host_codes(self) -> np.ndarray:
         """int8 (n, d) codes on the host, item order, rebuilt from the device a chunk at a time."""
@@ -281,58 +276,26 @@ class AsymTorchSearcher:
             ids[over] = oi
         return keys, ids
 
-    def _keys32(self, q8: T, su32: T, c0: int, c1: int) -> torch.Tensor:
-        """float32 keys as the fused kernel computes them: fl(fl(fl(ip) * s_i) * s_u) + t_i."""
-        dt = self._ip_dtype()
-        ip = (q8.to(dt) @ self._rows(slice(c0, c1)).to(dt).T).to(torch.float32)
-        cols = slice(c0, c1)
-        s = self._item_values(self.scales, cols, torch.float32)
-        return (ip * s) * su32[:, None] + self._item_values(self.terms, cols, torch.float32)
-
     def _group_max(self, q8: T, su32: T, groups: int) -> torch.Tensor:
         """(B, groups) max float32 key of each of the first ``groups`` groups of tile x group items."""
-        b = q8.shape[0]
-        g = self.tile * self.group
-        n = min(self.n, groups * g)
-        if self.use_triton:
-            gmax = torch.empty((b, groups), dtype=torch.float32, device=self.device)
-            _launch(self, q8, su32, None, 0, None, None, gmax=gmax, n_items=n)
-            return gmax
-        step = max(g, (self._chunk_items(b) // g) * g)
-        out = []
-        for c0 in range(0, n, step):
-            c1 = min(n, c0 + step)
-            key = self._keys32(q8, su32, c0, c1)
-            pad = (-(c1 - c0)) % g
-            if pad:
-                key = torch.cat([key, torch.full((b, pad), float("-inf"), device=self.device)], 1)
-            out.append(key.view(b, -1, g).amax(-1))
-        return torch.cat(out, 1)
+        gmax = torch.empty((q8.shape[0], groups), dtype=torch.float32, device=self.device)
+        _launch(self, q8, su32, None, 0, None, None, gmax=gmax, n_items=min(self.n, groups * self.tile * self.group))
+        return gmax
 
     def _collect(self, q8: T, su32: T, thr32: T, cap: int) -> TopK:
         """Ids of every item whose float32 key reaches thr (per query, first ``cap`` kept; slots past a
         query's count are left unwritten)."""
-        b = q8.shape[0]
-        counts = torch.zeros(b, dtype=torch.int32, device=self.device)
-        cand_ids = torch.empty((b, cap), dtype=torch.int32, device=self.device)
-        if self.use_triton:
-            _launch(self, q8, su32, thr32, cap, counts, cand_ids)
-            return cand_ids, counts
-        step = self._chunk_items(b)
-        for c0 in range(0, self.n, step):
-            c1 = min(self.n, c0 + step)
-            append_candidates(self._keys32(q8, su32, c0, c1), thr32, c0, counts, cand_ids, cap)
+        counts = torch.zeros(q8.shape[0], dtype=torch.int32, device=self.device)
+        cand_ids = torch.empty((q8.shape[0], cap), dtype=torch.int32, device=self.device)
+        _launch(self, q8, su32, thr32, cap, counts, cand_ids)
         return cand_ids, counts
 
     def _select(self, q8: T, xf: T | None, su: T, cand_ids: T, counts: T, k: int, exr: Pairs, used: int) -> TopK:
         """Exact float64 keys of the candidates in the first ``used`` slots, exclusions removed, (key desc,
         id asc) top-k."""
-        ids_sorted, valid, safe = sorted_candidates(cand_ids, counts, used, self.n)
-        if self.use_triton:
-            key = torch.empty(ids_sorted.shape, dtype=torch.float64, device=self.device)
-            _rescore(self, q8 if xf is None else xf, su, ids_sorted, key)
-        else:
-            key = self._keys64(q8, xf, su, safe)
+        ids_sorted, valid = sorted_candidates(cand_ids, counts, used, self.n)
+        key = torch.empty(ids_sorted.shape, dtype=torch.float64, device=self.device)
+        _rescore(self, q8 if xf is None else xf, su, ids_sorted, key)
         return top_candidates(key, ids_sorted.to(torch.int64), valid, k, exr, self.n)
 
 

@@ -1,6 +1,6 @@
 """The one top-k toolkit of the torch searchers: excluded pairs as device tensors, the chunked exact top-k,
-float32 rounding down, and the per-query candidate buffers of the two-phase searches (append the items
-whose key reaches a threshold, then rank the candidates exactly)."""
+float32 rounding down, and the per-query candidate buffers of the two-phase search (the Triton scan appends
+the items whose key reaches a threshold; these rank the candidates exactly)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 from ...topk import stable_topk
 from ..common import Exclusion
 
-__all__ = ["LazyKernel", "append_candidates", "exclusion_rows", "exclusion_slice", "exclusion_tensors", "float32_at_most", "gathered_dot", "running_topk", "sorted_candidates", "top_candidates"]
+__all__ = ["LazyKernel", "exclusion_rows", "exclusion_slice", "exclusion_tensors", "float32_at_most", "running_topk",
+           "sorted_candidates", "top_candidates"]
 
 
 Pairs = tuple[torch.Tensor, torch.Tensor]  # (query rows, item cols) of the excluded pairs, sorted by col
@@ -89,39 +90,15 @@ def float32_at_most(thr: torch.Tensor) -> torch.Tensor:
     return torch.where(thr32.to(torch.float64) > thr, down, thr32)  # no boolean indexing: no host sync
 
 
-# re-scoring gathers (queries, candidates, width) rows: at most this many elements at once (128 MiB of
-# float64), whatever the width (a 4-layer code is d = 256) or the number of candidates per query
-GATHER_ELEMS = 1 << 24
-
-
-def append_candidates(key: torch.Tensor, thr: torch.Tensor, c0: int, counts: torch.Tensor, cand_ids: torch.Tensor,
-                      cap: int) -> None:
-    """Append, for each query row, the ids ``c0 + j`` of the columns with ``key >= thr[row]`` to its
-    buffer ``cand_ids[row]`` (int32, ``cap`` slots) and count them all in ``counts`` (a row whose
-    count passes ``cap`` overflowed: its caller redoes it exactly). The torch form of what the
-    Triton kernels' EMIT pass does, so both backends fill the same buffers."""
-    r, c = torch.nonzero(key >= thr[:, None], as_tuple=True)
-    if r.numel() == 0:
-        return
-    # slot = running count + rank within this chunk's hits of the same row (nonzero is row-major)
-    first = torch.searchsorted(r, r, right=False)
-    slot = counts[r].to(torch.int64) + (torch.arange(r.numel(), device=key.device) - first)
-    ok = slot < cap
-    cand_ids[r[ok], slot[ok]] = (c[ok] + c0).to(torch.int32)
-    counts += torch.bincount(r, minlength=counts.numel()).to(torch.int32)
-
-
 def sorted_candidates(cand_ids: torch.Tensor, counts: torch.Tensor, used: int, n: int
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``used`` slots of the buffers (int32; slots past a row's count are unwritten) as ids in
     ascending order per row, empty slots as ``n`` (the kernels append in any order; after a stable sort by
-    key, equal keys then stay in id order: the tie-break), with a validity mask and int64 ids safe to gather
-    (empty -> 0). Returns (ids int32, valid, safe)."""
+    key, equal keys then stay in id order: the tie-break), with a validity mask. Returns (ids int32, valid)."""
     slot = torch.arange(used, dtype=counts.dtype, device=cand_ids.device)
     ids = torch.where(slot[None, :] < counts[:, None], cand_ids[:, :used], n)
     ids_sorted = torch.sort(ids, dim=1).values
-    valid = ids_sorted < n
-    return ids_sorted, valid, torch.where(valid, ids_sorted, 0).to(torch.int64)
+    return ids_sorted, ids_sorted < n
 
 
 def top_candidates(key: torch.Tensor, ids_sorted: torch.Tensor, valid: torch.Tensor, k: int,
@@ -146,17 +123,6 @@ def top_candidates(key: torch.Tensor, ids_sorted: torch.Tensor, valid: torch.Ten
         v = torch.cat([v, torch.full((b, k - kk), float("-inf"), dtype=v.dtype, device=v.device)], 1)
         out_i = torch.cat([out_i, torch.full((b, k - kk), -1, dtype=out_i.dtype, device=v.device)], 1)
     return v, out_i
-
-
-def gathered_dot(rows: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor, vec: torch.Tensor,
-                 dtype: torch.dtype) -> torch.Tensor:
-    """(B, m) dot products of each query ``vec[b]`` (B, w) with the rows ``rows(ids[b])`` (m, w) of
-    its candidates, in ``dtype``, gathered a slice of queries at a time (GATHER_ELEMS)."""
-    if ids.shape[0] == 0:
-        return torch.empty(ids.shape, dtype=dtype, device=ids.device)
-    step = max(1, GATHER_ELEMS // max(1, ids.shape[1] * vec.shape[1]))
-    return torch.cat([torch.bmm(rows(ids[r0:r0 + step]).to(dtype), vec[r0:r0 + step, :, None].to(dtype)).squeeze(2)
-                      for r0 in range(0, ids.shape[0], step)])
 
 
 class LazyKernel:
