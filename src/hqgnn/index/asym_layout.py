@@ -3,6 +3,8 @@ save), and the query vectors its kernels read."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from .common import (
@@ -87,12 +89,12 @@ def chunk_bounds(scale: ItemScale, term: ItemScale, n: int, chunk: int) -> tuple
     exact in float32), one entry per chunk for per-row values, else the single value."""
     nch = -(-n // chunk)
 
-    def chunked(rec: ItemScale, fn) -> np.ndarray:
+    def chunked(rec: ItemScale, fn: Callable[..., np.ndarray]) -> np.ndarray:
         if rec.stride == 0:
-            return rec.values[:1].astype(np.float32)
+            return np.asarray(rec.values[:1], dtype=np.float32)
         pad = np.full(nch * chunk, np.nan, np.float32)
         pad[:n] = rec.values
-        return fn(pad.reshape(nch, chunk), axis=1).astype(np.float32)
+        return np.asarray(fn(pad.reshape(nch, chunk), axis=1), dtype=np.float32)
 
     return chunked(scale, np.nanmax), chunked(scale, np.nanmin), chunked(term, np.nanmax)
 
@@ -132,7 +134,7 @@ def gather_rows(packed: np.ndarray, layout: str, n: int, dim: int, ngp: int, pos
     return np.ascontiguousarray(by.reshape(pos.size, 2 * ngp)[:, :dim]).astype(np.int8)
 
 
-def lut_planes(ngp: int, qc: np.ndarray) -> tuple:
+def lut_planes(ngp: int, qc: np.ndarray) -> tuple[Any, ...]:
     """The LUT kernels' tables for query codes qc (``ngp`` kernel steps per item) and how their biased sums A, B
     make ip = mul_a A + mul_b B + qadd: (qa, qb, nplanes, mul_a, mul_b, qadd, bmin, bmax), mul_b B in [bmin, bmax].
     Codes in [-8, 7]: one plane. Wider: c = 16 h + l, rounded (l in [-8, 7], half of truncation's margin
@@ -156,7 +158,7 @@ def lut_planes(ngp: int, qc: np.ndarray) -> tuple:
     return qa, qb, 2, 32, 2, -32 * offa - 2 * offb - total, 2 * (offb + neg), 2 * (offb + pos)
 
 
-def query_planes(layout: str, ngp: int, qc: np.ndarray) -> tuple:
+def query_planes(layout: str, ngp: int, qc: np.ndarray) -> tuple[Any, ...]:
     """The vectors the nibble / int8 ``layout`` kernels read for query codes qc (``ngp`` kernel steps per
     item): (qa, qb, nplanes, mul_a, mul_b, qadd); wide codes are split into two planes."""
     b = qc.shape[0]

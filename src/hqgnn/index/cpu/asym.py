@@ -113,6 +113,19 @@ def _bound(lo, hi, smax, smin, su, tm):
     return max(max(_key(hi, smax, su, tm), _key(hi, smin, su, tm)), max(_key(lo, smax, su, tm), _key(lo, smin, su, tm)))
 
 
+@njit(cache=True, inline="always")
+def _offer(p, ip, scales, sstride, terms, tstride, su, ident, oid, has_ex, ex_idx, expos, e_end, keys, ids, cnt, tau,
+           tau_id, r, k):
+    """Item ``p`` (storage position) with exact integer product ``ip`` into query ``r``'s heap if its key
+    reaches the bar and it is not excluded."""
+    key = _key(ip, as_float32(scales[p * sstride]), su, as_float32(terms[p * tstride]))
+    if key < tau[r]:
+        return
+    o = p if ident else np.int64(oid[p])
+    if _accept(key, o, tau[r], tau_id[r]) and not (has_ex and _is_excluded(ex_idx, expos, r, e_end, p)):
+        _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
+
+
 @njit(cache=True, nogil=True)
 def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd, bmin, bmax, qs, scales,
              sstride, terms, tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk, sc_chunks, out_keys,
@@ -219,15 +232,8 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
                                 ip += mul_b * np.int64(bufb[r8, j])
                                 if ip < pc and ip > nc:
                                     continue
-                            p = c0 + j
-                            key = _key(ip, as_float32(scales[p * sstride]), su, as_float32(terms[p * tstride]))
-                            if key < tau[r]:
-                                continue
-                            o = p if ident else np.int64(oid[p])
-                            if _accept(key, o, tau[r], tau_id[r]):
-                                if has_ex and _is_excluded(ex_idx, expos, r, e_end, p):
-                                    continue
-                                _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
+                            _offer(c0 + j, ip, scales, sstride, terms, tstride, su, ident, oid, has_ex, ex_idx, expos,
+                                   e_end, keys, ids, cnt, tau, tau_id, r, k)
     for r in range(nqq):
         _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
 
@@ -311,14 +317,7 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b
                         ip = bufa[r8, j] if nplanes == 2 else np.int32(mul_a * bufa[r8, j] + add)
                         if ip < pc and ip > nc:
                             continue
-                        p = c0 + j
-                        key = _key(ip, as_float32(scales[p * sstride]), su, as_float32(terms[p * tstride]))
-                        if key < tau[r]:
-                            continue
-                        o = p if ident else np.int64(oid[p])
-                        if _accept(key, o, tau[r], tau_id[r]):
-                            if has_ex and _is_excluded(ex_idx, expos, r, e_end, p):
-                                continue
-                            _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
+                        _offer(c0 + j, ip, scales, sstride, terms, tstride, su, ident, oid, has_ex, ex_idx, expos, e_end,
+                               keys, ids, cnt, tau, tau_id, r, k)
     for r in range(nqq):
         _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
