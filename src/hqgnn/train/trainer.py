@@ -106,11 +106,12 @@ class Trainer:
         eb = cfg.train.eval_batch_size
         train_m = data.matrix(data.train)
         self.val_eval = (
-            RankingEvaluator(data.matrix(data.val), train_m, ks, self.device, eb, distributed=dist_eval)
+            RankingEvaluator(data.matrix(data.val), train_m, ks, self.device, eb, distributed=dist_eval,
+                             max_users=cfg.eval.max_users, seed=cfg.train.seed)
             if len(data.val) else None
         )
         self.test_eval = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), ks, self.device, eb,
-                                          distributed=dist_eval)
+                                          distributed=dist_eval, max_users=cfg.eval.max_users, seed=cfg.train.seed)
         # paper protocol: the epoch is selected on TEST (as published tables do); history keys say so
         self.select_prefix = "test_selected_" if self.paper else "val_"
         if self.paper:
