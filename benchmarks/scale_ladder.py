@@ -117,7 +117,7 @@ def run_rung(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(args.data)
     if not (data_dir / "synth.json").exists():
         with Phase("generate", device, rec):
-            generate(data_dir, spec, progress=True)
+            generate(data_dir, spec, progress=True, workers=args.gen_workers)
     rec["synth"] = json.loads((data_dir / "synth.json").read_text())
     with Phase("load", device, rec) as out:
         data = load_lightgcn_dir(data_dir)
@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--delta-batches", type=int, default=1)
     p.add_argument("--max-probes", type=int, default=8)
     p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--gen-workers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 2)),
+                   help="processes generating a missing rung (the bytes do not depend on it)")
     p.add_argument("--no-cuda-graph", action="store_true")
     args = p.parse_args(argv)
     rec = run_rung(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tracemalloc
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from hqgnn.data import lightgcn_format as lf
 from hqgnn.data import load_lightgcn_dir, parse_file
-from hqgnn.data.synth_scale import SynthSpec, generate, load_planted
+from hqgnn.data.synth_scale import CHUNK_USERS, SynthSpec, generate, load_planted
 from hqgnn.errors import DataError, HqgnnError
 from hqgnn.eval import RankingEvaluator
 from hqgnn.graph import csr_index_dtype
@@ -37,6 +38,9 @@ def rung(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_generator_same_seed_same_bytes(tmp_path: Path) -> None:
     spec = SynthSpec.for_interactions(20_000, seed=3)
     generate(tmp_path / "a", spec, progress=False)
+    generate(tmp_path / "b", dataclasses.replace(spec, n_users=3 * CHUNK_USERS // 2, mean_activity=2.0), progress=False)
+    generate(tmp_path / "b2", dataclasses.replace(spec, n_users=3 * CHUNK_USERS // 2, mean_activity=2.0), progress=False, workers=2)
+    assert _digest(tmp_path / "b") == _digest(tmp_path / "b2")  # worker processes change no byte
     generate(tmp_path / "b", spec, progress=False)
     generate(tmp_path / "c", SynthSpec.for_interactions(20_000, seed=4), progress=False)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")

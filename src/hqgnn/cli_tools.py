@@ -80,6 +80,7 @@ def data_synth(
     seed: Annotated[int, typer.Option(metavar="S", help="Seed: the same seed and sizes give the same bytes.")] = 2020,
     test_ratio: Annotated[float, typer.Option(metavar="R", help="Share of each user's interactions in test.txt.")] = 0.2,
     parquet: Annotated[bool, typer.Option("--parquet", help="Also write train.parquet / test.parquet (columns user, item).")] = False,
+    workers: Annotated[int, typer.Option(metavar="W", help="Processes generating chunks (the bytes do not depend on it).")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
     """Generate a large power-law graph with planted communities, streamed to LightGCN format in bounded memory."""
@@ -97,7 +98,9 @@ def data_synth(
         n_items = parse_count(items, "--items") if items else spec.n_items
         spec = dataclasses.replace(spec, n_users=n_users, n_items=n_items, mean_activity=total / max(1, n_users),
                                    n_communities=communities or max(10, n_items // 2000))
-    summary = generate(out_dir, spec, parquet=parquet)
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    summary = generate(out_dir, spec, parquet=parquet, workers=workers)
     if as_json:
         print(json.dumps(summary))
         return

@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -139,8 +139,42 @@ def _chunk(spec: SynthSpec, it: _Items, chunk: int) -> tuple[np.ndarray, np.ndar
     return pairs, is_test, primary, secondary
 
 
+def _chunks(spec: SynthSpec, it: _Items, workers: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """Every chunk, in order; ``workers > 1``: made by that many processes, at most 2 x workers in flight."""
+    n_chunks = -(-spec.n_users // CHUNK_USERS)
+    if workers <= 1 or n_chunks == 1:
+        for c in range(n_chunks):
+            yield _chunk(spec, it, c)
+        return
+    import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: workers inherit the item model instead of pickling it per chunk (numpy only, no threads yet)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
+                             initargs=(spec, it)) as pool:
+        pending: deque[Any] = deque()
+        for c in range(n_chunks):
+            pending.append(pool.submit(_worker_chunk, c))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(spec: SynthSpec, it: _Items) -> None:
+    _WORKER.update(spec=spec, it=it)
+
+
+def _worker_chunk(c: int) -> tuple[np.ndarray, ...]:
+    return _chunk(_WORKER["spec"], _WORKER["it"], c)
+
+
 def generate(out: str | os.PathLike[str], spec: SynthSpec, parquet: bool = False,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, workers: int = 1) -> dict[str, Any]:
     """Write ``train.txt`` / ``test.txt`` (LightGCN format), the planted structure and ``synth.json`` to ``out``.
 
     Streamed in chunks of :data:`CHUNK_USERS` users: memory is O(n_items + CHUNK_USERS x activity),
@@ -149,6 +183,7 @@ def generate(out: str | os.PathLike[str], spec: SynthSpec, parquet: bool = False
     item has no train pair yet (in generation order) is moved to train, so the files load without
     dropping anything. Planted structure: ``item_community.npy`` (int32, per item) and
     ``user_communities.npy`` (int32, (n_users, 2): primary, secondary).
+    ``workers > 1`` makes chunks in that many processes (the bytes do not change).
     Returns the summary that is also written to ``synth.json``.
     """
     spec.check()
@@ -166,8 +201,7 @@ def generate(out: str | os.PathLike[str], spec: SynthSpec, parquet: bool = False
         writer = _ParquetPair(stage) if parquet else None
         n_chunks = -(-spec.n_users // CHUNK_USERS)
         with open(stage / "train.txt", "wb") as ftr, open(stage / "test.txt", "wb") as fte:
-            for c in range(n_chunks):
-                pairs, is_test, primary, secondary = _chunk(spec, it, c)
+            for c, (pairs, is_test, primary, secondary) in enumerate(_chunks(spec, it, workers)):
                 u0 = c * CHUNK_USERS
                 user_comm[u0 : u0 + len(primary), 0] = primary
                 user_comm[u0 : u0 + len(primary), 1] = secondary
