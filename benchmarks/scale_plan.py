@@ -31,8 +31,9 @@ def full_graph_bytes(users: int, items: int, train: int, dim: int = 64, layers: 
         "embedding": table,
         "gradient": table,
         "adam_state": 2 * table,
-        # forward keeps E^(1..L) and the running sums for backward; backward holds ~2 more tables
-        "activations": (2 * layers + 3) * table,
+        # the symmetric SpMM saves no E^(l) for backward (it needs only A): the final table, the running
+        # sum and the gradient buffers of the backward pass, ~L + 1 tables at the peak (checked on the rungs)
+        "activations": (layers + 1) * table,
         "quantizer": (2 * table) if bits else 0.0,  # dequantized copies of the final tables (STE/GSTE)
         "adjacency": 2 * train * (4 + 4) + 4 * (n + 1),  # int32 CSR + float32 values, symmetric
         "sampler": 3 * 8 * train + 3 * 8 * users + 5 * 8 * train,  # users/items/keys + one epoch's triples
@@ -78,7 +79,7 @@ def sharded_plan(users: int, items: int, inter_per_user: float, dim: int, gpus: 
     # rows of one triple's subgraph: each of (user, pos, neg) and its sampled neighbours, per layer
     rows_per_seed = sum(math.prod(fanout[:k]) for k in range(len(fanout) + 1))
     rows = 3 * batch_per_gpu * rows_per_seed
-    act_b = rows * dim * F32 * (2 * len(fanout) + 3)
+    act_b = rows * dim * F32 * (2 * len(fanout) + 3)  # a subgraph's layers are gathered rows: all kept
     remote = (gpus - 1) / gpus  # row-wise sharding: a row is local with probability 1 / gpus
     comm_b = 2 * rows * dim * F32 * remote  # rows forward (all-to-all) + their gradients backward
     return {"gpus": gpus, "optimizer": optimizer, "table_and_state_gib": table_b / GIB,
@@ -102,22 +103,28 @@ def check(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in records:
         load, cfg = r["load"], r["train_config"]
         mem = full_graph_bytes(load["users"], load["items"], load["train"], cfg["dim"], cfg["layers"], 0, load["test"])
+        qmem = full_graph_bytes(load["users"], load["items"], load["train"], cfg["dim"], cfg["layers"], 1, load["test"])
         ep = r.get("float_epoch", {})
-        if "peak_gpu_gib" in ep:
-            measured = ep["peak_gpu_gib"]
-        else:  # CPU: the epoch's peak RSS over what the process held once the data was loaded
-            measured = ep.get("peak_rss_gib", 0.0) - load["peak_rss_gib"]
+        measured, qat = _measured(ep, load), _measured(r.get("qat1_epoch", {}), load)
         sparse, dense = step_flops(load["users"], load["items"], load["train"], cfg["dim"], cfg["layers"])
         step_s = ep.get("seconds", 0.0) / max(1, ep.get("steps", 1))
         by_device.setdefault(r["device"], []).append((sparse, dense, step_s))
         rows.append({"rung": r["rung"], "device": r["device"], "predicted_gib": round(mem["total"] / GIB, 3),
                      "measured_gib": round(measured, 3), "ratio": round(measured / max(1e-9, mem["total"] / GIB), 3),
+                     "qat_predicted_gib": round(qmem["total"] / GIB, 3), "qat_measured_gib": round(qat, 3),
                      "step_seconds": round(step_s, 4), "sparse": sparse, "dense": dense})
     for row in rows:
         a, b = fit_step_model(by_device[row["device"]])
         pred = a * row["sparse"] + b * row["dense"]
         row.update(step_model=(a, b), predicted_step_seconds=round(pred, 4))
     return rows
+
+
+def _measured(epoch: dict[str, Any], load: dict[str, Any]) -> float:
+    """GPU: the epoch's max_memory_allocated; CPU: its peak RSS over the RSS once the data was loaded."""
+    if "peak_gpu_gib" in epoch:
+        return float(epoch["peak_gpu_gib"])
+    return float(epoch.get("peak_rss_gib", 0.0)) - float(load["peak_rss_gib"]) if epoch else 0.0
 
 
 def ladder(step_model: tuple[float, float], steps_per_epoch: int, dim: int = 64, layers: int = 3) -> list[dict[str, Any]]:
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for row in checked:
         print(f"check {row['rung']:>11,} on {row['device'][:30]}: memory predicted {row['predicted_gib']:.2f} GiB, "
-              f"measured {row['measured_gib']:.2f} GiB; step {row['step_seconds']:.3f}s, model {row['predicted_step_seconds']:.3f}s")
+              f"measured {row['measured_gib']:.2f} GiB (QAT {row['qat_predicted_gib']:.2f} / {row['qat_measured_gib']:.2f}); step {row['step_seconds']:.3f}s, model {row['predicted_step_seconds']:.3f}s")
     for row in result["one_gpu_ladder"]:
         print(f"1 GPU {row['interactions']:>11,}: float {row['float_gib']:6.1f} GiB, QAT {row['qat_gib']:6.1f} GiB, "
               f"batch {row['batch_size']:,}, epoch {row['epoch_seconds']:.0f}s ({result['step_model']['source']})")
