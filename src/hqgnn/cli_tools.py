@@ -57,6 +57,58 @@ def data_stats(
     out.print(table)
 
 
+def parse_count(text: str, what: str) -> int:
+    """``10M`` / ``2.5k`` / ``1_000_000`` / ``1e8`` as an int; a one-line usage error otherwise."""
+    t = text.strip().replace("_", "").upper()
+    mult = {"K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise UsageError(f"{what} expects a count such as 10M, 2.5k or 1000000, got {text!r}") from None
+    if not value == value or value != int(value):
+        raise UsageError(f"{what} expects a whole count, got {text!r}")
+    return int(value)
+
+
+@data_app.command("synth", cls=PlainHelpCommand)
+def data_synth(
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR", help="Directory to write (replaced whole when it exists).")],
+    interactions: Annotated[str, typer.Option(metavar="N", help="About N interactions: 1M, 10M, 30M, 100M ... (users N/10, items N/50).")] = "1M",
+    users: Annotated[Optional[str], typer.Option(metavar="U", help="Override the number of users.")] = None,
+    items: Annotated[Optional[str], typer.Option(metavar="I", help="Override the number of items.")] = None,
+    communities: Annotated[Optional[int], typer.Option(metavar="C", help="Override the number of planted communities (default items / 2000).")] = None,
+    seed: Annotated[int, typer.Option(metavar="S", help="Seed: the same seed and sizes give the same bytes.")] = 2020,
+    test_ratio: Annotated[float, typer.Option(metavar="R", help="Share of each user's interactions in test.txt.")] = 0.2,
+    parquet: Annotated[bool, typer.Option("--parquet", help="Also write train.parquet / test.parquet (columns user, item).")] = False,
+    workers: Annotated[int, typer.Option(metavar="W", help="Processes generating chunks (the bytes do not depend on it).")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Generate a large power-law graph with planted communities, streamed to LightGCN format in bounded memory."""
+    import dataclasses
+
+    from .cli_output import setup_logging
+    from .data.synth_scale import SynthSpec, generate
+
+    setup_logging(as_json)
+    n = parse_count(interactions, "--interactions")
+    spec = SynthSpec.for_interactions(n, seed=seed, test_ratio=test_ratio)
+    total = spec.n_users * spec.mean_activity
+    if users is not None or items is not None or communities is not None:
+        n_users = parse_count(users, "--users") if users else spec.n_users
+        n_items = parse_count(items, "--items") if items else spec.n_items
+        spec = dataclasses.replace(spec, n_users=n_users, n_items=n_items, mean_activity=total / max(1, n_users),
+                                   n_communities=communities or max(10, n_items // 2000))
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    summary = generate(out_dir, spec, parquet=parquet, workers=workers)
+    if as_json:
+        print(json.dumps(summary))
+        return
+    out.print(f"wrote {out_dir}: {summary['interactions']:,} interactions ({summary['train']:,} train, "
+              f"{summary['test']:,} test), {spec.n_users:,} users x {spec.n_items:,} items, "
+              f"{spec.n_communities} communities, {summary['generate_seconds']:.1f}s", highlight=False, soft_wrap=True)
+
+
 def _benchmark(name: str) -> Any:
     """A module of the repository's ``benchmarks/`` folder: the benchmarks live outside the package, and
     ``hqgnn bench`` is their thin caller in a source checkout (``pip install -e .``)."""

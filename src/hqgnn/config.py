@@ -129,6 +129,7 @@ class EvalConfig:
     """Full-ranking evaluation."""
 
     ks: list[int] = field(default_factory=lambda: [20, 50])
+    max_users: int = 0  # evaluate a seeded uniform sample of at most this many users (0 = every user)
 
 
 @dataclass
@@ -253,6 +254,7 @@ RULES: dict[str, Any] = {
     "train.temperature": POSITIVE,
     "train.protocol": ("validation", "paper"),
     "eval.ks": (1, math.inf),
+    "eval.max_users": (0, math.inf),
 }
 
 

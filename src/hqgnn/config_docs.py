@@ -94,6 +94,8 @@ FIELD_HELP: dict[str, str] = {
     "train.protocol": "validation (select on validation) | paper (train on all train data, select the epoch on TEST)",
     # eval
     "eval.ks": "cut-offs K of the evaluated metrics (recall, ndcg, precision, hit_rate @ K)",
+    "eval.max_users": "evaluate a seeded uniform sample of at most this many users with held-out items (0 = all); "
+                      "for millions of users, where full ranking of every user costs more than training",
 }
 
 

@@ -33,6 +33,13 @@ def normalized_adjacency_scipy(pairs: np.ndarray, n_users: int, n_items: int) ->
     return adj
 
 
+def csr_index_dtype(nnz: int, n_nodes: int, preferred: torch.dtype = torch.int32) -> torch.dtype:
+    """``preferred`` unless an entry count (crow values) or a node id (col values) would not fit int32."""
+    if max(nnz, n_nodes) >= 2**31 - 1:
+        return torch.int64
+    return preferred
+
+
 def normalized_adjacency(
     pairs: np.ndarray,
     n_users: int,
@@ -42,10 +49,9 @@ def normalized_adjacency(
 ) -> torch.Tensor:
     """The normalized adjacency as a torch sparse CSR tensor on ``device`` (built once, no dense n x n).
 
-    32-bit indices by default (cuSPARSE's fast path); 64-bit is used automatically past 2^31 entries.
+    32-bit indices by default (cuSPARSE's fast path); 64-bit is used automatically past 2^31 entries or nodes.
     """
-    if pairs.shape[0] * 2 >= 2**31 - 1:
-        index_dtype = torch.int64
+    index_dtype = csr_index_dtype(pairs.shape[0] * 2, n_users + n_items, index_dtype)
     adj = normalized_adjacency_scipy(pairs, n_users, n_items)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use, and it is stable
         warnings.simplefilter("ignore", UserWarning)

@@ -31,6 +31,9 @@ def _line_of(buf: np.ndarray, pos: int) -> int:
     return int(np.count_nonzero(buf[:pos] == 10)) + 1
 
 
+PARSE_CHUNK = 1 << 24  # bytes per parsing slice: the byte masks of one slice, not of the file, are in memory
+
+
 def parse_file(path: str | os.PathLike[str]) -> ParsedFile:
     """Parse one LightGCN file, vectorized over bytes (no per-token Python loop).
 
@@ -38,6 +41,9 @@ def parse_file(path: str | os.PathLike[str]) -> ParsedFile:
     separators too), ``\\n`` line ends; blank lines carry no data and are skipped. Raises
     :class:`DataError` naming the file and 1-based line for a missing or empty file, a
     non-integer token, a negative id, a repeated user line, or an item repeated within a line.
+
+    Parsed in slices of :data:`PARSE_CHUNK` bytes cut after a newline, so peak memory is the file's
+    bytes plus the answer (~24 B per pair) plus one slice's work, whatever the file size.
     """
     path = Path(path)
     try:
@@ -46,45 +52,66 @@ def parse_file(path: str | os.PathLike[str]) -> ParsedFile:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
         raise DataError(path, "expected a file, found a directory") from None
-    buf = np.frombuffer(raw, dtype=np.uint8)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    start, lines_before = 0, 0
+    while start < len(raw):
+        cut = raw.find(b"\n", min(start + PARSE_CHUNK, len(raw)) - 1)
+        end = len(raw) if cut < 0 else cut + 1
+        part, n_newlines = _parse_slice(path, raw, start, end, lines_before)
+        parts.append(part)
+        start, lines_before = end, lines_before + n_newlines
+    if not any(len(p[0]) for p in parts):
+        raise DataError(path, "empty file (no ids)")
+    users, user_lines, pair_users, items, pair_lines = (np.concatenate([p[k] for p in parts]) for k in range(5))
+    del parts
+    pairs = np.empty((len(items), 2), dtype=np.int64)
+    pairs[:, 0], pairs[:, 1] = pair_users, items
+    del pair_users, items
+    _check_repeated_users(path, users, user_lines)
+    _check_repeated_items(path, pairs, pair_lines)
+    return ParsedFile(path, users, user_lines, pairs, pair_lines)
+
+
+def _parse_slice(path: Path, raw: bytes, lo: int, hi: int, lines_before: int
+                 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]:
+    """Bytes ``raw[lo:hi]`` (whole lines): (users, user_lines, pair users, items, pair_lines) and its newlines."""
+    chunk = raw[lo:hi]
+    buf = np.frombuffer(chunk, dtype=np.uint8)
     is_digit = (buf >= 48) & (buf <= 57)
     is_nl = buf == 10
-    is_sep = (buf == 32) | (buf == 9) | (buf == 13)
-    bad = ~(is_digit | is_nl | is_sep)
+    bad = ~(is_digit | is_nl | (buf == 32) | (buf == 9) | (buf == 13))
     if bad.any():
         pos = int(np.argmax(bad))
-        _raise_bad_token(path, raw, buf, is_digit | bad, pos)
-    if not is_digit.any():
-        raise DataError(path, "empty file (no ids)")
-
-    prev_digit = np.r_[False, is_digit[:-1]]
-    next_digit = np.r_[is_digit[1:], False]
-    starts = np.flatnonzero(is_digit & ~prev_digit)
-    ends = np.flatnonzero(is_digit & ~next_digit) + 1
+        _raise_bad_token(path, chunk, buf, is_digit | bad, pos, lines_before)
+    del bad
+    starts = np.flatnonzero(is_digit & ~np.r_[False, is_digit[:-1]])
+    ends = np.flatnonzero(is_digit & ~np.r_[is_digit[1:], False]) + 1
+    del is_digit
+    newlines = np.flatnonzero(is_nl)
+    del is_nl
+    line_idx = np.searchsorted(newlines, starts) + lines_before  # newlines before each token = 0-based line
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(starts):
+        return (empty, empty, empty, empty, empty), len(newlines)
     lengths = ends - starts
-    line_idx = np.searchsorted(np.flatnonzero(is_nl), starts)  # newlines before each token = 0-based line
     if lengths.max() > _MAX_DIGITS:
         k = int(np.argmax(lengths > _MAX_DIGITS))
-        token = raw[starts[k] : ends[k]].decode()
+        token = chunk[starts[k] : ends[k]].decode()
         raise DataError(path, f"id {token} is too large (more than {_MAX_DIGITS} digits)", int(line_idx[k]) + 1)
+    del lengths, ends
 
     # The bytes are now only digits and whitespace, so numpy's C text parser reads every token;
     # the byte-level token boundaries above give the line structure.
-    values = _parse_ints(raw)
+    values = _parse_ints(chunk)
     if len(values) != len(starts):  # cannot happen after the byte check; guard against parser quirks
         raise DataError(path, f"parsed {len(values)} ids but found {len(starts)} tokens")
 
     is_first = np.r_[True, line_idx[1:] != line_idx[:-1]]
     users = values[is_first]
-    user_lines = line_idx[is_first] + 1
     owner = np.cumsum(is_first) - 1
     item_mask = ~is_first
-    pairs = np.column_stack([users[owner[item_mask]], values[item_mask]]).astype(np.int64).reshape(-1, 2)
-    pair_lines = line_idx[item_mask] + 1
-
-    _check_repeated_users(path, users, user_lines)
-    _check_repeated_items(path, pairs, pair_lines)
-    return ParsedFile(path, users, user_lines, pairs, pair_lines)
+    return (users, line_idx[is_first] + 1, users[owner[item_mask]], values[item_mask],
+            line_idx[item_mask] + 1), len(newlines)
 
 
 def _parse_ints(raw: bytes) -> np.ndarray:
@@ -94,7 +121,8 @@ def _parse_ints(raw: bytes) -> np.ndarray:
     return np.array(raw.split()).astype(np.int64)  # fallback should numpy ever drop fromstring
 
 
-def _raise_bad_token(path: Path, raw: bytes, buf: np.ndarray, in_token: np.ndarray, pos: int) -> None:
+def _raise_bad_token(path: Path, raw: bytes, buf: np.ndarray, in_token: np.ndarray, pos: int,
+                     lines_before: int = 0) -> None:
     """Report the whole token around the first bad byte (e.g. ``-3`` or ``12a``), with its line."""
     start = pos
     while start > 0 and in_token[start - 1]:
@@ -103,7 +131,7 @@ def _raise_bad_token(path: Path, raw: bytes, buf: np.ndarray, in_token: np.ndarr
     while end < len(buf) and in_token[end]:
         end += 1
     token = raw[start:end].decode("utf-8", errors="replace")
-    line = _line_of(buf, pos)
+    line = _line_of(buf, pos) + lines_before
     if re.fullmatch(r"-\d+", token):
         raise DataError(path, f"negative id {token}", line)
     raise DataError(path, f"non-integer token {token!r}", line)
@@ -157,6 +185,7 @@ def load_lightgcn_dir(path: str | os.PathLike[str], name: str | None = None) -> 
     train_f = parse_file(path / "train.txt")
     test_f = parse_file(path / "test.txt")
     train, test = train_f.pairs, test_f.pairs
+    train_f.pair_lines = np.zeros(0, np.int64)  # errors below name test.txt lines only: 8 B per pair freed
     if len(train) == 0:
         raise DataError(train_f.path, "no interactions (every line has a user id only)")
 
@@ -165,8 +194,7 @@ def load_lightgcn_dir(path: str | os.PathLike[str], name: str | None = None) -> 
     # distinct ids, never the largest one (a single id 10**15 would otherwise ask for a 10**15-row table).
     user_ids = _id_map(np.concatenate([train_f.users, test_f.users]))
     item_ids = _id_map(np.concatenate([train[:, 1], test[:, 1]]))
-    train = np.column_stack([_rows(user_ids, train[:, 0]), _rows(item_ids, train[:, 1])]).reshape(-1, 2)
-    test = np.column_stack([_rows(user_ids, test[:, 0]), _rows(item_ids, test[:, 1])]).reshape(-1, 2)
+    train, test = _renumber(train, user_ids, item_ids), _renumber(test, user_ids, item_ids)
     n_users, n_items = len(user_ids), len(item_ids)
 
     user_in_train = np.zeros(n_users, dtype=bool)
@@ -214,10 +242,23 @@ def _id_map(ids: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     top = int(ids.max()) + 1
     if top <= 2 * len(ids) + 1024:  # cheap bound first: at most ~2x the tokens, never a huge table
-        distinct = len(np.unique(ids))
+        present = np.zeros(top, dtype=bool)  # top <= 2 x tokens here: a flag per id, no sort / hash of ids
+        present[ids] = True
+        distinct = int(np.count_nonzero(present))
         if top <= 2 * distinct + 1024:
             return np.arange(top, dtype=np.int64)
     return np.unique(ids).astype(np.int64)
+
+
+def _is_identity(id_map: np.ndarray) -> bool:
+    return not len(id_map) or int(id_map[-1]) == len(id_map) - 1
+
+
+def _renumber(pairs: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """``pairs`` in row numbers; the same array (no copy: 16 B per pair at 100M pairs) when both maps are identities."""
+    if _is_identity(user_ids) and _is_identity(item_ids):
+        return pairs
+    return np.column_stack([_rows(user_ids, pairs[:, 0]), _rows(item_ids, pairs[:, 1])]).reshape(-1, 2)
 
 
 def _rows(id_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -231,11 +272,40 @@ def format_lines(pairs: np.ndarray, n_users: int) -> str:
     """LightGCN text for ``pairs``: one line per user 0..n_users-1 (a user without items gets its id alone)."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     order = np.argsort(pairs[:, 0], kind="stable")  # keep each user's item order
-    users, items = pairs[order, 0], pairs[order, 1]
-    bounds = np.searchsorted(users, np.arange(n_users + 1))
-    items_txt = items.astype(str)
-    lines = [" ".join([str(u), *items_txt[bounds[u] : bounds[u + 1]]]) for u in range(n_users)]
-    return "\n".join(lines) + "\n"
+    return encode_lines(pairs[order], 0, n_users).decode("ascii")
+
+
+_POW10 = 10 ** np.arange(1, 19, dtype=np.int64)
+
+
+def encode_lines(pairs: np.ndarray, u0: int, u1: int) -> bytes:
+    """LightGCN bytes for users ``u0 .. u1-1`` (one line each) from ``pairs`` sorted by user, ids >= 0.
+
+    Vectorized over digits (at most 19 numpy passes), never a Python loop over users or pairs: the
+    writer of the scale ladder's 100M-interaction files, and of :func:`format_lines`.
+    """
+    users, items = pairs[:, 0], pairs[:, 1]
+    n_lines = u1 - u0
+    if n_lines <= 0:
+        return b""
+    # token k: a line's user id, then its items; the line's last token ends with "\n", the others with " "
+    per_line = np.bincount(users - u0, minlength=n_lines)
+    line_start = np.cumsum(per_line + 1) - (per_line + 1)  # token index of each user id
+    values = np.empty(len(items) + n_lines, dtype=np.int64)
+    is_user = np.zeros(len(values), dtype=bool)
+    is_user[line_start] = True
+    values[line_start] = np.arange(u0, u1, dtype=np.int64)
+    values[~is_user] = items  # items follow their user's id, in the given order
+    ndig = 1 + np.searchsorted(_POW10, values, side="right")
+    end = np.cumsum(ndig + 1)  # one past each token's separator
+    buf = np.full(int(end[-1]) if len(end) else 0, ord(" "), dtype=np.uint8)
+    buf[end[np.r_[line_start[1:] - 1, len(values) - 1]] - 1] = ord("\n")
+    rest = values.copy()
+    for d in range(int(ndig.max())):  # d-th digit from the right
+        live = ndig > d
+        buf[end[live] - 2 - d] = (rest[live] % 10 + 48).astype(np.uint8)
+        rest //= 10
+    return buf.tobytes()
 
 
 def write_lightgcn_dir(path: str | os.PathLike[str], train: np.ndarray, test: np.ndarray, n_users: int) -> None:

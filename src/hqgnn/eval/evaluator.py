@@ -39,6 +39,8 @@ class RankingEvaluator:
 
     ``truth`` holds the held-out interactions, ``exclude`` the interactions to mask (train at
     validation time; train + validation at test time). Ties are broken by lower item index.
+    ``max_users > 0``: only a seeded uniform sample of that many of those users is ranked (sampled
+    users, every item still ranked: the metrics are unbiased estimates of the full ones).
     """
 
     def __init__(
@@ -49,6 +51,8 @@ class RankingEvaluator:
         device: str | torch.device = "cpu",
         batch_size: int = 0,
         distributed: bool = False,
+        max_users: int = 0,
+        seed: int = 2020,
     ) -> None:
         self.device = torch.device(device)
         # under torch.distributed: each rank ranks a contiguous block of users, metric sums are all-reduced
@@ -56,7 +60,10 @@ class RankingEvaluator:
         self.ks = sorted(set(int(k) for k in ks))
         self.n_users, self.n_items = truth.shape
         n_rel = np.diff(truth.indptr)
-        self.users = torch.from_numpy(np.flatnonzero(n_rel > 0)).to(self.device)
+        users = np.flatnonzero(n_rel > 0)
+        if 0 < max_users < len(users):  # a seeded uniform sample (sorted): metrics are its user averages
+            users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+        self.users = torch.from_numpy(users).to(self.device)
         self.n_rel = torch.from_numpy(n_rel).to(self.device)
         truth = truth.tocsr(copy=True)
         truth.sort_indices()

@@ -104,13 +104,13 @@ class Trainer:
         dist_eval = distributed.is_active()
         ks = cfg.eval.ks
         eb = cfg.train.eval_batch_size
-        train_m = data.matrix(data.train)
-        self.val_eval = (
-            RankingEvaluator(data.matrix(data.val), train_m, ks, self.device, eb, distributed=dist_eval)
+        self.val_eval = (  # the train matrix only when there is a validation split (a copy of 12 B per pair)
+            RankingEvaluator(data.matrix(data.val), data.matrix(data.train), ks, self.device, eb, distributed=dist_eval,
+                             max_users=cfg.eval.max_users, seed=cfg.train.seed)
             if len(data.val) else None
         )
         self.test_eval = RankingEvaluator(data.matrix(data.test), data.matrix(data.seen), ks, self.device, eb,
-                                          distributed=dist_eval)
+                                          distributed=dist_eval, max_users=cfg.eval.max_users, seed=cfg.train.seed)
         # paper protocol: the epoch is selected on TEST (as published tables do); history keys say so
         self.select_prefix = "test_selected_" if self.paper else "val_"
         if self.paper:
