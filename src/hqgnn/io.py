@@ -172,6 +172,20 @@ def staging_dir(target: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def built_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """A staging folder to build ``target``'s new contents in: on success fsynced and swapped in whole
+    (:func:`replace_dir`), on any error or interrupt removed, so ``target`` is never half written."""
+    staging = staging_dir(Path(target))
+    try:
+        yield staging
+        fsync_tree(staging)
+        replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link ``src`` to ``dst`` (files of a run are replaced by rename, never edited in place, so a
     shared inode is safe); a copy where links are not possible; folders recursively."""

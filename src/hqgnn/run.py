@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +15,7 @@ from safetensors.torch import save_file
 
 from .config import RunConfig, dump_config
 from .errors import HqgnnError
-from .io import (
-    atomic_path,
-    fsync_tree,
-    link_or_copy,
-    replace_dir,
-    save_npz,
-    staging_dir,
-    write_json,
-    write_text,
-)
+from .io import atomic_path, built_dir, link_or_copy, save_npz, write_json, write_text
 from .index.format import CodeFormat
 from .manifest import (
     FORMAT_VERSION,
@@ -68,7 +58,7 @@ def save_run(
     """Write a finished run and put it at ``run_dir`` in one step (the old content, if any, is replaced whole).
 
     Every file is written into a staging folder beside ``run_dir`` (fsynced), ``manifest.json`` last,
-    then the folder replaces ``run_dir`` (:func:`hqgnn.io.replace_dir`): a reader or a crash sees the
+    then the folder replaces ``run_dir`` (:func:`hqgnn.io.built_dir`): a reader or a crash sees the
     old run or the new one, never a mix (no stale metrics.json next to new tables). The resumable
     state (checkpoints, the refit's working folder) of ``carry_from`` (default ``run_dir``) is
     hard-linked into the new folder, so ``--resume`` keeps working (``carry=False``: none, e.g. ``HQGNN.save``,
@@ -77,8 +67,7 @@ def save_run(
     """
     run_dir = Path(run_dir)
     carry_from = run_dir if carry_from is None else Path(carry_from)
-    staging = staging_dir(run_dir)
-    try:
+    with built_dir(run_dir) as staging:
         metrics = {**metrics, "run_format": FORMAT_VERSION}  # says a manifest.json belongs next to it
         write_text(staging / CONFIG, dump_config(cfg))
         for name, tensors in ((MODEL, model_state), (TABLES, tables)):
@@ -100,11 +89,6 @@ def save_run(
         shapes = {k: list(v.shape) for k, v in tables.items()}
         write_json(staging / MANIFEST, build_manifest(staging, config_format(cfg), shapes, len(user_ids),
                                                       len(item_ids)))
-        fsync_tree(staging)
-        replace_dir(staging, run_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def plot_curve(path: str | Path, history: list[dict[str, Any]], metric: str) -> None:

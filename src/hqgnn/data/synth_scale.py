@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 
 from ..errors import HqgnnError
-from ..io import fsync_tree, replace_dir, staging_dir
+from ..io import built_dir
 from .lightgcn_format import encode_lines
 
 log = logging.getLogger("hqgnn.data")
@@ -190,8 +190,7 @@ def generate(out: str | os.PathLike[str], spec: SynthSpec, parquet: bool = False
     out = Path(out)
     t0 = time.perf_counter()
     it = _items(spec)
-    stage = staging_dir(out)
-    try:
+    with built_dir(out) as stage:
         n_train = n_test = n_moved = 0
         seen = np.zeros(spec.n_items, dtype=bool)
         item_deg = np.zeros(spec.n_items, dtype=np.int64)
@@ -226,13 +225,6 @@ def generate(out: str | os.PathLike[str], spec: SynthSpec, parquet: bool = False
                    "max_item_degree": int(item_deg.max()), "chunk_users": CHUNK_USERS, "parquet": parquet,
                    "generate_seconds": round(time.perf_counter() - t0, 2)}
         (stage / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
-        fsync_tree(stage)
-        replace_dir(stage, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return summary
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..io import fsync_tree, replace_dir, save_npz, staging_dir
+from ..io import built_dir, save_npz
 from .asym_layout import host_layout
 from .common import ItemScale, normalize_item_scale, normalize_item_term
 
@@ -39,22 +38,16 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 def write_index_files(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
     """Write ``meta`` + ``arrays``. A path ending in ``.npz`` gives one archive; anything else a
     directory with ``meta.json`` and one ``<name>.npy`` per array (built beside it, fsynced, then
-    swapped in by :func:`hqgnn.io.replace_dir`, so readers never see half an index)."""
+    swapped in by :func:`hqgnn.io.built_dir`, so readers never see half an index)."""
     path = Path(path)
     meta = {"format": FORMAT, "version": VERSION, **meta}
     if path.suffix == ".npz":
         save_npz(path, __meta__=np.array(json.dumps(meta)), **arrays)
         return path
-    staging = staging_dir(path)
-    try:
+    with built_dir(path) as staging:
         for name, arr in arrays.items():
             np.save(staging / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        fsync_tree(staging)
-        replace_dir(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 
