@@ -114,11 +114,13 @@ def _bound(lo, hi, smax, smin, su, tm):
 
 
 @njit(cache=True, inline="always")
-def _chunk(ch, chunk, n, cmax, cmin, tmax, sstride, tstride):
-    """Chunk ``ch``'s first item, its valid items and its bounds: max / min scale, max |term| (float64)."""
+def _chunk(ch, chunk, block, n, cmax, cmin, tmax, sstride, tstride):
+    """Chunk ``ch``'s first item, its valid items, its first kernel block of ``block`` items and their count, and
+    its bounds: max / min scale, max |term| (float64)."""
     c0 = ch * chunk
-    return (c0, min(c0 + chunk, n) - c0, np.float64(cmax[ch * sstride]), np.float64(cmin[ch * sstride]),
-            np.float64(tmax[ch * tstride]))
+    nvalid = min(c0 + chunk, n) - c0
+    return (c0, nvalid, c0 // block, (nvalid + block - 1) // block, np.float64(cmax[ch * sstride]),
+            np.float64(cmin[ch * sstride]), np.float64(tmax[ch * tstride]))
 
 
 @njit(cache=True, inline="always")
@@ -174,9 +176,7 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
     for sc0 in range(ch0, ch1, sc_chunks):
         for g0 in range(q0, q1, QG):
             for ch in range(sc0, min(ch1, sc0 + sc_chunks)):
-                c0, nvalid, smax, smin, tm = _chunk(ch, chunk, n, cmax, cmin, tmax, sstride, tstride)
-                nblk = (nvalid + 31) // 32
-                blk0 = c0 // 32
+                c0, nvalid, blk0, nblk, smax, smin, tm = _chunk(ch, chunk, 32, n, cmax, cmin, tmax, sstride, tstride)
                 if use_simd and need_min:
                     _lut8_ir(ia + blk0 * bstep, nblk, ngp, ta + g0 * trow, ba, chunk, ma)
                 elif use_simd:  # max only: A >= 0 is the lower bound (see need_min)
@@ -275,9 +275,7 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b
     for sc0 in range(ch0, ch1, sc_chunks):
         for g0 in range(q0, q1, QG):
             for ch in range(sc0, min(ch1, sc0 + sc_chunks)):
-                c0, nvalid, smax, smin, tm = _chunk(ch, chunk, n, cmax, cmin, tmax, sstride, tstride)
-                nblk = (nvalid + 15) // 16
-                blk0 = c0 // 16
+                c0, nvalid, blk0, nblk, smax, smin, tm = _chunk(ch, chunk, 16, n, cmax, cmin, tmax, sstride, tstride)
                 _raw_scores(kind, use_simd, items, blk0, nblk, ngp, qa, g0, bufa)
                 if nplanes == 2:
                     _raw_scores(kind, use_simd, items, blk0, nblk, ngp, qb, g0, bufb)
