@@ -123,19 +123,6 @@ def _chunk(ch, chunk, block, n, cmax, cmin, tmax, sstride, tstride):
             np.float64(cmin[ch * sstride]), np.float64(tmax[ch * tstride]))
 
 
-@njit(cache=True, inline="always")
-def _offer(p, ip, scales, sstride, terms, tstride, su, ident, oid, has_ex, ex_idx, expos, e_end, keys, ids, cnt, tau,
-           tau_id, r, k):
-    """Item ``p`` (storage position) with exact integer product ``ip`` into query ``r``'s heap if its key
-    reaches the bar and it is not excluded."""
-    key = _key(ip, as_float32(scales[p * sstride]), su, as_float32(terms[p * tstride]))
-    if key < tau[r]:
-        return
-    o = p if ident else np.int64(oid[p])
-    if _accept(key, o, tau[r], tau_id[r]) and not (has_ex and _is_excluded(ex_idx, expos, r, e_end, p)):
-        _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
-
-
 @njit(cache=True, nogil=True)
 def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd, bmin, bmax, qs, scales,
              sstride, terms, tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk, sc_chunks, out_keys,
@@ -226,6 +213,8 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
                                       chunk, mba)
                         elif nplanes == 2:
                             _lut_portable(items, blk0 + bi, 1, ngp, qb, qi, 1, bufb, r8, j0, mmb)
+                        # (the heap insertion below is written out in both tasks: as one inline helper it
+                        # measured 8 % slower on the float path, BENCHMARKS.md § 3c)
                         while m != 0:  # the items past the cut on A, in increasing order (exclusion cursor)
                             j = j0 + _popcnt64(np.uint64((m & -m) - 1))
                             m &= m - 1
@@ -236,8 +225,15 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
                                 ip += mul_b * np.int64(bufb[r8, j])
                                 if ip < pc and ip > nc:
                                     continue
-                            _offer(c0 + j, ip, scales, sstride, terms, tstride, su, ident, oid, has_ex, ex_idx, expos,
-                                   e_end, keys, ids, cnt, tau, tau_id, r, k)
+                            p = c0 + j
+                            key = _key(ip, as_float32(scales[p * sstride]), su, as_float32(terms[p * tstride]))
+                            if key < tau[r]:
+                                continue
+                            o = p if ident else np.int64(oid[p])
+                            if _accept(key, o, tau[r], tau_id[r]):
+                                if has_ex and _is_excluded(ex_idx, expos, r, e_end, p):
+                                    continue
+                                _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
     for r in range(nqq):
         _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
 
@@ -315,7 +311,14 @@ def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b
                         ip = bufa[r8, j] if nplanes == 2 else np.int32(mul_a * bufa[r8, j] + add)
                         if ip < pc and ip > nc:
                             continue
-                        _offer(c0 + j, ip, scales, sstride, terms, tstride, su, ident, oid, has_ex, ex_idx, expos, e_end,
-                               keys, ids, cnt, tau, tau_id, r, k)
+                        p = c0 + j
+                        key = _key(ip, as_float32(scales[p * sstride]), su, as_float32(terms[p * tstride]))
+                        if key < tau[r]:
+                            continue
+                        o = p if ident else np.int64(oid[p])
+                        if _accept(key, o, tau[r], tau_id[r]):
+                            if has_ex and _is_excluded(ex_idx, expos, r, e_end, p):
+                                continue
+                            _push(keys, ids, cnt, tau, tau_id, r, key, o, k)
     for r in range(nqq):
         _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, q0 + r)
