@@ -205,8 +205,8 @@ class Frontier:
                         except Exception as exc:  # one failed baseline (e.g. too few items for k-means) is logged
                             self.log(f"post-hoc {method} on d={d} failed: {exc}")
                             continue
-                        for r in rows:
-                            r.update(teacher_dim=d, call=self.args.tag)
+                        for r in rows:  # the dataset as every other row names it (--data), not the loader's name
+                            r.update(teacher_dim=d, call=self.args.tag, dataset=self.args.data, **teacher_fit(run_dir))
                         self.add(rows)
             except Exception as exc:  # the QAT phase goes on; the failure is in the log and the output
                 import traceback
@@ -237,7 +237,8 @@ class Frontier:
             p.wait()
             dim, bits, est, over = QAT[name]
             row = self.run_row(out, name, "qat", seed, {"teacher_dim": dim, "bits": bits, "estimator": est,
-                                                        "config": over, "phase": phase, "concurrent_runs": len(procs)})
+                                                        "config": over, "phase": phase, "concurrent_runs": len(procs),
+                                                        **teacher_fit(teachers[dim])})
             if row:
                 rows.append(row)
         self.add(rows)
@@ -288,6 +289,32 @@ class Frontier:
         self.log(f"done: {len(self.rows)} rows")
 
 
+CONVERGED_FRACTION = 0.8  # a teacher has converged when its best validation epoch is at most this share of its run
+
+
+def teacher_fit(run_dir: Path) -> dict[str, Any]:
+    """How far the teacher at ``run_dir`` had converged, for every row compressed or distilled from it (issue 28's
+    fair budgets: a compressor of an under-trained teacher must not win by the teacher's missing epochs): its best
+    validation epoch, the epochs it ran, and ``teacher_converged`` = best epoch <= CONVERGED_FRACTION x epochs run."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        return {"teacher_converged": None}
+    m = json.loads(path.read_text())
+    best, ran = m.get("best_epoch"), m.get("epochs_run")
+    ok = None if best is None or not ran else bool(best <= CONVERGED_FRACTION * ran)
+    return {"teacher_best_epoch": best, "teacher_epochs_run": ran, "teacher_converged": ok}
+
+
+def select_rows(rows: list[dict[str, Any]], dataset: str, call: str | None = None) -> list[dict[str, Any]]:
+    """The rows of ``dataset`` (and of ``call``). Rows of that call filed under another dataset name are an
+    error, never silently left out of a plot or summary (post-hoc rows once named the loader's dataset)."""
+    of_call = [r for r in rows if call is None or r.get("call", "") == call]
+    others = sorted({str(r["dataset"]) for r in of_call} - {dataset})
+    if others and call is not None:
+        raise ValueError(f"rows of call {call!r} name other datasets than {dataset!r}: {', '.join(others)}")
+    return [r for r in of_call if r["dataset"] == dataset]
+
+
 def plot(rows: list[dict[str, Any]], dataset: str, path: Path, call: str | None = None) -> None:
     """Recall@20 against item bytes (log x), seeds averaged: every row as a dot, each family's Pareto
     frontier as a line, frontier points labelled. ``call``: only the rows of that call (one teacher)."""
@@ -297,7 +324,7 @@ def plot(rows: list[dict[str, Any]], dataset: str, path: Path, call: str | None 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = [r for r in rows if r["dataset"] == dataset and (call is None or r.get("call", "") == call)]
+    rows = select_rows(rows, dataset, call)
     fig, ax = plt.subplots(figsize=(8, 5))
     styles = {"float": ("black", "*"), "float_wide": ("gray", "*"), "posthoc": ("tab:blue", "o"), "qat": ("tab:red", "s")}
     for family, (color, marker) in styles.items():
@@ -345,7 +372,7 @@ def summary(rows: list[dict[str, Any]], dataset: str, call: str) -> str:
     against that call's d = 64 float row; best post-hoc and best QAT row at each budget marked."""
     import numpy as np
 
-    rows = [r for r in rows if r["dataset"] == dataset and r.get("call") == call]
+    rows = select_rows(rows, dataset, call)
     floats = [r for r in rows if r["family"] == "float"]
     if not floats:
         return f"(no float row for {dataset} {call})"
@@ -359,7 +386,8 @@ def summary(rows: list[dict[str, Any]], dataset: str, call: str) -> str:
         stats.append({"method": method, "dim": dim, "family": rs[0]["family"], "item_bytes": rs[0]["item_bytes"],
                       "user_bytes": rs[0]["user_bytes"], "n": len(rs), "r20": rec.mean(), "r20_std": rec.std(),
                       **{k: float(np.mean([r[k] for r in rs])) for k in ("ndcg@20", "recall@50", "ndcg@50")},
-                      "val": float(np.mean([r.get("val_recall@20") or 0 for r in rs]))})
+                      "val": float(np.mean([r.get("val_recall@20") or 0 for r in rs])),
+                      "unconverged": any(r.get("teacher_converged") is False for r in rs)})
     best = {}
     for budget in BUDGETS:
         for fam in ("posthoc", "qat"):
@@ -375,7 +403,7 @@ def summary(rows: list[dict[str, Any]], dataset: str, call: str) -> str:
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in sorted(stats, key=lambda x: (x["item_bytes"], x["family"], -x["r20"])):
         r20 = f"{x['r20']:.4f}" + (f" ± {x['r20_std']:.4f}" if x["n"] > 1 else "")
-        out.append(f"| {x['method']} | {x['dim']} | {x['item_bytes']:g} | {x['user_bytes']:g} | {x['n']} | {r20} | "
+        out.append(f"| {x['method']}{' (teacher not converged)' if x['unconverged'] else ''} | {x['dim']} | {x['item_bytes']:g} | {x['user_bytes']:g} | {x['n']} | {r20} | "
                    f"{x['ndcg@20']:.4f} | {x['recall@50']:.4f} | {x['ndcg@50']:.4f} | {x['r20'] / base:.3f} | "
                    f"{', '.join(best.get((x['method'], x['dim']), []))} |")
     return "\n".join(out)

@@ -455,3 +455,39 @@ def test_frontier_teacher_config_shares_the_split_with_the_qat_runs(tmp_path):
         key, _, value = item.partition("=")
         cfg.set(key, value)
     assert cfg.data.val_ratio == 0.05
+
+
+def test_frontier_rows_of_a_call_under_another_dataset_name_are_an_error():
+    """frontier.py's plot and --summary select a call's rows by dataset: post-hoc rows once carried the loader's
+    name while the others carried --data, and were left out without a word. Now the mismatch is an error."""
+    spec = importlib.util.spec_from_file_location("frontier", REPO / "benchmarks" / "frontier.py")
+    fr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fr)
+    rows = [{"dataset": "/data/mine", "call": "c1", "family": "float"},
+            {"dataset": "/data/mine", "call": "c1", "family": "qat"},
+            {"dataset": "other", "call": "c2", "family": "float"}]
+    assert fr.select_rows(rows, "/data/mine", "c1") == rows[:2]
+    assert fr.select_rows(rows, "/data/mine") == rows[:2]  # every call of one dataset
+    with pytest.raises(ValueError, match="mine"):
+        fr.select_rows(rows + [{"dataset": "mine", "call": "c1", "family": "posthoc"}], "/data/mine", "c1")
+
+
+def test_frontier_reports_whether_each_rows_teacher_converged(tmp_path):
+    """Issue 28's fair budgets: every post-hoc / QAT row says whether its teacher's best validation epoch fell well
+    before its last (else a compressor wins by the teacher's missing epochs), and the summary flags the rows."""
+    spec = importlib.util.spec_from_file_location("frontier", REPO / "benchmarks" / "frontier.py")
+    fr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fr)
+    for name, best, ran in (("plateau", 12, 40), ("rising", 40, 40)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"best_epoch": best, "epochs_run": ran}))
+    assert fr.teacher_fit(tmp_path / "plateau") == {"teacher_best_epoch": 12, "teacher_epochs_run": 40,
+                                                    "teacher_converged": True}
+    assert fr.teacher_fit(tmp_path / "rising")["teacher_converged"] is False
+    assert fr.teacher_fit(tmp_path / "missing") == {"teacher_converged": None}
+    row = {"dataset": "d", "call": "c", "item_bytes": 8, "user_bytes": 8, "recall@20": 0.1, "ndcg@20": 0.1,
+           "recall@50": 0.2, "ndcg@50": 0.2, "teacher_dim": 64}
+    rows = [dict(row, method="float32_d64", family="float"),
+            dict(row, method="pq8", family="posthoc", **fr.teacher_fit(tmp_path / "rising"))]
+    table = fr.summary(rows, "d", "c")
+    assert "pq8 (teacher not converged)" in table and "float32_d64 (teacher" not in table
