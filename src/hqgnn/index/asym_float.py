@@ -9,7 +9,7 @@ import numpy as np
 from .asym_layout import gather_rows
 from .common import Exclusion, subset_exclusion
 from .packing import code_range
-from .queries import quantize_float_queries
+from .queries import float_query_err, quantize_float_queries
 
 __all__ = ["search_float", "to_scores"]
 
@@ -34,8 +34,7 @@ def search_float(index: Any, x: np.ndarray, k: int, ex: Exclusion | None) -> tup
     smax = float(np.abs(index._scale.values.astype(np.float64)).max()) if index._scale.values.size else 0.0
     tabs = float(np.abs(index._term.values.astype(np.float64)).max()) if index._term.values.size else 0.0
     x1 = np.abs(x.astype(np.float64)).sum(axis=1)
-    err = smax * cmaxabs * resid * (1 + 2.0**-30) + 2.0**-30 * (
-        smax * cmaxabs * (x1 + delta.astype(np.float64) * _QMAX * index.dim) + tabs)
+    err = float_query_err(resid, x1, delta.astype(np.float64), smax * cmaxabs, _QMAX, index.dim, tabs)
     out_s = np.full((b, k), -np.inf, np.float32)
     out_i = np.full((b, k), -1, np.int64)
     todo = np.arange(b)

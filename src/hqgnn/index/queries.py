@@ -22,6 +22,14 @@ def quantize_float_queries(x: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, 
     return codes, delta, resid
 
 
+def float_query_err(resid: Any, x1: Any, delta: Any, sc: float, qmax: int, dim: int, tmax: float) -> Any:
+    """The bound on |s_i <x, c_i> + t_i - (s_i Delta <q, c_i> + t_i)| for every item of an index whose
+    |s_i| * |c_i| <= ``sc`` and |t_i| <= ``tmax``: ``sc * ||x - Delta q||_1`` (``resid``) plus float64 slack
+    for the approximate key's own roundings (``x1`` = ||x||_1). Float64 NumPy arrays or torch tensors (the
+    CPU and GPU searches share it)."""
+    return sc * resid * (1 + 2.0**-30) + 2.0**-30 * (sc * (x1 + delta * qmax * dim) + tmax)
+
+
 def prepare_queries(x: ArrayLike, rotation: ScaleLike = None, center: ScaleLike = None,
                     query_bits: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """Queries as :meth:`AsymCodeIndex.search` takes them: ``(x - center) @ rotation``, then for

@@ -35,6 +35,7 @@ import torch
 
 from ..common import Exclusion, compact_values
 from ..packing import WORD, pack_words, unpack_words
+from ..queries import float_query_err
 from .topk import (
     LazyKernel,
     exclusion_rows,
@@ -158,8 +159,7 @@ class AsymTorchSearcher:
         codes = torch.round(xf / delta[:, None]).clamp_(-127, 127)
         x64, d64 = xf.to(torch.float64), delta.to(torch.float64)
         resid = (x64 - d64[:, None] * codes.to(torch.float64)).abs().sum(dim=1)
-        sc = self.smax * self.cmax
-        err = sc * resid * (1 + 2.0**-30) + 2.0**-30 * (sc * (x64.abs().sum(dim=1) + d64 * 127 * self.dim) + self.tmax)
+        err = float_query_err(resid, x64.abs().sum(dim=1), d64, self.smax * self.cmax, 127, self.dim, self.tmax)
         return codes.to(torch.int8), d64, err, xf
 
     def _ip_dtype(self) -> torch.dtype:
@@ -175,9 +175,9 @@ class AsymTorchSearcher:
         return items
 
     def _keys64(self, q8: T, xf: T | None, su: T, cols: slice) -> torch.Tensor:
-        """Exact float64 keys of the items ``cols`` -- the reference formula."""
+        """Exact float64 keys of the items ``cols`` -- the reference formula (``xf``: float64 queries)."""
         if xf is not None:
-            dot = xf.to(torch.float64) @ self._rows(cols).to(torch.float64).T
+            dot = xf @ self._rows(cols).to(torch.float64).T
         else:
             dt = self._ip_dtype()
             dot = (q8.to(dt) @ self._rows(cols).to(dt).T).to(torch.float64)
@@ -222,6 +222,7 @@ class AsymTorchSearcher:
             q8, su = q8[rows], su[rows]
             xf = None if xf is None else xf[rows]
         b = q8.shape[0]
+        xf = None if xf is None else xf.to(torch.float64)  # once, not per chunk
         return running_topk(lambda c0, c1: self._keys64(q8, xf, su, slice(c0, c1)), self.n, b, k,
                             self._chunk_items(b), exr, self.device)
 
