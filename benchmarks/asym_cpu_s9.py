@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench_common import cpu_name, threads_set
+from bench_common import cpu_name, faiss_pq_fastscan, threads_set
 from retrieval_asym import _asym_data
 
 
@@ -58,7 +58,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def served(args: argparse.Namespace, base: Any, new: Any) -> dict[str, Any]:
-    import faiss
 
     from hqgnn.index.asym_layout import scale_order_of
     from hqgnn.index.queries import prepare_queries
@@ -77,10 +76,7 @@ def served(args: argparse.Namespace, base: Any, new: Any) -> dict[str, Any]:
             idx = mod.build_index(codes, fmt, scale=scales, term=term)
             fns[f"{tag}_q{qb}"] = ((lambda i=idx, m=mod: i.search(m.QueryCodes(q4, qs4), args.k)) if qb
                                    else (lambda i=idx: i.search(qf, args.k)))
-    rng = np.random.default_rng(args.seed + 1)
-    pq = faiss.IndexPQFastScan(args.dim, 32, 4, faiss.METRIC_INNER_PRODUCT)
-    pq.train(xb[rng.choice(args.items, size=min(65536, args.items), replace=False)])
-    pq.add(xb)
+    pq = faiss_pq_fastscan(xb, args.seed)
     fns["faiss_pq_fastscan_32x4"] = lambda: pq.search(xq, args.k)
     exact: dict[str, Any] = {}
     for qb, q, qs in ((4, q4, qs4), (0, qf, None)):

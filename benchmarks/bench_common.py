@@ -7,7 +7,7 @@ import platform
 import time
 from typing import Any, Callable, Iterator
 
-__all__ = ["best_time", "cpu_name", "device_name", "reference_asym_search_torch", "result_fields", "threads_set",
+__all__ = ["best_time", "cpu_name", "device_name", "faiss_pq_fastscan", "reference_asym_search_torch", "result_fields", "threads_set",
            "torch_topk_qps"]
 
 
@@ -111,6 +111,19 @@ def result_fields(index: Any, device: str, nthreads: int, build_s: float, qps: d
     except (OSError, ValueError, IndexError):
         pass
     return result
+
+
+def faiss_pq_fastscan(xb: Any, seed: int = 0, m: int = 32, train_n: int = 65536) -> Any:
+    """The CPU baseline of the retrieval goals: FAISS IndexPQFastScan ``m``x4 (inner product) over the float items
+    ``xb``, trained on ``train_n`` of them drawn without replacement by ``default_rng(seed + 1)``, items added."""
+    import faiss
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 1)
+    index = faiss.IndexPQFastScan(xb.shape[1], m, 4, faiss.METRIC_INNER_PRODUCT)
+    index.train(xb[rng.choice(len(xb), size=min(train_n, len(xb)), replace=False)])
+    index.add(xb)
+    return index
 
 
 def reference_asym_search_torch(queries: Any, item_codes: Any, k: int, item_scale: Any = None,

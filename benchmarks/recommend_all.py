@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench_common import device_name, threads_set
+from bench_common import device_name, faiss_pq_fastscan, threads_set
 from retrieval_asym import _asym_data
 
 
@@ -107,13 +107,7 @@ def bf16_job(xq: np.ndarray, xb: np.ndarray, seen: Any, k: int, device: str) -> 
 def faiss_job(xb: np.ndarray, xq: np.ndarray, seen: Any, k: int, seed: int, train_n: int = 65536) -> Callable[[], None]:
     """FAISS IndexPQFastScan 32x4 (inner product) over the float items: top (k + most seen) per user,
     the seen items then dropped (FAISS has no per-query exclusion)."""
-    import faiss
-
-    d = xb.shape[1]
-    rng = np.random.default_rng(seed + 1)
-    index = faiss.IndexPQFastScan(d, 32, 4, faiss.METRIC_INNER_PRODUCT)
-    index.train(xb[rng.choice(len(xb), size=min(train_n, len(xb)), replace=False)])
-    index.add(xb)
+    index = faiss_pq_fastscan(xb, seed, train_n=train_n)
     extra = int(np.diff(seen.indptr).max()) if seen.nnz else 0
 
     def run() -> None:

@@ -200,12 +200,10 @@ def baselines(rec: dict[str, Any], data: Any, ev: Any, user_comm: np.ndarray, it
 
 
 def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_common import cpu_name
+    from bench_common import device_name
 
-    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+    return device_name(str(device), torch.get_num_threads())
 
 
 def count(text: str) -> int:
