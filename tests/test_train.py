@@ -106,3 +106,11 @@ def test_cuda_graph_step_matches_eager(tmp_path, bits):
         results[graph] = run_training(cfg, tmp_path / f"g{graph}", progress=False)
     # graph mode drops each epoch's partial last batch, so compare loosely: same quality, same shape
     assert results[True]["test"]["recall@20"] == pytest.approx(results[False]["test"]["recall@20"], abs=0.03)
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp_path):
+    """With an lr too small to move any ranking, the first evaluation is the best and every later one is not:
+    patience 2 with an evaluation every epoch must stop after epoch 3 (it once never stopped with eval_every=1)."""
+    cfg = run_helpers.small_config(120, 80, 8, epochs=10, eval_every=1, batch_size=256, patience=2, lr=1e-12)
+    metrics = run_training(cfg, tmp_path / "run", progress=False)
+    assert metrics["epochs_run"] == 3 and metrics["best_epoch"] == 1

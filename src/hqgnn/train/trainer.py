@@ -327,13 +327,13 @@ class Trainer:
                              tc.select_metric, score, state["best_score"], state["best_epoch"], entry["epoch_seconds"],
                              eta)
                 epoch_beat.last = time.perf_counter()
+                if tc.patience and state["bad_evals"] >= tc.patience:  # bad_evals moves only here
+                    log.info("early stop: no improvement in %d evaluations", tc.patience)
+                    state["stopped"] = True
             else:
                 epoch_beat.tick(epoch + 1, loss=entry["loss"],
                                 best=lambda: f"{state['best_score']:.4f} @ {state['best_epoch']}"
                                 if state["best_epoch"] else "not evaluated yet")
-                if tc.patience and state["bad_evals"] >= tc.patience:
-                    log.info("early stop: no improvement in %d evaluations", tc.patience)
-                    state["stopped"] = True
             if self.test_curve_every and ((epoch + 1) % self.test_curve_every == 0 or last):
                 t_test = time.perf_counter()
                 entry.update({f"test_curve_{k}": v for k, v in self.evaluate("test").items()})
