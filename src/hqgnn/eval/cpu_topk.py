@@ -18,6 +18,11 @@ from .float_scores import ITEM_BLOCK, USE_IR, _block_scores, _pack_items  # noqa
 USER_BLOCK = 128
 
 
+def pack_items(item_emb: torch.Tensor) -> np.ndarray:
+    """The item table in the kernels' 16-item panels (:func:`float_topk_cpu`'s ``item_blocks``)."""
+    return _pack_items(item_emb.detach().cpu().float().numpy())
+
+
 @numba.njit(inline="always")
 def _worse(v1: float, i1: int, v2: float, i2: int) -> bool:
     return v1 < v2 or (v1 == v2 and i1 > i2)
@@ -102,16 +107,17 @@ def _float_topk(user_emb, item_blocks, n_items, users, ex_indptr, ex_indices, k,
 
 def float_topk_cpu(
     user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, ex_indptr: torch.Tensor,
-    ex_indices: torch.Tensor, k: int,
+    ex_indices: torch.Tensor, k: int, item_blocks: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items by inner product for ``users``, seen items (CSR rows, sorted here if needed) excluded.
 
-    Returns CPU tensors (scores, item ids), each (len(users), k); slots with no item left hold -inf / -1.
+    ``item_blocks``: ``pack_items(item_emb)`` when the caller keeps it across calls (a batched evaluation or
+    a server ranks many batches against one table; packing copies the table twice). Returns CPU tensors
+    (scores, item ids), each (len(users), k); slots with no item left hold -inf / -1.
     """
     n_items = item_emb.shape[0]
     k = min(k, n_items)
-    ie = item_emb.detach().cpu().float().numpy()
-    blocks = _pack_items(ie)
+    blocks = pack_items(item_emb) if item_blocks is None else item_blocks
     ue = np.ascontiguousarray(user_emb.detach().cpu().float().numpy())
     u = users.cpu().numpy().astype(np.int64)
     out_v = np.empty((len(u), k), dtype=np.float32)

@@ -62,6 +62,7 @@ class Ranker:
                         "item": tables["item_emb"].detach().float().to(dev)}
             self.n_items = len(self.emb["item"])
             self._item_t = self.emb["item"].t().contiguous() if dev.type != "cpu" else None
+            self._item_blocks: np.ndarray | None = None  # the CPU kernels' packed copy, built on first search
             return
         t = {k: v.detach().cpu() for k, v in tables.items()}
         term = t.get("item_term")
@@ -129,10 +130,12 @@ class Ranker:
         else:
             indptr, indices = ex.indptr, ex.indices
         if self.device.type == "cpu":
-            from .cpu_topk import float_topk_cpu
+            from .cpu_topk import float_topk_cpu, pack_items
 
+            if self._item_blocks is None:  # packed once per table, not per batch
+                self._item_blocks = pack_items(self.emb["item"])
             scores, ids = float_topk_cpu(q, self.emb["item"], torch.arange(b), torch.from_numpy(indptr),
-                                         torch.from_numpy(indices), kk)
+                                         torch.from_numpy(indices), kk, item_blocks=self._item_blocks)
             return _pad(scores.numpy(), ids.numpy(), k)
         scores = q @ self._item_t
         dev = self.device
