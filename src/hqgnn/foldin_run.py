@@ -43,12 +43,6 @@ def _as_kind(raw: Any, known: np.ndarray, what: str) -> np.ndarray:
         raise FoldInError(f"{what} ids must be integers, like the run's", "invalid") from None
 
 
-def _lookup(known: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    import pandas as pd
-
-    return pd.Index(known).get_indexer(ids).astype(np.int64) if len(ids) else np.empty(0, np.int64)
-
-
 def new_rows(run: Any, side: str, node_raw: Any, other_raw: Any) -> tuple[np.ndarray, sp.csr_matrix]:
     """New ``side`` ids (first-appearance order) and their (B, n_other) interaction matrix from
     ``(node, other)`` raw-id pairs. Refused: no pairs, node ids the run has (duplicate), other-side
@@ -63,10 +57,10 @@ def new_rows(run: Any, side: str, node_raw: Any, other_raw: Any) -> tuple[np.nda
         )
     if not len(nodes):
         raise FoldInError(f"no interactions: every new {side} needs at least one", "invalid")
-    dup = np.unique(nodes[_lookup(ids[side], nodes) >= 0])
+    dup = np.unique(nodes[run.rows(side, nodes) >= 0])
     if len(dup):
         raise FoldInError(f"{side}s already in the run: {_shown(dup.tolist())}", "duplicate")
-    cols = _lookup(ids[OTHER[side]], others)
+    cols = run.rows(OTHER[side], others)
     if (cols < 0).any():
         missing = pd.unique(others[cols < 0]).tolist()
         raise FoldInError(f"unknown {OTHER[side]}s: {_shown(missing)}", "unknown")
@@ -122,7 +116,7 @@ def fold_in_pairs(run: Any, user_raw: Any, item_raw: Any, method: str = DEFAULT_
         raise FoldInError("user and item columns differ in length", "invalid")
     if not len(users):
         raise FoldInError("no interactions", "invalid")
-    ku, ki = _lookup(run.user_ids, users) >= 0, _lookup(run.item_ids, items) >= 0
+    ku, ki = run.rows("user", users) >= 0, run.rows("item", items) >= 0
     summary = {"known_pairs_ignored": int((ku & ki).sum()), "users": 0, "items": 0}
     if (~ki).any():
         orphans = np.setdiff1d(items[~ki], items[~ki & ku])
@@ -155,7 +149,7 @@ def session_rows(run: Any, sessions: list[list[Any]]) -> sp.csr_matrix:
         raise FoldInError("every session needs at least one item", "invalid")
     items = _as_kind([i for s in sessions for i in s], run.item_ids, "item")
     rows = np.repeat(np.arange(len(sessions)), [len(s) for s in sessions])
-    cols = _lookup(run.item_ids, items)
+    cols = run.rows("item", items)
     if (cols < 0).any():
         raise FoldInError(f"unknown items: {_shown(pd.unique(items[cols < 0]).tolist())}", "unknown")
     r = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(sessions), run.n_items))

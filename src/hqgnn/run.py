@@ -178,6 +178,18 @@ class TrainedRun:
         except KeyError:
             raise KeyError(f"unknown {what} {raw!r}") from None
 
+    def rows(self, side: str, ids: np.ndarray) -> np.ndarray:
+        """int64 rows of ``side`` ("user" / "item") ids of the run's kind, -1 where unknown. The index over the
+        run's ids is built once per run (the service asks on every request)."""
+        import pandas as pd
+
+        if len(ids) == 0:
+            return np.empty(0, np.int64)
+        cache: dict[str, Any] = self.__dict__.setdefault("_row_index", {})
+        if side not in cache:
+            cache[side] = pd.Index(self.user_ids if side == "user" else self.item_ids)
+        return np.asarray(cache[side].get_indexer(ids), dtype=np.int64)
+
     def user_index(self, raw: Any) -> int:
         return self._lookup(self.user_ids, raw, "user")
 

@@ -94,7 +94,7 @@ def register_foldin_routes(app: FastAPI, api_key: str | None) -> None:
         with grow_lock:
             snap = holder.snapshot
             try:
-                grown = fold_in_side(snap.run, side, nodes.tolist(), others)
+                grown = fold_in_side(snap.run, side, nodes.tolist(), others, foldin=foldin_of(snap))
             except FoldInError as exc:
                 raise HTTPException(STATUS[exc.kind], detail=str(exc)) from None
             # persisted before it is served: the run directory is replaced whole (staging + rename), so
