@@ -162,29 +162,41 @@ def encode_rows(run: Any, side: str, x: np.ndarray) -> dict[str, torch.Tensor]:
     if not run.quantized:
         return out
     q = cfg.quant
-    users, items = (run.tables[f"{s}_emb"].detach().float().cpu() for s in ("user", "item"))
-    w = None
-    if q.layerwise:  # per-layer weights of the run's item table (HQGNNModel._layer_weights)
-        blocks = items.reshape(items.shape[0], -1, cfg.model.dim)
-        w = blocks.abs().mean(dim=(0, 2)).clamp_min(1e-12).repeat_interleave(cfg.model.dim).reshape(1, -1)
+    mu_u, mu_i, w = _encoding_stats(run)
     user_bits = q.bits if q.user_bits < 0 else q.user_bits
     if side == "item":
-        v = xt - items.mean(0, keepdim=True) if q.center else xt
+        v = xt - mu_i if q.center else xt
         if w is not None:
             v = v / w
         codes, scale = _quantize(v, q.bits, run.tables["item_scale"], q.scale_dtype)
         out.update(item_codes=codes, item_scale=scale)
         if "item_term" in run.tables:  # <mu_u, Q(i - mu_i)>: the cross term that varies per item
-            term = (codes.float() * (scale.float()[:, None] if scale.ndim else scale.float())) @ users.mean(0)
+            term = (codes.float() * (scale.float()[:, None] if scale.ndim else scale.float())) @ mu_u[0]
             out["item_term"] = _round_to(term, q.scale_dtype)
     else:
         v = xt * w if w is not None else xt
         if user_bits:
-            v = v - users.mean(0, keepdim=True) if q.center else v
+            v = v - mu_u if q.center else v
             out["user_codes"], out["user_scale"] = _quantize(v, user_bits, run.tables["user_scale"], q.scale_dtype)
         else:
             out["user_query"] = v.contiguous()
     return {k: t for k, t in out.items() if not (k.endswith("_scale") and t.ndim == 0)}
+
+
+def _encoding_stats(run: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The user and item table means (1, d) and, for layer-wise codes, the per-layer weights (1, d) of the run's
+    item table (HQGNNModel._layer_weights), computed once per run object: every anonymous session of a served
+    run encodes against them, and they cost a pass over both tables."""
+    cached = run.__dict__.get("_encoding_stats")
+    if cached is None:
+        users, items = (run.tables[f"{s}_emb"].detach().float().cpu() for s in ("user", "item"))
+        w = None
+        if run.config.quant.layerwise:
+            dim = run.config.model.dim
+            blocks = items.reshape(items.shape[0], -1, dim)
+            w = blocks.abs().mean(dim=(0, 2)).clamp_min(1e-12).repeat_interleave(dim).reshape(1, -1)
+        cached = run.__dict__["_encoding_stats"] = (users.mean(0, keepdim=True), items.mean(0, keepdim=True), w)
+    return cached
 
 
 def _quantize(
