@@ -45,7 +45,7 @@ import torch
 
 from .errors import HqgnnError
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "FoldIn", "encode_rows"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "FoldIn", "encode_rows", "encoding_stats_record"]
 
 METHODS = ("propagate", "lstsq", "grad")
 DEFAULT_METHOD = "lstsq"
@@ -186,17 +186,41 @@ def encode_rows(run: Any, side: str, x: np.ndarray) -> dict[str, torch.Tensor]:
 def _encoding_stats(run: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The user and item table means (1, d) and, for layer-wise codes, the per-layer weights (1, d) of the run's
     item table (HQGNNModel._layer_weights), computed once per run object: every anonymous session of a served
-    run encodes against them, and they cost a pass over both tables."""
+    run encodes against them, and they cost a pass over both tables. A grown run (fold-in) carries the stats
+    of the trained tables in ``metrics["fold_in_encoding"]`` (:func:`encoding_stats_record`), so a fold-in
+    into a grown run, even after a save and reload, encodes against the trained run's means, not the grown
+    tables' (which would shift every later code)."""
     cached = run.__dict__.get("_encoding_stats")
     if cached is None:
-        users, items = (run.tables[f"{s}_emb"].detach().float().cpu() for s in ("user", "item"))
-        w = None
-        if run.config.quant.layerwise:
-            dim = run.config.model.dim
-            blocks = items.reshape(items.shape[0], -1, dim)
-            w = blocks.abs().mean(dim=(0, 2)).clamp_min(1e-12).repeat_interleave(dim).reshape(1, -1)
-        cached = run.__dict__["_encoding_stats"] = (users.mean(0, keepdim=True), items.mean(0, keepdim=True), w)
+        stored = (run.metrics or {}).get("fold_in_encoding")
+        if stored is not None:
+            w = stored.get("layer_weight")
+            cached = (
+                torch.tensor(stored["user_mean"], dtype=torch.float32).reshape(1, -1),
+                torch.tensor(stored["item_mean"], dtype=torch.float32).reshape(1, -1),
+                None if w is None else torch.tensor(w, dtype=torch.float32).reshape(1, -1),
+            )
+        else:
+            users, items = (run.tables[f"{s}_emb"].detach().float().cpu() for s in ("user", "item"))
+            w = None
+            if run.config.quant.layerwise:
+                dim = run.config.model.dim
+                blocks = items.reshape(items.shape[0], -1, dim)
+                w = blocks.abs().mean(dim=(0, 2)).clamp_min(1e-12).repeat_interleave(dim).reshape(1, -1)
+            cached = (users.mean(0, keepdim=True), items.mean(0, keepdim=True), w)
+        run.__dict__["_encoding_stats"] = cached
     return cached
+
+
+def encoding_stats_record(run: Any) -> dict[str, list[float] | None]:
+    """The stats :func:`encode_rows` encodes against, as JSON lists (float32 values round-trip exactly
+    through Python floats), for a grown run's metrics."""
+    mu_u, mu_i, w = _encoding_stats(run)
+    return {
+        "user_mean": mu_u.reshape(-1).tolist(),
+        "item_mean": mu_i.reshape(-1).tolist(),
+        "layer_weight": None if w is None else w.reshape(-1).tolist(),
+    }
 
 
 def _quantize(

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from .errors import HqgnnError
-from .foldin import DEFAULT_METHOD, OTHER, FoldIn, encode_rows
+from .foldin import DEFAULT_METHOD, OTHER, FoldIn, encode_rows, encoding_stats_record
 
 __all__ = ["FoldInError", "fold_in_pairs", "fold_in_side", "recommend_sessions", "save_grown", "session_rows"]
 
@@ -93,6 +93,8 @@ def grow(
     item_ids = np.concatenate([run.item_ids, new_ids]) if side == "item" else run.item_ids
     metrics = copy.deepcopy(run.metrics)
     metrics.setdefault("fold_in", []).append({**note, f"{side}s": len(new_ids)})
+    if run.quantized:  # later fold-ins encode against the trained tables' stats, not the grown ones'
+        metrics.setdefault("fold_in_encoding", encoding_stats_record(run))
     return TrainedRun(run.path, run.config, metrics, tables, user_ids, item_ids, seen, manifest=None)
 
 
