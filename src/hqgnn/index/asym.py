@@ -84,8 +84,8 @@ def resolve_backend(device: str, backend: str) -> str:
         return "triton" if triton_asym_available() else "torch"
     if backend == "numba" and device != "cpu":
         raise ValueError("the numba backend runs on CPU only")
-    if backend == "triton" and device == "cpu":
-        raise ValueError("the triton backend needs a CUDA device")
+    if backend == "triton" and device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("the triton backend needs a CUDA device (or TRITON_INTERPRET=1: its CPU interpreter)")
     return backend
 
 
