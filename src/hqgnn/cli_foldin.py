@@ -41,7 +41,7 @@ def fold_in(
     from .foldin import METHODS
     from .foldin_run import FoldInError, fold_in_pairs, save_grown
     from .io import DirLock, listed
-    from .run import load_model_state, load_run
+    from .run import load_run
 
     if method not in METHODS:
         raise HqgnnError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -61,11 +61,10 @@ def fold_in(
     if not summary["users"] and not summary["items"]:
         raise HqgnnError(f"{data}: no new users or items (every id is already in {run_dir})")
     grown.metrics["fold_in"][-1]["from"] = str(run_dir)
-    state = load_model_state(run.path, run.manifest)
     with DirLock(out_dir):
         if listed(out_dir):  # filled by another process since the check above
             raise HqgnnError(f"{out_dir}: already exists and is not empty")
-        save_grown(grown, state, out_dir)
+        save_grown(grown, out_dir)
     result = {
         "run": str(out_dir),
         "from": str(run_dir),

@@ -132,14 +132,19 @@ def fold_in_pairs(run: Any, user_raw: Any, item_raw: Any, method: str = DEFAULT_
     return run, summary
 
 
-def save_grown(run: Any, model_state: dict[str, torch.Tensor], out_dir: str | Path) -> None:
+def save_grown(run: Any, out_dir: str | Path) -> None:
     """Write a grown run to ``out_dir`` atomically (:func:`hqgnn.run.save_run`: staging folder, manifest
-    last, one rename). ``model_state``: the trained weights it was grown from (kept unchanged: they are
-    the encoder of the original nodes; ``--init-from`` refuses them for the grown sizes)."""
-    from .run import save_run
+    last, one rename). Its model.safetensors is the source run's file, hard-linked (or copied across file
+    systems): the trained weights are the encoder of the original nodes, unchanged (``--init-from`` refuses
+    them for the grown sizes), and were verified when the source run was loaded. A source with no
+    model file (a run saved before they were written) gives an empty one, as loading it does."""
+    from .run import MODEL, save_run
 
+    src = Path(run.path) / MODEL
+    has_model = src.exists()
     save_run(
-        out_dir, run.config, run.metrics, model_state, run.tables, run.user_ids, run.item_ids, run.seen, carry=False
+        out_dir, run.config, run.metrics, None if has_model else {}, run.tables, run.user_ids, run.item_ids,
+        run.seen, carry=False, model_from=src if has_model else None,
     )
 
 

@@ -45,7 +45,7 @@ def save_run(
     run_dir: str | Path,
     cfg: RunConfig,
     metrics: dict[str, Any],
-    model_state: dict[str, torch.Tensor],
+    model_state: dict[str, torch.Tensor] | None,
     tables: dict[str, torch.Tensor],
     user_ids: np.ndarray,
     item_ids: np.ndarray,
@@ -54,6 +54,7 @@ def save_run(
     history_metric: str | None = None,
     carry_from: str | Path | None = None,
     carry: bool = True,
+    model_from: str | Path | None = None,
 ) -> None:
     """Write a finished run and put it at ``run_dir`` in one step (the old content, if any, is replaced whole).
 
@@ -63,14 +64,21 @@ def save_run(
     state (checkpoints, the refit's working folder) of ``carry_from`` (default ``run_dir``) is
     hard-linked into the new folder, so ``--resume`` keeps working (``carry=False``: none, e.g. ``HQGNN.save``,
     whose model is not that checkpoint's). ``history_metric``: also draw
-    ``curve.png`` from ``metrics["history"]``. The caller holds the directory's lock.
+    ``curve.png`` from ``metrics["history"]``. ``model_from``: the model.safetensors of another (verified)
+    run, hard-linked in place of writing ``model_state`` (a grown run's weights are its source's, unchanged:
+    no read, parse and rewrite of them). The caller holds the directory's lock.
     """
+    if (model_state is None) == (model_from is None):
+        raise ValueError("give exactly one of model_state and model_from")
     run_dir = Path(run_dir)
     carry_from = run_dir if carry_from is None else Path(carry_from)
     with built_dir(run_dir) as staging:
         metrics = {**metrics, "run_format": FORMAT_VERSION}  # says a manifest.json belongs next to it
         write_text(staging / CONFIG, dump_config(cfg))
         for name, tensors in ((MODEL, model_state), (TABLES, tables)):
+            if tensors is None:  # model_from
+                link_or_copy(Path(model_from or ""), staging / name)
+                continue
             with atomic_path(staging / name) as tmp:
                 save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
         save_npz(staging / IDS, user_ids=user_ids, item_ids=item_ids)

@@ -73,7 +73,6 @@ def register_foldin_routes(app: FastAPI, api_key: str | None) -> None:
     def add(side: str, req: AddNodesRequest) -> dict[str, Any]:
         from ..foldin_run import FoldInError, fold_in_side, save_grown
         from ..io import DirLock
-        from ..run import load_model_state
 
         if api_key is None:
             raise HTTPException(
@@ -100,7 +99,7 @@ def register_foldin_routes(app: FastAPI, api_key: str | None) -> None:
             # persisted before it is served: the run directory is replaced whole (staging + rename), so
             # a crash leaves the old run or the grown one, and a restart serves what was acknowledged
             with DirLock(snap.run_dir):
-                save_grown(grown, load_model_state(snap.run_dir, snap.run.manifest), snap.run_dir)
+                save_grown(grown, snap.run_dir)
             new = holder.reload(snap.run_dir)
         log.info(
             "added %d %ss to %s (%d users, %d items)", len(ids), side, new.run_dir, new.run.n_users, new.run.n_items
