@@ -31,7 +31,9 @@ HERE = Path(__file__).resolve().parent
 METRICS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
 BUDGETS = (8, 16, 36)  # item bytes; a row counts for every budget at or above its bytes
 
-# name -> (teacher dim, bits, estimator, overrides). Overrides are quant.* / train.* fields.
+# name -> (code dim, bits, estimator, overrides). Overrides are quant.* / train.* fields, plus TEACHER: the
+# width of the float teacher to warm-start from (PCA-projected, train.init_projection=pca) and distil from,
+# when it is not the code's own (issue 28: one wide, strong teacher for every budget).
 ASYM = {"quant.user_bits": 0}
 CENTER_ROT = {"quant.center": True, "quant.rotation": "itq"}
 FP16 = {"quant.scale_dtype": "float16"}
@@ -71,7 +73,20 @@ QAT: dict[str, tuple[int, int, str, dict[str, Any]]] = {
     # BiGeaR-style: all 4 layers coded (256 sign bits + fp16 scale = 34 B), against b4_d64 at the same bytes
     "b1_d64_layers_asym_cr_kd": (64, 1, "ste", {**ASYM, **CENTER_ROT, **FP16, "quant.layerwise": True,
                                                 "quant.distill": "score"}),
+    # one wide teacher (d = 256) for every budget: projected warm start + distillation from it
+    "b1_d48_w256_asym_cr_kd_gste_d1": (48, 1, "gste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "score",
+                                                       "quant.delta": 1.0, "TEACHER": 256}),
+    "b1_d112_w256_asym_cr_kd_gste_d1": (112, 1, "gste", {**ASYM, **CENTER_ROT, **FP16, "quant.distill": "score",
+                                                         "quant.delta": 1.0, "TEACHER": 256}),
+    "b4_d64_w256_asym_c_kd": (64, 4, "ste", {**ASYM, "quant.center": True, **FP16, "quant.distill": "score",
+                                             "TEACHER": 256}),
 }
+
+
+def teacher_dim(name: str) -> int:
+    """The width of the float teacher configuration ``name`` starts from (its own code width by default)."""
+    dim, _, _, over = QAT[name]
+    return int(over.get("TEACHER", dim))
 
 
 def _launch(args: list[str], log: Path) -> subprocess.Popen:
@@ -82,6 +97,8 @@ def _launch(args: list[str], log: Path) -> subprocess.Popen:
 def _sets(overrides: dict[str, Any]) -> list[str]:
     out = []
     for key, value in overrides.items():
+        if key == "TEACHER":  # not a config field: the teacher's width (teacher_dim)
+            continue
         out += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
     return out
 
@@ -227,7 +244,9 @@ class Frontier:
                 while sum(p.poll() is None for p, _ in procs.values()) >= limit:
                     time.sleep(1.0)
                 out = self.work / f"{name}_s{seed}"
-                args = [*self.common, "--dim", str(dim), "--lr", str(self.args.qat_lr), "--init-from", str(teachers[dim]),
+                tdim = teacher_dim(name)
+                wide = ["--set", "train.init_projection=pca"] if tdim != dim else []
+                args = [*self.common, *wide, "--dim", str(dim), "--lr", str(self.args.qat_lr), "--init-from", str(teachers[tdim]),
                         "--out", str(out), "--epochs", str(self.args.qat_epochs), "--eval-every",
                         str(self.args.qat_eval_every), "--bits", str(bits), "--estimator", est,
                         "--set", f"train.seed={seed}", "--set", f"train.max_seconds={budget}", *_sets(over)]
@@ -236,9 +255,10 @@ class Frontier:
         for (name, seed), (p, out) in procs.items():
             p.wait()
             dim, bits, est, over = QAT[name]
-            row = self.run_row(out, name, "qat", seed, {"teacher_dim": dim, "bits": bits, "estimator": est,
-                                                        "config": over, "phase": phase, "concurrent_runs": len(procs),
-                                                        **teacher_fit(teachers[dim])})
+            tdim = teacher_dim(name)
+            row = self.run_row(out, name, "qat", seed, {"teacher_dim": tdim, "code_dim": dim, "bits": bits,
+                                                        "estimator": est, "config": over, "phase": phase,
+                                                        "concurrent_runs": len(procs), **teacher_fit(teachers[tdim])})
             if row:
                 rows.append(row)
         self.add(rows)
@@ -265,7 +285,7 @@ class Frontier:
 
     def main(self) -> None:
         names = self.args.configs.split(",") if self.args.configs else list(QAT)
-        dims = sorted({self.args.float_dim} | {QAT[n][0] for n in names})
+        dims = sorted({self.args.float_dim} | {teacher_dim(n) for n in names})
         teachers = self.teachers(dims)
         ph = self.posthoc(teachers)
         if self.args.fixed:

@@ -195,6 +195,42 @@ def test_itq_fold_keeps_float_scores(teacher):
     torch.testing.assert_close(ua @ ia.T, ub @ ib.T, atol=1e-4, rtol=1e-4)
 
 
+def test_pca_warm_start_projects_a_wider_teacher(teacher, tmp_path):
+    """train.init_projection=pca: a d = 8 student from the d = 16 teacher starts at the teacher's final
+    embeddings times P (propagation is linear), P orthonormal and of the teacher's top directions; the
+    same student distils from the wide teacher; without the option the width mismatch is refused."""
+    from hqgnn.errors import HqgnnError
+    from hqgnn.quant.rotation import pca_projection
+    from safetensors.torch import load_file
+
+    cfg = _cfg(bits=1, estimator="ste", user_bits=0, distill="score")
+    cfg.model.dim = 8
+    cfg.train.init_from = str(teacher)
+    with pytest.raises(HqgnnError, match="init_projection=pca"):
+        Trainer(cfg, load_dataset(cfg.data), progress=False)
+    cfg.train.init_projection = "pca"
+    tr = Trainer(cfg, load_dataset(cfg.data), progress=False)
+    wide = load_file(str(teacher / "tables.safetensors"))
+    p = pca_projection(wide["user_emb"], wide["item_emb"], 8)
+    assert p.shape == (16, 8)
+    torch.testing.assert_close(p.T @ p, torch.eye(8), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        users, items = tr.model.final(tr.adj)
+    torch.testing.assert_close(users, wide["user_emb"] @ p, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(items, wide["item_emb"] @ p, atol=1e-4, rtol=1e-4)
+    # the top directions hold more of the teacher's scores than any other 8 of its coordinates
+    s = wide["user_emb"] @ wide["item_emb"].T
+    err_pca = (s - (wide["user_emb"] @ p) @ (wide["item_emb"] @ p).T).norm()
+    err_first = (s - wide["user_emb"][:, :8] @ wide["item_emb"][:, :8].T).norm()
+    assert err_pca < err_first
+    assert tr.model.teacher_user.shape[1] == 16  # distillation from the wide teacher's scores
+    assert tr.init_info["projection"] == "pca 16 -> 8"
+    run_training(cfg, tmp_path / "run", progress=False)  # end to end: trains, writes, and says what it loaded
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["init_from"]["projection"] == "pca 16 -> 8"
+    assert load_run(tmp_path / "run").tables["item_codes"].shape[1] == 8
+
+
 def test_rank_distillation_targets_exclude_train_items(teacher):
     cfg = _cfg(bits=1, estimator="ste", user_bits=0, distill="rank", distill_topk=7)
     cfg.train.init_from = str(teacher)

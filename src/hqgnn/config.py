@@ -104,6 +104,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 2020
     init_from: str = ""  # warm start from a run directory (full-precision run for quantized training)
+    # a wider init_from run: none (refused) | pca (its layer-0 table projected onto the top principal
+    # directions of its final embeddings: the best rank-d linear map of a wide teacher, docs/decisions.md)
+    init_projection: str = "none"
     eval_batch_size: int = 0  # users per evaluation batch (0 = automatic)
     cuda_graph: bool = True  # on CUDA, replay each full-size step as a CUDA graph (the last partial batch is dropped)
     dist_backend: str = "auto"  # under torchrun: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
@@ -235,6 +238,7 @@ RULES: dict[str, Any] = {
     "train.max_seconds": NON_NEGATIVE,
     "train.batch_size": (1, math.inf),
     "train.sampling": ("edge", "user"),
+    "train.init_projection": ("none", "pca"),
     "train.lr": POSITIVE,
     "train.reg": NON_NEGATIVE,
     "train.eval_every": (1, math.inf),

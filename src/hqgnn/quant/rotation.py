@@ -1,4 +1,4 @@
-"""Orthogonal rotations before quantization: ITQ (Gong & Lazebnik, CVPR 2011) for sign codes."""
+"""Orthogonal maps before quantization: ITQ rotation (Gong & Lazebnik, CVPR 2011) for sign codes, PCA projection from a wider run."""
 
 from __future__ import annotations
 
@@ -34,3 +34,16 @@ def sign_error(x: Tensor, rotation: Tensor | None = None) -> float:
         v = v @ rotation
     q = v.abs().mean(1, keepdim=True) * torch.where(v >= 0, 1.0, -1.0)
     return float((q - v).square().sum() / v.square().sum().clamp_min(1e-30))
+
+
+def pca_projection(users: Tensor, items: Tensor, dim: int) -> Tensor:
+    """(D, dim) orthonormal columns: the top-``dim`` eigenvectors of the final embeddings' second moments,
+    users' and items' averaged (U^T U / n_u + I^T I / n_i), largest first.
+
+    LightGCN's propagation is linear and acts on rows, so projecting a wide run's layer-0 table by P
+    projects every final embedding by P: a narrower student starts from the scores u P P^T i, the wide
+    teacher's restricted to the subspace that holds most of both sides' energy (``train.init_projection``)."""
+    u, i = users.double(), items.double()
+    m = u.T @ u / max(len(u), 1) + i.T @ i / max(len(i), 1)
+    _, vecs = torch.linalg.eigh(m)  # ascending eigenvalues
+    return vecs[:, -dim:].flip(1).float().contiguous()

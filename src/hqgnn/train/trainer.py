@@ -125,16 +125,34 @@ class Trainer:
             raise HqgnnError(f"{path}: --init-from needs a finished run directory with model.safetensors")
         weights = load_file(str(path))
         emb = weights.get("encoder.embedding.weight")
-        if emb is None or emb.shape != self.model.encoder.embedding.weight.shape:
-            raise HqgnnError(f"{path}: encoder weights missing or of another shape (other data or --dim?)")
+        want = self.model.encoder.embedding.weight.shape
+        projected = (emb is not None and self.cfg.train.init_projection == "pca" and emb.shape[0] == want[0]
+                     and emb.shape[1] > want[1])
+        if emb is None or (emb.shape != want and not projected):
+            hint = " (a wider run: train.init_projection=pca)" if emb is not None and emb.shape[0] == want[0] and \
+                emb.shape[1] > want[1] else ""
+            raise HqgnnError(f"{path}: encoder weights missing or of another shape (other data or --dim?){hint}")
+        if projected:
+            emb = emb.float() @ self._pca_projection(run_dir, int(want[1]))
         with torch.no_grad():
             self.model.encoder.embedding.weight.copy_(emb)
         self.init_info = _init_info(run_dir, path, weights)
+        if projected:
+            self.init_info["projection"] = f"pca {int(weights['encoder.embedding.weight'].shape[1])} -> {int(want[1])}"
         log.info("--init-from: loaded %s", ", ".join(f"{k} {v}" for k, v in self.init_info.items()))
         if self.model.quantized and self.cfg.quant.rotation == "itq":
             self._fold_rotation()
         if self.model.quantized and self.cfg.quant.learnable_scale:
             self._init_learnable_scales()
+
+    @staticmethod
+    def _pca_projection(run_dir: Path, dim: int) -> torch.Tensor:
+        from ..quant.rotation import pca_projection
+
+        t = load_file(str(run_dir / "tables.safetensors")) if (run_dir / "tables.safetensors").exists() else {}
+        if "user_emb" not in t or "item_emb" not in t:
+            raise HqgnnError(f"{run_dir / 'tables.safetensors'}: train.init_projection=pca needs the wide run's tables")
+        return pca_projection(t["user_emb"], t["item_emb"], dim)
 
     @torch.no_grad()
     def _init_learnable_scales(self) -> None:
