@@ -78,6 +78,7 @@ FIELD_HELP: dict[str, str] = {
     "train.device": "where to train and score",
     "train.seed": "seed of the initialisation and the sampling",
     "train.init_from": "warm start from a run directory (a full-precision run for quantized training)",
+    "train.init_projection": "a wider init_from run: none (refused) or pca (its layer-0 table projected onto its top principal directions)",
     "train.eval_batch_size": "users per evaluation batch (0 = automatic)",
     "train.cuda_graph": "on CUDA, replay each full-size step as a CUDA graph (the last partial batch is dropped)",
     "train.dist_backend": "torch.distributed backend under torchrun: auto (nccl on CUDA, gloo on CPU) | nccl | gloo",
