@@ -141,10 +141,18 @@ def save_grown(run: Any, out_dir: str | Path) -> None:
     from .run import MODEL, save_run
 
     src = Path(run.path) / MODEL
-    has_model = src.exists()
+    state, link = (None, src) if src.exists() else ({}, None)
     save_run(
-        out_dir, run.config, run.metrics, None if has_model else {}, run.tables, run.user_ids, run.item_ids,
-        run.seen, carry=False, model_from=src if has_model else None,
+        out_dir,
+        run.config,
+        run.metrics,
+        state,
+        run.tables,
+        run.user_ids,
+        run.item_ids,
+        run.seen,
+        carry=False,
+        model_from=link,
     )
 
 
