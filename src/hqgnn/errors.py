@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 
 class HqgnnError(Exception):
     """A mistake in the user's input or arguments (bad file, bad flag), shown as one line by the CLI."""
@@ -23,3 +26,11 @@ class UsageError(HqgnnError):
     field): exit status 2, as for an unknown option or a missing argument."""
 
     exit_code = 2
+
+
+def check_k(k: Any, n_items: int | None = None) -> int:
+    """A user's ``k`` as an int >= 1 (one :class:`HqgnnError` otherwise; numpy integers count, bools do not),
+    clamped to ``n_items`` when given: memory is bounded by the answer, never by ``k``."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise HqgnnError(f"k must be an integer >= 1, got {k!r}")
+    return int(k) if n_items is None else min(int(k), n_items)

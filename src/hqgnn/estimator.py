@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from .config import RunConfig
 from .config_docs import section_field
-from .errors import HqgnnError
+from .errors import HqgnnError, check_k
 from .estimator_foldin import FoldInMixin
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ class HQGNN(FoldInMixin):
         Slots beyond the available items hold score -inf and item id -1 (int ids) or "" (string ids);
         ``k`` above the catalog size is clamped to it (the arrays then have ``n_items`` columns).
         """
-        k = min(_check_k(k), self.run.n_items)  # memory bounded by the answer, never by k
+        k = check_k(k, self.run.n_items)
         if user_items is not None or users is None:
             return self._recommend_sessions(user_items, k, exclude_seen, users)
         if np.ndim(users) == 0:  # one id: unknown is an error, as GET /recommend's 404
@@ -260,7 +260,7 @@ class HQGNN(FoldInMixin):
     def recommend_batch(self, users: Any, k: int = 10, exclude_seen: bool = True) -> dict[str, Any]:
         """What ``POST /recommend/batch`` answers, for your ids: ``{"results": [{"user", "items": [{"item",
         "score"}, ...]} or {"user", "items": [], "error"}, ...], "unknown_users": [...]}`` in request order."""
-        k = min(_check_k(k), self.run.n_items)
+        k = check_k(k, self.run.n_items)
         users = list(np.asarray(users).reshape(-1).tolist())
         rows, unknown = _rows_or_unknown(users, self.run.user_ids)
         known = np.flatnonzero(rows >= 0)
@@ -293,7 +293,7 @@ class HQGNN(FoldInMixin):
     def similar_items(self, items: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items with the largest inner product with each of ``items`` (itself excluded):
         ``(item_ids, scores)``, each (len(items), k)."""
-        k = min(_check_k(k), self.run.n_items)
+        k = check_k(k, self.run.n_items)
         rows = self._rows(items, self.run.item_ids, "item")
         scores, ids = self._recommender().similar_items(rows, k)
         return self._to_ids(np.asarray(ids), np.asarray(scores))
@@ -304,7 +304,7 @@ class HQGNN(FoldInMixin):
         :meth:`fit`; pairs with ids the model never saw are dropped with a warning), seen items
         masked, ranked as served. ``test=None``: the test split of the data ``fit`` loaded from a
         path or dataset name (or, for a loaded run, its config's data source)."""
-        ks = [_check_k(k) for k in ks]
+        ks = [check_k(k) for k in ks]
         if test is None:
             truth = self._default_test()
         else:
@@ -372,12 +372,6 @@ class HQGNN(FoldInMixin):
         est._foldin = None
         est._test = None
         return est
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise HqgnnError(f"k must be an integer >= 1, got {k!r}")
-    return int(k)
 
 
 def _rows_or_unknown(ids: Any, known: np.ndarray) -> tuple[np.ndarray, list[Any]]:

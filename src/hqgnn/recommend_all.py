@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from .errors import HqgnnError
+from .errors import HqgnnError, check_k
 from .io import DirLock, atomic_path, fsync_dir, write_json
 from .progress import Heartbeat
 
@@ -159,12 +159,6 @@ def _chunks(rec: Recommender, k: int, exclude_seen: bool, chunk: int, start: int
         yield r0, r1, _search(rec, r0, r1, k, exclude_seen, step)
 
 
-def _check_k(k: Any, n_items: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise HqgnnError(f"k must be an integer >= 1, got {k!r}")
-    return min(int(k), n_items)  # memory bounded by the catalog, never by k
-
-
 def recommend_all_frame(rec: Recommender, k: int, exclude_seen: bool = True, chunk: int | None = None) -> pd.DataFrame:
     """Every user's top-``k`` as one long DataFrame (columns :data:`COLUMNS`), held in memory.
 
@@ -173,7 +167,7 @@ def recommend_all_frame(rec: Recommender, k: int, exclude_seen: bool = True, chu
     """
     import pyarrow as pa
 
-    k = _check_k(k, rec.run.n_items)
+    k = check_k(k, rec.run.n_items)
     n = rec.run.n_users
     if n * k > FRAME_ROWS:
         raise HqgnnError(
@@ -305,7 +299,7 @@ def recommend_all(
         raise HqgnnError(f"{out}: the output must end in .parquet, .pq or .csv")
     if out.exists() and not overwrite:
         raise HqgnnError(f"{out}: already exists; pass --overwrite to replace it")
-    k = _check_k(k, rec.run.n_items)
+    k = check_k(k, rec.run.n_items)
     n = rec.run.n_users
     size = chunk_size(n, k, chunk)
     identity = run_identity(rec, k, exclude_seen)
