@@ -133,3 +133,32 @@ def test_with_item_order_moves_every_item_row_and_inverts(quantized_run):
     for bad in (order[:-1], np.zeros(n, np.int64)):
         with pytest.raises(ValueError, match="permutation"):
             run.with_item_order(bad)
+
+
+def test_dense_paths_search_large_batches_in_row_slices(tmp_path, monkeypatch):
+    """The ranker's dense paths (the item scorer of a float-query run here; a float run on a GPU alike)
+    materialise at most SCORE_ELEMENTS scores: a batch past it is searched in row slices, exclusions sliced
+    with it, and the answer is the one-call answer."""
+    import scipy.sparse as sp
+
+    import hqgnn.eval.ranking as ranking
+
+    cfg = RunConfig()
+    cfg.data.synthetic_users, cfg.data.synthetic_items = 200, 120
+    cfg.model.dim, cfg.train.epochs, cfg.train.device = 16, 1, "cpu"
+    cfg.quant.bits, cfg.quant.estimator, cfg.quant.user_bits = 1, "ste", 0
+    run_training(cfg, tmp_path / "run", progress=False)
+    rec = Recommender(load_run(tmp_path / "run"))
+    assert rec.ranker.scorers is not None
+    rows = np.arange(rec.run.n_items)
+    rng = np.random.default_rng(3)
+    ex = sp.random(len(rows), rec.run.n_items, density=0.05, format="csr", random_state=rng)
+    whole = rec.ranker.search(rows, 7, exclude=ex, side="item")
+    calls = []
+    real = rec.ranker._scored_search
+    monkeypatch.setattr(rec.ranker, "_scored_search", lambda r, *a: calls.append(len(r)) or real(r, *a))
+    monkeypatch.setattr(ranking, "SCORE_ELEMENTS", 3 * rec.run.n_items)  # 3 rows a slice
+    sliced = rec.ranker.search(rows, 7, exclude=ex, side="item")
+    assert max(calls) == 3 and sum(calls) == len(rows)
+    np.testing.assert_array_equal(sliced[1], whole[1])
+    np.testing.assert_array_equal(sliced[0], whole[0])

@@ -46,7 +46,6 @@ WRITERS = 2  # threads that turn chunks into tables and chunk files (the output'
 MAX_USERS_PER_CHUNK = 65_536  # a crash loses at most one chunk of work
 MAX_SLOTS = 1 << 26  # a user-chosen --chunk x k above this (~1.6 GB per chunk) is refused
 FRAME_ROWS = 1 << 25  # recommend_all(out=None) refuses answers of more rows (~0.8 GB as a DataFrame)
-FLOAT_SCORE_BYTES = 1 << 30  # a float run on the GPU scores (users x items) float32 blocks of at most this
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 STATE = "state.json"
 _PART = re.compile(r"^part-(\d{12})-(\d{12})\.arrow$")
@@ -104,22 +103,10 @@ def work_dir(out: str | os.PathLike[str]) -> Path:
     return out.parent / f".{out.name}.recommend-all"
 
 
-def _call_rows(rec: Recommender, chunk: int) -> int:
-    """Users per ranker call: a float run on the GPU materialises (users x items) scores, so it is split."""
-    if rec.index is None and rec.device.type != "cpu":
-        return max(1, min(chunk, FLOAT_SCORE_BYTES // (4 * max(1, rec.run.n_items))))
-    return chunk
-
-
-def _search(rec: Recommender, r0: int, r1: int, k: int, exclude_seen: bool, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, item rows) of users r0..r1-1, each (r1 - r0, k), through the path ``recommend`` uses."""
-    parts = [
-        rec.recommend(np.arange(a, min(r1, a + step), dtype=np.int64), k, exclude_seen=exclude_seen)
-        for a in range(r0, r1, step)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+def _search(rec: Recommender, r0: int, r1: int, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, item rows) of users r0..r1-1, each (r1 - r0, k), through the path ``recommend`` uses (whose
+    ranker bounds the scores it materialises: hqgnn.eval.ranking.SCORE_ELEMENTS)."""
+    return rec.recommend(np.arange(r0, r1, dtype=np.int64), k, exclude_seen=exclude_seen)
 
 
 class _Ids:
@@ -153,10 +140,9 @@ class _Ids:
 
 def _chunks(rec: Recommender, k: int, exclude_seen: bool, chunk: int, start: int) -> Iterator[tuple[int, int, Any]]:
     """(r0, r1, (scores, items)) for each chunk of users from row ``start`` on."""
-    step = _call_rows(rec, chunk)
     for r0 in range(start, rec.run.n_users, chunk):
         r1 = min(rec.run.n_users, r0 + chunk)
-        yield r0, r1, _search(rec, r0, r1, k, exclude_seen, step)
+        yield r0, r1, _search(rec, r0, r1, k, exclude_seen)
 
 
 def recommend_all_frame(rec: Recommender, k: int, exclude_seen: bool = True, chunk: int | None = None) -> pd.DataFrame:

@@ -21,11 +21,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..index.common import Exclusion, normalize_exclusion
+from ..index.common import Exclusion, normalize_exclusion, subset_exclusion
 from ..index.api import Index, QueryCodes, build_index
 from ..index.format import CodeFormat
 from ..topk import stable_topk
 from .masking import exclusion_mask_fill
+
+# float32 scores a dense path (a float run on a GPU, an item scorer) materialises at once: larger query batches
+# are searched in row slices, so memory follows the answer, not the batch (1 GiB)
+SCORE_ELEMENTS = 1 << 28
 
 __all__ = ["Ranker", "self_exclusion"]
 
@@ -101,14 +105,26 @@ class Ranker:
         b, k = len(rows), int(k)
         ex = normalize_exclusion(exclude, b, self.n_items)
         if self.index is None:
-            return self._float_search(rows, k, ex, side)
+            if self.device.type == "cpu":  # the blocked CPU kernel holds no (rows x items) scores
+                return self._float_search(rows, k, ex, side)
+            return self._sliced(self._float_search, rows, k, ex, side)
         if self.scorers is not None and side == "item":
-            return self._scored_search(rows, k, ex, side)
+            return self._sliced(self._scored_search, rows, k, ex, side)
         scale = self.query_scales[side]
         qs = None if scale is None else (scale[rows] if scale.ndim else scale)
         scores, ids = self.index.search(QueryCodes(self.queries[side][rows], qs), k,
                                         exclude=None if ex is None else (ex.indptr, ex.indices))
         return _pad(_numpy(scores).astype(np.float32, copy=False), _numpy(ids).astype(np.int64, copy=False), k)
+
+    def _sliced(self, search: Callable[..., tuple[np.ndarray, np.ndarray]], rows: np.ndarray, k: int,
+                ex: Exclusion | None, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` over row slices of at most SCORE_ELEMENTS scores each (one call when they fit)."""
+        step = max(1, SCORE_ELEMENTS // max(self.n_items, 1))
+        if len(rows) <= step:
+            return search(rows, k, ex, side)
+        parts = [search(rows[r0 : r0 + step], k, subset_exclusion(ex, np.arange(r0, min(len(rows), r0 + step))), side)
+                 for r0 in range(0, len(rows), step)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _scored_search(self, rows: np.ndarray, k: int, ex: Exclusion | None, side: str) -> tuple[np.ndarray, np.ndarray]:
         dev = self.device

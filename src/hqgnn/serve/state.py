@@ -14,10 +14,6 @@ from ..errors import HqgnnError
 from ..recommender import Recommender
 from ..run import TrainedRun, load_run
 
-# Upper bound on one scoring call's (users x items) float32 score matrix (64 Mi entries = 256 MiB).
-# A batch is one vectorized Recommender call whenever it fits (always, for catalogs below 64k items);
-# only huge catalogs split a batch into several calls, so 1000 users x 10M items cannot allocate 40 GB.
-MAX_SCORE_ELEMENTS = 1 << 26
 
 
 class UnknownIdError(LookupError):
@@ -63,7 +59,7 @@ class ModelSnapshot:
         """Top-k for each raw user id (raises UnknownIdError naming the first unknown one)."""
         idx = np.fromiter((self.user_index(u) for u in users), dtype=np.int64, count=len(users))
         k = min(k, self.run.n_items)  # the answer never holds more slots than there are items
-        scores, items = self._chunked(self.recommender.recommend, idx, k, exclude_seen=exclude_seen)
+        scores, items = self.recommender.recommend(idx, k, exclude_seen=exclude_seen)
         return [{"user": self.user_ids[u], "items": self._items(s, i)} for u, s, i in zip(idx.tolist(), scores, items)]
 
     def recommend_batch(self, users: Sequence[Any], k: int, exclude_seen: bool) -> dict[str, Any]:
@@ -82,7 +78,7 @@ class ModelSnapshot:
             {"user": u, "items": [], "error": f"unknown user {_shown(u)}"} for u in users
         ]
         if len(known):
-            scores, items = self._chunked(self.recommender.recommend, idx[known], k, exclude_seen=exclude_seen)
+            scores, items = self.recommender.recommend(idx[known], k, exclude_seen=exclude_seen)
             for r, u, s, i in zip(known.tolist(), idx[known].tolist(), scores, items):
                 results[r] = {"user": self.user_ids[u], "items": self._items(s, i)}
         return {"results": results, "unknown_users": unknown}
@@ -92,13 +88,6 @@ class ModelSnapshot:
         k = min(k, self.run.n_items)
         scores, items = self.recommender.similar_items(np.array([i], dtype=np.int64), k)
         return {"item": self.item_ids[i], "items": self._items(scores[0], items[0])}
-
-    def _chunked(self, fn: Any, idx: np.ndarray, k: int, **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-        rows = max(1, MAX_SCORE_ELEMENTS // max(self.run.n_items, 1))
-        if len(idx) <= rows:
-            return fn(idx, k, **kw)
-        parts = [fn(idx[r : r + rows], k, **kw) for r in range(0, len(idx), rows)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _items(self, scores: np.ndarray, items: np.ndarray) -> list[dict[str, Any]]:
         # -1 marks padding (fewer than k unseen items); those slots are left out.
