@@ -183,13 +183,5 @@ def recommend_sessions(
     ``exclude_seen=False``. ``foldin`` must be built on ``recommender.run``."""
     run = recommender.run
     rows = encode_rows(run, "user", foldin.vectors("user", r))
-    ranker = copy.copy(recommender.ranker)  # shares the index; only the query table differs
-    if ranker.index is None:
-        ranker.emb = {**ranker.emb, "user": rows["user_emb"].to(ranker.device)}
-    elif "user_query" in rows:
-        ranker.queries, ranker.query_scales = {"user": rows["user_query"].numpy()}, {"user": None}
-    else:
-        scale = rows["user_scale"] if "user_scale" in rows else run.tables["user_scale"]
-        ranker.queries = {"user": rows["user_codes"].numpy()}
-        ranker.query_scales = {"user": scale.float().numpy()}
+    ranker = recommender.ranker.with_user_rows(rows, run.tables.get("user_scale"))
     return ranker.search(np.arange(r.shape[0]), k, exclude=r if exclude_seen else None)

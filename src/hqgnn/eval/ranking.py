@@ -93,6 +93,26 @@ class Ranker:
             self.scorers = {"item": lambda: code_scorer(d["item_codes"], d["item_scale"], d["item_codes"],
                                                         d["item_scale"])}
 
+    def with_user_rows(self, rows: dict[str, torch.Tensor], shared_scale: torch.Tensor | None = None) -> Ranker:
+        """A ranker over the same items (the index and its copies shared) whose user table is ``rows``, the
+        encoded rows of other users (:func:`hqgnn.foldin.encode_rows`: ``user_emb`` for a float run, else
+        ``user_query`` or ``user_codes`` with ``user_scale``, or the run's per-tensor ``shared_scale``)."""
+        import copy
+
+        out = copy.copy(self)
+        if self.index is None:
+            out.emb = {**self.emb, "user": rows["user_emb"].detach().float().to(self.device)}
+        elif "user_query" in rows:
+            out.queries = {**self.queries, "user": rows["user_query"].float().numpy()}
+            out.query_scales = {**self.query_scales, "user": None}
+        else:
+            scale = rows["user_scale"] if "user_scale" in rows else shared_scale
+            if scale is None:
+                raise ValueError("coded user rows need their user_scale (or the run's shared one)")
+            out.queries = {**self.queries, "user": rows["user_codes"].numpy()}
+            out.query_scales = {**self.query_scales, "user": scale.float().numpy()}
+        return out
+
     @torch.no_grad()
     def search(self, rows: Any, k: int, exclude: Any = None, side: str = "user") -> tuple[np.ndarray, np.ndarray]:
         """``(scores, item ids)`` as numpy arrays (float32, int64), each (len(rows), k), best first.
