@@ -169,6 +169,22 @@ def test_diverging_training_stops_with_one_line_and_writes_no_run(tmp_path: Path
     assert not (out / "manifest.json").exists() and not (out / "tables.safetensors").exists()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_weight_is_found_with_a_finite_loss(tmp_path: Path, bad: float) -> None:
+    import torch
+
+    from hqgnn.data import load_dataset
+    from hqgnn.train.trainer import Trainer
+
+    cfg = tiny_config()
+    tr = Trainer(cfg, load_dataset(cfg.data), progress=False)
+    tr._check_finite(1, 0.5, tmp_path / "ckpt")  # all finite: no error
+    with torch.no_grad():
+        tr.model.encoder.embedding.weight[3, 5] = bad
+    with pytest.raises(HqgnnError, match=r"epoch 2: training diverged \(parameter encoder.embedding.weight"):
+        tr._check_finite(2, 0.5, tmp_path / "ckpt")
+
+
 # ---------------------------------------------------------------- strict parsing, devices
 
 
