@@ -393,3 +393,37 @@ def test_cuda_ranking_equals_cpu_ranking(fmt_run):
     gpu = Ranker(run.tables, device="cuda", **kw).search(users, 20, exclude=seen)
     np.testing.assert_array_equal(cpu[1], gpu[1])
     np.testing.assert_array_equal(cpu[0], gpu[0])
+
+
+def test_warm_start_is_epoch_zero_and_epochs_zero_is_post_hoc(teacher, tmp_path, monkeypatch):
+    """A warm-started run evaluates its start (the teacher quantized by the run's quantizer) as epoch 0 and
+    keeps it when training does not beat it on validation; train.epochs = 0 is post-hoc quantization."""
+    from hqgnn.errors import HqgnnError
+    from hqgnn.quant import EmbeddingQuantizer
+
+    cfg = _cfg(bits=4, estimator="ste", user_bits=0)
+    cfg.train.epochs = 0
+    with pytest.raises(HqgnnError, match="train.epochs 0 .* needs train.init_from"):
+        cfg.validate()
+    cfg.train.init_from = str(teacher)
+    run_training(cfg, tmp_path / "post", progress=False)
+    m = json.loads((tmp_path / "post" / "metrics.json").read_text())
+    assert (m["best_epoch"], m["epochs_run"]) == (0, 0) and m["val"] == m["warm_start_val"]
+    post, wide = load_run(tmp_path / "post"), load_run(teacher)
+    codes, _ = EmbeddingQuantizer(4, estimator="ste", scale="row").quantize(wide.tables["item_emb"])
+    assert torch.equal(post.tables["item_codes"], codes.to(post.tables["item_codes"].dtype))
+    # training that only hurts keeps the warm start: the served codes are the post-hoc ones
+    def scramble(self, epoch):  # an "epoch" that shuffles the item rows: validation falls to chance
+        with torch.no_grad():
+            w = self.model.encoder.embedding.weight
+            items = w[self.data.n_users :]
+            items.copy_(items[torch.randperm(len(items), generator=torch.Generator().manual_seed(epoch))])
+        return 0.5
+
+    monkeypatch.setattr(Trainer, "train_epoch", scramble)
+    cfg.train.epochs, cfg.train.eval_every = 2, 1
+    run_training(cfg, tmp_path / "hurt", progress=False)
+    m = json.loads((tmp_path / "hurt" / "metrics.json").read_text())
+    assert m["epochs_run"] == 2 and all(h["val_recall@20"] < m["warm_start_val"]["recall@20"] for h in m["history"])
+    assert m["best_epoch"] == 0 and m["val"] == m["warm_start_val"]
+    assert torch.equal(load_run(tmp_path / "hurt").tables["item_codes"], post.tables["item_codes"])

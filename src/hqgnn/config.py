@@ -92,7 +92,7 @@ class QuantConfig:
 class TrainConfig:
     """BPR optimisation, validation and early stopping."""
 
-    epochs: int = 50
+    epochs: int = 50  # 0 with init_from: the warm start quantized post hoc, evaluated and written (no training)
     max_seconds: float = 0.0  # wall-clock training budget; stop after the epoch that crosses it (0 = none)
     batch_size: int = 2048
     sampling: str = "edge"  # edge: every training pair once per epoch | user: uniform users, then a random positive (LightGCN's)
@@ -234,7 +234,7 @@ RULES: dict[str, Any] = {
     "quant.distill_weight": NON_NEGATIVE,
     "quant.distill_temperature": POSITIVE,
     "quant.distill_topk": (1, math.inf),
-    "train.epochs": (1, math.inf),
+    "train.epochs": (0, math.inf),
     "train.max_seconds": NON_NEGATIVE,
     "train.batch_size": (1, math.inf),
     "train.sampling": ("edge", "user"),
@@ -293,6 +293,8 @@ def _validate(cfg: "RunConfig") -> None:
         raise HqgnnError("quant.layerwise codes every LightGCN layer against float queries: it needs "
                          f"quant.user_bits = 0 and model.layers >= 1 (got {q.user_bits} and {cfg.model.layers})")
     metrics = [f"{m}@{k}" for m in METRIC_NAMES for k in sorted(set(cfg.eval.ks))]
+    if cfg.train.epochs == 0 and not cfg.train.init_from:
+        raise HqgnnError("train.epochs 0 quantizes a trained run without training: it needs train.init_from")
     if cfg.train.select_metric not in metrics:
         raise HqgnnError(f"train.select_metric {cfg.train.select_metric!r} is not evaluated "
                          f"(eval.ks = {cfg.eval.ks}){hint(cfg.train.select_metric, metrics, 'metric')}")

@@ -272,6 +272,8 @@ def train_model(
         "init_from": init_info,
         "history": selected.history,
     }
+    if selected.warm_start_val:  # the warm start's validation metrics (epoch 0: best_epoch 0 when it was kept)
+        metrics["warm_start_val"] = selected.warm_start_val
     if paper:
         metrics["selected_on"] = "test"
         metrics["test_selected"] = selected.val  # == test: the epoch was chosen on these numbers

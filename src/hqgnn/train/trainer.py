@@ -47,6 +47,7 @@ class TrainResult:
     test: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, float] = field(default_factory=dict)
+    warm_start_val: dict[str, float] = field(default_factory=dict)  # the init_from run quantized, before training
 
 
 class Trainer:
@@ -291,6 +292,16 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.lr_tensor
             log.info("resumed from epoch %d", state["epoch"])
+        if not resume and tc.init_from and self.val_eval is not None:
+            # the warm start is a candidate too (epoch 0): its codes are the float run quantized post hoc by this
+            # run's quantizer, so training that never beats them on validation keeps them (and epochs = 0 is
+            # post-hoc quantization, selected and reported like any run)
+            val = self.evaluate("val")
+            state.update(best_score=val.get(tc.select_metric, -math.inf), best_val=val, warm_start_val=val)
+            log.info("warm start (epoch 0): %s %s %.4f", "TEST (paper protocol)" if self.paper else "val",
+                     tc.select_metric, state["best_score"])
+            if main:
+                self._save_weights(run_dir / BEST)
         t_start = time.perf_counter() - state["train_seconds"]
         # epochs between evaluations: a line at least every 30 s when no terminal shows the bars
         epoch_beat = Heartbeat("epochs", tc.epochs, log, start=t_start)
@@ -373,7 +384,8 @@ class Trainer:
         distributed.broadcast_module(self.model)  # rank 0's best weights to every rank (no shared disk needed)
         test = self.evaluate("test")
         return TrainResult(best_epoch=state["best_epoch"], epochs_run=state["epoch"], train_seconds=train_seconds,
-                           val=state["best_val"], test=test, history=state["history"], memory=self.model.memory_report())
+                           val=state["best_val"], test=test, history=state["history"], memory=self.model.memory_report(),
+                           warm_start_val=state.get("warm_start_val", {}))
 
     def _check_finite(self, epoch: int, loss: float, ckpt: Path) -> None:
         """Stop at the first epoch whose loss or weights are not finite (diverged training), with one line.
