@@ -28,7 +28,7 @@ from .lut1 import (  # noqa: F401  (re-exported: the index's view of the LUT lay
     pack_lut1,
     unpack_lut1,
 )
-from .select import _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push, as_float32
+from .select import Arr, Float, Int, _accept, _finalize, _heap_state, _init_expos, _is_excluded, _push, as_float32
 from .simd import QG, _addr, _popcnt64, _s8_ir, _s8_portable, _u4_ir, _u4_portable
 
 __all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "asym_task", "lut1_tables", "lut_task", "pack_lut1",
@@ -38,7 +38,8 @@ KIND_NIBBLE, KIND_INT8 = 1, 2
 
 
 @njit(cache=True)
-def _raw_scores(kind, use_simd, items, blk16_0, nblk16, ngp, qv, g0, buf):
+def _raw_scores(kind: int, use_simd: bool, items: Arr, blk16_0: int, nblk16: int, ngp: int, qv: Arr, g0: int,
+                buf: Arr) -> None:
     """Raw kernel scores of 8 queries (rows g0.. of qv) x 16-item blocks blk16_0.. into buf (nibble / int8 items)."""
     qrow = qv.shape[1]
     if kind == KIND_NIBBLE:
@@ -55,13 +56,13 @@ def _raw_scores(kind, use_simd, items, blk16_0, nblk16, ngp, qv, g0, buf):
 
 
 @njit(cache=True, inline="always")
-def _key(ip, s, su, t):
+def _key(ip: Int, s: Float, su: float, t: Float) -> float:
     # the one float64 formula of the score; reference_asym_scores evaluates exactly the same ops
     return np.float64(ip) * s * su + t
 
 
 @njit(cache=True)
-def _cuts(smax, smin, su, tm, tau, lo, hi):
+def _cuts(smax: float, smin: float, su: float, tm: float, tau: float, lo: Int, hi: Int) -> tuple[np.int64, np.int64]:
     """(P, N): an item of the chunk (ip in [lo, hi], s_i in [smin, smax], t_i <= tm) can reach
     tau only if ip >= P or ip <= N. For each corner s, f(ip) = _key(ip, s, su, tm) is monotone in
     ip (every rounding step is) and bounds every computed key with that ip, so {ip : f(ip) >= tau}
@@ -95,7 +96,7 @@ def _cuts(smax, smin, su, tm, tau, lo, hi):
 
 
 @njit(cache=True, inline="always")
-def _task_range(t, B, n, n_ranges, chunk):
+def _task_range(t: int, B: int, n: int, n_ranges: int, chunk: int) -> tuple[int, int, int, int]:
     """(q0, q1, ch0, ch1) of task t = qt * n_ranges + rr: queries [64 qt, 64 qt + 64) x the rr-th chunk range."""
     nchunks = (n + chunk - 1) // chunk
     cpr = (nchunks + n_ranges - 1) // n_ranges
@@ -105,7 +106,7 @@ def _task_range(t, B, n, n_ranges, chunk):
 
 
 @njit(cache=True, inline="always")
-def _bound(lo, hi, smax, smin, su, tm):
+def _bound(lo: Int, hi: Int, smax: float, smin: float, su: float, tm: float) -> float:
     # the key is bilinear in (ip, s_i): its max over the chunk is at a corner, and every rounding
     # step is monotone, so evaluating the same formula there bounds it exactly
     if smin >= 0.0 and su >= 0.0:  # the usual case: non-decreasing in ip, so the corner is known
@@ -114,7 +115,8 @@ def _bound(lo, hi, smax, smin, su, tm):
 
 
 @njit(cache=True, inline="always")
-def _chunk(ch, chunk, block, n, cmax, cmin, tmax, sstride, tstride):
+def _chunk(ch: int, chunk: int, block: int, n: int, cmax: Arr, cmin: Arr, tmax: Arr, sstride: int,
+           tstride: int) -> tuple[int, int, int, int, float, float, float]:
     """Chunk ``ch``'s first item, its valid items, its first kernel block of ``block`` items and their count, and
     its bounds: max / min scale, max |term| (float64)."""
     c0 = ch * chunk
@@ -124,9 +126,10 @@ def _chunk(ch, chunk, block, n, cmax, cmin, tmax, sstride, tstride):
 
 
 @njit(cache=True, nogil=True)
-def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd, bmin, bmax, qs, scales,
-             sstride, terms, tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk, sc_chunks, out_keys,
-             out_ids):
+def lut_task(t: int, use_simd: bool, need_min: bool, items: Arr, ngp: int, n: int, k: int, qa: Arr, qb: Arr,
+             nplanes: int, mul_a: int, mul_b: int, qadd: Arr, bmin: Arr, bmax: Arr, qs: Arr, scales: Arr, sstride: int,
+             terms: Arr, tstride: int, cmax: Arr, cmin: Arr, tmax: Arr, oid: Arr, ex_ptr: Arr, ex_idx: Arr,
+             has_ex: bool, n_ranges: int, chunk: int, sc_chunks: int, out_keys: Arr, out_ids: Arr) -> None:
     """One task of the 1-bit LUT search: queries [64 qt, 64 qt + 64) x item range rr (t = qt * R + rr).
 
     ip = mul_a A + mul_b B + qadd[q] from the biased table sums A (tables qa) and, with two planes, B (qb);
@@ -179,7 +182,7 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
                         hi = mul_a * np.int64(mm[r8, 0]) + addhi[g0 - q0 + r8]
                         ub = _key(hi, smax if hi >= 0 else smin, sug[g0 - q0 + r8], tm)
                         tr = tau[g0 - q0 + r8]
-                        live |= np.int64((ub > tr) | ((ub == tr) & (not ident))) << r8
+                        live |= np.int64((ub > tr) | ((ub == tr) & (not ident))) << r8  # type: ignore[assignment]
                     if live == 0:
                         continue
                 for r8 in range(nr8):
@@ -239,8 +242,10 @@ def lut_task(t, use_simd, need_min, items, ngp, n, k, qa, qb, nplanes, mul_a, mu
 
 
 @njit(cache=True, nogil=True)
-def asym_task(t, kind, use_simd, items, ngp, n, k, qa, qb, nplanes, mul_a, mul_b, qadd, qs, scales, sstride, terms,
-              tstride, cmax, cmin, tmax, oid, ex_ptr, ex_idx, has_ex, n_ranges, chunk, sc_chunks, out_keys, out_ids):
+def asym_task(t: int, kind: int, use_simd: bool, items: Arr, ngp: int, n: int, k: int, qa: Arr, qb: Arr,
+              nplanes: int, mul_a: int, mul_b: int, qadd: Arr, qs: Arr, scales: Arr, sstride: int, terms: Arr,
+              tstride: int, cmax: Arr, cmin: Arr, tmax: Arr, oid: Arr, ex_ptr: Arr, ex_idx: Arr, has_ex: bool,
+              n_ranges: int, chunk: int, sc_chunks: int, out_keys: Arr, out_ids: Arr) -> None:
     """One task of the nibble / int8 asymmetric search: queries [64 qt, 64 qt + 64) x item range rr (t = qt * R + rr).
 
     ip = mul_a * rawA + mul_b * rawB + qadd[q] is the exact integer <c_u, c_i> from the raw kernel

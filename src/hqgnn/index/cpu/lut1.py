@@ -21,6 +21,7 @@ import re
 import numpy as np
 from numba import njit
 
+from .select import Arr, Int
 from .simd import _CODEGEN_AVX2, HAVE_AVX2, QG, _ir_intrinsic, ir_parses
 
 __all__ = ["HAVE_LUT_SIMD", "LUT_BLOCK", "LUT_MAX_DIM", "lut1_cols", "lut1_tables", "pack_lut1", "unpack_lut1"]
@@ -207,7 +208,8 @@ _pass_ir = _ir_intrinsic("hq_pass", _gen_pass_ir, 5, _CODEGEN_LUT)
 
 
 @njit(cache=True)
-def _lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, mm):
+def _lut_portable(items: Arr, blk0: int, nblk: int, nsteps: int, tabs: Arr, row0: int, nq: int, buf: Arr, brow: int,
+                  bcol0: int, mm: Arr) -> None:
     """Same layout and results as the IR kernels: rows row0.. of tabs into buf[brow + r, bcol0 + 32 b + m]."""
     ncols = 2 * nsteps
     for r in range(nq):
@@ -220,8 +222,8 @@ def _lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, m
                 s = 0
                 for c in range(ncols):
                     byte = np.int32(items[base + c * 32 + pos])
-                    s += np.int32(tabs[row0 + r, (2 * c) * 32 + (byte & 15)])  # table (c, 0): low nibble
-                    s += np.int32(tabs[row0 + r, (2 * c + 1) * 32 + (byte >> 4)])
+                    s += np.int32(tabs[row0 + r, (2 * c) * 32 + (byte & 15)])  # type: ignore[assignment]  # low nibble
+                    s += np.int32(tabs[row0 + r, (2 * c + 1) * 32 + (byte >> 4)])  # type: ignore[assignment]
                 buf[brow + r, bcol0 + b * 32 + m] = s
                 hi = max(hi, s)
                 lo = min(lo, s)
@@ -230,7 +232,7 @@ def _lut_portable(items, blk0, nblk, nsteps, tabs, row0, nq, buf, brow, bcol0, m
 
 
 @njit(cache=True)
-def _pass_portable(buf, row, nblk, ahi, alo, out):
+def _pass_portable(buf: Arr, row: int, nblk: int, ahi: Int, alo: Int, out: Arr) -> None:
     for b in range(nblk):
         m = 0
         for j in range(32):

@@ -16,15 +16,20 @@ from numba.extending import overload
 
 __all__ = ["as_float32", "half_to_float32", "kernel_values", "merge_ranges", "widen_into"]
 
+# annotations of the kernels' arguments (numba ignores annotations); Int / Float: a Python or a numpy scalar
+Arr = np.ndarray
+Int = int | np.integer
+Float = float | np.floating
+
 
 @njit(cache=True, inline="always")
-def _before(ka, ia, kb, ib):
+def _before(ka: float, ia: int, kb: float, ib: int) -> bool:
     """Result order: key descending, then id ascending (ids are unique, so this is total)."""
     return ka > kb or (ka == kb and ia < ib)
 
 
 @njit(cache=True)
-def _sort_pairs(keys, ids, lo, hi):
+def _sort_pairs(keys: Arr, ids: Arr, lo: int, hi: int) -> None:
     """In-place heapsort of keys/ids[lo:hi] into result order (worst case O(m log m))."""
     m = hi - lo
     # max-heap on "comes later": the root is the last element in result order
@@ -41,7 +46,7 @@ def _sort_pairs(keys, ids, lo, hi):
 
 
 @njit(cache=True)
-def _sift(keys, ids, lo, root, m):
+def _sift(keys: Arr, ids: Arr, lo: int, root: int, m: int) -> None:
     while True:
         c = 2 * root + 1
         if c >= m:
@@ -61,13 +66,13 @@ def _sift(keys, ids, lo, root, m):
 
 
 @njit(cache=True, inline="always")
-def _accept(key, oid, tau, tau_id):
+def _accept(key: float, oid: Int, tau: float, tau_id: Int) -> bool | np.bool:
     """Does (key, original id) beat the current k-th best (tau, tau_id)?"""
     return key > tau or (key == tau and oid < tau_id)
 
 
 @njit(cache=True)
-def _push(keys, ids, cnt, tau, tau_id, r, key, oid, k):
+def _push(keys: Arr, ids: Arr, cnt: Arr, tau: Arr, tau_id: Arr, r: int, key: float, oid: Int, k: int) -> None:
     """Offer an accepted candidate to query r's bounded heap (size k, root = current k-th best).
 
     The caller has checked _accept(key, oid, tau, tau_id); tau/tau_id always hold the exact k-th
@@ -95,17 +100,17 @@ def _push(keys, ids, cnt, tau, tau_id, r, key, oid, k):
 
 
 @njit(cache=True)
-def _is_excluded(ex_idx, expos, r, e_end, j):
+def _is_excluded(ex_idx: Arr, expos: Arr, r: int, e_end: int, j: int) -> bool:
     # exclusion lists are sorted and items arrive in increasing j, so a forward pointer suffices
     p = expos[r]
     while p < e_end and ex_idx[p] < j:
         p += 1
     expos[r] = p
-    return p < e_end and ex_idx[p] == j
+    return p < e_end and ex_idx[p] == j  # type: ignore[no-any-return]
 
 
 @njit(cache=True)
-def _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, qi):
+def _finalize(keys: Arr, ids: Arr, cnt: Arr, r: int, k: int, out_keys: Arr, out_ids: Arr, rr: int, qi: int) -> None:
     c = cnt[r]
     kr = keys[r]
     ir_ = ids[r]
@@ -120,14 +125,14 @@ def _finalize(keys, ids, cnt, r, k, out_keys, out_ids, rr, qi):
 
 
 @njit(cache=True)
-def _heap_state(nqq, cap):
+def _heap_state(nqq: int, cap: int) -> tuple[Arr, Arr, Arr, Arr, Arr, Arr]:
     """A task's per-query top-k state: keys, ids, counts, thresholds (tau, tau_id), exclusion cursors."""
     return (np.empty((nqq, cap), np.float64), np.empty((nqq, cap), np.int64), np.zeros(nqq, np.int64),
             np.full(nqq, -np.inf), np.full(nqq, np.iinfo(np.int64).max), np.zeros(nqq, np.int64))
 
 
 @njit(cache=True)
-def _init_expos(ex_ptr, ex_idx, q0, nqq, jstart, expos):
+def _init_expos(ex_ptr: Arr, ex_idx: Arr, q0: int, nqq: int, jstart: int, expos: Arr) -> None:
     for r in range(nqq):
         a = ex_ptr[q0 + r]
         b = ex_ptr[q0 + r + 1]
@@ -152,10 +157,10 @@ def kernel_values(values: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def half_to_float32(h):
+def half_to_float32(h: int) -> np.float32:
     """IEEE binary16 bits -> the same value as float32 (exact: every half is a float32). Built
     arithmetically (mantissa * 2^e, ldexp is exact) so no bit reinterpretation is needed."""
-    h = np.int64(h)
+    h = np.int64(h)  # type: ignore[assignment]
     e = (h >> 10) & 31
     m = h & 1023
     if e == 31:
@@ -163,17 +168,17 @@ def half_to_float32(h):
     elif e == 0:
         v = math.ldexp(np.float64(m), -24)  # zero and subnormals: m * 2^-24
     else:
-        v = math.ldexp(np.float64(m + 1024), np.int64(e) - 25)
+        v = math.ldexp(np.float64(m + 1024), np.int64(e) - 25)  # type: ignore[arg-type]
     return np.float32(-v if h & 0x8000 else v)  # -0.0 for the negative zero pattern
 
 
-def as_float32(x):  # pragma: no cover - typed through the overload below
+def as_float32(x: float) -> np.float32:  # pragma: no cover - typed through the overload below
     """float32 of one stored value in njit code: uint16 = float16 bits, a float as it is."""
     raise NotImplementedError
 
 
 @overload(as_float32)
-def _as_f32_ol(x):
+def _as_f32_ol(x):  # type: ignore[no-untyped-def]  # unannotated: numba compares x with the impls' x
     # one kernel source for both storage dtypes: uint16 = float16 bits, floats are read as they are
     if isinstance(x, types.Integer):
         return lambda x: half_to_float32(x)
@@ -181,7 +186,7 @@ def _as_f32_ol(x):
 
 
 @njit(cache=True)
-def widen_into(values, stride, c0, m, out):
+def widen_into(values: Arr, stride: int, c0: int, m: int, out: Arr) -> None:
     """out[:m] = float32 values of rows c0..c0+m (stride 1), or out[0] = the one value (stride 0)."""
     if stride == 0:
         out[0] = as_float32(values[0])

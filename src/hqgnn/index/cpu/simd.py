@@ -8,13 +8,18 @@ they run when the host has no AVX2, and the tests use them to cross-check the IR
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+if TYPE_CHECKING:  # numba's stub keeps typingctx in an intrinsic's call signature: Any for the call sites
+    def intrinsic(func: Callable[..., Any]) -> Any: ...
+else:
+    from numba.extending import intrinsic
+
+from .select import Arr
 
 QG = 8  # queries per register group inside the micro-kernels
 
@@ -25,9 +30,9 @@ def _target_has_avx2() -> bool:
         import llvmlite.binding as llvm
         from numba.core import config
 
-        if config.CPU_NAME is not None or config.CPU_FEATURES is not None:
+        if config.CPU_NAME is not None or config.CPU_FEATURES is not None:  # type: ignore[attr-defined]
             # numba was told to compile for another CPU: only trust an explicit +avx2 feature
-            return "+avx2" in (config.CPU_FEATURES or "")
+            return "+avx2" in (config.CPU_FEATURES or "")  # type: ignore[attr-defined]
         if not llvm.get_process_triple().startswith(("x86_64", "amd64")):
             return False
         return bool(llvm.get_host_cpu_features().get("avx2", False))
@@ -50,11 +55,11 @@ def ir_parses(*texts: Callable[[], str]) -> bool:
 
 # ------------------------------------------------------------------------------------ popcount
 @intrinsic
-def _popcnt64(typingctx, x):
+def _popcnt64(typingctx, x):  # type: ignore[no-untyped-def]
     """llvm.ctpop.i64: one ``popcnt`` on x86 (numba has no popcount builtin)."""
     sig = types.int64(types.uint64)
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
         return builder.call(fn, [args[0]])
 
@@ -205,7 +210,7 @@ _CODEGEN_AVX2: bool = _target_has_avx2() and ir_parses(lambda: _gen_u4_ir(), lam
 HAVE_AVX2: bool = _CODEGEN_AVX2 and os.environ.get("HQGNN_DISABLE_SIMD", "").strip() in ("", "0")
 
 
-def _ir_intrinsic(fn_name: str, ir_text_fn, nargs: int = 6, emit: bool | None = None):
+def _ir_intrinsic(fn_name: str, ir_text_fn: Callable[[], str], nargs: int = 6, emit: bool | None = None) -> Any:
     """A numba intrinsic calling ``fn_name`` (``nargs`` x i64 -> void, 5, 6 or 7) defined by LLVM IR text.
 
     The IR is parsed into a code library linked into the caller (so ``cache=True`` stores the
@@ -216,7 +221,7 @@ def _ir_intrinsic(fn_name: str, ir_text_fn, nargs: int = 6, emit: bool | None = 
     emit = _CODEGEN_AVX2 if emit is None else emit
     sig = types.void(*([types.int64] * nargs))
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         if not emit:
             return context.get_dummy_value()
         import llvmlite.binding as llvm
@@ -232,15 +237,15 @@ def _ir_intrinsic(fn_name: str, ir_text_fn, nargs: int = 6, emit: bool | None = 
     # numba types an intrinsic by its Python signature, so each arity is spelt out
     if nargs == 5:
         @intrinsic
-        def _call(typingctx, a0, a1, a2, a3, a4):
+        def _call(typingctx, a0, a1, a2, a3, a4):  # type: ignore[no-untyped-def]
             return sig, codegen
     elif nargs == 6:
         @intrinsic
-        def _call(typingctx, a0, a1, a2, a3, a4, a5):
+        def _call(typingctx, a0, a1, a2, a3, a4, a5):  # type: ignore[no-untyped-def]
             return sig, codegen
     elif nargs == 7:
         @intrinsic
-        def _call(typingctx, a0, a1, a2, a3, a4, a5, a6):
+        def _call(typingctx, a0, a1, a2, a3, a4, a5, a6):  # type: ignore[no-untyped-def]
             return sig, codegen
     else:
         raise ValueError(f"nargs must be 5, 6 or 7, got {nargs}")
@@ -252,14 +257,14 @@ _s8_ir = _ir_intrinsic("hq_s8_scores", _gen_s8_ir)
 
 
 @intrinsic
-def _addr(typingctx, a):
+def _addr(typingctx, a):  # type: ignore[no-untyped-def]
     """Address of an array's data as int64, read from the array struct: ``a.ctypes.data`` builds a
     ctypes view that increfs / decrefs the array on every call (measured: 12 % of a float search's
     kernel-side time went to NRT_incref / NRT_decref around the per-block kernel calls)."""
     if not isinstance(a, types.Array):
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         arr = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=args[0])
         return builder.ptrtoint(arr.data, ir.IntType(64))
 
@@ -270,19 +275,19 @@ def _addr(typingctx, a):
 # Both kernels take items and query vectors as raw bytes (uint8) so that one compiled scalar_task
 # serves every layout; signed values are rebuilt here (only the slow fallback needs them).
 @njit(cache=True, inline="always")
-def _i8(v):
+def _i8(v: int) -> np.int32:
     x = np.int32(v)
     return x - 256 if x >= 128 else x
 
 
 @njit(cache=True, inline="always")
-def _i16(lo, hi):
+def _i16(lo: int, hi: int) -> np.int32:
     x = np.int32(lo) | (np.int32(hi) << 8)
     return x - 65536 if x >= 32768 else x
 
 
 @njit(cache=True)
-def _u4_portable(items, blk0, nblk, ngroups, qv, g0, buf):
+def _u4_portable(items: Arr, blk0: int, nblk: int, ngroups: int, qv: Arr, g0: int, buf: Arr) -> None:
     for b in range(nblk):
         base = (blk0 + b) * ngroups * 32
         for r in range(QG):
@@ -292,13 +297,13 @@ def _u4_portable(items, blk0, nblk, ngroups, qv, g0, buf):
                 for g in range(ngroups):
                     for rr in range(2):
                         byte = np.int32(items[base + g * 32 + 2 * m + rr])
-                        s += (byte & 15) * _i8(qv[row, 64 * g + rr])
-                        s += (byte >> 4) * _i8(qv[row, 64 * g + 32 + rr])
+                        s += (byte & 15) * _i8(qv[row, 64 * g + rr])  # type: ignore[assignment]
+                        s += (byte >> 4) * _i8(qv[row, 64 * g + 32 + rr])  # type: ignore[assignment]
                 buf[r, b * 16 + m] = s
 
 
 @njit(cache=True)
-def _s8_portable(items, blk0, nblk8, npairs, qv, g0, buf):
+def _s8_portable(items: Arr, blk0: int, nblk8: int, npairs: int, qv: Arr, g0: int, buf: Arr) -> None:
     for b in range(nblk8):
         base = (blk0 + b) * npairs * 16
         for r in range(QG):
@@ -308,17 +313,18 @@ def _s8_portable(items, blk0, nblk8, npairs, qv, g0, buf):
                 for p in range(npairs):
                     for rr in range(2):
                         e = 16 * p + rr  # int16 element index of the query pair
-                        s += _i8(items[base + p * 16 + 2 * m + rr]) * _i16(qv[row, 2 * e], qv[row, 2 * e + 1])
+                        s += (_i8(items[base + p * 16 + 2 * m + rr])  # type: ignore[assignment]
+                              * _i16(qv[row, 2 * e], qv[row, 2 * e + 1]))
                 buf[r, b * 8 + m] = s
 
 
 @njit(cache=True)
-def _u4_ir_py(items, blk0, nblk, ngroups, qv, g0, buf):
+def _u4_ir_py(items: Arr, blk0: int, nblk: int, ngroups: int, qv: Arr, g0: int, buf: Arr) -> None:
     """Array-level entry to the AVX2 nibble kernel (tests / diagnostics)."""
     _u4_ir(_addr(items) + blk0 * ngroups * 32, nblk, ngroups, _addr(qv) + g0 * qv.shape[1], _addr(buf), buf.shape[1])
 
 
 @njit(cache=True)
-def _s8_ir_py(items, blk0, nblk8, npairs, qv, g0, buf):
+def _s8_ir_py(items: Arr, blk0: int, nblk8: int, npairs: int, qv: Arr, g0: int, buf: Arr) -> None:
     """Array-level entry to the AVX2 int8 kernel (tests / diagnostics); blk0 counts 8-item blocks."""
     _s8_ir(_addr(items) + blk0 * npairs * 16, nblk8, npairs, _addr(qv) + g0 * qv.shape[1], _addr(buf), buf.shape[1])

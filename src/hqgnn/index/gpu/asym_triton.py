@@ -14,24 +14,24 @@ __all__ = ["asym_rescore_kernel", "asym_scan_kernel", "expand_bits", "expand_bit
 # kernel's source against its module globals, so a helper captured from a closure would be unseen.
 if triton is not None:
     @triton.jit
-    def expand_bits(w):
+    def expand_bits(w):  # type: ignore[no-untyped-def]
         """int32 words (BN,) -> the int8 (32, BN) +-1 operand: row j = bit j (1 -> +1, 0 -> -1).
         Built in registers, so the kernel reads 4 bytes per item and 32 dims instead of 32."""
         sh = tl.arange(0, 32)
         return (((w[None, :] >> sh[:, None]) & 1) * 2 - 1).to(tl.int8)
 
     @triton.jit
-    def expand_bits01(w):
+    def expand_bits01(w):  # type: ignore[no-untyped-def]
         """int32 words (BN,) -> the int8 (32, BN) 0/1 operand (row j = bit j): two operations per
         element fewer than the +-1 form; the kernel recovers <q, x> = 2 <q, bits> - sum(q)."""
         sh = tl.arange(0, 32)
         return ((w[None, :] >> sh[:, None]) & 1).to(tl.int8)
 
-    @triton.jit
-    def asym_scan_kernel(Q, X, S, T, SU, QSUM, THR, GMAX, CNT, OUT_ID, B, N, ngroups, cap, stride_q, stride_x,
-                         s_stride, t_stride, D: tl.constexpr, BK: tl.constexpr, BQ: tl.constexpr,
-                         BN: tl.constexpr, TILES: tl.constexpr, EMIT: tl.constexpr, PACKED: tl.constexpr,
-                         ZERO_ONE: tl.constexpr):
+    @triton.jit  # type: ignore[untyped-decorator]
+    def asym_scan_kernel(Q, X, S, T, SU, QSUM, THR, GMAX, CNT, OUT_ID, B, N, ngroups,  # type: ignore[no-untyped-def]
+                         cap, stride_q, stride_x, s_stride, t_stride, D: tl.constexpr, BK: tl.constexpr,
+                         BQ: tl.constexpr, BN: tl.constexpr, TILES: tl.constexpr, EMIT: tl.constexpr,
+                         PACKED: tl.constexpr, ZERO_ONE: tl.constexpr):
         """Program (i, j) = queries [BQ i, BQ i + BQ) x group j of TILES tiles of BN items.
         key = fl(fl(fl(<q, x>) * s_i) * s_u) + t_i from an exact int8 tensor-core dot. EMIT=False:
         store each (query, group) max key in GMAX; EMIT=True: append the id of every item whose key
@@ -91,9 +91,10 @@ if triton is not None:
         if not EMIT:
             tl.store(GMAX + rq * ngroups + pid_n, gmax, mask=qmask)
 
-    @triton.jit
-    def asym_rescore_kernel(Q, X, S, T, SU, IDS, KEY, N, used, stride_q, stride_x, s_stride, t_stride,
-                            D: tl.constexpr, BC: tl.constexpr, PACKED: tl.constexpr, FLOATQ: tl.constexpr):
+    @triton.jit  # type: ignore[untyped-decorator]
+    def asym_rescore_kernel(Q, X, S, T, SU, IDS, KEY, N, used, stride_q, stride_x,  # type: ignore[no-untyped-def]
+                            s_stride, t_stride, D: tl.constexpr, BC: tl.constexpr, PACKED: tl.constexpr,
+                            FLOATQ: tl.constexpr):
         """Program (i, j) = query i x candidate slots [BC j, BC j + BC): the exact float64 key of each candidate id
         IDS[i, slot] (N marks an empty slot: key -inf), ``dot64 * s_i + t_i`` (FLOATQ: Q float32) or
         ``(ip * s_i) * s_u + t_i`` (Q int8 codes, ip exact). Each dimension's product is exact in float64, so the
