@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -68,15 +70,17 @@ class _SymmetricSpMM(torch.autograd.Function):
     """A @ X for a symmetric sparse A; the backward is A @ G again (A^T = A), so no transpose is built."""
 
     @staticmethod
-    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.adj = adj
         return adj @ x
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, ctx.adj @ grad.contiguous()
 
 
 def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """One propagation step A @ X, differentiable in X."""
-    return _SymmetricSpMM.apply(adj, x)
+    # Function.apply is unannotated in torch; a local annotation states its type (never evaluated at run time)
+    apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _SymmetricSpMM.apply
+    return apply(adj, x)

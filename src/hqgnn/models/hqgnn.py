@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,12 @@ class HQGNNModel(nn.Module):
     the exact codes that get exported and served.
     """
 
+    # buffers registered by set_teacher (declared for mypy, which would see Tensor | Module; not set here)
+    teacher_user: torch.Tensor
+    teacher_item: torch.Tensor
+    teacher_top: torch.Tensor
+    teacher_top_weight: torch.Tensor
+
     def __init__(self, n_users: int, n_items: int, model: ModelConfig, quant: QuantConfig | None = None) -> None:
         super().__init__()
         self.encoder = LightGCN(n_users, n_items, model.dim, model.layers, model.init_std)
@@ -35,12 +43,13 @@ class HQGNNModel(nn.Module):
         if self.bits:
             from ..quant import EmbeddingQuantizer
 
+            assert quant is not None  # self.bits > 0 only with a QuantConfig
             if quant.estimator not in QUANT_ESTIMATORS:
                 raise ValueError(f"bits={quant.bits} needs estimator {' or '.join(QUANT_ESTIMATORS)}, "
                                  f"got {quant.estimator!r}")
             delta = max(0.0, quant.delta)
-            kw = dict(estimator=quant.estimator, scale=quant.scale, learnable_scale=quant.learnable_scale, delta=delta,
-                      scale_dtype=quant.scale_dtype)
+            kw: dict[str, Any] = dict(estimator=quant.estimator, scale=quant.scale,
+                                      learnable_scale=quant.learnable_scale, delta=delta, scale_dtype=quant.scale_dtype)
             self.user_bits = quant.bits if quant.user_bits < 0 else quant.user_bits
             self.center = quant.center
             self.layerwise = quant.layerwise

@@ -41,6 +41,7 @@ class LightGCN(nn.Module):
         x = self.embedding.weight
         outs = [x]
         for _ in range(self.layers):
+            assert adj is not None, "LightGCN with layers > 0 needs the adjacency"
             x = propagate(adj, x)
             outs.append(x)
         return outs

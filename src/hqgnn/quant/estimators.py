@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import once_differentiable
 
 from ..config import QUANT_ESTIMATORS as ESTIMATORS  # the one list of estimator names
+
+__all__ = [
+    "ESTIMATORS",
+    "GSTEQuantize",
+    "STEQuantize",
+    "inside_clip_range",
+    "integer_codes",
+    "level_range",
+    "quantize_with_estimator",
+]
 
 
 def level_range(bits: int) -> tuple[int, int]:
@@ -58,7 +71,7 @@ class STEQuantize(torch.autograd.Function):
     """q = scale * codes(x); dL/dx = dL/dq (zeroed outside the clip range for b >= 2)."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor, scale: Tensor, bits: int, grad_scale: float) -> Tensor:
+    def forward(ctx: Any, x: Tensor, scale: Tensor, bits: int, grad_scale: float) -> Tensor:
         # x and scale are inputs, so saving them costs no memory; masks are recomputed in backward
         # instead of saved, trading a few elementwise ops for activation memory.
         ctx.save_for_backward(x, scale)
@@ -68,7 +81,7 @@ class STEQuantize(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         x, scale = ctx.saved_tensors
         bits = ctx.bits
         grad_x = grad_s = None
@@ -90,7 +103,7 @@ class GSTEQuantize(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, x: Tensor, scale: Tensor, delta: Tensor, bits: int, grad_scale: float
+        ctx: Any, x: Tensor, scale: Tensor, delta: Tensor, bits: int, grad_scale: float
     ) -> Tensor:
         ctx.save_for_backward(x, scale, delta)
         ctx.bits = bits
@@ -99,7 +112,7 @@ class GSTEQuantize(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         x, scale, delta = ctx.saved_tensors
         bits = ctx.bits
         grad_x = grad_s = None
@@ -118,8 +131,11 @@ def quantize_with_estimator(
     x: Tensor, scale: Tensor, bits: int, estimator: str, delta: Tensor, grad_scale: float = 1.0
 ) -> Tensor:
     """Apply the named estimator ("ste" or "gste"); scale broadcasts against x ((n, 1) or ())."""
+    # Function.apply is unannotated in torch; the local annotations state its type (never evaluated at run time)
     if estimator == "ste":
-        return STEQuantize.apply(x, scale, bits, grad_scale)
+        ste: Callable[..., Tensor] = STEQuantize.apply
+        return ste(x, scale, bits, grad_scale)
     if estimator == "gste":
-        return GSTEQuantize.apply(x, scale, delta, bits, grad_scale)
+        gste: Callable[..., Tensor] = GSTEQuantize.apply
+        return gste(x, scale, delta, bits, grad_scale)
     raise ValueError(f"unknown estimator {estimator!r} (expected one of {', '.join(ESTIMATORS)})")

@@ -16,7 +16,7 @@ LossFn = Callable[[Any], Tensor]
 def _leaves(q: Tensors) -> tuple[list[Tensor], bool]:
     """Fresh leaves (detached, requiring grad) and whether q was a single tensor."""
     single = isinstance(q, Tensor)
-    qs = [q] if single else list(q)
+    qs: list[Tensor] = [q] if isinstance(q, Tensor) else list(q)
     if not qs:
         raise ValueError("no tensors given")
     return [t.detach().requires_grad_(True) for t in qs], single

@@ -102,14 +102,14 @@ def data_scale(x: Tensor, bits: int, per_row: bool) -> Tensor:
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // (k * max(1, x.shape[1])))
     if per_row:
         parts = []
-        for chunk in x.split(rows_per_chunk):
+        for chunk in torch.split(x, rows_per_chunk):
             cand = _candidate_scales(chunk.abs().amax(dim=1, keepdim=True), bits)  # (K, n, 1)
             best = _squared_error(chunk, cand, bits).sum(dim=2, keepdim=True).argmin(dim=0, keepdim=True)
             parts.append(_refine(chunk, cand.gather(0, best)[0], bits, dims=(1,)))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
     cand = _candidate_scales(x.abs().amax().reshape(1, 1), bits)  # (K, 1, 1)
     sse = torch.zeros(k, device=x.device, dtype=torch.float32)
-    for chunk in x.split(rows_per_chunk):
+    for chunk in torch.split(x, rows_per_chunk):
         sse += _squared_error(chunk, cand, bits).sum(dim=(1, 2))
     # index_select rather than cand[argmin]: indexing by a 0-dim tensor reads it on the host (a GPU sync).
     best = cand.reshape(-1).index_select(0, sse.argmin().reshape(1)).reshape(())
@@ -162,6 +162,7 @@ class EmbeddingQuantizer(nn.Module):
         self.learnable_scale = learnable_scale
         self.num_rows = num_rows
         _check_delta(delta)
+        self.delta: Tensor  # a buffer (mypy would see Tensor | Module)
         self.register_buffer("delta", torch.tensor(float(delta)))
         self.scale: nn.Parameter | None
         self.register_parameter("scale", nn.Parameter(torch.ones(self._param_shape())) if learnable_scale else None)
@@ -195,6 +196,7 @@ class EmbeddingQuantizer(nn.Module):
         if self.scale_mode == "tensor":
             # LSQ's 1/sqrt(n * Qp), with n the entries sharing this scale in this call.
             return self.scale.clamp_min(_EPS), (x.numel() * self._qp) ** -0.5
+        s: Tensor
         if rows is None:
             if x.shape[0] != self.num_rows:
                 raise ValueError(
@@ -259,7 +261,9 @@ class EmbeddingQuantizer(nn.Module):
 
     def table_bytes(self, num_rows: int, dim: int) -> float:
         """Bytes of a whole quantized table: rows plus the single per-tensor scale where there is one."""
-        return num_rows * self.bytes_per_row(dim) + (SCALE_DTYPES[self.scale_dtype] if self.scale_mode == "tensor" else 0)
+        return num_rows * self.bytes_per_row(dim) + (
+            SCALE_DTYPES[self.scale_dtype] if self.scale_mode == "tensor" else 0
+        )
 
     def extra_repr(self) -> str:
         return (

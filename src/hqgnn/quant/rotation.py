@@ -18,6 +18,7 @@ def itq_rotation(x: Tensor, iterations: int = 50, seed: int = 0) -> Tensor:
         raise ValueError(f"expected a non-empty 2-D (rows x dim) tensor, got shape {tuple(x.shape)}")
     v = (x - x.mean(0, keepdim=True)).to(torch.float64)
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    r: Tensor
     r, _ = torch.linalg.qr(torch.randn(x.shape[1], x.shape[1], generator=gen, dtype=torch.float64))
     r = r.to(v.device)
     for _ in range(iterations):
@@ -45,5 +46,6 @@ def pca_projection(users: Tensor, items: Tensor, dim: int) -> Tensor:
     teacher's restricted to the subspace that holds most of both sides' energy (``train.init_projection``)."""
     u, i = users.double(), items.double()
     m = u.T @ u / max(len(u), 1) + i.T @ i / max(len(i), 1)
+    vecs: Tensor
     _, vecs = torch.linalg.eigh(m)  # ascending eigenvalues
     return vecs[:, -dim:].flip(1).float().contiguous()
