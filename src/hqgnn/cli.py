@@ -215,7 +215,7 @@ def recommend(
     except KeyError:
         raise HqgnnError(f"{run_dir}: unknown user {user!r}") from None
     rec = Recommender(run, renumber_items=True)  # served as `hqgnn serve` serves (its storage order)
-    scores, items = rec.recommend([u], k, exclude_seen=not include_seen)
+    scores, items = rec.recommend([u], k, exclude_seen=not include_seen)  # type: ignore[arg-type]  # any array-like
     recs = [{"item": rec.run.item_ids[i].item(), "score": float(s)} for s, i in zip(scores[0], items[0]) if i >= 0]
     if as_json:
         print(json.dumps({"user": run.user_ids[u].item(), "items": recs}))
@@ -224,8 +224,8 @@ def recommend(
         table.add_column("rank", justify="right")
         table.add_column("item")
         table.add_column("score", justify="right")
-        for r, rec in enumerate(recs, 1):
-            table.add_row(str(r), str(rec["item"]), f"{rec['score']:.4f}")
+        for r, row in enumerate(recs, 1):
+            table.add_row(str(r), str(row["item"]), f"{row['score']:.4f}")
         out.print(table)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 import typer.core
@@ -57,7 +58,7 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
     out.print(table)
 
 
-def print_sweep(summary: dict, winner: str, out_dir: Path) -> None:
+def print_sweep(summary: dict[str, Any], winner: str, out_dir: Path) -> None:
     """The candidates' validation numbers (the winner starred), then the winner's test metrics."""
     metric = summary["select_metric"]
     table = Table(title=f"sweep ({out_dir}): validation {metric}, selected on validation")

@@ -37,7 +37,7 @@ Existing rows, means and per-tensor scales never change, so an old user's rankin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -96,7 +96,7 @@ class FoldIn:
         """:math:`F = D_R^{-1/2} R D^{-1/2} Y`: (B, d) float32 propagation features of new ``side`` rows."""
         r = _binary(interactions, self.tables[OTHER[side]].shape[0])
         f = np.asarray(r @ self._scaled[OTHER[side]], dtype=np.float32)
-        return f * _inv_sqrt(r.getnnz(axis=1))[:, None]
+        return cast(np.ndarray, f * _inv_sqrt(r.getnnz(axis=1))[:, None])
 
     def map(self, side: str) -> np.ndarray:
         """:math:`M` of ``lstsq`` for ``side`` (d, d), fitted once on the run's own rows and cached."""
@@ -141,7 +141,7 @@ class FoldIn:
             neg = y[torch.randint(0, len(y), (len(cols),), generator=gen)]
             loss = torch.nn.functional.softplus(-(x[rows] * (pos - neg)).sum(1)).sum()
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
             opt.step()
         return x.detach().numpy()
 
@@ -190,7 +190,7 @@ def _encoding_stats(run: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor 
     of the trained tables in ``metrics["fold_in_encoding"]`` (:func:`encoding_stats_record`), so a fold-in
     into a grown run, even after a save and reload, encodes against the trained run's means, not the grown
     tables' (which would shift every later code)."""
-    cached = run.__dict__.get("_encoding_stats")
+    cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = run.__dict__.get("_encoding_stats")
     if cached is None:
         stored = (run.metrics or {}).get("fold_in_encoding")
         if stored is not None:
@@ -243,7 +243,7 @@ def _round_to(x: torch.Tensor, dtype: str) -> torch.Tensor:
 
 def _inv_sqrt(deg: np.ndarray) -> np.ndarray:
     """1 / sqrt(max(deg, 1)) as float32 (a node of degree 0 contributes nothing anyway)."""
-    return (1.0 / np.sqrt(np.maximum(np.asarray(deg).reshape(-1), 1))).astype(np.float32)
+    return cast(np.ndarray, (1.0 / np.sqrt(np.maximum(np.asarray(deg).reshape(-1), 1))).astype(np.float32))
 
 
 def _binary(m: sp.spmatrix, n_cols: int) -> sp.csr_matrix:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -141,6 +141,8 @@ def save_grown(run: Any, out_dir: str | Path) -> None:
     from .run import MODEL, save_run
 
     src = Path(run.path) / MODEL
+    state: dict[str, torch.Tensor] | None
+    link: Path | None
     state, link = (None, src) if src.exists() else ({}, None)
     save_run(
         out_dir,
@@ -184,4 +186,6 @@ def recommend_sessions(
     run = recommender.run
     rows = encode_rows(run, "user", foldin.vectors("user", r))
     ranker = recommender.ranker.with_user_rows(rows, run.tables.get("user_scale"))
-    return ranker.search(np.arange(r.shape[0]), k, exclude=r if exclude_seen else None)
+    return cast(
+        tuple[np.ndarray, np.ndarray], ranker.search(np.arange(r.shape[0]), k, exclude=r if exclude_seen else None)
+    )

@@ -130,8 +130,8 @@ def dataset_stats(source: str, cfg: DataConfig | None = None) -> dict[str, Any]:
     raw = read_log(path, cfg, cfg.format)
     keep = dedupe(raw.users, raw.items, raw.times)
     users, items = raw.users[keep], raw.items[keep]
-    stats: dict[str, Any] = {"name": path.name, "rows_read": len(raw.users), "blank_lines_skipped": raw.blank_lines,
-                             "ignored_columns": list(raw.ignored_columns)}
+    stats = {"name": path.name, "rows_read": len(raw.users), "blank_lines_skipped": raw.blank_lines,
+             "ignored_columns": list(raw.ignored_columns)}
     n_users, n_items = len(raw.user_ids), len(raw.item_ids)
     if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:
         core = kcore(users, items, cfg.min_user_interactions, cfg.min_item_interactions)

@@ -9,7 +9,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -236,11 +236,11 @@ def _times(col: "pd.Series", where: _Where) -> np.ndarray:
     if null.any():
         raise where.error(int(np.argmax(null)), "missing timestamp")
     if pd.api.types.is_datetime64_any_dtype(col.dtype):
-        return pd.to_datetime(col, utc=True).to_numpy(dtype="datetime64[ns]").view(np.int64)
+        return cast(np.ndarray, pd.to_datetime(col, utc=True).to_numpy(dtype="datetime64[ns]").view(np.int64))
     if pd.api.types.is_integer_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-        return col.to_numpy(dtype=np.int64)  # exact, even for nanosecond epochs
+        return cast(np.ndarray, col.to_numpy(dtype=np.int64))  # exact, even for nanosecond epochs
     if pd.api.types.is_float_dtype(col.dtype):
-        return col.to_numpy(dtype=np.float64)
+        return cast(np.ndarray, col.to_numpy(dtype=np.float64))
     text = col.astype(str)
     numbers = pd.to_numeric(text, errors="coerce")
     ok = numbers.notna().to_numpy()
@@ -248,13 +248,13 @@ def _times(col: "pd.Series", where: _Where) -> np.ndarray:
         if not ok.all():
             row = int(np.argmax(~ok))
             raise where.error(row, f"unparsable timestamp {text.iloc[row]!r}")
-        return numbers.to_numpy(dtype=np.float64)
+        return cast(np.ndarray, numbers.to_numpy(dtype=np.float64))
     parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
     bad = parsed.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
         raise where.error(row, f"unparsable timestamp {text.iloc[row]!r}")
-    return parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return cast(np.ndarray, parsed.to_numpy(dtype="datetime64[ns]").view(np.int64))
 
 
 def encode_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +301,7 @@ def kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) ->
         u, i = users[keep], items[keep]
         ok_user = np.bincount(u, minlength=n_users) >= min_user
         ok_item = np.bincount(i, minlength=n_items) >= min_item
-        new_keep = keep & ok_user[users] & ok_item[items]
+        new_keep: np.ndarray = keep & ok_user[users] & ok_item[items]
         if new_keep.sum() == keep.sum():
             return new_keep
         keep = new_keep

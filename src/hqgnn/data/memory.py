@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -123,7 +123,7 @@ def pairs_in(inter: Interactions, user_ids: np.ndarray, item_ids: np.ndarray, wh
                     int((~ok).sum()), len(ok), int((u < 0).sum()), int((i < 0).sum()))
     pairs = np.column_stack([u[ok], i[ok]]).astype(np.int64).reshape(-1, 2)
     keep = dedupe(pairs[:, 0], pairs[:, 1], None) if len(pairs) else np.empty(0, np.int64)
-    return pairs[keep]
+    return cast(np.ndarray, pairs[keep])
 
 
 def pairs_matrix(inter: Interactions, user_ids: np.ndarray, item_ids: np.ndarray, what: str = "test") -> sp.csr_matrix:

@@ -130,7 +130,7 @@ def download(name: str, fname: str, dest: Path) -> None:
                     out.write(chunk)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             if isinstance(exc, urllib.error.HTTPError):
-                reason = f"HTTP {exc.code} {exc.reason}"
+                reason: object = f"HTTP {exc.code} {exc.reason}"
             else:
                 reason = getattr(exc, "reason", None) or exc
             raise HqgnnError(f"could not download {url} ({reason}); {_hint(name)}") from None

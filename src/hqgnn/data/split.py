@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def holdout_counts(counts: np.ndarray, ratio: float, min_per_user: int = 0) -> n
     """
     counts = np.asarray(counts, dtype=np.int64)
     cut = np.maximum(np.floor(ratio * counts + 0.5).astype(np.int64), min_per_user)
-    return np.clip(np.minimum(cut, counts - 1), 0, None)
+    return cast(np.ndarray, np.clip(np.minimum(cut, counts - 1), 0, None))
 
 
 def per_user_holdout_mask(users: np.ndarray, ratio: float, rng: np.random.Generator,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def make_synthetic(
         slot = np.searchsorted(cum, target, side="right")
         # Float round-off at a community's upper edge must not spill into the next community.
         slot = np.where(anywhere, np.minimum(slot, n_items - 1), np.clip(slot, comm_lo[comm], comm_hi[comm]))
-        return layout[slot]
+        return cast(np.ndarray, layout[slot])
 
     # Oversample, de-duplicate, then keep each user's first `activity` distinct items in draw order.
     n_draws = np.ceil(activity * 1.6).astype(np.int64) + 2

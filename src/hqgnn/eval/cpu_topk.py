@@ -29,7 +29,7 @@ def _worse(v1: float, i1: int, v2: float, i2: int) -> bool:
 
 
 @numba.njit(inline="always")
-def _sift_down(hv, hi, k):
+def _sift_down(hv: np.ndarray, hi: np.ndarray, k: int) -> None:
     pos = 0
     while True:
         left = 2 * pos + 1
@@ -48,7 +48,7 @@ def _sift_down(hv, hi, k):
 
 
 @numba.njit(inline="always")
-def _sort_heap(v, ix):
+def _sort_heap(v: np.ndarray, ix: np.ndarray) -> None:
     """Order one heap by (score desc, index asc): insertion sort of k entries."""
     for a in range(1, len(v)):
         va, ia = v[a], ix[a]
@@ -64,7 +64,10 @@ def _sort_heap(v, ix):
 
 
 @numba.njit(parallel=True, cache=True)
-def _float_topk(user_emb, item_blocks, n_items, users, ex_indptr, ex_indices, k, out_v, out_i, use_ir):
+def _float_topk(
+    user_emb: np.ndarray, item_blocks: np.ndarray, n_items: int, users: np.ndarray, ex_indptr: np.ndarray,
+    ex_indices: np.ndarray, k: int, out_v: np.ndarray, out_i: np.ndarray, use_ir: bool,
+) -> None:
     dim = user_emb.shape[1]
     n_blocks = (len(users) + USER_BLOCK - 1) // USER_BLOCK
     for blk in numba.prange(n_blocks):
@@ -128,6 +131,7 @@ def float_topk_cpu(
 
     ip = ex_indptr.cpu().numpy().astype(np.int64)
     ex = normalize_exclusion((ip, ex_indices.cpu().numpy().astype(np.int64)), len(ip) - 1, n_items)
+    assert ex is not None  # given (indptr, indices), never None
     _float_topk(ue, blocks, n_items, u, ex.indptr, ex.indices, k, out_v, out_i, USE_IR)
     out_i[np.isneginf(out_v)] = -1
     return torch.from_numpy(out_v), torch.from_numpy(out_i)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,9 +13,18 @@ from tqdm.auto import tqdm
 
 from ..progress import Heartbeat
 from ..topk import stable_topk
-from .masking import _rows_of, exclusion_mask_fill  # noqa: F401  (re-exported)
+from .masking import _rows_of as _rows_of, exclusion_mask_fill as exclusion_mask_fill  # re-exported
 from .metrics import METRICS
-from .scoring import Scorer, asymmetric_scorer, code_scorer, embedding_scorer, served_scorer  # noqa: F401  (re-exported)
+from .scoring import (  # the scorers: re-exported
+    Scorer,
+    asymmetric_scorer as asymmetric_scorer,
+    code_scorer as code_scorer,
+    embedding_scorer as embedding_scorer,
+    served_scorer as served_scorer,
+)
+
+if TYPE_CHECKING:
+    from .ranking import Ranker
 
 log = logging.getLogger("hqgnn.eval")
 CPU_EVAL_BATCH = 8192  # users per CPU ranking call: both threads busy, and progress between calls
@@ -98,7 +107,7 @@ class RankingEvaluator:
         return self.evaluate_ranker(Ranker({"user_emb": user_emb, "item_emb": item_emb}, None, self.device))
 
     @torch.no_grad()
-    def evaluate_ranker(self, ranker) -> dict[str, float]:
+    def evaluate_ranker(self, ranker: Ranker) -> dict[str, float]:
         """Metrics of the top-K a :class:`hqgnn.eval.ranking.Ranker` returns (the serving path), this
         evaluator's exclusion masked. On CPU the kernels keep only (users x K): all users in one call."""
 

@@ -33,6 +33,8 @@ without fast-math, so on one machine it gives the same bits as the IR kernels (t
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -52,8 +54,9 @@ def _target_has_fma() -> bool:
         import llvmlite.binding as llvm
         from numba.core import config
 
-        if config.CPU_NAME is not None or config.CPU_FEATURES is not None:
-            return "+fma" in (config.CPU_FEATURES or "")
+        # numba sets its config attributes at import time (from the environment): not visible to mypy
+        if config.CPU_NAME is not None or config.CPU_FEATURES is not None:  # type: ignore[attr-defined]
+            return "+fma" in (config.CPU_FEATURES or "")  # type: ignore[attr-defined]
         triple = llvm.get_process_triple()
         if triple.startswith(("aarch64", "arm64")):
             return True  # FMA is part of the base ARMv8 ISA
@@ -70,16 +73,19 @@ _FMA: bool = _target_has_fma()
 
 
 @intrinsic
-def _madd(typingctx, a, b, c):
+def _madd(typingctx: Any, a: Any, b: Any, c: Any) -> tuple[Any, Callable[..., Any]]:
     """float32 ``a * b + c``: one fused multiply-add where the target has FMA (``llvm.fma.f32``),
     else a multiply then an add with no fast-math flags (LLVM never contracts them)."""
     sig = types.float32(types.float32, types.float32, types.float32)
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         x, y, z = args
         if _FMA:
             f32 = ir.FloatType()
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
+            # numba.core.cgutils is unannotated
+            fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+                builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32"
+            )
             return builder.call(fn, [x, y, z])
         return builder.fadd(builder.fmul(x, y), z)
 
@@ -204,7 +210,7 @@ _f32_1x16 = _ir_intrinsic("hq_f32_1x16", lambda: _gen_f32_ir("hq_f32_1x16", 1, 1
 
 
 @numba.njit(cache=True)
-def _block_scores_portable(ublk, block, scores):
+def _block_scores_portable(ublk: np.ndarray, block: np.ndarray, scores: np.ndarray) -> None:
     """The same recurrence as the IR tiles, in numba: no fast-math, every step is one :func:`_madd`
     (the inner loop runs over items, so it vectorizes without reordering any one score's sum)."""
     nb, dim = ublk.shape
@@ -225,7 +231,7 @@ def _block_scores_portable(ublk, block, scores):
                 c0 = p * PANEL
                 for i in range(PANEL):
                     bi = b[i]
-                    s0[c0 + i] = _madd(a0, bi, s0[c0 + i])
+                    s0[c0 + i] = _madd(a0, bi, s0[c0 + i])  # type: ignore[call-arg]  # numba stub keeps typingctx
                     s1[c0 + i] = _madd(a1, bi, s1[c0 + i])
                     s2[c0 + i] = _madd(a2, bi, s2[c0 + i])
                     s3[c0 + i] = _madd(a3, bi, s3[c0 + i])
@@ -240,12 +246,12 @@ def _block_scores_portable(ublk, block, scores):
                 b = block[p, d]
                 c0 = p * PANEL
                 for i in range(PANEL):
-                    s0[c0 + i] = _madd(a0, b[i], s0[c0 + i])
+                    s0[c0 + i] = _madd(a0, b[i], s0[c0 + i])  # type: ignore[call-arg]  # numba stub keeps typingctx
         r += 1
 
 
 @numba.njit(cache=True)
-def _block_scores(ublk, block, scores, use_ir):
+def _block_scores(ublk: np.ndarray, block: np.ndarray, scores: np.ndarray, use_ir: bool) -> None:
     """scores[r, 16 p + m] = the module docstring's recurrence over d for user row ``ublk[r]`` and item
     ``block[p, :, m]``. ublk (nb, dim) and block (panels, dim, 16) C-contiguous float32, scores
     (>= nb, >= 16 panels) float32 with unit-stride rows. ``use_ir``: the AVX2 tiles (only where
@@ -261,7 +267,7 @@ def _block_scores(ublk, block, scores, use_ir):
         _block_scores_portable(ublk, block, scores)
         return
     os = scores.strides[0] // 4
-    ub = _addr(ublk)
+    ub: int = _addr(ublk)  # type: ignore[call-arg]  # numba stub keeps typingctx
     it = _addr(block)
     out = _addr(scores)
     g4 = nb // 4

@@ -149,6 +149,7 @@ class Ranker:
     def _scored_search(self, rows: np.ndarray, k: int, ex: Exclusion | None, side: str) -> tuple[np.ndarray, np.ndarray]:
         dev = self.device
         if side not in self._built:
+            assert self.scorers is not None  # only called when scorers are set (see search)
             self._built[side] = self.scorers[side]()
         scores = self._built[side](torch.from_numpy(rows).to(dev))
         if ex is not None:
@@ -173,13 +174,14 @@ class Ranker:
             scores, ids = float_topk_cpu(q, self.emb["item"], torch.arange(b), torch.from_numpy(indptr),
                                          torch.from_numpy(indices), kk, item_blocks=self._item_blocks)
             return _pad(scores.numpy(), ids.numpy(), k)
+        assert self._item_t is not None  # set for every non-CPU device
         scores = q @ self._item_t
         dev = self.device
         exclusion_mask_fill(scores, torch.arange(b, device=dev), torch.from_numpy(indptr).to(dev),
                             torch.from_numpy(indices).to(dev))
         vals, ids = stable_topk(scores, kk)
-        vals, ids = vals.cpu().numpy(), ids.cpu().numpy()
-        return _pad(vals, np.where(np.isneginf(vals), -1, ids), k)
+        vals_np, ids_np = vals.cpu().numpy(), ids.cpu().numpy()
+        return _pad(vals_np, np.where(np.isneginf(vals_np), -1, ids_np), k)
 
 
 def _numpy(x: Any) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -60,4 +60,4 @@ def load_checkpoint(
     optimizer.load_state_dict({"state": opt_state, "param_groups": json.loads(meta["param_groups"])})
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
-    return json.loads(meta["state"])
+    return cast(dict[str, Any], json.loads(meta["state"]))

@@ -8,8 +8,12 @@ side stream, capture with ``torch.cuda.graph``, feed batches by copying into sta
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from ..models import HQGNNModel
 
 log = logging.getLogger("hqgnn.train")
 
@@ -22,21 +26,21 @@ class GraphedStep:
     the same tensors) after the capture.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, adj: torch.Tensor | None,
+    def __init__(self, model: HQGNNModel, optimizer: torch.optim.Optimizer, adj: torch.Tensor | None,
                  reg: float, example: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
         self.batch_size = len(example[0])
-        self.static = tuple(t.clone() for t in example)
+        self.static = cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor], tuple(t.clone() for t in example))
         params = [p for p in model.parameters()]
         saved_params = [p.detach().clone() for p in params]
         saved_opt = {id(t): t.clone() for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)}
 
         def step() -> torch.Tensor:
             loss, _ = model.bpr_loss(adj, *self.static, reg)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
             optimizer.step()
             return loss.detach()
 
-        side = torch.cuda.Stream()
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch's Stream.__new__ is unannotated
         side.wait_stream(torch.cuda.current_stream())
         try:
             with torch.cuda.stream(side):

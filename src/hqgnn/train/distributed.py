@@ -23,7 +23,7 @@ import inspect
 import os
 import re
 from datetime import timedelta
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -31,25 +31,29 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..device import (  # noqa: F401  re-exported: the rank helpers and collectives live in the leaf module
-    _comm_device,
-    _where,
-    all_reduce_sum,
-    any_rank,
-    broadcast_module,
-    env_rank,
-    is_active,
-    is_main,
-    launched,
-    local_device,
-    local_rank,
-    rank,
-    resolve_device,
-    round_robin,
-    shard,
-    shard_bounds,
-    world_size,
+    _comm_device as _comm_device,
+    _where as _where,
+    all_reduce_sum as all_reduce_sum,
+    any_rank as any_rank,
+    broadcast_module as broadcast_module,
+    env_rank as env_rank,
+    is_active as is_active,
+    is_main as is_main,
+    launched as launched,
+    local_device as local_device,
+    local_rank as local_rank,
+    rank as rank,
+    resolve_device as resolve_device,
+    round_robin as round_robin,
+    shard as shard,
+    shard_bounds as shard_bounds,
+    world_size as world_size,
 )
 from ..errors import HqgnnError
+
+if TYPE_CHECKING:
+    from ..models import HQGNNModel
+
 
 class DistributedError(HqgnnError):
     """A collective failed: a peer rank died, hung past ``train.dist_timeout_s``, or the group broke."""
@@ -136,7 +140,7 @@ class ShardedBPRLoss(nn.Module):
     Summing the returned values over ranks and dividing by W gives the global batch loss.
     """
 
-    def __init__(self, model: nn.Module, adj: torch.Tensor | None) -> None:
+    def __init__(self, model: HQGNNModel, adj: torch.Tensor | None) -> None:
         super().__init__()
         self.model = model
         self.adj = adj  # a plain attribute: replicated, never synchronised
@@ -151,7 +155,7 @@ class ShardedBPRLoss(nn.Module):
         return loss * 0.0
 
 
-def wrap_model(model: nn.Module, adj: torch.Tensor | None, device: torch.device) -> nn.Module:
+def wrap_model(model: HQGNNModel, adj: torch.Tensor | None, device: torch.device) -> nn.Module:
     """DDP around :class:`ShardedBPRLoss`: gradients of the embedding table (and learnable scales)
     are all-reduced in buckets during backward. DDP broadcasts rank 0's weights once here."""
     from torch.nn.parallel import DistributedDataParallel
@@ -160,7 +164,9 @@ def wrap_model(model: nn.Module, adj: torch.Tensor | None, device: torch.device)
     # buffers (the GSTE delta) are set identically on every rank: no per-step broadcast needed
     # (newer torch renamed broadcast_buffers to forward_sync_buffers and warns on the old name)
     params = inspect.signature(DistributedDataParallel.__init__).parameters
-    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    no_sync: dict[str, Any] = (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    )
     # gradients as views into the all-reduce buckets: no second table-sized gradient copy per rank
     return DistributedDataParallel(ShardedBPRLoss(model, adj), device_ids=ids, gradient_as_bucket_view=True,
                                    **no_sync)

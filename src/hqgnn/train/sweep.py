@@ -9,7 +9,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from ..config import RunConfig, dump_config
 from ..errors import HqgnnError
@@ -155,6 +155,6 @@ def _run_or_reuse(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
         if (run_dir / CONFIG).read_text() != dump_config(cfg):
             raise HqgnnError(f"{run_dir / CONFIG}: this finished candidate was trained with another config; "
                              "--resume continues the same sweep only")
-        return json.loads((run_dir / METRICS).read_text())
+        return cast(dict[str, Any], json.loads((run_dir / METRICS).read_text()))
     again = resume and (run_dir / CHECKPOINT).is_file()
     return run_training(cfg, run_dir, resume=again, progress=progress)

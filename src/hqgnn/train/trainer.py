@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..data.dataset import InteractionData
-from ..device import resolve_device  # noqa: F401  (also re-exported: hqgnn.train.trainer.resolve_device)
+from ..device import resolve_device as resolve_device  # also re-exported: hqgnn.train.trainer.resolve_device
 from ..errors import HqgnnError
 from ..eval import RankingEvaluator, exclusion_mask_fill
 from ..graph import normalized_adjacency
