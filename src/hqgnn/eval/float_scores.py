@@ -267,7 +267,7 @@ def _block_scores(ublk: np.ndarray, block: np.ndarray, scores: np.ndarray, use_i
         _block_scores_portable(ublk, block, scores)
         return
     os = scores.strides[0] // 4
-    ub: int = _addr(ublk)  # type: ignore[call-arg]  # numba stub keeps typingctx
+    ub: int = _addr(ublk)
     it = _addr(block)
     out = _addr(scores)
     g4 = nb // 4

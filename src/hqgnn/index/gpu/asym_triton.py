@@ -27,7 +27,7 @@ if triton is not None:
         sh = tl.arange(0, 32)
         return ((w[None, :] >> sh[:, None]) & 1).to(tl.int8)
 
-    @triton.jit  # type: ignore[untyped-decorator]
+    @triton.jit
     def asym_scan_kernel(Q, X, S, T, SU, QSUM, THR, GMAX, CNT, OUT_ID, B, N, ngroups,  # type: ignore[no-untyped-def]
                          cap, stride_q, stride_x, s_stride, t_stride, D: tl.constexpr, BK: tl.constexpr,
                          BQ: tl.constexpr, BN: tl.constexpr, TILES: tl.constexpr, EMIT: tl.constexpr,
@@ -91,7 +91,7 @@ if triton is not None:
         if not EMIT:
             tl.store(GMAX + rq * ngroups + pid_n, gmax, mask=qmask)
 
-    @triton.jit  # type: ignore[untyped-decorator]
+    @triton.jit
     def asym_rescore_kernel(Q, X, S, T, SU, IDS, KEY, N, used, stride_q, stride_x,  # type: ignore[no-untyped-def]
                             s_stride, t_stride, D: tl.constexpr, BC: tl.constexpr, PACKED: tl.constexpr,
                             FLOATQ: tl.constexpr):
