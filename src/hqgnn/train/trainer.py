@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -18,19 +17,19 @@ from ..config import RunConfig
 from ..data.dataset import InteractionData
 from ..device import resolve_device as resolve_device  # also re-exported: hqgnn.train.trainer.resolve_device
 from ..errors import HqgnnError
-from ..eval import RankingEvaluator, exclusion_mask_fill
+from ..eval import RankingEvaluator
 from ..graph import normalized_adjacency
 from ..progress import Heartbeat, epochs_eta
 from ..index.format import CodeFormat
 from ..io import atomic_path
 from ..models import HQGNNModel
 from ..quant.schedule import DeltaSchedule
-from ..topk import stable_topk
 from . import distributed
 from .cuda_graph import GraphedStep
 from .checkpoint import load_checkpoint, save_checkpoint
 from .sampler import BPRSampler
 from .schedule import check_schedule, current_lr, lr_factor, make_lr, set_lr
+from .warm_start import init_learnable_scales, set_teacher, warm_start
 
 log = logging.getLogger("hqgnn.train")
 
@@ -73,13 +72,13 @@ class Trainer:
         self.model.set_objective(cfg.train.loss, cfg.train.temperature)
         self.model.to(self.device)
         if cfg.train.init_from:
-            self._warm_start(Path(cfg.train.init_from))
+            self.init_info = warm_start(self.model, self.adj, cfg, Path(cfg.train.init_from))
         elif self.model.quantized and cfg.quant.rotation != "none":
             raise HqgnnError(f"quant.rotation={cfg.quant.rotation} is fitted on a trained model: it needs train.init_from")
         if self.model.quantized and cfg.quant.distill != "none":
-            self._set_teacher(Path(cfg.quant.teacher or cfg.train.init_from or ""), data)
+            set_teacher(self.model, cfg, Path(cfg.quant.teacher or cfg.train.init_from or ""), data, self.device)
         if self.model.quantized and cfg.quant.learnable_scale and not cfg.train.init_from:
-            self._init_learnable_scales()
+            init_learnable_scales(self.model, self.adj)
         # the fused CUDA Adam is one kernel for all parameters: a visible share of a ~1 ms step
         cuda = self.device.type == "cuda"
         # distributed: DDP's all-reduce is not captured into the graph, so eager steps only
@@ -120,94 +119,6 @@ class Trainer:
     init_info: dict[str, Any] = {}  # what --init-from loaded (path, epoch, shapes); empty without it
 
     # -- pieces -------------------------------------------------------------------------------
-    def _warm_start(self, run_dir: Path) -> None:
-        path = run_dir / "model.safetensors"
-        if not path.exists():
-            raise HqgnnError(f"{path}: --init-from needs a finished run directory with model.safetensors")
-        weights = load_file(str(path))
-        emb = weights.get("encoder.embedding.weight")
-        want = self.model.encoder.embedding.weight.shape
-        projected = (emb is not None and self.cfg.train.init_projection == "pca" and emb.shape[0] == want[0]
-                     and emb.shape[1] > want[1])
-        if emb is None or (emb.shape != want and not projected):
-            hint = " (a wider run: train.init_projection=pca)" if emb is not None and emb.shape[0] == want[0] and \
-                emb.shape[1] > want[1] else ""
-            raise HqgnnError(f"{path}: encoder weights missing or of another shape (other data or --dim?){hint}")
-        if projected:
-            emb = emb.float() @ self._pca_projection(run_dir, int(want[1]))
-        with torch.no_grad():
-            self.model.encoder.embedding.weight.copy_(emb)
-        self.init_info = _init_info(run_dir, path, weights)
-        if projected:
-            self.init_info["projection"] = f"pca {int(weights['encoder.embedding.weight'].shape[1])} -> {int(want[1])}"
-        log.info("--init-from: loaded %s", ", ".join(f"{k} {v}" for k, v in self.init_info.items()))
-        if self.model.quantized and self.cfg.quant.rotation == "itq":
-            self._fold_rotation()
-        if self.model.quantized and self.cfg.quant.learnable_scale:
-            self._init_learnable_scales()
-
-    @staticmethod
-    def _pca_projection(run_dir: Path, dim: int) -> torch.Tensor:
-        from ..quant.rotation import pca_projection
-
-        t = load_file(str(run_dir / "tables.safetensors")) if (run_dir / "tables.safetensors").exists() else {}
-        if "user_emb" not in t or "item_emb" not in t:
-            raise HqgnnError(f"{run_dir / 'tables.safetensors'}: train.init_projection=pca needs the wide run's tables")
-        return pca_projection(t["user_emb"], t["item_emb"], dim)
-
-    @torch.no_grad()
-    def _init_learnable_scales(self) -> None:
-        users, items = self.model.final(self.adj)
-        if self.model.center:
-            users, items = users - users.mean(0, keepdim=True), items - items.mean(0, keepdim=True)
-        if self.model.user_bits:
-            self.model.user_quantizer.init_scale(users)
-        self.model.item_quantizer.init_scale(items)
-
-    @torch.no_grad()
-    def _fold_rotation(self) -> None:
-        """ITQ rotation fitted on the warm-start item embeddings, folded into the layer-0 table.
-
-        LightGCN's propagation is linear and acts on rows, so rotating E0 by an orthogonal R rotates every
-        final embedding by R and leaves every float score unchanged; the quantizer then sees rotated
-        coordinates, and serving needs no separate rotation of the queries (it is part of the table).
-        """
-        from ..quant.rotation import itq_rotation
-
-        _, items = self.model.final(self.adj)
-        # layer-wise codes: every layer block is rotated by the same R (it acts on E0), so fit R on all blocks
-        items = items.reshape(-1, self.model.encoder.dim)
-        r = itq_rotation(items, seed=self.cfg.train.seed).to(self.device)
-        self.model.encoder.embedding.weight.copy_(self.model.encoder.embedding.weight @ r)
-        log.info("quant.rotation=itq: folded a %dx%d ITQ rotation into the encoder", r.shape[0], r.shape[1])
-
-    @torch.no_grad()
-    def _set_teacher(self, run_dir: Path, data: InteractionData) -> None:
-        """Load the float teacher's final tables for distillation (and its top items per user for rank
-        distillation, train items excluded)."""
-        path = run_dir / "tables.safetensors"
-        if not str(run_dir) or not path.exists():
-            raise HqgnnError(f"{path}: quant.distill needs a float teacher run (train.init_from or quant.teacher)")
-        t = load_file(str(path))
-        tu, ti = t.get("user_emb"), t.get("item_emb")
-        if tu is None or ti is None or tu.shape[0] != data.n_users or ti.shape[0] != data.n_items:
-            raise HqgnnError(f"{path}: teacher tables missing or for other data ({data.n_users} users, {data.n_items} items)")
-        tu, ti = tu.to(self.device).float(), ti.to(self.device).float()
-        top = None
-        if self.cfg.quant.distill == "rank":
-            r = max(1, min(self.cfg.quant.distill_topk, data.n_items))
-            train_m = data.matrix(data.train)
-            indptr = torch.from_numpy(train_m.indptr.astype(np.int64)).to(self.device)
-            indices = torch.from_numpy(train_m.indices.astype(np.int64)).to(self.device)
-            parts = []
-            for start in range(0, data.n_users, 4096):  # bounded (4096 x n_items) score blocks
-                users = torch.arange(start, min(start + 4096, data.n_users), device=self.device)
-                scores = exclusion_mask_fill(tu[users] @ ti.T, users, indptr, indices)
-                parts.append(stable_topk(scores, r)[1])
-            top = torch.cat(parts)
-        self.model.set_teacher(tu, ti, top)
-        log.info("distillation (%s) from the float teacher %s", self.cfg.quant.distill, run_dir)
-
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Ranked by the serving path (:class:`hqgnn.eval.ranking.Ranker`), so served metrics agree exactly."""
@@ -412,16 +323,3 @@ class Trainer:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp))
-
-
-def _init_info(run_dir: Path, path: Path, weights: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Path, source epoch (best epoch in its metrics.json, if any) and tensor shapes of a warm start."""
-    import json
-
-    epoch = None
-    try:
-        epoch = json.loads((run_dir / "metrics.json").read_text()).get("best_epoch")
-    except (OSError, ValueError):
-        pass
-    shapes = {k: list(v.shape) for k, v in weights.items() if k.startswith("encoder.")}
-    return {"path": str(path), "epoch": epoch, "shapes": shapes}
