@@ -141,14 +141,12 @@ def save_grown(run: Any, out_dir: str | Path) -> None:
     from .run import MODEL, save_run
 
     src = Path(run.path) / MODEL
-    state: dict[str, torch.Tensor] | None
-    link: Path | None
-    state, link = (None, src) if src.exists() else ({}, None)
+    link = src if src.exists() else None
     save_run(
         out_dir,
         run.config,
         run.metrics,
-        state,
+        None if link else {},
         run.tables,
         run.user_ids,
         run.item_ids,

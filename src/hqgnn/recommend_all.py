@@ -103,12 +103,6 @@ def work_dir(out: str | os.PathLike[str]) -> Path:
     return out.parent / f".{out.name}.recommend-all"
 
 
-def _search(rec: Recommender, r0: int, r1: int, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, item rows) of users r0..r1-1, each (r1 - r0, k), through the path ``recommend`` uses (whose
-    ranker bounds the scores it materialises: hqgnn.eval.ranking.SCORE_ELEMENTS)."""
-    return rec.recommend(np.arange(r0, r1, dtype=np.int64), k, exclude_seen=exclude_seen)
-
-
 class _Ids:
     """The run's own ids as Arrow arrays, and the long-format table of one chunk's answers."""
 
@@ -139,10 +133,11 @@ class _Ids:
 
 
 def _chunks(rec: Recommender, k: int, exclude_seen: bool, chunk: int, start: int) -> Iterator[tuple[int, int, Any]]:
-    """(r0, r1, (scores, items)) for each chunk of users from row ``start`` on."""
+    """(r0, r1, (scores, items)) for each chunk of users from row ``start`` on, through the path ``recommend``
+    uses (its ranker bounds the scores it materialises: hqgnn.eval.ranking.SCORE_ELEMENTS)."""
     for r0 in range(start, rec.run.n_users, chunk):
         r1 = min(rec.run.n_users, r0 + chunk)
-        yield r0, r1, _search(rec, r0, r1, k, exclude_seen)
+        yield r0, r1, rec.recommend(np.arange(r0, r1, dtype=np.int64), k, exclude_seen=exclude_seen)
 
 
 def recommend_all_frame(rec: Recommender, k: int, exclude_seen: bool = True, chunk: int | None = None) -> pd.DataFrame:

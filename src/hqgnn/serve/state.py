@@ -15,7 +15,6 @@ from ..recommender import Recommender
 from ..run import TrainedRun, load_run
 
 
-
 class UnknownIdError(LookupError):
     """A user or item id that is not in the run; the message is safe to send to the client."""
 
